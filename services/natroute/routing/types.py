@@ -1,0 +1,62 @@
+"""Types shared by the routing core and its callers (spec §6.17)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeAlias
+
+__all__ = [
+    "Addr",
+    "BeaconLister",
+    "CounterTarget",
+    "LocalNodeIDFn",
+    "SendOutcome",
+    "SocketSender",
+]
+
+#: A UDP endpoint: (IP literal or host name, port).
+Addr: TypeAlias = tuple[str, int]
+
+#: Returns our own node ID; ``0`` stands for "not yet known".
+LocalNodeIDFn: TypeAlias = Callable[[], int]
+
+
+@dataclass(frozen=True, slots=True)
+class SendOutcome:
+    """What ``Manager.write_frame`` put on the wire.
+
+    Attributes:
+        bytes_sent: bytes written on the wire (including a 9-byte relay header).
+        was_relay: True when the frame was wrapped and sent to the beacon.
+    """
+
+    bytes_sent: int = 0
+    was_relay: bool = False
+
+
+class SocketSender(Protocol):
+    """The send primitive the Manager is given; a plain UDP socket fits.
+
+    ``sendto`` raises ``OSError`` on failure, synchronously, so ICMP
+    unreachable errors that the kernel reports surface where the Manager
+    needs them.
+    """
+
+    def sendto(self, data: bytes, addr: Addr, /) -> int: ...
+
+
+class CounterTarget(Protocol):
+    """The caller's packet and byte counters, bumped on every successful send."""
+
+    pkts_sent: int
+    bytes_sent: int
+
+
+class BeaconLister(Protocol):
+    """The registry call the beacon-list refresh uses (``{"type": "beacon_list"}``).
+
+    Raises on failure; returns the decoded JSON object of the response.
+    """
+
+    def send(self, msg: dict[str, Any], /) -> dict[str, Any]: ...
