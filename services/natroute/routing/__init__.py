@@ -7,6 +7,14 @@ and the RTT probe), which take the socket or create a throw-away one.
 
 from __future__ import annotations
 
+from .cache import (
+    BeaconCacheEntry,
+    beacon_cache_path,
+    load_beacon_cache,
+    load_beacon_cache_entry,
+    save_beacon_cache,
+)
+from .config import ManagerConfig
 from .constants import (
     BEACON_CACHE_FILENAME,
     BEACON_REFRESH_INTERVAL,
@@ -17,6 +25,7 @@ from .constants import (
     MAX_RELAY_PEERS,
     SEND_ERR_THRESHOLD,
 )
+from .discover import discover_endpoint, probe_beacon_rtt
 from .errors import (
     CacheError,
     DiscoveryError,
@@ -27,6 +36,23 @@ from .errors import (
     SocketNotSetError,
     UsageError,
     WireError,
+)
+from .manager import Manager, PeerRouting, is_icmp_unreachable
+from .resolve import resolve_udp_addr
+from .selection import (
+    BeaconSelectionState,
+    RefreshDecision,
+    compute_refresh_decision,
+    fetch_beacon_list,
+    filter_unreachable,
+    first_beacon,
+    fnv1a32,
+    initial_jitter,
+    is_unreachable_beacon_host,
+    merge_beacon_lists,
+    parse_beacon_list,
+    pick_beacon,
+    pick_beacon_with_rtt,
 )
 from .types import Addr, BeaconLister, CounterTarget, LocalNodeIDFn, SendOutcome, SocketSender
 
@@ -40,12 +66,18 @@ __all__ = [
     "MAX_RELAY_PEERS",
     "SEND_ERR_THRESHOLD",
     "Addr",
+    "BeaconCacheEntry",
     "BeaconLister",
+    "BeaconSelectionState",
     "CacheError",
     "CounterTarget",
     "DiscoveryError",
     "LocalNodeIDFn",
+    "Manager",
+    "ManagerConfig",
     "NoAddressError",
+    "PeerRouting",
+    "RefreshDecision",
     "RegistryError",
     "ResolveError",
     "RoutingError",
@@ -54,4 +86,23 @@ __all__ = [
     "SocketSender",
     "UsageError",
     "WireError",
+    "beacon_cache_path",
+    "compute_refresh_decision",
+    "discover_endpoint",
+    "fetch_beacon_list",
+    "filter_unreachable",
+    "first_beacon",
+    "fnv1a32",
+    "initial_jitter",
+    "is_icmp_unreachable",
+    "is_unreachable_beacon_host",
+    "load_beacon_cache",
+    "load_beacon_cache_entry",
+    "merge_beacon_lists",
+    "parse_beacon_list",
+    "pick_beacon",
+    "pick_beacon_with_rtt",
+    "probe_beacon_rtt",
+    "resolve_udp_addr",
+    "save_beacon_cache",
 ]
