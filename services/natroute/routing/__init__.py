@@ -38,6 +38,7 @@ from .errors import (
     WireError,
 )
 from .manager import Manager, PeerRouting, is_icmp_unreachable
+from .refresh import ListSource, PickReason, RefreshOutcome, RttProber, refresh_tick
 from .resolve import resolve_udp_addr
 from .selection import (
     BeaconSelectionState,
@@ -72,15 +73,19 @@ __all__ = [
     "CacheError",
     "CounterTarget",
     "DiscoveryError",
+    "ListSource",
     "LocalNodeIDFn",
     "Manager",
     "ManagerConfig",
     "NoAddressError",
     "PeerRouting",
+    "PickReason",
     "RefreshDecision",
+    "RefreshOutcome",
     "RegistryError",
     "ResolveError",
     "RoutingError",
+    "RttProber",
     "SendOutcome",
     "SocketNotSetError",
     "SocketSender",
@@ -103,6 +108,7 @@ __all__ = [
     "pick_beacon",
     "pick_beacon_with_rtt",
     "probe_beacon_rtt",
+    "refresh_tick",
     "resolve_udp_addr",
     "save_beacon_cache",
 ]
