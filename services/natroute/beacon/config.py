@@ -1,0 +1,103 @@
+"""Frozen configuration of the beacon core (spec §2 constants as defaults).
+
+The core never reads settings, env or clocks: the shell builds one
+:class:`BeaconConfig` from its pydantic ``Settings`` and passes it in.
+Durations are float seconds; rates are tokens per second.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+__all__ = [
+    "DEFAULT_GOSSIP_INTERVAL",
+    "DEFAULT_NODE_CAP",
+    "DEFAULT_NODE_TTL",
+    "DEFAULT_REGISTER_INTERVAL",
+    "DEFAULT_SWEEP_INTERVAL",
+    "MAX_RELAY_PAYLOAD",
+    "MAX_SYNC_IDS_PER_DATAGRAM",
+    "BeaconConfig",
+    "RateLimit",
+]
+
+#: Node entries idle this long expire (spec §2 "beacon node TTL").
+DEFAULT_NODE_TTL: Final = 600.0
+#: Period of the expiry sweep (spec §2 "reap period").
+DEFAULT_SWEEP_INTERVAL: Final = 60.0
+#: Node table cap (spec §2 "beacon node cap").
+DEFAULT_NODE_CAP: Final = 500_000
+#: Period of Sync gossip to each peer beacon (spec §2, §3.10).
+DEFAULT_GOSSIP_INTERVAL: Final = 10.0
+#: Period of registration with the registry (spec §2, §4.2).
+DEFAULT_REGISTER_INTERVAL: Final = 30.0
+#: Largest relay payload accepted (spec §2 "max relay payload", §3.8).
+MAX_RELAY_PAYLOAD: Final = 65_535
+#: Node IDs per Sync datagram: 7 + 4*16 000 bytes stays under the 65 507-byte
+#: IPv4 UDP payload limit, so one gossip datagram is never refused by the kernel.
+MAX_SYNC_IDS_PER_DATAGRAM: Final = 16_000
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """A token bucket shape: ``rate`` tokens per second, at most ``burst`` saved.
+
+    A rate of 0 or less disables the limit.
+    """
+
+    rate: float
+    burst: float
+
+    @property
+    def enabled(self) -> bool:
+        """True when the limit is enforced."""
+        return self.rate > 0
+
+
+@dataclass(frozen=True, slots=True)
+class BeaconConfig:
+    """Everything the core decides with, besides the datagrams and ``now``.
+
+    Attributes:
+        beacon_id: this beacon's ID (u32, non-zero), sent in Sync (spec §3.10).
+        strict: enforce sender/ownership checks (spec §10 D15); off = upstream.
+        node_ttl: idle time after which a node entry expires.
+        node_cap: most node entries held; a new node at the cap is dropped.
+        gossip_ttl: a gossip entry not refreshed for this long expires (D27).
+        gossip_cap: most gossip entries held.
+        auth_max_skew: accepted distance between a signed discover's time and
+            the beacon's wall clock.
+        discover_limit: per source IP bucket for Discover.
+        punch_limit: per source IP bucket for PunchRequest.
+        relay_packet_limit: per source (IP, port) bucket, one token a relay.
+        relay_byte_limit: per source (IP, port) bucket, one token a payload byte.
+        limiter_cap: most sources tracked by each rate limiter.
+        max_relay_payload: payloads above this are dropped (spec §3.8).
+        sync_ids_per_datagram: node IDs carried by one Sync datagram.
+    """
+
+    beacon_id: int
+    strict: bool = True
+    node_ttl: float = DEFAULT_NODE_TTL
+    node_cap: int = DEFAULT_NODE_CAP
+    gossip_ttl: float = 3 * DEFAULT_GOSSIP_INTERVAL
+    gossip_cap: int = DEFAULT_NODE_CAP
+    auth_max_skew: float = 120.0
+    discover_limit: RateLimit = RateLimit(rate=10.0, burst=40.0)
+    punch_limit: RateLimit = RateLimit(rate=2.0, burst=10.0)
+    relay_packet_limit: RateLimit = RateLimit(rate=5_000.0, burst=10_000.0)
+    relay_byte_limit: RateLimit = RateLimit(rate=8_000_000.0, burst=16_000_000.0)
+    limiter_cap: int = 65_536
+    max_relay_payload: int = MAX_RELAY_PAYLOAD
+    sync_ids_per_datagram: int = MAX_SYNC_IDS_PER_DATAGRAM
+
+    def __post_init__(self) -> None:
+        if not 0 < self.beacon_id <= 0xFFFFFFFF:
+            raise ValueError(f"beacon_id must be in 1..2**32-1, not {self.beacon_id}")
+        if self.node_ttl <= 0 or self.gossip_ttl <= 0:
+            raise ValueError("node_ttl and gossip_ttl must be positive")
+        if self.node_cap < 1 or self.gossip_cap < 1 or self.limiter_cap < 1:
+            raise ValueError("caps must be at least 1")
+        if not 1 <= self.sync_ids_per_datagram <= MAX_SYNC_IDS_PER_DATAGRAM:
+            raise ValueError("sync_ids_per_datagram out of range")
