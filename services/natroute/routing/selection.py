@@ -15,7 +15,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .addr import split_host_port
 from .constants import BEACON_REFRESH_JITTER
 from .errors import RegistryError
 from .types import BeaconLister
@@ -83,13 +82,23 @@ def is_unreachable_beacon_host(host: str) -> bool:
 
 
 def _beacon_host(addr: str) -> str:
-    """The host part of a beacon address, brackets and zone removed (§10 D24)."""
-    try:
-        host, _ = split_host_port(addr)
-    except ValueError:
-        host = addr
-        if host.startswith("[") and host.endswith("]"):
-            host = host[1:-1]  # "[::1]": upstream kept it by accident (D24)
+    """The host part of a beacon address, brackets and zone removed (§10 D24).
+
+    Go's ``SplitHostPort`` does not validate the port, so neither does this:
+    ``"10.0.0.1:"`` and ``"10.0.0.1:x"`` still yield host ``10.0.0.1`` (§5.4).
+    """
+    if addr.startswith("["):
+        end = addr.find("]")
+        if end >= 0 and addr[end + 1 : end + 2] == ":":
+            host = addr[1:end]
+        elif end == len(addr) - 1:
+            host = addr[1:-1]  # "[::1]": upstream kept it by accident (D24)
+        else:
+            host = addr
+    else:
+        host, sep, _ = addr.rpartition(":")
+        if not sep or ":" in host:
+            host = addr
     return host.split("%", 1)[0]
 
 
