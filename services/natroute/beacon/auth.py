@@ -107,9 +107,9 @@ def verify_discover(
         The verified key and time.
 
     Raises:
-        DiscoverAuthError: wrong length or invalid key (``malformed``), time
-            outside the window (``stale``) or a signature that does not verify
-            (``bad_signature``).
+        DiscoverAuthError: wrong length (``malformed``), time outside the
+            window (``stale``) or a signature that does not verify under the
+            included key (``bad_signature``).
     """
     if len(extra) != DISCOVER_AUTH_LEN:
         raise DiscoverAuthError("malformed")
@@ -120,8 +120,6 @@ def verify_discover(
     try:
         key = Ed25519PublicKey.from_public_bytes(pubkey)
         key.verify(extra[40:], discover_auth_message(node_id, unix_time))
-    except InvalidSignature as exc:
+    except (InvalidSignature, ValueError) as exc:  # ValueError: a key some backend refuses
         raise DiscoverAuthError("bad_signature") from exc
-    except ValueError as exc:  # not a valid curve point
-        raise DiscoverAuthError("malformed") from exc
     return SignedDiscover(pubkey, unix_time)
