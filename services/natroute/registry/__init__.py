@@ -1,0 +1,33 @@
+"""natroute registry: node identities, resolve and the beacon list (spec §4).
+
+Service modules: ``store`` (SQLite core), ``app`` (FastAPI shell), ``main``
+(``natroute-registry``). Clients for other components are re-exported here.
+"""
+
+from __future__ import annotations
+
+from .client import (
+    AsyncRegistryClient,
+    Beacon,
+    BeaconRegistration,
+    HeartbeatResult,
+    Registration,
+    RegistryClient,
+    RegistryClientError,
+    RegistryNotFoundError,
+    RelayOnlyState,
+    Resolved,
+)
+
+__all__ = [
+    "AsyncRegistryClient",
+    "Beacon",
+    "BeaconRegistration",
+    "HeartbeatResult",
+    "Registration",
+    "RegistryClient",
+    "RegistryClientError",
+    "RegistryNotFoundError",
+    "RelayOnlyState",
+    "Resolved",
+]
