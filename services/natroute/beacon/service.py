@@ -1,0 +1,330 @@
+"""Runs one beacon: UDP endpoint, admin HTTP app and periodic tasks in one loop.
+
+:class:`BeaconService` is an async context manager used by ``main()`` and by
+:func:`natroute.beacon.testing.running_beacon`. It binds the UDP socket,
+builds the core, serves the admin app with uvicorn on the same loop, and runs
+three periodic tasks: the expiry sweep, Sync gossip to peer beacons, and the
+peer refresh (resolve static peers, register with the registry and read its
+beacon list, spec §4.2). Registry and DNS failures are logged and retried
+next period; they never stop the beacon.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from types import TracebackType
+
+import httpx
+import uvicorn
+
+from natroute.routing.addr import format_addr, split_host_port
+from natroute.routing.errors import RegistryError
+from natroute.routing.types import Addr
+
+from .admin import create_app
+from .config import BeaconConfig
+from .core import BeaconCore
+from .registry import RegistryClient
+from .settings import Settings, derive_beacon_id
+from .stats import BeaconSnapshot
+from .udp import BeaconProtocol
+
+__all__ = ["BeaconService"]
+
+_log = logging.getLogger(__name__)
+_SOCKET_BUFFER = 4 << 20
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling (``main()`` owns signals)."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.up = asyncio.Event()
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        self.up.set()
+
+
+class BeaconService:
+    """One running beacon. Use ``async with BeaconService(settings) as svc``."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        config: BeaconConfig | None = None,
+        clock: Callable[[], float] | None = None,
+        wall_clock: Callable[[], float] = time.time,
+        http_client: httpx.AsyncClient | None = None,
+    ) -> None:
+        """Prepare (nothing is bound until :meth:`start`).
+
+        Args:
+            settings: service settings (listen addresses, peers, registry, ...).
+            config: core config to use as-is instead of one built from settings.
+            clock: monotonic seconds for the core (default: the loop's clock).
+            wall_clock: Unix time for signed discovers.
+            http_client: client for registry calls (default: one owned here).
+        """
+        self.settings = settings
+        self._config = config
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._http_client = http_client
+        self._owns_client = http_client is None
+        self._core: BeaconCore | None = None
+        self._protocol: BeaconProtocol | None = None
+        self._transport: asyncio.DatagramTransport | None = None
+        self._server: _Server | None = None
+        self._server_task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._registry: RegistryClient | None = None
+        self.udp_addr: Addr = ("", 0)
+        self.http_addr: Addr | None = None
+        self.advertise = ""
+        self._family = socket.AF_INET
+
+    # -- public view -----------------------------------------------------------
+
+    @property
+    def core(self) -> BeaconCore:
+        """The running core.
+
+        Raises:
+            RuntimeError: before :meth:`start`.
+        """
+        if self._core is None:
+            raise RuntimeError("beacon not started")
+        return self._core
+
+    @property
+    def ready(self) -> bool:
+        """True while the UDP socket is bound and serving."""
+        return self._transport is not None and not self._transport.is_closing()
+
+    def snapshot(self) -> BeaconSnapshot:
+        """An immutable snapshot of the core (for the admin app)."""
+        return self.core.snapshot()
+
+    def now(self) -> float:
+        """The clock the core is fed with."""
+        return self._clock() if self._clock is not None else asyncio.get_running_loop().time()
+
+    # -- lifecycle -------------------------------------------------------------
+
+    async def __aenter__(self) -> BeaconService:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        """Bind UDP, start the admin app and the periodic tasks.
+
+        Raises:
+            OSError: an address cannot be resolved or bound.
+        """
+        loop = asyncio.get_running_loop()
+        settings = self.settings
+        sock = await _bind(settings.listen, socket.SOCK_DGRAM)
+        self._family = sock.family
+        self.udp_addr = _sockname(sock)
+        self.advertise = settings.advertise or format_addr(self.udp_addr)
+        config = self._config
+        if config is None:
+            beacon_id = settings.beacon_id or derive_beacon_id(self.advertise)
+            config = settings.core_config(beacon_id)
+        core = self._core = BeaconCore(config, wall_clock=self._wall_clock)
+        protocol = BeaconProtocol(core, self.now, settings.send_buffer_limit)
+        transport, _ = await loop.create_datagram_endpoint(lambda: protocol, sock=sock)
+        self._protocol, self._transport = protocol, transport
+        try:
+            await self._start_http()
+        except BaseException:
+            await self.stop()
+            raise
+        if settings.registry_url is not None:
+            if self._http_client is None:
+                self._http_client = httpx.AsyncClient(timeout=5.0)
+            token = settings.registry_token
+            self._registry = RegistryClient(
+                self._http_client,
+                settings.registry_url,
+                token.get_secret_value() if token is not None else None,
+            )
+        await self._refresh_static_peers()
+        self._tasks = [
+            asyncio.create_task(self._every(settings.sweep_interval, self._sweep, "sweep")),
+            asyncio.create_task(self._every(settings.gossip_interval, self._gossip, "gossip")),
+            asyncio.create_task(
+                self._every(settings.register_interval, self.refresh_peers, "peers", first=0.0)
+            ),
+        ]
+        _log.info(
+            "beacon_started",
+            extra={
+                "beacon_id": config.beacon_id,
+                "udp_addr": format_addr(self.udp_addr),
+                "http_addr": format_addr(self.http_addr) if self.http_addr else None,
+                "advertise": self.advertise,
+                "strict": config.strict,
+                "registry": settings.registry_url,
+                "peers": list(settings.peers),
+            },
+        )
+
+    async def stop(self) -> None:
+        """Stop tasks, the admin app and the UDP endpoint (idempotent)."""
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._server is not None and self._server_task is not None:
+            self._server.should_exit = True
+            await self._server_task
+            self._server = self._server_task = None
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+        if self._owns_client and self._http_client is not None:
+            await self._http_client.aclose()
+            self._http_client = None
+        if self._core is not None:
+            _log.info("beacon_stopped", extra={"beacon_id": self._core.config.beacon_id})
+
+    async def _start_http(self) -> None:
+        if not self.settings.http:
+            return
+        sock = await _bind(self.settings.http, socket.SOCK_STREAM)
+        self.http_addr = _sockname(sock)
+        config = uvicorn.Config(
+            create_app(self), log_config=None, lifespan="off", access_log=False, http="h11"
+        )
+        server = self._server = _Server(config)
+        task = self._server_task = asyncio.create_task(server.serve(sockets=[sock]))
+        up = asyncio.create_task(server.up.wait())
+        await asyncio.wait({task, up}, return_when=asyncio.FIRST_COMPLETED)
+        if not up.done():
+            up.cancel()
+            self._server = self._server_task = None
+            sock.close()
+            await task  # re-raises the start-up failure
+            raise OSError(f"admin HTTP server did not start on {self.settings.http}")
+
+    # -- periodic work ---------------------------------------------------------
+
+    async def _every(
+        self,
+        interval: float,
+        work: Callable[[], Awaitable[None]],
+        name: str,
+        first: float | None = None,
+    ) -> None:
+        delay = interval if first is None else first
+        while True:
+            await asyncio.sleep(delay)
+            delay = interval
+            try:
+                await work()
+            except Exception:
+                _log.exception("beacon_task_failed", extra={"task": name})
+
+    async def _sweep(self) -> None:
+        core = self.core
+        before = len(core.nodes)
+        core.sweep(self.now())
+        _log.debug("beacon_sweep", extra={"nodes_before": before, "nodes": len(core.nodes)})
+
+    async def _gossip(self) -> None:
+        if self._protocol is not None:
+            self._protocol.send(self.core.gossip_datagrams(self.now()))
+
+    async def gossip_now(self) -> None:
+        """Send one gossip round immediately (also run every gossip interval)."""
+        await self._gossip()
+
+    async def refresh_peers(self) -> None:
+        """One peer round: resolve static peers; register and read the beacon list.
+
+        Registry failures are logged (``beacon_registry_failed``) and leave the
+        previous registry-listed peers in place.
+        """
+        await self._refresh_static_peers()
+        registry = self._registry
+        if registry is None:
+            return
+        beacon_id = self.core.config.beacon_id
+        try:
+            await registry.register(beacon_id, self.advertise)
+            listed = await registry.list_beacons()
+        except RegistryError as exc:
+            _log.warning("beacon_registry_failed", extra={"error": str(exc)})
+            return
+        others = [addr for other_id, addr in listed if other_id != beacon_id]
+        resolved = await self._resolve_all(others)
+        self.core.set_listed_peers(resolved)
+        _log.debug("beacon_registry_refreshed", extra={"peers": [format_addr(a) for a in resolved]})
+
+    async def _refresh_static_peers(self) -> None:
+        self.core.set_static_peers(await self._resolve_all(self.settings.peers))
+
+    async def _resolve_all(self, hostports: list[str] | tuple[str, ...]) -> list[Addr]:
+        found = await asyncio.gather(*(self._resolve(hp) for hp in hostports))
+        return [addr for addr in found if addr is not None]
+
+    async def _resolve(self, hostport: str) -> Addr | None:
+        loop = asyncio.get_running_loop()
+        try:
+            host, port = split_host_port(hostport)
+            family = socket.AF_INET if self._family == socket.AF_INET else socket.AF_UNSPEC
+            infos = await loop.getaddrinfo(host, port, family=family, type=socket.SOCK_DGRAM)
+        except (OSError, ValueError, UnicodeError) as exc:
+            _log.warning("beacon_peer_unresolved", extra={"peer": hostport, "error": str(exc)})
+            return None
+        sockaddr = infos[0][4]
+        return str(sockaddr[0]), int(sockaddr[1])
+
+
+async def _bind(hostport: str, kind: socket.SocketKind) -> socket.socket:
+    """A non-blocking socket bound to ``hostport`` (IPv6 wildcard is dual-stack)."""
+    host, port = split_host_port(hostport)
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(host or None, port, type=kind, flags=socket.AI_PASSIVE)
+    family, _, _, _, sockaddr = infos[0]
+    sock = socket.socket(family, kind)
+    try:
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        if kind == socket.SOCK_DGRAM:
+            for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+                sock.setsockopt(socket.SOL_SOCKET, option, _SOCKET_BUFFER)
+        else:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(sockaddr)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _sockname(sock: socket.socket) -> Addr:
+    name = sock.getsockname()
+    return str(name[0]), int(name[1])

@@ -1,0 +1,205 @@
+"""Settings of ``natroute-beacon``: env (``NATROUTE_BEACON_*``) overridden by flags.
+
+``build_settings(argv)`` is called by ``main()`` only; nothing here runs at
+import time. :meth:`Settings.core_config` turns the settings into the core's
+frozen :class:`~natroute.beacon.config.BeaconConfig`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from typing import Annotated, Any
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from natroute.routing.addr import split_host_port
+
+from .config import (
+    DEFAULT_GOSSIP_INTERVAL,
+    DEFAULT_REGISTER_INTERVAL,
+    DEFAULT_SWEEP_INTERVAL,
+    BeaconConfig,
+    RateLimit,
+)
+
+__all__ = ["Settings", "build_settings", "derive_beacon_id", "parse_args"]
+
+_DISABLED = ("", "off", "none", "false", "0")
+# Core defaults, so each default is written once (in config.py).
+_D = BeaconConfig(beacon_id=1)
+
+
+def derive_beacon_id(text: str) -> int:
+    """A stable non-zero beacon ID from a string (FNV-1a 32 of its UTF-8 bytes).
+
+    Used when no ``--beacon-id`` is set: the advertised address names the
+    beacon, so the same deployment keeps the same ID across restarts.
+    """
+    value = 0x811C9DC5
+    for byte in text.encode():
+        value = ((value ^ byte) * 0x01000193) & 0xFFFFFFFF
+    return value or 1
+
+
+def _check_hostport(value: str) -> str:
+    host, _ = split_host_port(value)
+    if not host:
+        raise ValueError(f"missing host in {value!r}")
+    return value
+
+
+class Settings(BaseSettings):
+    """Every knob of the beacon service. Env names: ``NATROUTE_BEACON_<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix="NATROUTE_BEACON_", extra="ignore")
+
+    listen: str = Field("0.0.0.0:9001", description="UDP listen address host:port")
+    http: str = Field("0.0.0.0:8001", description="admin HTTP listen host:port, 'off' disables")
+    beacon_id: int = Field(0, ge=0, le=0xFFFFFFFF, description="0: derived from advertise")
+    peers: Annotated[tuple[str, ...], NoDecode] = Field((), description="peer beacons host:port")
+    registry_url: str | None = Field(None, description="registry base URL")
+    registry_token: SecretStr | None = Field(None, description="bearer token for the registry")
+    advertise: str | None = Field(None, description="address registered; default: bound address")
+    strict: bool = True
+    node_ttl: float = Field(_D.node_ttl, gt=0)
+    node_cap: int = Field(_D.node_cap, ge=1)
+    sweep_interval: float = Field(DEFAULT_SWEEP_INTERVAL, gt=0)
+    gossip_interval: float = Field(DEFAULT_GOSSIP_INTERVAL, gt=0)
+    gossip_ttl: float = Field(_D.gossip_ttl, gt=0)
+    register_interval: float = Field(DEFAULT_REGISTER_INTERVAL, gt=0)
+    discover_rate: float = _D.discover_limit.rate
+    discover_burst: float = _D.discover_limit.burst
+    punch_rate: float = _D.punch_limit.rate
+    punch_burst: float = _D.punch_limit.burst
+    relay_rate: float = _D.relay_packet_limit.rate
+    relay_burst: float = _D.relay_packet_limit.burst
+    relay_byte_rate: float = _D.relay_byte_limit.rate
+    relay_byte_burst: float = _D.relay_byte_limit.burst
+    limiter_cap: int = Field(_D.limiter_cap, ge=1)
+    auth_max_skew: float = Field(_D.auth_max_skew, ge=0)
+    send_buffer_limit: int = Field(4 << 20, ge=0, description="drop sends past this backlog")
+    log_level: str = "info"
+
+    @field_validator("peers", mode="before")
+    @classmethod
+    def _split_peers(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("peers")
+    @classmethod
+    def _check_peers(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(_check_hostport(peer) for peer in value)
+
+    @field_validator("listen")
+    @classmethod
+    def _check_listen(cls, value: str) -> str:
+        return _check_hostport(value)
+
+    @field_validator("advertise")
+    @classmethod
+    def _check_advertise(cls, value: str | None) -> str | None:
+        return None if value is None or value == "" else _check_hostport(value)
+
+    @field_validator("http")
+    @classmethod
+    def _check_http(cls, value: str) -> str:
+        return "" if value.lower() in _DISABLED else _check_hostport(value)
+
+    @field_validator("registry_url")
+    @classmethod
+    def _check_registry(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"registry URL must be http(s): {value!r}")
+        return value.rstrip("/")
+
+    @field_validator("log_level")
+    @classmethod
+    def _check_level(cls, value: str) -> str:
+        if value.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise ValueError(f"unknown log level {value!r}")
+        return value.lower()
+
+    def core_config(self, beacon_id: int) -> BeaconConfig:
+        """The core's frozen config, with the resolved beacon ID."""
+        return BeaconConfig(
+            beacon_id=beacon_id,
+            strict=self.strict,
+            node_ttl=self.node_ttl,
+            node_cap=self.node_cap,
+            gossip_ttl=self.gossip_ttl,
+            gossip_cap=self.node_cap,
+            auth_max_skew=self.auth_max_skew,
+            discover_limit=RateLimit(self.discover_rate, self.discover_burst),
+            punch_limit=RateLimit(self.punch_rate, self.punch_burst),
+            relay_packet_limit=RateLimit(self.relay_rate, self.relay_burst),
+            relay_byte_limit=RateLimit(self.relay_byte_rate, self.relay_byte_burst),
+            limiter_cap=self.limiter_cap,
+        )
+
+
+# flag -> (field, type); every flag defaults to "not given" so env stays in force.
+_FLAGS: tuple[tuple[str, str, type, str], ...] = (
+    ("--listen", "listen", str, "UDP listen HOST:PORT (default 0.0.0.0:9001)"),
+    ("--http", "http", str, "admin HTTP HOST:PORT, or 'off' (default 0.0.0.0:8001)"),
+    ("--beacon-id", "beacon_id", int, "beacon ID 1..2^32-1 (default: derived from --advertise)"),
+    ("--peers", "peers", str, "static peer beacons, comma-separated HOST:PORT"),
+    ("--registry", "registry_url", str, "registry base URL, e.g. http://registry:8000"),
+    ("--registry-token", "registry_token", str, "bearer token for POST /v1/beacons"),
+    ("--advertise", "advertise", str, "HOST:PORT registered (default: the bound address)"),
+    ("--node-ttl", "node_ttl", float, "seconds before an idle node expires (600)"),
+    ("--node-cap", "node_cap", int, "most nodes held (500000)"),
+    ("--sweep-interval", "sweep_interval", float, "seconds between expiry sweeps (60)"),
+    ("--gossip-interval", "gossip_interval", float, "seconds between Sync rounds (10)"),
+    ("--gossip-ttl", "gossip_ttl", float, "seconds before unrefreshed gossip expires (30)"),
+    ("--register-interval", "register_interval", float, "seconds between registrations (30)"),
+    ("--discover-rate", "discover_rate", float, "discovers/s per source IP (0: off)"),
+    ("--discover-burst", "discover_burst", float, "discover burst per source IP"),
+    ("--punch-rate", "punch_rate", float, "punch requests/s per source IP (0: off)"),
+    ("--punch-burst", "punch_burst", float, "punch burst per source IP"),
+    ("--relay-rate", "relay_rate", float, "relays/s per source IP:port (0: off)"),
+    ("--relay-burst", "relay_burst", float, "relay burst per source"),
+    ("--relay-byte-rate", "relay_byte_rate", float, "relay payload bytes/s per source (0: off)"),
+    ("--relay-byte-burst", "relay_byte_burst", float, "relay byte burst per source"),
+    ("--limiter-cap", "limiter_cap", int, "most sources tracked per rate limiter"),
+    ("--auth-max-skew", "auth_max_skew", float, "accepted clock skew of signed discovers (120)"),
+    ("--log-level", "log_level", str, "debug, info, warning or error"),
+)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Parse flags into Settings field overrides (only the flags given).
+
+    Raises:
+        SystemExit: on ``--help`` or a usage error (argparse).
+    """
+    parser = argparse.ArgumentParser(
+        prog="natroute-beacon",
+        description="natroute beacon: endpoint discovery, hole-punch coordination and relay. "
+        "Every flag can also be set as NATROUTE_BEACON_<NAME> in the environment.",
+        argument_default=argparse.SUPPRESS,
+    )
+    for flag, dest, kind, text in _FLAGS:
+        parser.add_argument(flag, dest=dest, type=kind, help=text)
+    parser.add_argument(
+        "--strict",
+        dest="strict",
+        action=argparse.BooleanOptionalAction,
+        help="strict sender/ownership checks (default on; --no-strict for upstream behaviour)",
+    )
+    return vars(parser.parse_args(argv))
+
+
+def build_settings(argv: Sequence[str] | None = None) -> Settings:
+    """Settings from env, with command-line flags taking precedence.
+
+    Raises:
+        SystemExit: on ``--help`` or a usage error.
+        pydantic.ValidationError: a value is invalid.
+    """
+    return Settings(**parse_args(argv))

@@ -1,0 +1,96 @@
+"""Thin asyncio UDP shell: moves datagrams and time between a socket and the core.
+
+No protocol decision is made here. Each received datagram is handed to
+:meth:`BeaconCore.handle_datagram` with the loop's monotonic time and the
+datagrams it returns are sent. Addresses are passed to the core as
+``(host, port)``; on an IPv6 (dual-stack) socket IPv4 destinations are sent
+in their IPv4-mapped form. A send that would grow the transport's backlog
+past ``send_buffer_limit`` bytes is dropped and counted (the bounded relay
+queue of spec §3.8), as is a send the socket refuses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from natroute.routing.types import Addr
+
+from .core import BeaconCore, Outgoing
+
+__all__ = ["BeaconProtocol"]
+
+_log = logging.getLogger(__name__)
+
+
+class BeaconProtocol(asyncio.DatagramProtocol):
+    """The beacon's UDP endpoint protocol."""
+
+    def __init__(
+        self, core: BeaconCore, clock: Callable[[], float], send_buffer_limit: int = 4 << 20
+    ) -> None:
+        """Wire a core to a (future) transport.
+
+        Args:
+            core: decides what to send.
+            clock: monotonic seconds passed to the core as ``now``.
+            send_buffer_limit: most bytes queued in the transport before
+                further sends are dropped.
+        """
+        self.core = core
+        self.clock = clock
+        self.send_buffer_limit = send_buffer_limit
+        self.transport: asyncio.DatagramTransport | None = None
+        self._ipv6 = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.DatagramTransport)
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
+        self._ipv6 = sock is not None and sock.family == socket.AF_INET6
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+
+    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        # IPv6 sources come as (host, port, flowinfo, scope_id): keep host and port.
+        out = self.core.handle_datagram(data, (addr[0], addr[1]), self.clock())
+        if out:
+            self.send(out)
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP errors for earlier sends (e.g. a node went away): counted, not fatal.
+        self.core.note_send_failed()
+        if _log.isEnabledFor(logging.DEBUG):
+            _log.debug("beacon_socket_error", extra={"error": str(exc)})
+
+    def send(self, out: Iterable[Outgoing]) -> None:
+        """Send datagrams the core returned; failures are counted by the core."""
+        transport = self.transport
+        for datagram, dst in out:
+            if transport is None or _backlog(transport) > self.send_buffer_limit:
+                self.core.note_send_failed()
+                continue
+            target = self._target(dst)
+            if target is None:
+                self.core.note_send_failed()
+                continue
+            try:
+                transport.sendto(datagram, target)
+            except (OSError, ValueError):
+                self.core.note_send_failed()
+
+    def _target(self, dst: Addr) -> Addr | None:
+        host = dst[0]
+        if self._ipv6:
+            return dst if ":" in host else (f"::ffff:{host}", dst[1])
+        return None if ":" in host else dst
+
+
+def _backlog(transport: asyncio.DatagramTransport) -> int:
+    """Bytes queued in the transport (asyncio's and uvloop's both report it)."""
+    size: int = transport.get_write_buffer_size()  # type: ignore[attr-defined]
+    return size
