@@ -66,6 +66,8 @@ def check_ip_port(text: str) -> str:
         ValueError: anything else (host names, zones, port 0, no port).
     """
     host, _ = _split(text)
+    if "%" in host:
+        raise ValueError(f"zoned IPv6 addresses are not reachable from peers: {text!r}")
     try:
         ip = ipaddress.ip_address(host)
     except ValueError as exc:
