@@ -1,0 +1,151 @@
+"""Settings of ``natroute-sidecar``: env ``NATROUTE_SIDECAR_*``, overridden by flags.
+
+Every field is also a flag (``--blackhole-threshold 2``); pydantic-settings
+parses both. :func:`build_settings` is called by ``main()`` only. The same
+env names are used by compose and the Helm chart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, CliApp, SettingsConfigDict
+
+from natroute.routing.addr import split_host_port
+from natroute.routing.config import ManagerConfig
+from natroute.routing.constants import (
+    BEACON_REFRESH_INTERVAL,
+    BEACON_REFRESH_JITTER,
+    BLACKHOLE_MISSES_REQUIRED,
+    DIRECT_BLACKHOLE_THRESHOLD,
+    DIRECT_CLEARS_REQUIRED,
+    MAX_RELAY_PEERS,
+    SEND_ERR_THRESHOLD,
+)
+from natroute.routing.selection import parse_beacon_list
+
+from .node import NodeConfig
+
+__all__ = ["Settings", "build_settings"]
+
+_N = NodeConfig()
+
+
+def _hostport(value: str) -> str:
+    host, _ = split_host_port(value)
+    if not host:
+        raise ValueError(f"missing host in {value!r}")
+    return value
+
+
+class Settings(BaseSettings):
+    """Every knob of the sidecar. Env: ``NATROUTE_SIDECAR_<FIELD>``; flag: ``--<field>``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="NATROUTE_SIDECAR_",
+        extra="ignore",
+        cli_kebab_case=True,
+        cli_implicit_flags=True,
+        cli_prog_name="natroute-sidecar",
+    )
+
+    listen: str = Field("0.0.0.0:4000", description="UDP socket for peers and beacons")
+    app_listen: str = Field("127.0.0.1:4100", description="local data plane UDP address")
+    app_deliver: str = Field(
+        "", description="where received payloads go; default: the app's last source address"
+    )
+    admin_listen: str = Field("127.0.0.1:8080", description="admin HTTP API; 'off' disables")
+    admin_token: SecretStr = Field(SecretStr(""), description="bearer token for mutations")
+    identity: str = Field(
+        "/var/lib/natroute/identity.json", description="identity key file (beacon cache beside)"
+    )
+    registry_url: str = Field("", description="registry base URL, e.g. http://registry:9000")
+    beacons: str = Field("", description="bootstrap beacons host:port,...")
+    advertise: str = Field("", description="public endpoint to register instead of discovery")
+    lan_addrs: str = Field("", description="LAN addresses host:port,... published in registry")
+    relay_only: bool | None = Field(None, description="force relay_only (default: from NAT type)")
+    nat_detect: bool = Field(True, description="classify the NAT with two beacons")
+    beacon_rtt_probe: bool = Field(False, description="RTT override of the hash pick")
+    refresh_interval: float = Field(BEACON_REFRESH_INTERVAL, gt=0)
+    refresh_jitter: float = Field(BEACON_REFRESH_JITTER, ge=0)
+    beacon_keepalive_interval: float = Field(10.0, gt=0, description="register_with_beacon")
+    heartbeat_interval: float = Field(30.0, gt=0, description="registry heartbeat")
+    discover_timeout: float = Field(2.0, gt=0)
+    tick_interval: float = Field(0.5, gt=0, description="peer upkeep timer")
+    blackhole_threshold: float = Field(DIRECT_BLACKHOLE_THRESHOLD, ge=0)
+    blackhole_misses: int = Field(BLACKHOLE_MISSES_REQUIRED, ge=1)
+    direct_clears: int = Field(DIRECT_CLEARS_REQUIRED, ge=1)
+    send_err_threshold: int = Field(SEND_ERR_THRESHOLD, ge=1)
+    max_relay_peers: int = Field(MAX_RELAY_PEERS, ge=1)
+    max_peers: int = Field(_N.max_peers, ge=1)
+    dial_timeout: float = Field(_N.dial_timeout, gt=0)
+    probe_initial_interval: float = Field(_N.probe_initial_interval, gt=0)
+    probe_max_interval: float = Field(_N.probe_max_interval, gt=0)
+    peer_keepalive_interval: float = Field(_N.keepalive_interval, gt=0)
+    peer_refresh_interval: float = Field(_N.peer_refresh_interval, gt=0)
+    peer_idle_timeout: float = Field(_N.peer_idle_timeout, gt=0)
+    log_level: str = Field("info")
+
+    @field_validator("listen", "app_listen")
+    @classmethod
+    def _check_hostport(cls, value: str) -> str:
+        return _hostport(value)
+
+    @field_validator("admin_listen")
+    @classmethod
+    def _check_admin(cls, value: str) -> str:
+        return "" if value.lower() in ("", "off", "none") else _hostport(value)
+
+    @field_validator("app_deliver", "advertise")
+    @classmethod
+    def _check_optional(cls, value: str) -> str:
+        return _hostport(value) if value else ""
+
+    @field_validator("beacons", "lan_addrs")
+    @classmethod
+    def _check_list(cls, value: str) -> str:
+        for entry in parse_beacon_list(value):
+            _hostport(entry)
+        return value
+
+    @field_validator("registry_url")
+    @classmethod
+    def _check_registry(cls, value: str) -> str:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError(f"registry URL must be http(s): {value!r}")
+        return value.rstrip("/")
+
+    @field_validator("log_level")
+    @classmethod
+    def _check_level(cls, value: str) -> str:
+        if value.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise ValueError(f"unknown log level {value!r}")
+        return value.lower()
+
+    def manager_config(self) -> ManagerConfig:
+        """The routing Manager's thresholds."""
+        return ManagerConfig(
+            blackhole_threshold=self.blackhole_threshold,
+            blackhole_misses_required=self.blackhole_misses,
+            direct_clears_required=self.direct_clears,
+            send_err_threshold=self.send_err_threshold,
+            max_relay_peers=self.max_relay_peers,
+        )
+
+    def node_config(self) -> NodeConfig:
+        """The peer logic's timers and caps."""
+        return NodeConfig(
+            max_peers=self.max_peers,
+            dial_timeout=self.dial_timeout,
+            probe_initial_interval=self.probe_initial_interval,
+            probe_max_interval=self.probe_max_interval,
+            keepalive_interval=self.peer_keepalive_interval,
+            peer_refresh_interval=self.peer_refresh_interval,
+            peer_idle_timeout=self.peer_idle_timeout,
+        )
+
+
+def build_settings(argv: Sequence[str]) -> Settings:
+    """Settings from the environment, overridden by command-line flags."""
+    return CliApp.run(Settings, cli_args=list(argv))
