@@ -178,7 +178,8 @@ def test_unpin_keeps_flag_until_direct_clears() -> None:
     m = rig(beacon=BEACON).manager
     m.set_relay_peer_pinned(3, True)
     m.unpin_relay_peer(3)
-    assert m.is_relay_peer(3) and not m.is_relay_pinned(3)
+    assert m.is_relay_peer(3)
+    assert not m.is_relay_pinned(3)
     src = ("203.0.113.3", 1)
     assert [m.clear_relay_on_direct(3, src) for _ in range(3)] == [False, False, True]
     m.unpin_relay_peer(99)  # absent: no-op
@@ -203,9 +204,11 @@ def test_s8_38_mark_relay_activated_without_crypto() -> None:
 
 def test_s8_52_admit_relay_from_beacon() -> None:
     m = rig().manager
-    assert not m.is_relay_peer(77) and not m.is_relay_pinned(77)
+    assert not m.is_relay_peer(77)
+    assert not m.is_relay_pinned(77)
     assert m.admit_relay_from_beacon(77) is True
-    assert m.is_relay_peer(77) and m.is_relay_pinned(77)
+    assert m.is_relay_peer(77)
+    assert m.is_relay_pinned(77)
 
 
 def test_s9_08_count_keeps_cleared_entry() -> None:
@@ -254,7 +257,8 @@ def test_s9_10_set_relay_false_keeps_pin() -> None:
     m = r.manager
     m.set_relay_peer_pinned(8, True)
     m.set_relay_peer(8, False)
-    assert not m.is_relay_peer(8) and m.is_relay_pinned(8)
+    assert not m.is_relay_peer(8)
+    assert m.is_relay_pinned(8)
     for _ in range(4):
         assert m.clear_relay_on_direct(8, PEER_ADDR) is False
     assert m.peer_routing(8).direct_clears == 0
@@ -262,7 +266,8 @@ def test_s9_10_set_relay_false_keeps_pin() -> None:
     r.clock.advance(8.5)
     flips = [m.maybe_flip_blackhole(8) for _ in range(3)]
     assert [f[1] for f in flips] == [False, False, True]
-    assert m.is_relay_peer(8) and m.is_relay_pinned(8)
+    assert m.is_relay_peer(8)
+    assert m.is_relay_pinned(8)
 
 
 # -- §6.8 clear_relay_on_direct and the miss count ---------------------------------
@@ -409,7 +414,8 @@ def test_s8_21_receipt_9s_old_flips_on_third_miss() -> None:
     assert m.maybe_flip_blackhole(1) == (False, False, 9.0, 1)
     assert m.maybe_flip_blackhole(1) == (False, False, 9.0, 2)
     assert m.maybe_flip_blackhole(1) == (True, True, 9.0, 3)
-    assert m.is_relay_peer(1) and m.is_relay_pinned(1)
+    assert m.is_relay_peer(1)
+    assert m.is_relay_pinned(1)
     assert m.blackhole_miss_count(1) == 0
     assert m.maybe_flip_blackhole(1) == (True, False, 0.0, 0)
 
@@ -479,7 +485,8 @@ def test_s8_24_econnrefused_flips_on_third() -> None:
     assert m.handle_send_error(1, refused()) == (False, 1)
     assert m.handle_send_error(1, refused()) == (False, 2)
     assert m.handle_send_error(1, refused()) == (True, 3)
-    assert m.is_relay_peer(1) and m.is_relay_pinned(1)
+    assert m.is_relay_peer(1)
+    assert m.is_relay_pinned(1)
     assert m.send_err_count(1) == 0
     # Already relay: the counter keeps growing without flipping again.
     assert [m.handle_send_error(1, refused()) for _ in range(4)] == [
@@ -625,7 +632,8 @@ def test_direct_send_failure_counted_and_flips() -> None:
         assert r.manager.send_err_count(1) == expected
     with pytest.raises(OSError, match="No route"):
         r.manager.write_frame(1, PEER_ADDR, b"PILS")
-    assert r.manager.is_relay_peer(1) and r.manager.is_relay_pinned(1)
+    assert r.manager.is_relay_peer(1)
+    assert r.manager.is_relay_pinned(1)
     r.sock.fail_with(None)
     assert r.manager.write_frame(1, PEER_ADDR, b"PILS").was_relay is True
 
@@ -791,7 +799,9 @@ def test_d17_per_peer_maps_capped() -> None:
     m.record_direct_recv(1, 1.0)
     m.record_direct_recv(2, 1.0)
     m.record_direct_recv(3, 1.0)  # refused
-    assert m.has_direct_recv(1) and m.has_direct_recv(2) and not m.has_direct_recv(3)
+    assert m.has_direct_recv(1)
+    assert m.has_direct_recv(2)
+    assert not m.has_direct_recv(3)
     assert m.untracked_count() == 1
     m.record_direct_recv(1, 2.0)  # existing entries still update
     assert m.last_direct_recv(1) == 2.0
