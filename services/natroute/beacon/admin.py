@@ -36,6 +36,7 @@ class BeaconView(Protocol):
 
 
 _COUNTERS: tuple[tuple[str, str, str], ...] = (
+    ("received", "natroute_beacon_received", "Datagrams received"),
     ("discovers", "natroute_beacon_discovers", "Discover messages received"),
     ("registrations", "natroute_beacon_registrations", "Node IDs recorded or moved"),
     ("authenticated", "natroute_beacon_authenticated", "Signed discovers that bound a key"),

@@ -116,6 +116,7 @@ class BeaconCore:
         Returns:
             Datagrams to send, possibly none. Never raises for any ``data``.
         """
+        self.counters.received += 1
         if not is_beacon_message(data):
             return self._drop(DropReason.NOT_BEACON_MESSAGE if data else DropReason.MALFORMED, src)
         try:
@@ -185,6 +186,7 @@ class BeaconCore:
             nodes=len(self.nodes),
             gossip_entries=len(self.gossip),
             peers=tuple(sorted(format_addr(p) for p in self.gossip.peers)),
+            received=c.received,
             discovers=c.discovers,
             discover_replies=c.discover_replies,
             registrations=c.registrations,

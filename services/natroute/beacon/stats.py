@@ -44,6 +44,7 @@ _REASONS: Final = tuple(DropReason)
 class Counters:
     """Mutable counters owned by the core (plain ints: the hot path bumps them)."""
 
+    received: int = 0
     discovers: int = 0
     discover_replies: int = 0
     registrations: int = 0
@@ -69,7 +70,7 @@ class BeaconSnapshot:
         nodes: node entries held (expired ones not yet swept included).
         gossip_entries: node IDs known from peer beacons.
         peers: peer beacon addresses (``host:port``), sorted.
-        discovers .. expired_nodes: totals since start (see :class:`Counters`).
+        received .. expired_nodes: totals since start (see :class:`Counters`).
         drops: drop counts by reason value, every reason present.
     """
 
@@ -78,6 +79,7 @@ class BeaconSnapshot:
     nodes: int
     gossip_entries: int
     peers: tuple[str, ...]
+    received: int
     discovers: int
     discover_replies: int
     registrations: int

@@ -15,7 +15,7 @@ import asyncio
 import logging
 import socket
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, cast
 
 from natroute.routing.types import Addr
 
@@ -47,8 +47,8 @@ class BeaconProtocol(asyncio.DatagramProtocol):
         self._ipv6 = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self.transport = transport
+        # uvloop's UDPTransport quacks like asyncio.DatagramTransport without subclassing it.
+        self.transport = cast(asyncio.DatagramTransport, transport)
         sock = transport.get_extra_info("socket")
         self._ipv6 = sock is not None and sock.family == socket.AF_INET6
 

@@ -1,0 +1,209 @@
+"""Real UDP tests of the beacon shell on 127.0.0.1 port 0 (spec §3)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from natroute.beacon.auth import sign_discover
+from natroute.beacon.config import BeaconConfig
+from natroute.beacon.stats import DropReason
+from natroute.beacon.testing import running_beacon
+from natroute.routing.wire import (
+    Discover,
+    PunchCommand,
+    PunchRequest,
+    RelayDeliver,
+    decode_message,
+    encode_message,
+    encode_relay,
+)
+
+from .fakes import FakeClock
+from .udpclient import UdpClient
+
+
+def _has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
+            sock.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.asyncio
+async def test_discover_reply_carries_observed_endpoint() -> None:
+    async with running_beacon() as beacon:
+        with UdpClient() as a:
+            assert await a.register(11, beacon.udp_addr) == a.addr
+            entry = beacon.core.nodes.get(11, beacon.now())
+            assert entry is not None
+            assert entry.addr == a.addr
+
+
+@pytest.mark.asyncio
+@pytest.mark.skipif(not _has_ipv6_loopback(), reason="no IPv6 loopback on this machine")
+async def test_ipv6_discover_and_relay() -> None:
+    async with running_beacon(listen="[::1]:0") as beacon:
+        with UdpClient("::1") as a, UdpClient("::1") as b:
+            a.send(encode_message(Discover(1)), beacon.udp_addr)
+            data, _ = await a.recv()
+            assert len(data) == 20
+            assert decode_message(data) == decode_message(encode_message_reply(a))
+            await b.register(2, beacon.udp_addr)
+            a.send(encode_relay(1, 2, b"PILSv6"), beacon.udp_addr)
+            data, src = await b.recv()
+            assert decode_message(data) == RelayDeliver(1, b"PILSv6")
+            assert src[1] == beacon.udp_addr[1]
+
+
+def encode_message_reply(client: UdpClient) -> bytes:
+    return (
+        b"\x02\x10"
+        + socket.inet_pton(socket.AF_INET6, client.addr[0])
+        + (client.addr[1].to_bytes(2, "big"))
+    )
+
+
+@pytest.mark.asyncio
+async def test_punch_request_sends_commands_to_both() -> None:
+    async with running_beacon() as beacon:
+        with UdpClient() as a, UdpClient() as b:
+            await a.register(1, beacon.udp_addr)
+            await b.register(2, beacon.udp_addr)
+            a.send(encode_message(PunchRequest(1, 2)), beacon.udp_addr)
+            data_a, _ = await a.recv()
+            data_b, _ = await b.recv()
+            assert decode_message(data_a) == PunchCommand(b.addr)
+            assert decode_message(data_b) == PunchCommand(a.addr)
+            assert beacon.snapshot().punches == 1
+
+
+@pytest.mark.asyncio
+async def test_relay_is_delivered_with_sender_id() -> None:
+    async with running_beacon() as beacon:
+        with UdpClient() as a, UdpClient() as b:
+            await a.register(1, beacon.udp_addr)
+            await b.register(2, beacon.udp_addr)
+            a.send(encode_relay(1, 2, b"PILS" + bytes(1000)), beacon.udp_addr)
+            data, src = await b.recv()
+            assert data == b"\x06\x00\x00\x00\x01PILS" + bytes(1000)
+            assert src == beacon.udp_addr
+            snap = beacon.snapshot()
+            assert (snap.relayed_packets, snap.relayed_bytes) == (1, 1004)
+
+
+@pytest.mark.asyncio
+async def test_expired_node_is_not_relayed_to() -> None:
+    clock = FakeClock()
+    async with running_beacon(clock=clock, node_ttl=60.0) as beacon:
+        with UdpClient() as a, UdpClient() as b:
+            await b.register(2, beacon.udp_addr)
+            clock.advance(61)
+            await a.register(1, beacon.udp_addr)
+            a.send(encode_relay(1, 2, b"PILSx"), beacon.udp_addr)
+            await b.barrier(beacon.udp_addr)
+            assert beacon.snapshot().drops["relay_unknown_dst"] == 1
+            beacon.core.sweep(clock())
+            assert beacon.snapshot().nodes == 1
+            assert beacon.snapshot().expired_nodes == 1
+
+
+@pytest.mark.asyncio
+async def test_strict_mode_rejections() -> None:
+    async with running_beacon() as beacon:
+        with UdpClient() as a, UdpClient() as b, UdpClient() as mallory:
+            await a.register(1, beacon.udp_addr)
+            await b.register(2, beacon.udp_addr)
+            # Mallory claims to be node 1: the relay is dropped...
+            mallory.send(encode_relay(1, 2, b"PILSevil"), beacon.udp_addr)
+            await b.barrier(beacon.udp_addr)
+            # ...and her discover for node 1 gets a reply but does not move the mapping.
+            assert await mallory.register(1, beacon.udp_addr) == mallory.addr
+            a.send(encode_relay(1, 2, b"PILSgood"), beacon.udp_addr)
+            data, _ = await b.recv()
+            assert data.endswith(b"PILSgood")
+            drops = beacon.snapshot().drops
+            assert drops["relay_sender_mismatch"] == 1
+            assert drops["takeover_rejected"] == 1
+
+
+@pytest.mark.asyncio
+async def test_signed_discover_moves_node_to_new_address() -> None:
+    key = Ed25519PrivateKey.generate()
+    wall = FakeClock(1_800_000_000.0)
+    async with running_beacon(wall_clock=wall) as beacon:
+        with UdpClient() as old, UdpClient() as new, UdpClient() as b:
+            await old.register(1, beacon.udp_addr, sign_discover(key, 1, int(wall())))
+            await b.register(2, beacon.udp_addr)
+            await new.register(1, beacon.udp_addr, sign_discover(key, 1, int(wall()) + 1))
+            new.send(encode_relay(1, 2, b"PILSmoved"), beacon.udp_addr)
+            data, _ = await b.recv()
+            assert decode_message(data) == RelayDeliver(1, b"PILSmoved")
+            assert beacon.snapshot().authenticated == 2
+
+
+@pytest.mark.asyncio
+async def test_non_strict_mode_behaves_like_upstream() -> None:
+    async with running_beacon(strict=False) as beacon:
+        with UdpClient() as a, UdpClient() as b:
+            await b.register(2, beacon.udp_addr)
+            a.send(encode_relay(0, 2, b"PILSanon"), beacon.udp_addr)
+            data, _ = await b.recv()
+            assert decode_message(data) == RelayDeliver(0, b"PILSanon")
+
+
+@pytest.mark.asyncio
+async def test_running_beacon_accepts_a_core_config() -> None:
+    async with running_beacon(BeaconConfig(beacon_id=77, strict=False)) as beacon:
+        assert beacon.snapshot().beacon_id == 77
+        assert beacon.snapshot().strict is False
+        assert beacon.http_addr is None
+
+
+@pytest.mark.asyncio
+async def test_unsendable_destination_is_counted() -> None:
+    async with running_beacon() as beacon:
+        beacon.core.set_static_peers([("::1", 9)])
+        await beacon.gossip_now()
+        assert beacon.snapshot().drops["send_failed"] == 1
+
+
+_fuzz_datagrams = st.lists(
+    st.one_of(
+        st.binary(max_size=64),
+        st.builds(lambda t, body: bytes([t]) + body, st.integers(0, 0x11), st.binary(max_size=40)),
+    ),
+    min_size=1,
+    max_size=12,
+)
+
+
+async def _fuzz(datagrams: list[bytes]) -> None:
+    async with running_beacon(strict=False) as beacon:
+        with UdpClient() as a, UdpClient() as b, UdpClient() as witness:
+            await b.register(2, beacon.udp_addr)
+            for data in datagrams:  # zero-length datagrams included
+                a.send(data, beacon.udp_addr)
+            # The witness is never a destination, so its next datagram is its reply;
+            # it arrives after every fuzzed datagram was handled.
+            await witness.barrier(beacon.udp_addr)
+            snap = beacon.snapshot()
+            assert snap.received == len(datagrams) + 2
+            assert beacon.ready
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_fuzz_datagrams)
+def test_fuzzed_datagrams_never_break_the_shell(datagrams: list[bytes]) -> None:
+    asyncio.run(_fuzz(datagrams))
+
+
+def test_drop_reasons_are_bounded() -> None:
+    assert len(DropReason) < 32
