@@ -1,0 +1,165 @@
+"""``natroute-registry`` as a real process: settings, refusal to start, and
+durability across SIGKILL (nothing acknowledged is lost)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from pydantic import ValidationError
+
+from natroute.registry.client import RegistryClient, RegistryNotFoundError
+from natroute.registry.main import build_settings, parse_args
+from natroute.registry.settings import DEV_TOKEN, InsecureTokenError, Settings
+from natroute.registry.signing import ACTION_HEARTBEAT, sign
+
+from .conftest import TOKEN
+
+STARTUP_TIMEOUT = 20.0
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NATROUTE_REGISTRY_")}
+    env.update(extra)
+    return env
+
+
+@contextmanager
+def registry_process(
+    tmp_path: Path, *args: str, env: dict[str, str]
+) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """Start the registry on 127.0.0.1 port 0; yields (process, base URL)."""
+    port_file = tmp_path / "port"
+    port_file.unlink(missing_ok=True)
+    log = (tmp_path / "registry.log").open("ab")
+    cmd = [sys.executable, "-m", "natroute.registry.main", "--listen", "127.0.0.1:0"]
+    cmd += ["--port-file", str(port_file), *args]
+    proc = subprocess.Popen(cmd, stdout=log, stderr=log, env=env)
+    try:
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while not port_file.exists():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(
+                    f"registry did not start: {(tmp_path / 'registry.log').read_text()}"
+                )
+            time.sleep(0.02)
+        yield proc, f"http://127.0.0.1:{int(port_file.read_text())}"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(10)
+        log.close()
+
+
+def _heartbeat_body(key: Ed25519PrivateKey, node_id: int) -> dict[str, Any]:
+    fields: dict[str, Any] = {
+        "endpoint": None,
+        "relay_only": None,
+        "timestamp_us": int(time.time() * 1e6),
+    }
+    return fields | {"signature": sign(key, ACTION_HEARTBEAT, fields | {"node_id": node_id})}
+
+
+def test_sigkill_loses_nothing_acknowledged(tmp_path: Path) -> None:
+    db = tmp_path / "registry.db"
+    # Env gives token and a listen address; the --listen flag must win over it.
+    env = _env(NATROUTE_REGISTRY_TOKEN=TOKEN, NATROUTE_REGISTRY_LISTEN="127.0.0.1:1")
+    flags = ("--db", str(db), "--register-burst", "100")
+    keys = [Ed25519PrivateKey.generate() for _ in range(12)]
+    with registry_process(tmp_path, *flags, env=env) as (proc, url):
+        with RegistryClient(url, token=TOKEN) as client:
+            ids = [
+                client.register(
+                    k,
+                    x25519_public_key=bytes([i]) * 32,
+                    endpoint=f"203.0.113.{i + 1}:{4000 + i}",
+                    lan_addrs=[f"10.0.0.{i + 1}:4000"],
+                    relay_only=(i == 1),
+                ).node_id
+                for i, k in enumerate(keys)
+            ]
+            client.register_beacon(77, "203.0.113.77:9001")
+            client.set_relay_only(ids[2], True)
+            client.delete_node(ids[3])
+            beat = _heartbeat_body(keys[4], ids[4])
+            assert httpx.post(f"{url}/v1/nodes/{ids[4]}/heartbeat", json=beat).status_code == 200
+            before = {i: client.resolve(i) for i in ids if i != ids[3]}
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait(10) == -signal.SIGKILL
+
+    with registry_process(tmp_path, *flags, env=env) as (proc, url):
+        with RegistryClient(url, token=TOKEN) as client:
+            after = {i: client.resolve(i) for i in ids if i != ids[3]}
+            assert after == before
+            assert after[ids[1]].relay_only
+            assert after[ids[1]].endpoint == "203.0.113.77:9001"
+            assert after[ids[2]].relay_only
+            assert after[ids[0]].x25519_public_key == bytes([0]) * 32
+            with pytest.raises(RegistryNotFoundError):
+                client.resolve(ids[3])
+            assert [(b.id, b.addr) for b in client.beacons()] == [(77, "203.0.113.77:9001")]
+            # Same key, same ID after the restart; the deleted node's ID stays its own.
+            assert client.register(keys[0]).node_id == ids[0]
+            assert client.register(keys[3]).node_id == ids[3]
+            # The replay guard survived too.
+            replay = httpx.post(f"{url}/v1/nodes/{ids[4]}/heartbeat", json=beat)
+            assert replay.status_code == 409
+        proc.send_signal(signal.SIGTERM)
+        # uvicorn shuts down gracefully, then re-raises the signal it captured.
+        assert proc.wait(10) in (0, -signal.SIGTERM)
+    # The lifespan closed the store: the last connection checkpointed the WAL away.
+    assert not db.with_name(db.name + "-wal").exists()
+
+
+def test_refuses_placeholder_token(tmp_path: Path) -> None:
+    cmd = [sys.executable, "-m", "natroute.registry.main", "--listen", "127.0.0.1:0"]
+    cmd += ["--db", str(tmp_path / "r.db"), "--token", "changeme"]
+    done = subprocess.run(cmd, capture_output=True, env=_env(), timeout=30, check=False)
+    assert done.returncode == 2
+    assert b"placeholder" in done.stderr
+    assert not (tmp_path / "r.db").exists()
+
+
+def test_operator_token_policy(tmp_path: Path) -> None:
+    with pytest.raises(InsecureTokenError, match="no operator token"):
+        Settings(db=tmp_path / "r.db").operator_token()
+    for weak in ("changeme", "Secret", "short-token"):
+        with pytest.raises(InsecureTokenError):
+            Settings(token=weak).operator_token()
+    assert Settings(token=TOKEN).operator_token() == TOKEN
+    assert Settings(dev=True).operator_token() == DEV_TOKEN
+    assert Settings(dev=True, token="x").operator_token() == "x"
+
+
+def test_flags_build_settings() -> None:
+    argv = ["--listen", "[::1]:0", "--db", "/tmp/x.db", "--dev", "--beacon-addr", "b.example:9001"]
+    argv += ["--node-ttl", "30", "--beacon-ttl", "20", "--log-level", "debug"]
+    args = parse_args(argv)
+    settings = build_settings(args)
+    assert settings.listen_addr() == ("::1", 0)
+    assert (settings.db, settings.dev, settings.beacon_addr) == (
+        Path("/tmp/x.db"),
+        True,
+        "b.example:9001",
+    )
+    assert (settings.node_ttl, settings.beacon_ttl, settings.log_level) == (30.0, 20.0, "debug")
+    assert settings.token.get_secret_value() == ""  # unset flags do not override
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--listen", "nope"], ["--beacon-addr", "bad host:1"], ["--node-ttl", "0"]],
+)
+def test_bad_flags_are_validation_errors(argv: list[str]) -> None:
+    with pytest.raises(ValidationError):
+        build_settings(parse_args(argv))
