@@ -1,0 +1,119 @@
+"""Address and node-ID helpers, and the default resolver (spec §1.4, §6.4)."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from natroute.routing import Addr, ResolveError, UsageError, resolve_udp_addr
+from natroute.routing.addr import (
+    MAX_NODE_ID,
+    addr_equal,
+    canonical_ip,
+    check_node_id,
+    format_addr,
+    split_host_port,
+)
+
+
+@pytest.mark.parametrize("node", [0, 1, MAX_NODE_ID])
+def test_check_node_id_accepts(node: int) -> None:
+    assert check_node_id(node) == node
+
+
+@pytest.mark.parametrize("node", [-1, MAX_NODE_ID + 1, True, 1.5, None])
+def test_check_node_id_rejects(node: object) -> None:
+    with pytest.raises(UsageError, match="node ID out of range"):
+        check_node_id(node)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("host", "canonical"),
+    [
+        ("198.51.100.1", "198.51.100.1"),
+        ("::ffff:198.51.100.1", "198.51.100.1"),
+        ("2001:DB8::1", "2001:db8::1"),
+        ("fe80::1%eth0", "fe80::1"),
+        ("Beacon.Example", "beacon.example"),
+    ],
+)
+def test_canonical_ip(host: str, canonical: str) -> None:
+    assert canonical_ip(host) == canonical
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "equal"),
+    [
+        (("198.51.100.1", 1), ("::ffff:198.51.100.1", 1), True),
+        (("198.51.100.1", 1), ("198.51.100.1", 2), False),
+        (("fe80::1%eth0", 1), ("fe80::1", 1), True),
+        (("beacon.example", 1), ("BEACON.example", 1), True),
+        (("198.51.100.1", 1), None, False),
+        (None, None, False),
+    ],
+)
+def test_addr_equal(a: Addr | None, b: Addr | None, equal: bool) -> None:
+    assert addr_equal(a, b) is equal
+    assert addr_equal(b, a) is equal
+
+
+@pytest.mark.parametrize(
+    ("text", "addr"),
+    [
+        ("h:1", ("h", 1)),
+        ("[2001:db8::1]:9001", ("2001:db8::1", 9001)),
+        (":9001", ("", 9001)),
+        ("h:65535", ("h", 65535)),
+    ],
+)
+def test_split_host_port(text: str, addr: Addr) -> None:
+    assert split_host_port(text) == addr
+
+
+@pytest.mark.parametrize(
+    "text", ["h", "fe80::1", "[::1]", "[::1", "h:", "h:x", "h:65536", "h:\u0661"], ids=repr
+)
+def test_split_host_port_rejects(text: str) -> None:
+    with pytest.raises(ValueError, match="address"):
+        split_host_port(text)
+
+
+@pytest.mark.parametrize(
+    ("addr", "text"),
+    [(("198.51.100.1", 1), "198.51.100.1:1"), (("2001:db8::1", 2), "[2001:db8::1]:2")],
+)
+def test_format_addr(addr: Addr, text: str) -> None:
+    assert format_addr(addr) == text
+    assert split_host_port(text) == addr
+
+
+@pytest.mark.parametrize(
+    ("text", "addr"),
+    [
+        ("127.0.0.1:9001", ("127.0.0.1", 9001)),
+        ("[::1]:9001", ("::1", 9001)),
+        ("[::ffff:127.0.0.1]:9", ("127.0.0.1", 9)),
+    ],
+)
+def test_resolve_literals(text: str, addr: Addr) -> None:
+    assert resolve_udp_addr(text) == addr
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "empty address"),
+        ("127.0.0.1", "missing port"),
+        (":9001", "missing host"),
+        ("a" * 64 + ".example:9001", "resolve beacon"),  # IDNA rejects it: no DNS query
+    ],
+)
+def test_resolve_errors(text: str, message: str) -> None:
+    with pytest.raises(ResolveError, match=message):
+        resolve_udp_addr(text)
+
+
+def test_resolve_family_mismatch() -> None:
+    with pytest.raises(ResolveError):
+        resolve_udp_addr("[::1]:9001", socket.AF_INET)
