@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
 from natroute.registry.client import RegistryClient, RegistryNotFoundError
 from natroute.registry.main import build_settings, parse_args
@@ -135,10 +135,10 @@ def test_operator_token_policy(tmp_path: Path) -> None:
         Settings(db=tmp_path / "r.db").operator_token()
     for weak in ("changeme", "Secret", "short-token"):
         with pytest.raises(InsecureTokenError):
-            Settings(token=weak).operator_token()
-    assert Settings(token=TOKEN).operator_token() == TOKEN
+            Settings(token=SecretStr(weak)).operator_token()
+    assert Settings(token=SecretStr(TOKEN)).operator_token() == TOKEN
     assert Settings(dev=True).operator_token() == DEV_TOKEN
-    assert Settings(dev=True, token="x").operator_token() == "x"
+    assert Settings(dev=True, token=SecretStr("x")).operator_token() == "x"
 
 
 def test_flags_build_settings() -> None:
