@@ -94,6 +94,7 @@ class BeaconService:
         self.http_addr: Addr | None = None
         self.advertise = ""
         self._family = socket.AF_INET
+        self._static_peers: tuple[str, ...] = settings.peers
 
     # -- public view -----------------------------------------------------------
 
@@ -174,7 +175,12 @@ class BeaconService:
             asyncio.create_task(self._every(settings.sweep_interval, self._sweep, "sweep")),
             asyncio.create_task(self._every(settings.gossip_interval, self._gossip, "gossip")),
             asyncio.create_task(
-                self._every(settings.register_interval, self.refresh_peers, "peers", first=0.0)
+                self._every(
+                    settings.register_interval,
+                    self.refresh_peers,
+                    "peers",
+                    first=0.0 if self._registry is not None else None,
+                )
             ),
         ]
         _log.info(
@@ -282,8 +288,16 @@ class BeaconService:
         self.core.set_listed_peers(resolved)
         _log.debug("beacon_registry_refreshed", extra={"peers": [format_addr(a) for a in resolved]})
 
+    async def set_static_peers(self, hostports: tuple[str, ...] | list[str]) -> None:
+        """Replace the static peer beacons (``host:port``) and resolve them now.
+
+        They are re-resolved every registration period, like ``--peers``.
+        """
+        self._static_peers = tuple(hostports)
+        await self._refresh_static_peers()
+
     async def _refresh_static_peers(self) -> None:
-        self.core.set_static_peers(await self._resolve_all(self.settings.peers))
+        self.core.set_static_peers(await self._resolve_all(self._static_peers))
 
     async def _resolve_all(self, hostports: list[str] | tuple[str, ...]) -> list[Addr]:
         found = await asyncio.gather(*(self._resolve(hp) for hp in hostports))

@@ -1,0 +1,79 @@
+"""Two real beacons on loopback: gossip, forwarding, and no loop (spec §3.10, §10 D27)."""
+
+from __future__ import annotations
+
+import pytest
+
+from natroute.beacon.testing import running_beacon
+from natroute.routing.addr import format_addr
+from natroute.routing.wire import RelayDeliver, decode_message, encode_relay
+
+from .fakes import FakeClock
+from .udpclient import UdpClient, wait_until
+
+
+@pytest.mark.asyncio
+async def test_gossip_and_forwarded_relay() -> None:
+    async with running_beacon(beacon_id=1) as one:
+        # Static peers may be host names: "localhost" is resolved by the shell.
+        peers = f"localhost:{one.udp_addr[1]}"
+        async with running_beacon(beacon_id=2, peers=peers) as two:
+            await one.set_static_peers([format_addr(two.udp_addr)])
+            with UdpClient() as x, UdpClient() as y:
+                await x.register(100, one.udp_addr)
+                await y.register(200, two.udp_addr)
+                await two.gossip_now()
+                await wait_until(lambda: one.core.gossip.lookup(200, one.now()) is not None)
+                x.send(encode_relay(100, 200, b"PILSacross"), one.udp_addr)
+                data, src = await y.recv()
+                assert decode_message(data) == RelayDeliver(100, b"PILSacross")
+                assert src == two.udp_addr
+                assert one.snapshot().forwarded_packets == 1
+                assert two.snapshot().relayed_packets == 1
+                assert one.snapshot().peers == (format_addr(two.udp_addr),)
+                assert two.snapshot().syncs_sent == 1
+                assert one.snapshot().syncs_received == 1
+
+
+@pytest.mark.asyncio
+async def test_inconsistent_gossip_does_not_loop() -> None:
+    clock = FakeClock()
+    kw: dict[str, float] = {"node_ttl": 60.0, "gossip_ttl": 10_000.0}
+    async with (
+        running_beacon(beacon_id=1, clock=clock, **kw) as one,
+        running_beacon(beacon_id=2, clock=clock, **kw) as two,
+    ):
+        await one.set_static_peers([format_addr(two.udp_addr)])
+        await two.set_static_peers([format_addr(one.udp_addr)])
+        with UdpClient() as z, UdpClient() as x:
+            # Node 300 registers at both beacons in turn; each gossips it to the other.
+            await z.register(300, two.udp_addr)
+            await two.gossip_now()
+            await wait_until(lambda: one.core.gossip.lookup(300, clock()) is not None)
+            await z.register(300, one.udp_addr)
+            await one.gossip_now()
+            await wait_until(lambda: two.core.gossip.lookup(300, clock()) is not None)
+            # Both registrations expire: one believes 300 is at two, and two at one.
+            clock.advance(61)
+            assert one.core.gossip.lookup(300, clock()) == two.udp_addr
+            assert two.core.gossip.lookup(300, clock()) == one.udp_addr
+            await x.register(100, one.udp_addr)
+            x.send(encode_relay(100, 300, b"PILSloop"), one.udp_addr)
+            await wait_until(lambda: two.snapshot().drops["relay_hop_limit"] == 1)
+            # Prove nothing more is in flight: a frame round trip through both beacons.
+            await x.barrier(one.udp_addr)
+            await x.barrier(two.udp_addr)
+            assert one.snapshot().forwarded_packets == 1
+            assert two.snapshot().forwarded_packets == 0
+            assert one.snapshot().drops["relay_hop_limit"] == 0
+
+
+@pytest.mark.asyncio
+async def test_sync_from_non_peer_is_ignored() -> None:
+    async with running_beacon(beacon_id=1) as one, running_beacon(beacon_id=2) as two:
+        await two.set_static_peers([format_addr(one.udp_addr)])  # one does not list two
+        with UdpClient() as y:
+            await y.register(200, two.udp_addr)
+        await two.gossip_now()
+        await wait_until(lambda: one.snapshot().drops["sync_unknown_peer"] == 1)
+        assert one.snapshot().gossip_entries == 0
