@@ -38,10 +38,9 @@ async def test_gossip_and_forwarded_relay() -> None:
 @pytest.mark.asyncio
 async def test_inconsistent_gossip_does_not_loop() -> None:
     clock = FakeClock()
-    kw: dict[str, float] = {"node_ttl": 60.0, "gossip_ttl": 10_000.0}
     async with (
-        running_beacon(beacon_id=1, clock=clock, **kw) as one,
-        running_beacon(beacon_id=2, clock=clock, **kw) as two,
+        running_beacon(beacon_id=1, clock=clock, node_ttl=60.0, gossip_ttl=10_000.0) as one,
+        running_beacon(beacon_id=2, clock=clock, node_ttl=60.0, gossip_ttl=10_000.0) as two,
     ):
         await one.set_static_peers([format_addr(two.udp_addr)])
         await two.set_static_peers([format_addr(one.udp_addr)])
