@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import socket
 import time
@@ -304,16 +305,23 @@ class BeaconService:
         return [addr for addr in found if addr is not None]
 
     async def _resolve(self, hostport: str) -> Addr | None:
+        """An IP address for a peer; IP literals need no lookup."""
         loop = asyncio.get_running_loop()
+        ipv4_only = self._family == socket.AF_INET
         try:
             host, port = split_host_port(hostport)
-            family = socket.AF_INET if self._family == socket.AF_INET else socket.AF_UNSPEC
-            infos = await loop.getaddrinfo(host, port, family=family, type=socket.SOCK_DGRAM)
+            try:
+                ip = ipaddress.ip_address(host)
+            except ValueError:
+                family = socket.AF_INET if ipv4_only else socket.AF_UNSPEC
+                infos = await loop.getaddrinfo(host, port, family=family, type=socket.SOCK_DGRAM)
+                return str(infos[0][4][0]), int(infos[0][4][1])
+            if ipv4_only and ip.version == 6 and ip.ipv4_mapped is None:
+                raise OSError("IPv6 peer, but the UDP socket is IPv4")
+            return str(ip), port
         except (OSError, ValueError, UnicodeError) as exc:
             _log.warning("beacon_peer_unresolved", extra={"peer": hostport, "error": str(exc)})
             return None
-        sockaddr = infos[0][4]
-        return str(sockaddr[0]), int(sockaddr[1])
 
 
 async def _bind(hostport: str, kind: socket.SocketKind) -> socket.socket:
