@@ -48,3 +48,4 @@ def configure_logging(level: str = "info", stream: TextIO | None = None) -> None
     root.setLevel(level.upper())
     # uvicorn's access log is per request; keep it out of info-level output.
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)

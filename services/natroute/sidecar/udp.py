@@ -16,7 +16,7 @@ import logging
 import socket
 import struct
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from natroute.routing.addr import split_host_port
 from natroute.routing.types import Addr
@@ -136,8 +136,8 @@ class AppProtocol(asyncio.DatagramProtocol):
         self.delivered = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self._transport = transport
+        # uvloop's UDP transport is not a subclass of asyncio.DatagramTransport
+        self._transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         if len(data) < 4:

@@ -1,0 +1,60 @@
+"""``natroute-sidecar``: settings from env and flags, then the sidecar until a signal."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Sequence
+
+from pydantic import ValidationError
+
+from natroute._service.logging import configure_logging
+from natroute._service.run import EmbeddedHttpServer, run, wait_for_signal
+
+from .identity import IdentityError
+from .service import Sidecar, SidecarError
+from .settings import Settings, build_settings
+
+__all__ = ["main", "serve"]
+
+_log = logging.getLogger(__name__)
+
+
+async def serve(settings: Settings) -> None:
+    """Run a sidecar (and its admin API) until SIGINT or SIGTERM."""
+    sidecar = Sidecar(settings)
+    http: EmbeddedHttpServer | None = None
+    try:
+        await sidecar.start()
+        if settings.admin_listen:
+            from .admin import create_app
+
+            http = EmbeddedHttpServer(create_app(sidecar))
+            addr = await http.start(settings.admin_listen)
+            _log.info("admin_listening", extra={"addr": f"{addr[0]}:{addr[1]}"})
+        await wait_for_signal()
+    finally:
+        if http is not None:
+            await http.stop()
+        await sidecar.stop()
+        _log.info("sidecar_stopped")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console-script entry point; 2 for invalid settings or identity."""
+    try:
+        settings = build_settings(sys.argv[1:] if argv is None else argv)
+    except ValidationError as exc:
+        print(f"natroute-sidecar: invalid settings:\n{exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level)
+    try:
+        run(serve(settings), use_uvloop=False)  # see _service.run: IP_RECVERR
+    except (SidecarError, IdentityError) as exc:
+        print(f"natroute-sidecar: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
