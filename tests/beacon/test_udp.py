@@ -12,8 +12,11 @@ from hypothesis import strategies as st
 
 from natroute.beacon.auth import sign_discover
 from natroute.beacon.config import BeaconConfig
+from natroute.beacon.core import BeaconCore
+from natroute.beacon.service import BeaconService
 from natroute.beacon.stats import DropReason
-from natroute.beacon.testing import running_beacon
+from natroute.beacon.testing import running_beacon, test_settings
+from natroute.beacon.udp import BeaconProtocol
 from natroute.routing.wire import (
     Discover,
     PunchCommand,
@@ -25,7 +28,7 @@ from natroute.routing.wire import (
 )
 
 from .fakes import FakeClock
-from .udpclient import UdpClient
+from .udpclient import UdpClient, wait_until
 
 
 def _has_ipv6_loopback() -> bool:
@@ -207,3 +210,36 @@ def test_fuzzed_datagrams_never_break_the_shell(datagrams: list[bytes]) -> None:
 
 def test_drop_reasons_are_bounded() -> None:
     assert len(DropReason) < 32
+
+
+def test_protocol_counts_errors_and_sends_without_transport() -> None:
+    clock = FakeClock()
+    core = BeaconCore(BeaconConfig(beacon_id=3), wall_clock=clock)
+    protocol = BeaconProtocol(core, clock)
+    protocol.error_received(ConnectionRefusedError("port unreachable"))
+    protocol.send([(b"\x02", ("192.0.2.1", 9))])
+    assert core.snapshot().drops["send_failed"] == 2
+
+
+@pytest.mark.asyncio
+async def test_send_backlog_limit_drops_and_counts() -> None:
+    async with running_beacon(send_buffer_limit=0) as beacon:
+        # Filling the kernel buffer is not portable: a negative limit makes any backlog "full".
+        beacon.protocol.send_buffer_limit = -1
+        with UdpClient() as a:
+            a.send(encode_message(Discover(0)), beacon.udp_addr)
+            await wait_until(lambda: beacon.snapshot().drops["send_failed"] == 1)
+        beacon.protocol.send_buffer_limit = 1 << 20
+        beacon.protocol.send([(b"\x02", ("127.0.0.1", 0))])  # the kernel refuses port 0
+        await wait_until(lambda: beacon.snapshot().drops["send_failed"] == 2)
+
+
+@pytest.mark.asyncio
+async def test_service_accessors_before_start() -> None:
+    service = BeaconService(test_settings())
+    with pytest.raises(RuntimeError):
+        _ = service.core
+    with pytest.raises(RuntimeError):
+        _ = service.protocol
+    assert not service.ready
+    await service.stop()

@@ -111,6 +111,17 @@ class BeaconService:
         return self._core
 
     @property
+    def protocol(self) -> BeaconProtocol:
+        """The UDP shell (e.g. to send extra datagrams in tests).
+
+        Raises:
+            RuntimeError: before :meth:`start`.
+        """
+        if self._protocol is None:
+            raise RuntimeError("beacon not started")
+        return self._protocol
+
+    @property
     def ready(self) -> bool:
         """True while the UDP socket is bound and serving."""
         return self._transport is not None and not self._transport.is_closing()

@@ -55,20 +55,28 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="NATROUTE_BEACON_", extra="ignore")
 
-    listen: str = Field("0.0.0.0:9001", description="UDP listen address host:port")
-    http: str = Field("0.0.0.0:8001", description="admin HTTP listen host:port, 'off' disables")
-    beacon_id: int = Field(0, ge=0, le=0xFFFFFFFF, description="0: derived from advertise")
-    peers: Annotated[tuple[str, ...], NoDecode] = Field((), description="peer beacons host:port")
-    registry_url: str | None = Field(None, description="registry base URL")
-    registry_token: SecretStr | None = Field(None, description="bearer token for the registry")
-    advertise: str | None = Field(None, description="address registered; default: bound address")
+    listen: str = Field(default="0.0.0.0:9001", description="UDP listen address host:port")
+    http: str = Field(
+        default="0.0.0.0:8001", description="admin HTTP listen host:port, 'off' disables"
+    )
+    beacon_id: int = Field(default=0, ge=0, le=0xFFFFFFFF, description="0: derived from advertise")
+    peers: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(), description="peer beacons host:port"
+    )
+    registry_url: str | None = Field(default=None, description="registry base URL")
+    registry_token: SecretStr | None = Field(
+        default=None, description="bearer token for the registry"
+    )
+    advertise: str | None = Field(
+        default=None, description="address registered; default: bound address"
+    )
     strict: bool = True
-    node_ttl: float = Field(_D.node_ttl, gt=0)
-    node_cap: int = Field(_D.node_cap, ge=1)
-    sweep_interval: float = Field(DEFAULT_SWEEP_INTERVAL, gt=0)
-    gossip_interval: float = Field(DEFAULT_GOSSIP_INTERVAL, gt=0)
-    gossip_ttl: float = Field(_D.gossip_ttl, gt=0)
-    register_interval: float = Field(DEFAULT_REGISTER_INTERVAL, gt=0)
+    node_ttl: float = Field(default=_D.node_ttl, gt=0)
+    node_cap: int = Field(default=_D.node_cap, ge=1)
+    sweep_interval: float = Field(default=DEFAULT_SWEEP_INTERVAL, gt=0)
+    gossip_interval: float = Field(default=DEFAULT_GOSSIP_INTERVAL, gt=0)
+    gossip_ttl: float = Field(default=_D.gossip_ttl, gt=0)
+    register_interval: float = Field(default=DEFAULT_REGISTER_INTERVAL, gt=0)
     discover_rate: float = _D.discover_limit.rate
     discover_burst: float = _D.discover_limit.burst
     punch_rate: float = _D.punch_limit.rate
@@ -77,9 +85,11 @@ class Settings(BaseSettings):
     relay_burst: float = _D.relay_packet_limit.burst
     relay_byte_rate: float = _D.relay_byte_limit.rate
     relay_byte_burst: float = _D.relay_byte_limit.burst
-    limiter_cap: int = Field(_D.limiter_cap, ge=1)
-    auth_max_skew: float = Field(_D.auth_max_skew, ge=0)
-    send_buffer_limit: int = Field(4 << 20, ge=0, description="drop sends past this backlog")
+    limiter_cap: int = Field(default=_D.limiter_cap, ge=1)
+    auth_max_skew: float = Field(default=_D.auth_max_skew, ge=0)
+    send_buffer_limit: int = Field(
+        default=4 << 20, ge=0, description="drop sends past this backlog"
+    )
     log_level: str = "info"
 
     @field_validator("peers", mode="before")
