@@ -59,6 +59,10 @@ GOLDEN: list[tuple[str, BeaconMessage, str, int | None]] = [
 GOLDEN_IDS = [g[0] for g in GOLDEN]
 
 
+def _v6(text: str) -> ipaddress.IPv6Address:
+    return ipaddress.IPv6Address(text)
+
+
 def _hex(text: str) -> bytes:
     return bytes.fromhex(text.replace(" ", ""))
 
@@ -90,14 +94,14 @@ def test_every_truncated_prefix(
                 decode_message(prefix)
 
 
-def test_s9_1_ipv4_mapped_decodes_as_ipv4() -> None:
+def test_s9_01_ipv4_mapped_decodes_as_ipv4() -> None:
     mapped = ipaddress.IPv6Address("::ffff:198.51.100.99").packed
     data = b"\x02\x10" + mapped + b"\x10\x00"
     assert decode_message(data) == DiscoverReply(("198.51.100.99", 4096))
     assert decode_message(b"\x04" + data[1:]) == PunchCommand(("198.51.100.99", 4096))
 
 
-def test_s9_1_ipv4_mapped_encodes_in_4_byte_form() -> None:
+def test_s9_01_ipv4_mapped_encodes_in_4_byte_form() -> None:
     assert encode_message(DiscoverReply(("::ffff:198.51.100.99", 4096))) == _hex(
         "02 04 c6336463 1000"
     )
@@ -179,7 +183,8 @@ def test_wire_error_is_value_error() -> None:
 u32 = st.integers(0, 0xFFFFFFFF)
 ports = st.integers(0, 0xFFFF)
 v4 = st.ip_addresses(v=4).map(str)
-v6 = st.ip_addresses(v=6).map(str).filter(lambda ip: "." not in ip)
+# Mapped IPv4 decodes as plain IPv4 (tested above), so it cannot round-trip as v6 text.
+v6 = st.ip_addresses(v=6).map(str).filter(lambda ip: _v6(ip).ipv4_mapped is None)
 addrs = st.tuples(st.one_of(v4, v6), ports)
 payloads = st.binary(max_size=64)
 
