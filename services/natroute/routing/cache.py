@@ -101,7 +101,9 @@ def save_beacon_cache(
         now: the wall-clock time to record (default: now, UTC).
 
     Raises:
-        CacheError: the directory is missing or not writable, or the rename failed.
+        CacheError: the directory is missing or not writable, writing the
+            temporary file failed (``write beacon cache``), or the rename
+            failed (``rename beacon cache``).
     """
     path = beacon_cache_path(identity_path)
     if not path:
@@ -117,6 +119,11 @@ def save_beacon_cache(
             f.write(entry.encode())
             f.flush()
             os.fsync(f.fileno())
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise CacheError(f"write beacon cache: {exc}") from exc
+    try:
         os.replace(tmp, path)
     except OSError as exc:
         with contextlib.suppress(OSError):
