@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import resource
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -206,3 +209,35 @@ def test_rename_failure_leaves_no_temp_file(identity: str, tmp_path: Path) -> No
 def test_cache_file_mode_is_private(identity: str) -> None:
     save_beacon_cache(identity, ["a:1"])
     assert os.stat(beacon_cache_path(identity)).st_mode & 0o077 == 0
+
+
+_SAVE_AND_REPORT = """
+import sys
+from natroute.routing import CacheError, save_beacon_cache
+try:
+    save_beacon_cache(sys.argv[1], ["203.0.113.1:9001"])
+except CacheError as exc:
+    print(exc)
+"""
+
+
+def test_temp_file_write_failure_is_a_write_error(identity: str, tmp_path: Path) -> None:
+    """Spec §5.14 step 3: a failed write of the temporary file is "write beacon cache".
+
+    A child process with an 8-byte file-size limit makes the write fail with
+    EFBIG (Python ignores SIGXFSZ); the test process's own limits are untouched.
+    """
+
+    def limit_file_size() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (8, 8))
+
+    result = subprocess.run(
+        [sys.executable, "-c", _SAVE_AND_REPORT, identity],
+        preexec_fn=limit_file_size,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert result.stdout.startswith("write beacon cache: "), result.stdout + result.stderr
+    assert list(tmp_path.iterdir()) == []  # the temporary file was removed
