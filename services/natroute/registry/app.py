@@ -192,7 +192,10 @@ def create_app(
             raise ApiError(429, "rate_limited", "too many registrations from this address")
         key = b64decode_exact(body.ed25519_public_key, KEY_LEN)
         _check_signature(
-            key, body.signature, ACTION_REGISTER, body.model_dump(exclude={"signature"})
+            key,
+            body.signature,
+            ACTION_REGISTER,
+            body.model_dump(exclude={"signature"}, exclude_unset=True),
         )
         try:
             record, created = store.register(
@@ -226,7 +229,7 @@ def create_app(
         key = store.identity_key(node_id)
         if key is None:
             raise ApiError(404, "not_found", f"node {node_id} is not registered")
-        fields = body.model_dump(exclude={"signature"}) | {"node_id": node_id}
+        fields = body.model_dump(exclude={"signature"}, exclude_unset=True) | {"node_id": node_id}
         _check_signature(key, body.signature, ACTION_HEARTBEAT, fields)
         try:
             record = store.heartbeat(

@@ -72,6 +72,9 @@ def _describe_validation(exc: RequestValidationError) -> tuple[int, str, str]:
     errors = list(exc.errors())
     if any(err.get("type") == "json_invalid" for err in errors):
         return 400, "malformed_json", "request body is not valid JSON"
+    if any(tuple(err.get("loc", ())) == ("body",) for err in errors):
+        message = "request body must be a JSON object (Content-Type: application/json)"
+        return 422, "invalid_request", message
     parts = []
     for err in errors[:3]:
         loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"

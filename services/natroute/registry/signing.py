@@ -6,10 +6,11 @@ The client and the server build the signed bytes with the same function
 Scheme (timestamped payload, no server round trip):
 
 * the signed bytes are ``b"natroute-registry/v1 " + action + b"\\n"`` followed
-  by the canonical JSON (sorted keys, no spaces, ASCII) of every request field
-  except ``signature``; ``action`` is ``register`` or ``heartbeat`` so a
-  signature for one endpoint never verifies on the other, and a heartbeat
-  signs the node ID it is for;
+  by the canonical JSON (sorted keys, no spaces, ASCII) of every field present
+  in the request body except ``signature`` (absent optional fields are not
+  signed; adding or dropping a field breaks the signature); ``action`` is
+  ``register`` or ``heartbeat`` so a signature for one endpoint never
+  verifies on the other, and a heartbeat signs the node ID it is for;
 * ``timestamp_us`` is the signer's wall clock in integer microseconds; the
   server accepts it only within ``±signature_skew`` of its own clock **and**
   only when it is strictly greater than the last timestamp accepted for the
@@ -86,8 +87,8 @@ def signing_payload(action: str, fields: Mapping[str, Any]) -> bytes:
 
     Args:
         action: ``register`` or ``heartbeat``.
-        fields: every field of the request body except ``signature`` (a
-            heartbeat also carries its ``node_id``), as sent on the wire.
+        fields: every field present in the request body except ``signature``
+            (a heartbeat adds its ``node_id``), with the values as sent.
 
     Returns:
         Domain prefix, action, newline, canonical JSON of ``fields``.
