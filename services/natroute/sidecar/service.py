@@ -126,6 +126,7 @@ class Sidecar:
         self.nat_observations: dict[str, Addr] = {}
         self.public_endpoint: Addr | None = None
         self.local_addr: Addr | None = None
+        self.bound_addr: Addr | None = None
         self.registered = False
         self.relay_only = False
         self.last_refresh: RefreshOutcome | None = None
@@ -160,7 +161,8 @@ class Sidecar:
         loop = asyncio.get_running_loop()
         self._sock = bind_udp(s.listen, recverr=True)
         bound = self._sock.getsockname()
-        _log.info("sidecar_starting", extra={"listen": f"{bound[0]}:{bound[1]}"})
+        self.bound_addr = (str(bound[0]), int(bound[1]))
+        _log.info("sidecar_starting", extra={"listen": format_addr(self.bound_addr)})
         await self.refresh_now()
         await asyncio.to_thread(self._discover)
         node_id = await self._register_initial()

@@ -78,9 +78,14 @@ class Stack:
 
 @asynccontextmanager
 async def running_stack(
-    directory: Path, *, beacons: int = 1, **beacon_overrides: Any
+    directory: Path, *, beacons: int = 1, advertise_host: str = "", **beacon_overrides: Any
 ) -> AsyncIterator[Stack]:
-    """A registry plus ``beacons`` beacons registered with it (IDs 1, 2, ...)."""
+    """A registry plus ``beacons`` beacons registered with it (IDs 1, 2, ...).
+
+    With ``advertise_host`` (e.g. ``"localhost"``) beacons register as
+    ``host:port``: a name survives ``filter_unreachable``, where a loopback
+    literal would not, so the registry's list and the beacon cache are used.
+    """
     async with contextlib.AsyncExitStack() as stack:
         url = await stack.enter_async_context(running_registry(directory))
         world = Stack(directory, url)
@@ -94,6 +99,8 @@ async def running_stack(
             fields.update(beacon_overrides)
             world.beacons.append(await stack.enter_async_context(running_beacon(**fields)))
         for beacon in world.beacons:
+            if advertise_host:
+                beacon.advertise = f"{advertise_host}:{beacon.udp_addr[1]}"
             await beacon.refresh_peers()
         yield world
 

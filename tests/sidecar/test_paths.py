@@ -1,0 +1,184 @@
+"""Path behaviour of live sidecars on loopback: blackhole → relay → healed,
+spoofed beacon messages, unauthenticated frames, cold start from the cache."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from natroute.routing.refresh import ListSource
+from natroute.routing.wire import PunchCommand, RelayDeliver, encode_message
+from natroute.sidecar.crypto import FRAME_MAGIC
+from natroute.sidecar.node import DropReason
+from natroute.sidecar.peers import Path as PeerPath
+from natroute.sidecar.peers import PathReason
+from natroute.sidecar.service import Sidecar
+from natroute.sidecar.testing import Stack, running_sidecar, running_stack
+
+from .helpers import Pump, node, peer_of, wait_for
+from .impair import ImpairmentProxy
+
+# Thresholds shortened 8x (blackhole 8 s → 1 s) so a partition flips in ~1.5 s.
+FAST = {
+    "blackhole_threshold": 1.0,
+    "probe_initial_interval": 0.5,
+    "probe_max_interval": 1.0,
+    "peer_keepalive_interval": 0.5,
+    "dial_timeout": 3.0,
+}
+
+
+@asynccontextmanager
+async def proxied_pair(
+    stack: Stack, **overrides: Any
+) -> AsyncIterator[tuple[Sidecar, Sidecar, list[ImpairmentProxy]]]:
+    """Two sidecars whose direct path runs through impairment proxies."""
+    proxies = [ImpairmentProxy(), ImpairmentProxy()]
+    addrs = [await p.start() for p in proxies]
+    try:
+        settings = [
+            stack.sidecar_settings(name, advertise=f"{addr[0]}:{addr[1]}", **{**FAST, **overrides})
+            for name, addr in zip(("a", "b"), addrs, strict=True)
+        ]
+        async with running_sidecar(settings[0]) as a, running_sidecar(settings[1]) as b:
+            proxies[0].target = a.bound_addr
+            proxies[1].target = b.bound_addr
+            yield a, b, proxies
+    finally:
+        for p in proxies:
+            p.close()
+
+
+def path_of(a: Sidecar, b: Sidecar) -> tuple[PeerPath, PathReason] | None:
+    peer = node(a).peers.get(node(b).node_id)
+    return None if peer is None else (peer.path, peer.reason)
+
+
+@pytest.mark.asyncio
+async def test_partition_flips_to_relay_and_heals_back_to_direct(tmp_path: Path) -> None:
+    async with (
+        running_stack(tmp_path) as stack,
+        proxied_pair(stack) as (a, b, proxies),
+        Pump(a, b) as pump,
+    ):
+        b_id = node(b).node_id
+        await pump.delivered(5, limit=10)
+        await wait_for(lambda: peer_of(a, b).direct_recv > 0, "a direct receipt from b", 5)
+        assert path_of(a, b) == (PeerPath.DIRECT, PathReason.PUNCHED)
+        assert not a.manager.is_relay_peer(b_id)
+
+        for p in proxies:
+            p.blocked = True
+        await wait_for(lambda: a.manager.is_relay_peer(b_id), "a to flip b to relay", 10)
+        assert path_of(a, b) == (PeerPath.RELAY, PathReason.BLACKHOLE)
+        assert a.manager.is_relay_pinned(b_id)
+        await pump.delivered(10, limit=10)  # delivery continues through the beacon
+
+        for p in proxies:
+            p.blocked = False
+        await wait_for(
+            lambda: path_of(a, b) == (PeerPath.DIRECT, PathReason.DIRECT_RESTORED),
+            "a to restore the direct path to b",
+            15,
+        )
+        assert not a.manager.is_relay_peer(b_id)
+        assert not a.manager.is_relay_pinned(b_id)
+        await pump.delivered(5, limit=10)
+        reasons = [e.reason for e in peer_of(a, b).events]
+        assert reasons[:3] == [PathReason.PUNCHED, PathReason.BLACKHOLE, PathReason.DIRECT_RESTORED]
+
+
+@pytest.mark.asyncio
+async def test_three_sidecars_all_pairs_deliver(tmp_path: Path) -> None:
+    async with (
+        running_stack(tmp_path) as stack,
+        running_sidecar(stack.sidecar_settings("a")) as a,
+        running_sidecar(stack.sidecar_settings("b")) as b,
+        running_sidecar(stack.sidecar_settings("c")) as c,
+    ):
+        for x, y in ((a, b), (b, c), (c, a), (b, a), (c, b), (a, c)):
+            async with Pump(x, y) as pump:
+                await pump.delivered(3, limit=10)
+
+
+def _udp() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.setblocking(False)
+    return sock
+
+
+@pytest.mark.asyncio
+async def test_spoofed_beacon_messages_and_forged_frames_change_nothing(tmp_path: Path) -> None:
+    async with (
+        running_stack(tmp_path) as stack,
+        running_sidecar(stack.sidecar_settings("a")) as a,
+        running_sidecar(stack.sidecar_settings("b")) as b,
+    ):
+        async with Pump(a, b) as pump:
+            await pump.delivered(3, limit=10)
+        assert a.bound_addr is not None
+        b_id = node(b).node_id
+        before = a.manager.peer_routing(b_id)
+        peer_addr = node(a).peers.get(b_id).addr  # type: ignore[union-attr]
+        victim = _udp()
+        attacker = _udp()
+        try:
+            drops = node(a).drops.copy()
+            vaddr = victim.getsockname()
+            # a punch command from a non-beacon address must not make a send anything
+            attacker.sendto(encode_message(PunchCommand((vaddr[0], vaddr[1]))), a.bound_addr)
+            # a relay delivery from a non-beacon address is not accepted
+            forged = FRAME_MAGIC + b_id.to_bytes(4, "big") + os.urandom(60)
+            attacker.sendto(encode_message(RelayDeliver(b_id, forged)), a.bound_addr)
+            # a forged encrypted frame claiming to be b does not authenticate
+            attacker.sendto(forged, a.bound_addr)
+            await wait_for(
+                lambda: (
+                    node(a).drops[DropReason.AUTH_FAILED] > drops[DropReason.AUTH_FAILED]
+                    and node(a).drops[DropReason.NOT_FROM_BEACON]
+                    >= drops[DropReason.NOT_FROM_BEACON] + 2
+                ),
+                "the three datagrams to be dropped",
+                5,
+            )
+            await asyncio.sleep(0.2)
+            with pytest.raises(BlockingIOError):
+                victim.recvfrom(100)
+            after = a.manager.peer_routing(b_id)
+            assert after.relay == before.relay
+            assert after.pinned == before.pinned
+            assert node(a).peers.get(b_id).addr == peer_addr  # type: ignore[union-attr]
+            assert after.last_direct_recv is not None
+            assert before.last_direct_recv is not None
+        finally:
+            victim.close()
+            attacker.close()
+
+
+@pytest.mark.asyncio
+async def test_cold_start_with_registry_down_uses_the_beacon_cache(tmp_path: Path) -> None:
+    async with running_stack(tmp_path, advertise_host="localhost") as stack:
+        settings = stack.sidecar_settings("a", beacons="")
+        async with running_sidecar(settings) as a:
+            first_id = node(a).node_id
+            assert a.last_refresh is not None
+            assert a.last_refresh.source is ListSource.REGISTRY
+            beacon = a.selection.get_current_pick()
+            assert beacon.startswith("localhost:")
+        assert (tmp_path / "a" / "beacons.json").exists()
+        down = settings.model_copy(update={"registry_url": "http://127.0.0.1:9"})
+        async with running_sidecar(down) as cold:
+            assert node(cold).node_id == first_id
+            assert not cold.registered
+            assert cold.last_refresh is not None
+            assert cold.last_refresh.source is ListSource.CACHE
+            assert cold.selection.get_current_pick() == beacon
+            assert cold.manager.beacon_addr() == ("127.0.0.1", stack.beacons[0].udp_addr[1])
