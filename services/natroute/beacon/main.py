@@ -6,15 +6,13 @@ Uses uvloop when it is installed. SIGINT/SIGTERM stop the service cleanly
 
 from __future__ import annotations
 
-import asyncio
-import signal
 import sys
-from collections.abc import Callable, Coroutine, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from pydantic import ValidationError
 
 from natroute._service.logging import configure_logging
+from natroute._service.run import run, wait_for_signal
 
 from .service import BeaconService
 from .settings import Settings, build_settings
@@ -24,29 +22,8 @@ __all__ = ["main", "serve"]
 
 async def serve(settings: Settings) -> None:
     """Run a beacon until SIGINT or SIGTERM."""
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        async with BeaconService(settings):
-            await stop.wait()
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
-
-
-def _runner() -> Callable[[Coroutine[Any, Any, None]], None]:
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        return asyncio.run
-
-    def run(coro: Coroutine[Any, Any, None]) -> None:
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            runner.run(coro)
-
-    return run
+    async with BeaconService(settings):
+        await wait_for_signal()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -61,7 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"natroute-beacon: invalid settings:\n{exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level)
-    _runner()(serve(settings))
+    run(serve(settings))  # uvloop when installed
     return 0
 
 

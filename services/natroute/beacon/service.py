@@ -12,17 +12,16 @@ next period; they never stop the beacon.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import logging
 import socket
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 
 import httpx
-import uvicorn
 
+from natroute._service.run import EmbeddedHttpServer
 from natroute.routing.addr import format_addr, split_host_port
 from natroute.routing.errors import RegistryError
 from natroute.routing.types import Addr
@@ -39,22 +38,6 @@ __all__ = ["BeaconService"]
 
 _log = logging.getLogger(__name__)
 _SOCKET_BUFFER = 4 << 20
-
-
-class _Server(uvicorn.Server):
-    """uvicorn without its own signal handling (``main()`` owns signals)."""
-
-    def __init__(self, config: uvicorn.Config) -> None:
-        super().__init__(config)
-        self.up = asyncio.Event()
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets=sockets)
-        self.up.set()
 
 
 class BeaconService:
@@ -87,8 +70,7 @@ class BeaconService:
         self._core: BeaconCore | None = None
         self._protocol: BeaconProtocol | None = None
         self._transport: asyncio.DatagramTransport | None = None
-        self._server: _Server | None = None
-        self._server_task: asyncio.Task[None] | None = None
+        self._http: EmbeddedHttpServer | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._registry: RegistryClient | None = None
         self.udp_addr: Addr = ("", 0)
@@ -149,14 +131,14 @@ class BeaconService:
         await self.stop()
 
     async def start(self) -> None:
-        """Bind UDP, start the admin app and the periodic tasks.
+        """Bind UDP, start the admin app (uvicorn on this loop) and the periodic tasks.
 
         Raises:
             OSError: an address cannot be resolved or bound.
         """
         loop = asyncio.get_running_loop()
         settings = self.settings
-        sock = await _bind(settings.listen, socket.SOCK_DGRAM)
+        sock = await _bind_udp(settings.listen)
         self._family = sock.family
         self.udp_addr = _sockname(sock)
         self.advertise = settings.advertise or format_addr(self.udp_addr)
@@ -214,10 +196,9 @@ class BeaconService:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        if self._server is not None and self._server_task is not None:
-            self._server.should_exit = True
-            await self._server_task
-            self._server = self._server_task = None
+        if self._http is not None:
+            await self._http.stop()
+            self._http = None
         if self._transport is not None:
             self._transport.close()
             self._transport = None
@@ -230,21 +211,9 @@ class BeaconService:
     async def _start_http(self) -> None:
         if not self.settings.http:
             return
-        sock = await _bind(self.settings.http, socket.SOCK_STREAM)
-        self.http_addr = _sockname(sock)
-        config = uvicorn.Config(
-            create_app(self), log_config=None, lifespan="off", access_log=False, http="h11"
-        )
-        server = self._server = _Server(config)
-        task = self._server_task = asyncio.create_task(server.serve(sockets=[sock]))
-        up = asyncio.create_task(server.up.wait())
-        await asyncio.wait({task, up}, return_when=asyncio.FIRST_COMPLETED)
-        if not up.done():
-            up.cancel()
-            self._server = self._server_task = None
-            sock.close()
-            await task  # re-raises the start-up failure
-            raise OSError(f"admin HTTP server did not start on {self.settings.http}")
+        server = EmbeddedHttpServer(create_app(self))
+        self.http_addr = await server.start(self.settings.http)
+        self._http = server
 
     # -- periodic work ---------------------------------------------------------
 
@@ -335,21 +304,20 @@ class BeaconService:
             return None
 
 
-async def _bind(hostport: str, kind: socket.SocketKind) -> socket.socket:
-    """A non-blocking socket bound to ``hostport`` (IPv6 wildcard is dual-stack)."""
+async def _bind_udp(hostport: str) -> socket.socket:
+    """A non-blocking UDP socket bound to ``hostport`` (the IPv6 wildcard is dual-stack)."""
     host, port = split_host_port(hostport)
     loop = asyncio.get_running_loop()
-    infos = await loop.getaddrinfo(host or None, port, type=kind, flags=socket.AI_PASSIVE)
+    infos = await loop.getaddrinfo(
+        host or None, port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE
+    )
     family, _, _, _, sockaddr = infos[0]
-    sock = socket.socket(family, kind)
+    sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        if kind == socket.SOCK_DGRAM:
-            for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-                sock.setsockopt(socket.SOL_SOCKET, option, _SOCKET_BUFFER)
-        else:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+            sock.setsockopt(socket.SOL_SOCKET, option, _SOCKET_BUFFER)
         sock.bind(sockaddr)
         sock.setblocking(False)
     except BaseException:
