@@ -1,0 +1,97 @@
+"""Pure helpers: token buckets, the signing scheme, address validators."""
+
+from __future__ import annotations
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from natroute.registry.models import check_host_port, check_ip_port
+from natroute.registry.ratelimit import RateLimiter
+from natroute.registry.signing import (
+    ACTION_HEARTBEAT,
+    ACTION_REGISTER,
+    b64decode_exact,
+    b64encode,
+    public_key_bytes,
+    sign,
+    signing_payload,
+    verify,
+)
+
+
+def test_token_bucket_burst_refill_and_backwards_clock() -> None:
+    limiter = RateLimiter(rate=1.0, burst=2, max_clients=10)
+    assert limiter.allow("a", 100.0)
+    assert limiter.allow("a", 100.0)
+    assert not limiter.allow("a", 100.0)
+    assert not limiter.allow("a", 50.0)  # a clock stepping back adds nothing
+    assert not limiter.allow("a", 100.5)
+    assert limiter.allow("a", 101.0)
+    assert limiter.allow("b", 100.0)  # per key
+
+
+def test_token_bucket_table_is_capped_lru() -> None:
+    limiter = RateLimiter(rate=0.001, burst=1, max_clients=2)
+    assert limiter.allow("a", 0.0)
+    assert limiter.allow("b", 0.0)
+    assert not limiter.allow("a", 0.0)  # touches "a": "b" is now oldest
+    assert limiter.allow("c", 0.0)  # evicts "b"
+    assert len(limiter) == 2
+    assert limiter.allow("b", 0.0)  # "b" starts afresh (and evicts "a")
+    assert limiter.allow("a", 0.0)
+
+
+def test_token_bucket_rejects_bad_parameters() -> None:
+    with pytest.raises(ValueError, match="rate"):
+        RateLimiter(rate=0, burst=1, max_clients=1)
+
+
+def test_signing_payload_is_canonical_and_action_bound() -> None:
+    a = signing_payload(ACTION_REGISTER, {"b": 1, "a": [None, True], "é": "x"})
+    assert a == b'natroute-registry/v1 register\n{"a":[null,true],"b":1,"\\u00e9":"x"}'
+    key = Ed25519PrivateKey.generate()
+    fields = {"timestamp_us": 5}
+    signature = b64decode_exact(sign(key, ACTION_REGISTER, fields), 64)
+    assert verify(public_key_bytes(key), signature, ACTION_REGISTER, fields)
+    assert not verify(public_key_bytes(key), signature, ACTION_HEARTBEAT, fields)
+    assert not verify(public_key_bytes(key), signature, ACTION_REGISTER, {"timestamp_us": 6})
+    assert not verify(b"\x00" * 31, signature, ACTION_REGISTER, fields)
+
+
+@pytest.mark.parametrize("text", ["AAAA", "A" * 43, "A" * 43 + "=" * 2, "é" * 44, " " + "A" * 43])
+def test_b64decode_exact_refuses(text: str) -> None:
+    with pytest.raises(ValueError, match=r"base64|bytes"):
+        b64decode_exact(text, 32)
+
+
+def test_b64decode_exact_round_trip() -> None:
+    assert b64decode_exact(b64encode(bytes(range(32))), 32) == bytes(range(32))
+
+
+@pytest.mark.parametrize("text", ["1.2.3.4:1", "[2001:db8::1]:65535", "[::ffff:1.2.3.4]:80"])
+def test_ip_port_accepts(text: str) -> None:
+    assert check_ip_port(text) == text
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["1.2.3.4", "1.2.3.4:0", "[1.2.3.4]:1", "::1:80", "a.b:1", ":1", "1.2.3.4:+1", "1.2.3.4:٣"],
+)
+def test_ip_port_refuses(text: str) -> None:
+    with pytest.raises(ValueError):  # noqa: PT011 - each refusal has its own message
+        check_ip_port(text)
+
+
+@pytest.mark.parametrize(
+    "text", ["beacon:9001", "b-1.example.net.:1", "203.0.113.1:9001", "[::1]:1"]
+)
+def test_host_port_accepts(text: str) -> None:
+    assert check_host_port(text) == text
+
+
+@pytest.mark.parametrize(
+    "text", ["-bad.example:1", "a..b:1", "under_score:1", "[name]:1", "x" * 64 + ":1", "h:99999"]
+)
+def test_host_port_refuses(text: str) -> None:
+    with pytest.raises(ValueError):  # noqa: PT011
+        check_host_port(text)
