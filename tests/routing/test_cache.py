@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
-import subprocess
-import sys
+import signal
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -211,33 +212,26 @@ def test_cache_file_mode_is_private(identity: str) -> None:
     assert os.stat(beacon_cache_path(identity)).st_mode & 0o077 == 0
 
 
-_SAVE_AND_REPORT = """
-import sys
-from natroute.routing import CacheError, save_beacon_cache
-try:
-    save_beacon_cache(sys.argv[1], ["203.0.113.1:9001"])
-except CacheError as exc:
-    print(exc)
-"""
+@contextlib.contextmanager
+def tiny_file_size_limit() -> Iterator[None]:
+    """Lower this process's soft RLIMIT_FSIZE to 8 bytes inside the block only.
+
+    Python ignores SIGXFSZ, so an oversized write fails with EFBIG instead of
+    killing the process; the previous limit is restored on the way out.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (8, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
 
 
 def test_temp_file_write_failure_is_a_write_error(identity: str, tmp_path: Path) -> None:
-    """Spec §5.14 step 3: a failed write of the temporary file is "write beacon cache".
-
-    A child process with an 8-byte file-size limit makes the write fail with
-    EFBIG (Python ignores SIGXFSZ); the test process's own limits are untouched.
-    """
-
-    def limit_file_size() -> None:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (8, 8))
-
-    result = subprocess.run(
-        [sys.executable, "-c", _SAVE_AND_REPORT, identity],
-        preexec_fn=limit_file_size,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    assert result.stdout.startswith("write beacon cache: "), result.stdout + result.stderr
+    """Spec §5.14 step 3: a failed write of the temporary file is "write beacon cache"."""
+    assert signal.getsignal(signal.SIGXFSZ) is signal.SIG_IGN
+    with tiny_file_size_limit(), pytest.raises(CacheError) as info:
+        save_beacon_cache(identity, ["203.0.113.1:9001"])
+    assert str(info.value).startswith("write beacon cache: ")
+    assert "File too large" in str(info.value)
     assert list(tmp_path.iterdir()) == []  # the temporary file was removed
