@@ -311,9 +311,6 @@ def test_s8_08_single_bootstrap() -> None:
 
 
 def test_s8_09_removed_pick_swaps_to_survivor() -> None:
-    state = BeaconSelectionState(["removed:1"])
-    state.apply_refresh_decision(compute_refresh_decision(state, None, b"k"))
-    assert state.get_current_pick() == "removed:1"
     survivor = BeaconSelectionState(["survivor:1"])
     survivor.apply_refresh_decision(RefreshDecision(["removed:1"], "removed:1", True))
     d = compute_refresh_decision(survivor, None, b"k")
