@@ -15,6 +15,7 @@ import pytest
 
 from natroute.routing.refresh import ListSource
 from natroute.routing.wire import PunchCommand, RelayDeliver, encode_message
+from natroute.sidecar.appclient import AsyncAppClient
 from natroute.sidecar.crypto import FRAME_MAGIC
 from natroute.sidecar.node import DropReason
 from natroute.sidecar.peers import Path as PeerPath
@@ -182,3 +183,59 @@ async def test_cold_start_with_registry_down_uses_the_beacon_cache(tmp_path: Pat
             assert cold.last_refresh.source is ListSource.CACHE
             assert cold.selection.get_current_pick() == beacon
             assert cold.manager.beacon_addr() == ("127.0.0.1", stack.beacons[0].udp_addr[1])
+
+
+@pytest.mark.asyncio
+async def test_relay_only_node_is_relayed_from_the_first_datagram(tmp_path: Path) -> None:
+    async with (
+        running_stack(tmp_path) as stack,
+        running_sidecar(stack.sidecar_settings("a")) as a,
+        running_sidecar(stack.sidecar_settings("s", relay_only=True)) as s,
+        Pump(a, s) as pump,
+    ):
+        await pump.delivered(3, limit=10)
+        assert path_of(a, s) == (PeerPath.RELAY, PathReason.RELAY_ONLY)
+        assert a.manager.is_relay_pinned(node(s).node_id)
+        assert peer_of(a, s).direct_recv == 0
+        assert peer_of(s, a).relay_recv > 0
+        assert [e.reason for e in peer_of(a, s).events] == [PathReason.RELAY_ONLY]
+
+
+@pytest.mark.asyncio
+async def test_icmp_unreachable_is_charged_to_the_peer_it_concerns(tmp_path: Path) -> None:
+    """IP_RECVERR attributes port-unreachable errors by destination (spec §10 D20)."""
+    closed = _udp()
+    dead_addr = closed.getsockname()
+    closed.close()  # nothing listens there now: the kernel answers ICMP port unreachable
+    async with (
+        running_stack(tmp_path) as stack,
+        running_sidecar(stack.sidecar_settings("a", dial_timeout=30.0)) as a,
+        running_sidecar(stack.sidecar_settings("b")) as b,
+        running_sidecar(
+            stack.sidecar_settings("dead", advertise=f"{dead_addr[0]}:{dead_addr[1]}")
+        ) as dead,
+    ):
+        dead_id = node(dead).node_id
+        await dead.stop()  # keep its registration, silence its socket
+        async with Pump(a, b) as good:
+            await good.delivered(3, limit=10)
+            app = AsyncAppClient(a.app_addr or ("", 0))
+            try:
+                for _ in range(20):
+                    await app.send(dead_id, b"anyone there?")
+                    await asyncio.sleep(0.05)
+                    if a.manager.is_relay_peer(dead_id):
+                        break
+            finally:
+                app.sock.close()
+            assert path_of_id(a, dead_id) == (PeerPath.RELAY, PathReason.ICMP_UNREACHABLE)
+            assert a.manager.is_relay_pinned(dead_id)
+            # the healthy peer was never charged for the dead peer's errors
+            assert a.manager.send_err_count(node(b).node_id) == 0
+            assert not a.manager.is_relay_peer(node(b).node_id)
+            await good.delivered(3, limit=10)
+
+
+def path_of_id(a: Sidecar, node_id: int) -> tuple[PeerPath, PathReason] | None:
+    peer = node(a).peers.get(node_id)
+    return None if peer is None else (peer.path, peer.reason)

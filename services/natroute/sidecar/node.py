@@ -154,6 +154,7 @@ class Node:
         self.config = config or NodeConfig()
         self.peers = PeerTable(self.config.max_peers)
         self.nat_type = NatType.UNKNOWN
+        self.relay_only = False
         self.drops: Counter[DropReason] = Counter()
         self.punches_received = 0
         self.punch_commands = 0
@@ -176,9 +177,14 @@ class Node:
         self._sock = sock
         self.manager.set_socket(sock)
 
-    def set_nat_type(self, nat_type: NatType) -> None:
-        """Record our NAT type; behind a symmetric NAT every peer is relayed."""
+    def set_nat_type(self, nat_type: NatType, relay_only: bool = False) -> None:
+        """Record our NAT type and whether we registered as ``relay_only``.
+
+        Behind a symmetric NAT, or when we declared ourselves relay-only,
+        every peer is relayed (pinned): direct paths cannot work from here.
+        """
         self.nat_type = nat_type
+        self.relay_only = relay_only
         now = self._clock()
         for peer in self.peers.values():
             self._apply_policy(peer, now)
@@ -301,11 +307,13 @@ class Node:
             self._write(peer, _DATA + payload)
 
     def _apply_policy(self, peer: Peer, now: float) -> bool:
-        """Pin authoritative relays (registry relay_only, local symmetric NAT)."""
+        """Pin authoritative relays (registry relay_only, our own NAT or setting)."""
         if peer.relay_only:
             reason = PathReason.RELAY_ONLY
         elif self.nat_type is NatType.ENDPOINT_DEPENDENT:
             reason = PathReason.LOCAL_SYMMETRIC_NAT
+        elif self.relay_only:
+            reason = PathReason.SELF_RELAY_ONLY
         else:
             return False
         if not self.manager.is_relay_pinned(peer.node_id) or peer.reason is not reason:
@@ -319,9 +327,9 @@ class Node:
         """Spec §7.2: relay_only → pinned relay; else punch and dial directly."""
         if self._apply_policy(peer, now):
             return
-        self._punch(peer)
         self._event(peer, Path.DIRECT, PathReason.PUNCHED)
         peer.dial_deadline = now + self.config.dial_timeout
+        self._punch(peer)  # may already flip the peer (ICMP errors surface on these sends)
 
     def _punch(self, peer: Peer) -> None:
         try:

@@ -44,6 +44,7 @@ class PathReason(Enum):
     RELAY_ONLY = "relay_only"
     RELAY_ONLY_CLEARED = "relay_only_cleared"
     LOCAL_SYMMETRIC_NAT = "local_symmetric_nat"
+    SELF_RELAY_ONLY = "self_relay_only"
     DIRECT_RESTORED = "direct_restored"
     OPERATOR = "operator"
 

@@ -185,7 +185,7 @@ class Sidecar:
         self._transports.append(transport)
         self._peer_socket = PeerSocket(self._sock, node.on_icmp_error)
         node.set_socket(self._peer_socket)
-        node.set_nat_type(self.nat_type)
+        node.set_nat_type(self.nat_type, self.relay_only)
         deliver_to = _parse_endpoint(s.app_deliver)
         app_host, app_port = split_host_port(s.app_listen)
         app_transport, app = await loop.create_datagram_endpoint(
