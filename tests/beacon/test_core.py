@@ -7,7 +7,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from natroute.beacon.auth import sign_discover
 from natroute.beacon.config import BeaconConfig, RateLimit
-from natroute.beacon.core import BeaconCore
+from natroute.beacon.core import BeaconCore, source_key
 from natroute.beacon.stats import DropReason
 from natroute.routing.types import Addr
 from natroute.routing.wire import (
@@ -546,3 +546,12 @@ def test_config_validation() -> None:
             BeaconConfig(**bad)  # type: ignore[arg-type]
     assert RateLimit(1, 1).enabled
     assert not NO_LIMIT.enabled
+
+
+def test_ipv6_sources_share_a_bucket_per_64() -> None:
+    core, clock = make(discover_limit=RateLimit(rate=1.0, burst=1.0))
+    assert core.handle_datagram(disc(1), ("2001:db8:0:1::1", 1), clock())
+    assert core.handle_datagram(disc(2), ("2001:db8:0:1::ffff", 2), clock()) == []
+    assert core.handle_datagram(disc(3), ("2001:db8:0:2::1", 3), clock())
+    assert source_key("2001:db8:0:1:aaaa::1") == "2001:db8:0:1::/64"
+    assert source_key("192.0.2.1") == "192.0.2.1"

@@ -68,8 +68,8 @@ class BeaconConfig:
         gossip_cap: most gossip entries held.
         auth_max_skew: accepted distance between a signed discover's time and
             the beacon's wall clock.
-        discover_limit: per source IP bucket for Discover.
-        punch_limit: per source IP bucket for PunchRequest.
+        discover_limit: per source IP (IPv6: per /64) bucket for Discover.
+        punch_limit: per source IP (IPv6: per /64) bucket for PunchRequest.
         relay_packet_limit: per source (IP, port) bucket, one token a relay.
         relay_byte_limit: per source (IP, port) bucket, one token a payload byte.
         limiter_cap: most sources tracked by each rate limiter.

@@ -30,9 +30,11 @@ unwrapped on entry, so a plain tuple comparison is address equality.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from collections.abc import Callable, Iterable
 from enum import Enum
+from functools import lru_cache
 from types import MappingProxyType
 from typing import TypeAlias
 
@@ -59,7 +61,7 @@ from .ratelimit import RateLimiter
 from .stats import BeaconSnapshot, Counters, DropReason
 from .table import NodeEntry, NodeTable
 
-__all__ = ["BeaconCore", "Outgoing"]
+__all__ = ["BeaconCore", "Outgoing", "source_key"]
 
 _log = logging.getLogger(__name__)
 
@@ -75,6 +77,18 @@ class _Record(Enum):
 
 def _canonical(addr: Addr) -> Addr:
     return canonical_ip(addr[0]), addr[1]
+
+
+@lru_cache(maxsize=4096)
+def source_key(ip: str) -> str:
+    """The rate-limit key of a canonical source IP: itself, or its /64 for IPv6.
+
+    One IPv6 host usually owns a whole /64, so per-address buckets would not
+    limit it.
+    """
+    if ":" not in ip:
+        return ip
+    return str(ipaddress.IPv6Network((ip, 64), strict=False).network_address) + "/64"
 
 
 class BeaconCore:
@@ -213,7 +227,7 @@ class BeaconCore:
     def _on_discover(self, msg: Discover, src: Addr, now: float) -> list[Outgoing]:
         """Spec §3.4: record (unless ID 0) and answer with the observed endpoint."""
         self.counters.discovers += 1
-        if not self._discover_limiter.allow(src[0], now):
+        if not self._discover_limiter.allow(source_key(src[0]), now):
             return self._drop(DropReason.RATE_LIMITED_DISCOVER, src)
         if msg.node_id != 0:
             signed = self._verify(msg, src)
@@ -289,7 +303,7 @@ class BeaconCore:
 
     def _on_punch(self, msg: PunchRequest, src: Addr, now: float) -> list[Outgoing]:
         """Spec §3.6: refresh the requester, then punch commands to both sides."""
-        if not self._punch_limiter.allow(src[0], now):
+        if not self._punch_limiter.allow(source_key(src[0]), now):
             return self._drop(DropReason.RATE_LIMITED_PUNCH, src)
         if msg.requester == 0:
             return self._drop(DropReason.PUNCH_REQUESTER_UNKNOWN, src)
