@@ -199,14 +199,13 @@ class BeaconService:
         if self._http is not None:
             await self._http.stop()
             self._http = None
-        if self._transport is not None:
-            self._transport.close()
-            self._transport = None
         if self._owns_client and self._http_client is not None:
             await self._http_client.aclose()
             self._http_client = None
-        if self._core is not None:
-            _log.info("beacon_stopped", extra={"beacon_id": self._core.config.beacon_id})
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+            _log.info("beacon_stopped", extra={"beacon_id": self.core.config.beacon_id})
 
     async def _start_http(self) -> None:
         if not self.settings.http:
@@ -234,10 +233,7 @@ class BeaconService:
                 _log.exception("beacon_task_failed", extra={"task": name})
 
     async def _sweep(self) -> None:
-        core = self.core
-        before = len(core.nodes)
-        core.sweep(self.now())
-        _log.debug("beacon_sweep", extra={"nodes_before": before, "nodes": len(core.nodes)})
+        self.core.sweep(self.now())
 
     async def _gossip(self) -> None:
         if self._protocol is not None:
