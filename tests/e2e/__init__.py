@@ -1,0 +1,1 @@
+"""End-to-end tests on real containers and NAT routers (marked ``docker``)."""

@@ -1,0 +1,160 @@
+"""The NAT lab itself: real routers map and filter like the NAT kinds they claim.
+
+Topology (one lab for the module, all inside 198.18.0.0/15)::
+
+    internet (WAN, internal)  reflector-a :9001 :9002   reflector-b :9001
+        |-- router cone        -- lan-cone      -- node-cone
+        |-- router symmetric   -- lan-symmetric -- node-symmetric
+        |-- router full-cone   -- lan-full-cone -- node-full-cone
+        |-- router udp-blocked -- lan-blocked   -- node-blocked
+
+The reflectors answer Discover with the source they observed (the STUN-style
+half of a beacon, spec §3), so each node learns the public endpoint its router
+gives it, from one socket towards several destinations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import docker
+import pytest
+
+from .lab import Images, Lab, Router, script_source
+
+pytestmark = [pytest.mark.docker, pytest.mark.timeout(300)]
+
+NAT_MODES = ("cone", "symmetric", "full-cone", "udp-blocked")
+NODE_HOST = 10
+
+
+@dataclass(frozen=True)
+class World:
+    """The module's lab and what the tests address."""
+
+    lab: Lab
+    routers: dict[str, Router]
+    nodes: dict[str, Any]
+    reflector_a: Any
+    reflector_b: Any
+    reflector_a_ip: str
+    reflector_b_ip: str
+
+    @property
+    def destinations(self) -> list[str]:
+        """One reflector on two ports plus a second reflector."""
+        a, b = self.reflector_a_ip, self.reflector_b_ip
+        return [f"{a}:9001", f"{a}:9002", f"{b}:9001"]
+
+
+@pytest.fixture(scope="module")
+def world(docker_client: docker.DockerClient, images: Images) -> Iterator[World]:
+    with Lab(docker_client) as lab:
+        internet = lab.network("internet", internal=True)
+        reflector = ["python3", "-c", script_source("reflector")]
+        refl_a = lab.node(
+            "reflector-a", images.runtime, (internet, internet.host(10)), None,
+            command=[*reflector, "9001", "9002"],
+        )  # fmt: skip
+        refl_b = lab.node(
+            "reflector-b", images.runtime, (internet, internet.host(11)), None,
+            command=[*reflector, "9001"],
+        )  # fmt: skip
+        routers: dict[str, Router] = {}
+        nodes: dict[str, Any] = {}
+        for index, mode in enumerate(NAT_MODES, start=2):
+            lan = lab.network(f"lan-{mode}")
+            routers[mode] = lab.router(
+                f"router-{mode}",
+                images.router,
+                mode,
+                (internet, internet.host(index)),
+                (lan, lan.host(2)),
+                environment={"NAT_FULL_CONE_HOST": lan.host(NODE_HOST)},
+            )
+            nodes[mode] = lab.node(
+                f"node-{mode}", images.runtime, (lan, lan.host(NODE_HOST)), lan.host(2)
+            )
+        for container in (refl_a, refl_b):
+            lab.wait_for_log(container, "reflector ready", 15)
+        yield World(lab, routers, nodes, refl_a, refl_b, internet.host(10), internet.host(11))
+
+
+def _discover(world: World, mode: str) -> dict[str, Any]:
+    return world.lab.run_script(world.nodes[mode], "probe", "discover", *world.destinations)
+
+
+@pytest.mark.parametrize("mode", ["cone", "full-cone"])
+def test_cone_router_keeps_one_public_port_for_every_destination(world: World, mode: str) -> None:
+    result = _discover(world, mode)
+
+    observed = result["observed"]
+    assert len(observed) == 3, result
+    assert {ip for ip, _ in observed} == {world.routers[mode].wan_ip}
+    assert len({port for _, port in observed}) == 1, result
+
+
+def test_symmetric_router_maps_each_destination_to_its_own_port(world: World) -> None:
+    result = _discover(world, "symmetric")
+
+    observed = result["observed"]
+    assert len(observed) == 3, result
+    assert {ip for ip, _ in observed} == {world.routers["symmetric"].wan_ip}
+    assert len({port for _, port in observed}) == 3, result
+
+
+def test_udp_blocked_router_lets_no_discover_through(world: World) -> None:
+    result = _discover(world, "udp-blocked")
+
+    assert "DiscoveryError" in result.get("error", ""), result
+
+
+def _unsolicited(world: World, mode: str) -> list[list[Any]]:
+    """What reaches node-MODE from reflector-b after it discovered via reflector-a."""
+    node, output = world.nodes[mode], "/tmp/listen.jsonl"
+    world.lab.start_script(node, "probe", "listen", world.destinations[0], "2", output=output)
+    (first,) = world.lab.wait_json_lines(node, output, 1)
+    ip, port = first["observed"]
+    sent = world.lab.run_script(world.reflector_b, "probe", "send", f"{ip}:{port}", "3")
+    assert sent == {"sent": 3}
+    _, rest = world.lab.wait_json_lines(node, output, 2)
+    received: list[list[Any]] = rest["received"]
+    return received
+
+
+def test_cone_router_drops_datagrams_from_hosts_it_never_sent_to(world: World) -> None:
+    assert _unsolicited(world, "cone") == []
+
+
+def test_full_cone_router_delivers_datagrams_from_any_host(world: World) -> None:
+    received = _unsolicited(world, "full-cone")
+
+    assert received, "full-cone router dropped unsolicited datagrams"
+    assert {src for src, _, _ in received} == {world.reflector_b_ip}
+
+
+def test_partition_drops_udp_to_one_peer_until_it_heals(world: World) -> None:
+    router = world.routers["cone"].container
+    a, b = world.destinations[0], world.destinations[2]
+    node = world.nodes["cone"]
+    try:
+        code, out = world.lab.exec(router, ["nat-ctl", "partition", "on", world.reflector_a_ip])
+        assert code == 0, out
+        cut = world.lab.run_script(node, "probe", "discover", a)
+        other = world.lab.run_script(node, "probe", "discover", b)
+    finally:
+        code, out = world.lab.exec(router, ["nat-ctl", "partition", "off", world.reflector_a_ip])
+    assert code == 0, out
+    healed = world.lab.run_script(node, "probe", "discover", a)
+
+    assert "DiscoveryError" in cut.get("error", ""), cut
+    assert other["observed"][0][0] == world.routers["cone"].wan_ip, other
+    assert healed["observed"][0][0] == world.routers["cone"].wan_ip, healed
+
+
+def test_router_reports_healthy(world: World) -> None:
+    for mode, router in world.routers.items():
+        code, out = world.lab.exec(router.container, ["nat-ctl", "health"])
+        assert code == 0, f"{mode}: {out}"
