@@ -1,0 +1,430 @@
+"""The sidecar's admin HTTP API (FastAPI, JSON, OpenAPI at ``/openapi.json``).
+
+Endpoints (issue 5, "Admin API"):
+
+=========================  ======================================================
+``GET /v1/status``         node, NAT, beacon pick and why, counters, uptime
+                           (``?peers=true`` adds the peer list)
+``GET /v1/peers``          every peer's path, reason, flags, counters, events
+``GET /v1/peers/{id}``     one peer (404 when unknown)
+``PUT /v1/peers/{id}/relay``  body ``{"relay": bool, "pinned": bool}``
+``DELETE /v1/peers/{id}``  forget the peer (204)
+``POST /v1/peers/{id}/punch``  hole punch and direct probes now (202)
+``GET /v1/beacons``        list, pick, reason, RTT measurements, source, cache age
+``POST /v1/beacons/refresh``  one beacon refresh tick now (spec §5.12)
+``GET /healthz``           the process answers
+``GET /readyz``            200 once start-up finished, 503 before
+``GET /metrics``           Prometheus text, bounded label sets (``metrics.py``)
+``GET /``                  a self-contained HTML page: status and peer table
+=========================  ======================================================
+
+Peer IDs in paths are decimal or ``0x`` hex node IDs (1..2^32-1).
+
+Security model: the API binds 127.0.0.1 by default (``admin_listen``), so
+reads are open to whoever can reach it. Every mutation (PUT, DELETE, POST)
+needs ``Authorization: Bearer <NATROUTE_SIDECAR_ADMIN_TOKEN>`` (compared in
+constant time); with no token configured mutations are refused (403) rather
+than open. Bind the API elsewhere only behind a network policy.
+
+The app only reads :mod:`.status` snapshots and calls the sidecar's operator
+entry points (``node.set_relay``, ``node.remove_peer``, ``node.punch``,
+``sidecar.refresh_now``). Every handler is ``async``, so it runs on the
+event-loop thread that owns the Node. Domain and HTTP errors are mapped to
+status codes in one place (:data:`_ERROR_STATUS`, :func:`_error_body`);
+every non-2xx answer has the body ``{"error": {"code", "message"}}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
+
+from fastapi import FastAPI, Request, Response, Security
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from natroute.routing.addr import MAX_NODE_ID
+from natroute.routing.errors import RoutingError
+
+from .metrics import CONTENT_TYPE_LATEST, SidecarMetrics
+from .node import Node
+from .service import Sidecar
+from .status import (
+    BeaconStatus,
+    PeerStatus,
+    RefreshResult,
+    SidecarStatus,
+    build_peers,
+    build_refresh_result,
+    build_status,
+    format_age,
+    read_cache_age,
+)
+
+__all__ = [
+    "AdminError",
+    "AuthInvalidError",
+    "AuthRequiredError",
+    "ErrorBody",
+    "InvalidPeerIdError",
+    "MutationsDisabledError",
+    "NotReadyError",
+    "PeerNotFoundError",
+    "RelayRequest",
+    "create_app",
+    "parse_peer_id",
+    "render_page",
+]
+
+_log = logging.getLogger(__name__)
+_TOKEN_ENV = "NATROUTE_SIDECAR_ADMIN_TOKEN"
+
+
+class AdminError(Exception):
+    """A refusal of the admin API; its status and code come from :data:`_ERROR_STATUS`."""
+
+
+class InvalidPeerIdError(AdminError):
+    """The path's peer ID is not a node ID."""
+
+
+class PeerNotFoundError(AdminError):
+    """No peer with that node ID."""
+
+
+class AuthRequiredError(AdminError):
+    """A mutation without a bearer token."""
+
+
+class AuthInvalidError(AdminError):
+    """A mutation with the wrong bearer token."""
+
+
+class MutationsDisabledError(AdminError):
+    """No admin token is configured, so mutations are off."""
+
+
+class NotReadyError(AdminError):
+    """The sidecar has not finished start-up."""
+
+
+#: The one place where errors become status codes and error codes.
+_ERROR_STATUS: dict[type[Exception], tuple[int, str]] = {
+    InvalidPeerIdError: (400, "invalid_peer_id"),
+    RequestValidationError: (400, "invalid_request"),
+    RoutingError: (400, "routing_error"),
+    AuthRequiredError: (401, "auth_required"),
+    AuthInvalidError: (401, "auth_invalid"),
+    MutationsDisabledError: (403, "mutations_disabled"),
+    PeerNotFoundError: (404, "peer_not_found"),
+    NotReadyError: (503, "not_ready"),
+}
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 401: "auth_required"}
+
+
+class ErrorDetail(BaseModel):
+    """``code`` is stable snake_case; ``message`` is for people."""
+
+    code: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    """The body of every non-2xx answer."""
+
+    error: ErrorDetail
+
+
+class RelayRequest(BaseModel):
+    """``PUT /v1/peers/{id}/relay``: force relay (optionally pinned) or back to direct."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    relay: bool
+    pinned: bool = False
+
+
+def parse_peer_id(text: str) -> int:
+    """A node ID from a path segment: decimal or ``0x`` hex, 1..2^32-1.
+
+    Raises:
+        InvalidPeerIdError: anything else.
+    """
+    raw = text.strip()
+    try:
+        value = int(raw, 16) if raw[:2].lower() == "0x" else int(raw, 10)
+    except ValueError:
+        raise InvalidPeerIdError(
+            f"peer ID {text[:40]!r} is not a node ID (decimal or 0x hex)"
+        ) from None
+    if not 1 <= value <= MAX_NODE_ID:
+        raise InvalidPeerIdError(f"peer ID {value} is out of range 1..{MAX_NODE_ID}")
+    return value
+
+
+def _describe_validation(exc: RequestValidationError) -> str:
+    errors = list(exc.errors())
+    if any(err.get("type") == "json_invalid" for err in errors):
+        return "request body is not valid JSON"
+    parts = []
+    for err in errors[:3]:
+        loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
+        parts.append(f"{loc}: {err.get('msg', 'invalid')}")
+    return "; ".join(parts) + (f" (+{len(errors) - 3} more)" if len(errors) > 3 else "")
+
+
+def _error_body(exc: Exception) -> tuple[int, str, str]:
+    """``(status, code, message)`` for any exception a handler let through."""
+    if isinstance(exc, StarletteHTTPException):
+        code = _HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
+        return exc.status_code, code, str(exc.detail)
+    for kind in type(exc).__mro__:
+        if kind in _ERROR_STATUS:
+            status, code = _ERROR_STATUS[kind]
+            if isinstance(exc, RequestValidationError):
+                return status, code, _describe_validation(exc)
+            return status, code, str(exc)
+    return 500, "internal_error", "internal error (logged by the sidecar)"
+
+
+async def _handle_error(request: Request, exc: Exception) -> JSONResponse:
+    status, code, message = _error_body(exc)
+    if status >= 500 and code == "internal_error":
+        _log.error("admin_request_failed", exc_info=exc, extra={"path": request.url.path})
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    body = {"error": {"code": code, "message": message[:500]}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    for kind in (AdminError, RoutingError, RequestValidationError, StarletteHTTPException):
+        app.add_exception_handler(kind, _handle_error)
+    app.add_exception_handler(Exception, _handle_error)
+
+
+def _require_token(sidecar: Sidecar) -> Callable[..., Awaitable[None]]:
+    """The dependency guarding every mutation (see the module docstring)."""
+
+    async def check(
+        credentials: Annotated[
+            HTTPAuthorizationCredentials | None, Security(HTTPBearer(auto_error=False))
+        ],
+    ) -> None:
+        token = sidecar.settings.admin_token.get_secret_value()
+        if not token:
+            raise MutationsDisabledError(
+                f"mutations are disabled: set {_TOKEN_ENV} (or --admin-token) to enable them"
+            )
+        if credentials is None:
+            raise AuthRequiredError("this mutation needs 'Authorization: Bearer <admin token>'")
+        if not secrets.compare_digest(credentials.credentials.encode(), token.encode()):
+            raise AuthInvalidError("the bearer token does not match the admin token")
+
+    return check
+
+
+def _node(sidecar: Sidecar) -> Node:
+    node = sidecar.node
+    if node is None:
+        raise NotReadyError("the sidecar is still starting (no node yet)")
+    return node
+
+
+async def _full_status(sidecar: Sidecar, *, include_peers: bool) -> SidecarStatus:
+    cache = await asyncio.to_thread(read_cache_age, sidecar.settings.identity, sidecar.wall_clock())
+    return build_status(sidecar, cache=cache, include_peers=include_peers)
+
+
+def _peer(sidecar: Sidecar, peer_id: int) -> PeerStatus:
+    for peer in build_peers(sidecar):
+        if peer.node_id == peer_id:
+            return peer
+    raise PeerNotFoundError(f"no peer with node ID {peer_id}")
+
+
+def create_app(sidecar: Sidecar) -> FastAPI:
+    """Build the admin app of one sidecar.
+
+    Args:
+        sidecar: the running (or starting) sidecar; only its snapshots and
+            operator entry points are used.
+
+    Returns:
+        The FastAPI app (served by ``main.py`` on ``settings.admin_listen``).
+    """
+    app = FastAPI(
+        title="natroute sidecar admin",
+        summary="Relay state, beacon picks and counters of one natroute node",
+        docs_url=None,  # the Swagger/ReDoc pages load assets from a CDN
+        redoc_url=None,
+        responses={400: {"model": ErrorBody}},
+    )
+    _install_error_handlers(app)
+    metrics = SidecarMetrics()
+    auth = _require_token(sidecar)
+    errors: dict[int | str, dict[str, Any]] = {
+        code: {"model": ErrorBody} for code in (401, 403, 404, 503)
+    }
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", responses={503: {"model": ErrorBody}})
+    async def readyz() -> dict[str, str]:
+        if not sidecar.ready:
+            raise NotReadyError("the sidecar is not ready")
+        return {"status": "ready"}
+
+    @app.get("/metrics", response_class=Response)
+    async def metrics_text() -> Response:
+        status = await _full_status(sidecar, include_peers=True)
+        return Response(metrics.render(status), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/v1/status", response_model=SidecarStatus)
+    async def status(peers: bool = False) -> SidecarStatus:
+        return await _full_status(sidecar, include_peers=peers)
+
+    @app.get("/v1/peers", response_model=list[PeerStatus])
+    async def peers() -> list[PeerStatus]:
+        return list(build_peers(sidecar))
+
+    @app.get("/v1/peers/{peer_id}", response_model=PeerStatus, responses=errors)
+    async def peer(peer_id: str) -> PeerStatus:
+        return _peer(sidecar, parse_peer_id(peer_id))
+
+    @app.put(
+        "/v1/peers/{peer_id}/relay",
+        response_model=PeerStatus,
+        responses=errors,
+        dependencies=[Security(auth)],
+    )
+    async def set_relay(peer_id: str, body: RelayRequest) -> PeerStatus:
+        node_id = parse_peer_id(peer_id)
+        if not _node(sidecar).set_relay(node_id, body.relay, body.pinned):
+            raise PeerNotFoundError(f"no peer with node ID {node_id}")
+        _log.info(
+            "operator_set_relay",
+            extra={"peer": node_id, "relay": body.relay, "pinned": body.pinned},
+        )
+        return _peer(sidecar, node_id)
+
+    @app.delete(
+        "/v1/peers/{peer_id}", status_code=204, responses=errors, dependencies=[Security(auth)]
+    )
+    async def remove_peer(peer_id: str) -> Response:
+        node_id = parse_peer_id(peer_id)
+        if not _node(sidecar).remove_peer(node_id):
+            raise PeerNotFoundError(f"no peer with node ID {node_id}")
+        _log.info("operator_removed_peer", extra={"peer": node_id})
+        return Response(status_code=204)
+
+    @app.post(
+        "/v1/peers/{peer_id}/punch",
+        status_code=202,
+        response_model=PeerStatus,
+        responses=errors,
+        dependencies=[Security(auth)],
+    )
+    async def punch(peer_id: str) -> PeerStatus:
+        node_id = parse_peer_id(peer_id)
+        if not _node(sidecar).punch(node_id):
+            raise PeerNotFoundError(f"no peer with node ID {node_id}")
+        _log.info("operator_punch", extra={"peer": node_id})
+        return _peer(sidecar, node_id)
+
+    @app.get("/v1/beacons", response_model=BeaconStatus)
+    async def beacons() -> BeaconStatus:
+        return (await _full_status(sidecar, include_peers=False)).beacon
+
+    @app.post(
+        "/v1/beacons/refresh",
+        response_model=RefreshResult,
+        responses=errors,
+        dependencies=[Security(auth)],
+    )
+    async def refresh() -> RefreshResult:
+        outcome = await sidecar.refresh_now()
+        _log.info("operator_refresh", extra={"source": outcome.source.value})
+        return build_refresh_result(sidecar, outcome)
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def page() -> HTMLResponse:
+        return HTMLResponse(render_page(await _full_status(sidecar, include_peers=True)))
+
+    return app
+
+
+_CSS = (
+    "body{font:14px system-ui,sans-serif;margin:1.5em;color:#222}"
+    "table{border-collapse:collapse;margin:.5em 0 1.5em}"
+    "td,th{border:1px solid #ccc;padding:.2em .6em;text-align:left}"
+    "th{background:#f3f3f3}.relay{color:#a40}.direct{color:#070}"
+)
+
+
+def _row(cells: list[str], tag: str = "td", cls: str = "") -> str:
+    attr = f' class="{cls}"' if cls else ""
+    inner = "".join(f"<{tag}>{html.escape(c)}</{tag}>" for c in cells)
+    return f"<tr{attr}>{inner}</tr>"
+
+
+def _kv_table(rows: list[tuple[str, str]]) -> str:
+    return "<table>" + "".join(_row([k, v]) for k, v in rows) + "</table>"
+
+
+def render_page(s: SidecarStatus) -> str:
+    """The ``GET /`` page: status and peer table, escaped, refreshed every 5 s."""
+    b = s.beacon
+    reason = b.reason or "-"
+    rtt = ", ".join(f"{a} {ms:.1f}ms" for a, ms in b.rtt_ms.items()) or "-"
+    summary = _kv_table(
+        [
+            ("node", str(s.node_id) if s.node_id is not None else "-"),
+            ("ready / registered", f"{s.ready} / {s.registered}"),
+            ("public endpoint", s.public_endpoint or "-"),
+            ("local address", s.local_addr or "-"),
+            ("NAT", s.nat.type + (" (relay_only)" if s.relay_only else "")),
+            ("beacon", f"{b.pick or '-'} ({reason}, list from {b.source})"),
+            ("beacons", ", ".join(b.beacons) or "-"),
+            ("RTT", rtt),
+            ("cache age", format_age(b.cache_age)),
+            ("last refresh", format_age(b.last_refresh_age)),
+            ("uptime", format_age(s.uptime)),
+            (
+                "peers",
+                f"{s.peers_total} ({s.peers_direct} direct, {s.peers_relay} relay, "
+                f"{s.peers_pinned} pinned)",
+            ),
+            ("dropped", str(s.counters.dropped_total)),
+        ]
+    )
+    head = ["peer", "path", "reason", "pinned", "addr", "last direct", "misses", "sent/recv pkts"]
+    rows = [_row(head, "th")]
+    for p in s.peers:
+        cells = [
+            str(p.node_id),
+            "relay" if p.relay else "direct",
+            p.reason,
+            "yes" if p.pinned else "",
+            p.addr or "-",
+            format_age(p.last_direct_recv_age),
+            str(p.blackhole_misses),
+            f"{p.pkts_sent}/{p.pkts_recv}",
+        ]
+        rows.append(_row(cells, cls="relay" if p.relay else "direct"))
+    title = f"natroute sidecar {s.node_id if s.node_id is not None else ''}".strip()
+    return (
+        "<!doctype html><html><head><meta charset=utf-8>"
+        '<meta http-equiv="refresh" content="5">'
+        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>"
+        f"<h1>{html.escape(title)}</h1>{summary}<h2>Peers</h2><table>{''.join(rows)}</table>"
+        "</body></html>"
+    )

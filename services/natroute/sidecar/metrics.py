@@ -1,0 +1,263 @@
+"""Prometheus metrics of one sidecar admin app, read from a status snapshot per scrape.
+
+One ``CollectorRegistry`` per app (never the global default; nothing at
+import time). Its one collector turns the :class:`~.status.SidecarStatus`
+handed to :meth:`SidecarMetrics.render` into metric families, so the core
+never keeps counters twice.
+
+Label sets are bounded by enums and fixed words only: drop reasons
+(:class:`~.node.DropReason`), path reasons (:class:`~.peers.PathReason`),
+NAT types, list sources, ``path``/``direction``. There are no per-peer or
+per-beacon labels.
+
+Two counters are summed from per-peer records that can disappear (a removed
+or expired peer) or that keep a bounded history (32 path events per peer):
+packets/bytes to and from peers, and path changes by reason. A
+:class:`PeerTally` keeps them monotonic: it remembers each peer's last
+counts, adds a vanished peer's last counts to a retired total, and counts
+only path events it has not seen. Traffic of a peer between its last scrape
+and its removal, and more than 32 path changes of one peer between two
+scrapes, are not counted (both are lower bounds).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from natroute.routing.refresh import ListSource, PickReason
+
+from .node import NatType
+from .peers import PathReason
+from .status import PeerStatus, SidecarStatus
+
+__all__ = ["CONTENT_TYPE_LATEST", "PeerTally", "SidecarMetrics"]
+
+
+@dataclass(slots=True)
+class _Seen:
+    traffic: tuple[int, int, int, int]
+    last_at: float
+    at_last: int
+
+
+class PeerTally:
+    """Monotonic totals over a changing set of peers (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self._seen: dict[tuple[int, float], _Seen] = {}
+        self._retired = [0, 0, 0, 0]
+        self.path_changes: Counter[str] = Counter()
+        self.traffic = (0, 0, 0, 0)
+
+    def observe(self, peers: Iterable[PeerStatus]) -> None:
+        """Fold one snapshot's peers into the totals."""
+        current: dict[tuple[int, float], _Seen] = {}
+        for peer in peers:
+            key = (peer.node_id, peer.created_at)
+            old = self._seen.get(key)
+            last_at = float("-inf") if old is None else old.last_at
+            at_last = 0 if old is None else old.at_last
+            same = 0
+            for event in peer.events:
+                if event.at > last_at:
+                    self.path_changes[event.reason] += 1
+                elif event.at == last_at:
+                    same += 1
+                    if same > at_last:
+                        self.path_changes[event.reason] += 1
+            newest = max((e.at for e in peer.events), default=last_at)
+            at_newest = sum(1 for e in peer.events if e.at == newest)
+            if newest == last_at:
+                at_newest = max(at_newest, at_last)
+            traffic = (peer.pkts_sent, peer.bytes_sent, peer.pkts_recv, peer.bytes_recv)
+            current[key] = _Seen(traffic, newest, at_newest)
+        for key, seen in self._seen.items():
+            if key not in current:
+                for i, value in enumerate(seen.traffic):
+                    self._retired[i] += value
+        self._seen = current
+        live = [sum(s.traffic[i] for s in current.values()) for i in range(4)]
+        self.traffic = (
+            self._retired[0] + live[0],
+            self._retired[1] + live[1],
+            self._retired[2] + live[2],
+            self._retired[3] + live[3],
+        )
+
+
+def _gauge(name: str, text: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(f"natroute_sidecar_{name}", text, value=value)
+
+
+def _labelled_counter(
+    name: str, text: str, label: str, values: Iterable[tuple[str, float]]
+) -> CounterMetricFamily:
+    family = CounterMetricFamily(f"natroute_sidecar_{name}", text, labels=[label])
+    for key, value in values:
+        family.add_metric([key], value)
+    return family
+
+
+def _one_hot(name: str, text: str, label: str, options: Iterable[str], current: str) -> Metric:
+    family = GaugeMetricFamily(f"natroute_sidecar_{name}", text, labels=[label])
+    for option in options:
+        family.add_metric([option], 1.0 if option == current else 0.0)
+    return family
+
+
+class _SnapshotCollector(Collector):
+    """Yields the families of the snapshot its owner set for this scrape."""
+
+    def __init__(self, owner: SidecarMetrics) -> None:
+        self._owner = owner
+
+    def collect(self) -> Iterator[Metric]:
+        status = self._owner.current
+        if status is None:
+            return
+        yield from _node_families(status)
+        yield from _traffic_families(status, self._owner.tally)
+        yield from _beacon_families(status)
+
+
+def _node_families(s: SidecarStatus) -> Iterator[Metric]:
+    yield _gauge("ready", "1 once start-up finished and traffic can flow", float(s.ready))
+    yield _gauge("registered", "1 while registered at the registry", float(s.registered))
+    yield _gauge("relay_only", "1 when this node registered as relay_only", float(s.relay_only))
+    yield _gauge("uptime_seconds", "Seconds since the sidecar started", s.uptime)
+    yield _one_hot(
+        "nat_type",
+        "NAT classification (1 for the current type)",
+        "type",
+        (t.value for t in NatType),
+        s.nat.type,
+    )
+    peers = GaugeMetricFamily(
+        "natroute_sidecar_peers", "Known peers by the Manager's path", labels=["path"]
+    )
+    peers.add_metric(["direct"], s.peers_direct)
+    peers.add_metric(["relay"], s.peers_relay)
+    yield peers
+    yield _gauge("peers_pinned", "Peers pinned to the relay", s.peers_pinned)
+
+
+def _traffic_families(s: SidecarStatus, tally: PeerTally) -> Iterator[Metric]:
+    c = s.counters
+    yield _labelled_counter(
+        "drops", "Datagrams dropped, by reason", "reason", sorted(c.drops.items())
+    )
+    yield _labelled_counter(
+        "path_changes",
+        "Peer path changes, by reason code",
+        "reason",
+        ((r.value, tally.path_changes[r.value]) for r in PathReason),
+    )
+    pkts_sent, bytes_sent, pkts_recv, bytes_recv = tally.traffic
+    yield _labelled_counter(
+        "peer_packets",
+        "Authenticated frames to and from peers",
+        "direction",
+        (("sent", pkts_sent), ("received", pkts_recv)),
+    )
+    yield _labelled_counter(
+        "peer_bytes",
+        "Frame bytes to and from peers",
+        "direction",
+        (("sent", bytes_sent), ("received", bytes_recv)),
+    )
+    yield _labelled_counter(
+        "receipts",
+        "Authenticated frames received, by path",
+        "path",
+        (("direct", c.direct_in), ("relay", c.relayed_in)),
+    )
+    yield CounterMetricFamily(
+        "natroute_sidecar_punches_received", "Punch datagrams received", value=c.punches_received
+    )
+    yield CounterMetricFamily(
+        "natroute_sidecar_punch_commands",
+        "Punch commands executed (from the current beacon)",
+        value=c.punch_commands,
+    )
+    yield _labelled_counter(
+        "app_datagrams",
+        "Data-plane datagrams from and to the local application",
+        "direction",
+        (("from_app", c.app_received), ("to_app", c.app_delivered)),
+    )
+    yield _labelled_counter(
+        "app_dropped",
+        "Data-plane datagrams dropped, by reason",
+        "reason",
+        (("short", c.app_dropped_short), ("no_app", c.app_dropped_no_app)),
+    )
+
+
+def _beacon_families(s: SidecarStatus) -> Iterator[Metric]:
+    b = s.beacon
+    yield _gauge("beacons", "Beacons in the merged list", len(b.beacons))
+    yield _gauge("beacon_picked", "1 while a beacon is picked", float(bool(b.pick)))
+    yield _one_hot(
+        "beacon_pick_reason",
+        "Why the beacon was picked (1 for the current reason)",
+        "reason",
+        (r.value for r in PickReason),
+        b.reason or "",
+    )
+    yield _one_hot(
+        "beacon_list_source",
+        "Where the last refresh got its list (1 for the current)",
+        "source",
+        (src.value for src in ListSource),
+        b.source,
+    )
+    yield _gauge(
+        "beacon_refresh_errors",
+        "Errors reported by the last refresh tick",
+        len(b.last_refresh_errors),
+    )
+    if b.last_refresh_age is not None:
+        yield _gauge(
+            "beacon_refresh_age_seconds", "Seconds since the last refresh tick", b.last_refresh_age
+        )
+    if b.last_reply_age is not None:
+        yield _gauge(
+            "beacon_reply_age_seconds", "Seconds since the beacon last answered", b.last_reply_age
+        )
+    if b.cache_age is not None:
+        yield _gauge("beacon_cache_age_seconds", "Age of the on-disk beacon cache", b.cache_age)
+
+
+class SidecarMetrics:
+    """The admin app's metrics: a per-app registry and the peer tally.
+
+    Call :meth:`render` with a fresh snapshot per scrape (on the loop thread).
+    """
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.tally = PeerTally()
+        self.current: SidecarStatus | None = None
+        self._lock = threading.Lock()
+        self.registry.register(_SnapshotCollector(self))
+
+    def render(self, status: SidecarStatus) -> bytes:
+        """Fold ``status`` into the tally and return the text exposition.
+
+        Args:
+            status: a snapshot built with peers (``include_peers=True``).
+        """
+        with self._lock:
+            self.tally.observe(status.peers)
+            self.current = status
+            try:
+                return generate_latest(self.registry)
+            finally:
+                self.current = None

@@ -1,0 +1,414 @@
+"""Immutable snapshots of a running sidecar, for the admin API, metrics and the CLI.
+
+Every view of the sidecar (``/v1/status``, ``/v1/peers``, ``/metrics``, the
+HTML page, ``natroute status``) reads these frozen dataclasses and never the
+core's internals. A snapshot is built on the event-loop thread (the Node is
+only touched there); its dict and tuple fields are fresh copies that share
+nothing with the core, so a snapshot may be kept, serialised or compared
+after the core has moved on.
+
+Ages are seconds before ``taken_at`` on the sidecar's monotonic clock
+(``sidecar.clock()``); ``None`` means "never". The few raw ``*_at`` fields
+are on that same monotonic clock, only useful for correlation (the metrics
+tally uses them to recognise events and peers it has already counted).
+
+The beacon cache's age is a wall-clock difference (the cache stores an
+RFC 3339 ``saved_at``, spec §5.14); reading it touches the disk, so callers
+read it with :func:`read_cache_age` (in a worker thread) only when a status
+is requested, and pass the result to :func:`build_status`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from natroute.routing.addr import format_addr
+from natroute.routing.cache import load_beacon_cache_entry
+from natroute.routing.errors import CacheError
+from natroute.routing.manager import PeerRouting
+from natroute.routing.refresh import ListSource, PickReason, RefreshOutcome
+from natroute.routing.types import Addr
+
+from .node import DropReason, Node
+from .peers import Peer
+
+if TYPE_CHECKING:  # the service is only needed for typing; views stay light to import
+    from .service import Sidecar
+
+__all__ = [
+    "BeaconStatus",
+    "CacheAge",
+    "CounterStatus",
+    "NatStatus",
+    "PathEventStatus",
+    "PeerStatus",
+    "RefreshResult",
+    "SidecarStatus",
+    "build_peer_status",
+    "build_peers",
+    "build_refresh_result",
+    "build_status",
+    "format_age",
+    "read_cache_age",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class CacheAge:
+    """The on-disk beacon cache (spec §5.14) as seen at status time.
+
+    Attributes:
+        age: seconds since the cache was saved (wall clock); None without a cache.
+        addrs: how many addresses it holds.
+        error: why it could not be read, or "".
+    """
+
+    age: float | None = None
+    addrs: int = 0
+    error: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class PathEventStatus:
+    """One recorded path change of a peer."""
+
+    path: str
+    reason: str
+    detail: str
+    age: float
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class PeerStatus:
+    """One peer: its path and why, the Manager's counters, traffic and history.
+
+    ``path``/``reason`` are the sidecar's view (``direct``/``relay`` and a
+    :class:`~.peers.PathReason` value); ``relay``/``pinned`` are the
+    Manager's flags (spec §6.5-§6.8), which decide where frames go.
+    """
+
+    node_id: int
+    path: str
+    reason: str
+    relay: bool
+    pinned: bool
+    relay_only: bool
+    addr: str | None
+    known_for: float
+    last_direct_recv_age: float | None
+    last_send_age: float | None
+    last_used_age: float
+    blackhole_misses: int
+    send_errors: int
+    direct_clears: int
+    pkts_sent: int
+    bytes_sent: int
+    pkts_recv: int
+    bytes_recv: int
+    direct_recv: int
+    relay_recv: int
+    probes_sent: int
+    acks_recv: int
+    next_probe_in: float | None
+    events: tuple[PathEventStatus, ...]
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class NatStatus:
+    """The NAT classification and the per-beacon observations that decided it."""
+
+    type: str
+    observations: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class BeaconStatus:
+    """Beacon list, pick and why (spec §5.6, §5.7, §5.12)."""
+
+    pick: str
+    addr: str | None
+    reason: str | None
+    source: str
+    beacons: tuple[str, ...]
+    bootstrap: tuple[str, ...]
+    discovered: tuple[str, ...]
+    rtt_ms: dict[str, float]
+    swapped: bool
+    last_refresh_age: float | None
+    last_refresh_errors: tuple[str, ...]
+    last_reply_age: float | None
+    cache_age: float | None
+    cache_addrs: int
+    cache_error: str
+
+
+@dataclass(frozen=True, slots=True)
+class CounterStatus:
+    """Node-wide counters; every :class:`~.node.DropReason` is present (zero or not)."""
+
+    drops: dict[str, int]
+    dropped_total: int
+    direct_in: int
+    relayed_in: int
+    punches_received: int
+    punch_commands: int
+    app_received: int
+    app_delivered: int
+    app_dropped_short: int
+    app_dropped_no_app: int
+    pkts_sent: int
+    bytes_sent: int
+    pkts_recv: int
+    bytes_recv: int
+
+
+@dataclass(frozen=True, slots=True)
+class SidecarStatus:
+    """The whole node at one instant."""
+
+    node_id: int | None
+    ready: bool
+    registered: bool
+    relay_only: bool
+    uptime: float
+    public_endpoint: str | None
+    local_addr: str | None
+    app_addr: str | None
+    nat: NatStatus
+    beacon: BeaconStatus
+    counters: CounterStatus
+    peers_total: int
+    peers_direct: int
+    peers_relay: int
+    peers_pinned: int
+    peers: tuple[PeerStatus, ...] = field(default=())
+    taken_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshResult:
+    """What ``POST /v1/beacons/refresh`` did (one tick of spec §5.12)."""
+
+    source: str
+    reason: str
+    pick: str
+    swapped: bool
+    registered: bool
+    beacons: tuple[str, ...]
+    discovered: tuple[str, ...]
+    rtt_ms: dict[str, float]
+    errors: tuple[str, ...]
+
+
+def _addr(addr: Addr | None) -> str | None:
+    return format_addr(addr) if addr is not None else None
+
+
+def _age(now: float, at: float | None) -> float | None:
+    return None if at is None else max(0.0, now - at)
+
+
+def format_age(seconds: float | None) -> str:
+    """A short human age: ``-`` for never, ``850ms``, ``12.3s``, ``4m05s``, ``2h07m``, ``3d04h``."""
+    if seconds is None:
+        return "-"
+    if seconds < 1.0:
+        return f"{seconds * 1000:.0f}ms"
+    if seconds < 60.0:
+        return f"{seconds:.1f}s"
+    whole = int(seconds)
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    if whole < 86400:
+        return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
+    return f"{whole // 86400}d{whole % 86400 // 3600:02d}h"
+
+
+def read_cache_age(identity_path: str, wall_now: float) -> CacheAge:
+    """Read the beacon cache beside ``identity_path`` (blocking: a small file read).
+
+    Args:
+        identity_path: the sidecar's identity file (``settings.identity``).
+        wall_now: Unix seconds (``sidecar.wall_clock()``).
+
+    Returns:
+        The cache's age and size, or the read error as text; never raises.
+    """
+    try:
+        entry = load_beacon_cache_entry(identity_path)
+    except CacheError as exc:
+        return CacheAge(error=str(exc))
+    if entry is None:
+        return CacheAge()
+    try:
+        saved = entry.saved_at.timestamp()
+    except (OverflowError, OSError, ValueError):  # saved_at missing: datetime.min
+        return CacheAge(None, len(entry.addrs), "cache has no usable saved_at")
+    return CacheAge(max(0.0, wall_now - saved), len(entry.addrs))
+
+
+def build_peer_status(peer: Peer, routing: PeerRouting, now: float) -> PeerStatus:
+    """Snapshot one peer from its sidecar record and the Manager's snapshot.
+
+    Args:
+        peer: the Node's record (read on the loop thread).
+        routing: ``manager.peer_routing(peer.node_id)``.
+        now: the sidecar's monotonic clock.
+    """
+    return PeerStatus(
+        node_id=peer.node_id,
+        path=peer.path.value,
+        reason=peer.reason.value,
+        relay=routing.relay,
+        pinned=routing.pinned,
+        relay_only=peer.relay_only,
+        addr=_addr(peer.addr),
+        known_for=max(0.0, now - peer.created_at),
+        last_direct_recv_age=_age(now, routing.last_direct_recv),
+        last_send_age=_age(now, routing.last_outbound_send),
+        last_used_age=max(0.0, now - peer.last_used),
+        blackhole_misses=routing.blackhole_misses,
+        send_errors=routing.send_errors,
+        direct_clears=routing.direct_clears,
+        pkts_sent=peer.pkts_sent,
+        bytes_sent=peer.bytes_sent,
+        pkts_recv=peer.pkts_recv,
+        bytes_recv=peer.bytes_recv,
+        direct_recv=peer.direct_recv,
+        relay_recv=peer.relay_recv,
+        probes_sent=peer.probes_sent,
+        acks_recv=peer.acks_recv,
+        next_probe_in=None if peer.next_probe_at is None else peer.next_probe_at - now,
+        events=tuple(
+            PathEventStatus(e.path.value, e.reason.value, e.detail, max(0.0, now - e.at), e.at)
+            for e in peer.events
+        ),
+        created_at=peer.created_at,
+    )
+
+
+def build_peers(sidecar: Sidecar, now: float | None = None) -> tuple[PeerStatus, ...]:
+    """Every peer of the sidecar, by node ID (empty before start-up finished)."""
+    node = sidecar.node
+    if node is None:
+        return ()
+    at = sidecar.clock() if now is None else now
+    manager = sidecar.manager
+    return tuple(
+        build_peer_status(p, manager.peer_routing(p.node_id), at) for p in node.peers.values()
+    )
+
+
+def _counters(node: Node | None, sidecar: Sidecar, peers: tuple[PeerStatus, ...]) -> CounterStatus:
+    drops = {r.value: (node.drops[r] if node is not None else 0) for r in DropReason}
+    app = sidecar.app
+    return CounterStatus(
+        drops=drops,
+        dropped_total=sum(drops.values()),
+        direct_in=node.direct_in if node else 0,
+        relayed_in=node.relayed_in if node else 0,
+        punches_received=node.punches_received if node else 0,
+        punch_commands=node.punch_commands if node else 0,
+        app_received=app.received if app else 0,
+        app_delivered=app.delivered if app else 0,
+        app_dropped_short=app.dropped_short if app else 0,
+        app_dropped_no_app=app.dropped_no_app if app else 0,
+        pkts_sent=sum(p.pkts_sent for p in peers),
+        bytes_sent=sum(p.bytes_sent for p in peers),
+        pkts_recv=sum(p.pkts_recv for p in peers),
+        bytes_recv=sum(p.bytes_recv for p in peers),
+    )
+
+
+def _rtt_ms(outcome: RefreshOutcome | None) -> dict[str, float]:
+    if outcome is None:
+        return {}
+    return {addr: round(rtt * 1000.0, 3) for addr, rtt in sorted(outcome.rtt.items())}
+
+
+def _beacon(sidecar: Sidecar, now: float, cache: CacheAge) -> BeaconStatus:
+    bootstrap, current, pick = sidecar.selection.snapshot()
+    last = sidecar.last_refresh
+    reason: PickReason | None = last.reason if last is not None else None
+    return BeaconStatus(
+        pick=pick,
+        addr=_addr(sidecar.manager.beacon_addr()),
+        reason=reason.value if reason is not None else None,
+        source=(last.source if last is not None else ListSource.NONE).value,
+        beacons=tuple(current),
+        bootstrap=tuple(bootstrap),
+        discovered=tuple(last.discovered) if last is not None else (),
+        rtt_ms=_rtt_ms(last),
+        swapped=last.swapped if last is not None else False,
+        last_refresh_age=_age(now, sidecar.last_refresh_at),
+        last_refresh_errors=tuple(last.errors) if last is not None else (),
+        last_reply_age=_age(now, sidecar.last_beacon_reply_at),
+        cache_age=cache.age,
+        cache_addrs=cache.addrs,
+        cache_error=cache.error,
+    )
+
+
+def build_status(
+    sidecar: Sidecar,
+    *,
+    cache: CacheAge | None = None,
+    include_peers: bool = True,
+    clock: Callable[[], float] | None = None,
+) -> SidecarStatus:
+    """Snapshot the whole sidecar; call on the event-loop thread.
+
+    Args:
+        sidecar: the running (or starting) sidecar.
+        cache: the beacon cache reading (:func:`read_cache_age`); default: unknown.
+        include_peers: False leaves ``peers`` empty (the counts are still filled).
+        clock: overrides ``sidecar.clock`` (tests).
+
+    Returns:
+        A :class:`SidecarStatus` whose ages are relative to ``taken_at``.
+    """
+    now = (clock or sidecar.clock)()
+    node = sidecar.node
+    peers = build_peers(sidecar, now)
+    return SidecarStatus(
+        node_id=node.node_id if node is not None else None,
+        ready=sidecar.ready,
+        registered=sidecar.registered,
+        relay_only=sidecar.relay_only,
+        uptime=max(0.0, now - sidecar.started_at),
+        public_endpoint=_addr(sidecar.public_endpoint),
+        local_addr=_addr(sidecar.local_addr),
+        app_addr=_addr(sidecar.app_addr),
+        nat=NatStatus(
+            sidecar.nat_type.value,
+            {beacon: format_addr(a) for beacon, a in sorted(sidecar.nat_observations.items())},
+        ),
+        beacon=_beacon(sidecar, now, cache or CacheAge()),
+        counters=_counters(node, sidecar, peers),
+        peers_total=len(peers),
+        peers_direct=sum(1 for p in peers if not p.relay),
+        peers_relay=sum(1 for p in peers if p.relay),
+        peers_pinned=sum(1 for p in peers if p.pinned),
+        peers=peers if include_peers else (),
+        taken_at=now,
+    )
+
+
+def build_refresh_result(sidecar: Sidecar, outcome: RefreshOutcome) -> RefreshResult:
+    """Describe one refresh tick's outcome for the operator."""
+    decision = outcome.decision
+    return RefreshResult(
+        source=outcome.source.value,
+        reason=outcome.reason.value,
+        pick=sidecar.selection.get_current_pick(),
+        swapped=outcome.swapped,
+        registered=outcome.registered,
+        beacons=tuple(decision.new_list) if decision is not None else (),
+        discovered=tuple(outcome.discovered),
+        rtt_ms=_rtt_ms(outcome),
+        errors=tuple(outcome.errors),
+    )
