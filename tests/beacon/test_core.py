@@ -360,14 +360,16 @@ def test_relay_budget_per_source_packets_and_bytes() -> None:
     core, clock = make(
         relay_packet_limit=RateLimit(rate=1.0, burst=2.0),
         relay_byte_limit=RateLimit(rate=100.0, burst=100.0),
+        max_relay_payload=100,
     )
     core.handle_datagram(disc(1), A, clock())
     core.handle_datagram(disc(2), B, clock())
     assert core.handle_datagram(encode_relay(1, 2, b"a"), A, clock())
     assert core.handle_datagram(encode_relay(1, 2, b"a"), A, clock())
     assert core.handle_datagram(encode_relay(1, 2, b"a"), A, clock()) == []
-    clock.advance(5)
-    assert core.handle_datagram(encode_relay(1, 2, bytes(101)), A, clock()) == []
+    clock.advance(5)  # packet tokens refilled; 100 byte tokens minus 2 used
+    assert core.handle_datagram(encode_relay(1, 2, bytes(60)), A, clock())
+    assert core.handle_datagram(encode_relay(1, 2, bytes(60)), A, clock()) == []
     assert drops(core, DropReason.RATE_LIMITED_RELAY) == 2
     # Other sources have their own budget.
     assert core.handle_datagram(encode_relay(2, 1, b"a"), B, clock())
@@ -525,6 +527,7 @@ def test_sweep_forgets_idle_rate_limit_sources() -> None:
         punch_limit=RateLimit(rate=1.0, burst=1.0),
         relay_packet_limit=RateLimit(rate=1.0, burst=5.0),
         relay_byte_limit=RateLimit(rate=1.0, burst=100.0),
+        max_relay_payload=100,
     )
     core.handle_datagram(disc(1), A, clock())
     core.handle_datagram(encode_message(PunchRequest(1, 1)), A, clock())
@@ -541,6 +544,7 @@ def test_config_validation() -> None:
         {"beacon_id": 1, "node_ttl": 0},
         {"beacon_id": 1, "node_cap": 0},
         {"beacon_id": 1, "sync_ids_per_datagram": 16_001},
+        {"beacon_id": 1, "relay_byte_limit": RateLimit(rate=1.0, burst=1000.0)},
     ):
         with pytest.raises(ValueError, match=r"must|range|least|positive"):
             BeaconConfig(**bad)  # type: ignore[arg-type]

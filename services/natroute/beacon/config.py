@@ -101,3 +101,6 @@ class BeaconConfig:
             raise ValueError("caps must be at least 1")
         if not 1 <= self.sync_ids_per_datagram <= MAX_SYNC_IDS_PER_DATAGRAM:
             raise ValueError("sync_ids_per_datagram out of range")
+        if self.relay_byte_limit.enabled and self.relay_byte_limit.burst < self.max_relay_payload:
+            # Otherwise the largest frames could never be relayed at all.
+            raise ValueError("relay byte burst must be at least max_relay_payload")
