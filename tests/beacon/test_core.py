@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -538,16 +540,17 @@ def test_sweep_forgets_idle_rate_limit_sources() -> None:
 
 
 def test_config_validation() -> None:
-    for bad in (
+    bad_configs: list[dict[str, Any]] = [
         {"beacon_id": 0},
         {"beacon_id": 2**32},
         {"beacon_id": 1, "node_ttl": 0},
         {"beacon_id": 1, "node_cap": 0},
         {"beacon_id": 1, "sync_ids_per_datagram": 16_001},
         {"beacon_id": 1, "relay_byte_limit": RateLimit(rate=1.0, burst=1000.0)},
-    ):
+    ]
+    for bad in bad_configs:
         with pytest.raises(ValueError, match=r"must|range|least|positive"):
-            BeaconConfig(**bad)  # type: ignore[arg-type]
+            BeaconConfig(**bad)
     assert RateLimit(1, 1).enabled
     assert not NO_LIMIT.enabled
 
