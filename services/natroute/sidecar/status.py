@@ -244,11 +244,9 @@ def read_cache_age(identity_path: str, wall_now: float) -> CacheAge:
         return CacheAge(error=str(exc))
     if entry is None:
         return CacheAge()
-    try:
-        saved = entry.saved_at.timestamp()
-    except (OverflowError, OSError, ValueError):  # saved_at missing: datetime.min
-        return CacheAge(None, len(entry.addrs), "cache has no usable saved_at")
-    return CacheAge(max(0.0, wall_now - saved), len(entry.addrs))
+    if entry.saved_at.year <= 1:  # no saved_at in the file: decoded as datetime.min
+        return CacheAge(None, len(entry.addrs), "cache has no saved_at")
+    return CacheAge(max(0.0, wall_now - entry.saved_at.timestamp()), len(entry.addrs))
 
 
 def build_peer_status(peer: Peer, routing: PeerRouting, now: float) -> PeerStatus:
