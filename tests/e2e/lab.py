@@ -378,10 +378,12 @@ class Lab:
         lan: tuple[LabNetwork, str],
         gateway: str | None,
         *,
-        command: Sequence[str] = ("sleep", "infinity"),
+        command: Sequence[str] | None = ("sleep", "infinity"),
         environment: Mapping[str, str] | None = None,
     ) -> Any:
         """Start a natroute container; with ``gateway`` it routes via that router.
+
+        ``command`` None runs the image's own command (a service target's CMD).
 
         Returns:
             The started container.
@@ -410,6 +412,24 @@ class Lab:
             if time.monotonic() > deadline:
                 raise LabError(f"{container.name}: no {text!r} after {timeout} s:\n{logs}")
             time.sleep(0.1)
+
+    def wait_http(self, container: Any, url: str, timeout: float = 20.0) -> None:
+        """Wait until ``url``, fetched from inside the container, answers 2xx.
+
+        Raises:
+            LabError: it did not within ``timeout`` seconds.
+        """
+        check = "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)"
+        deadline = time.monotonic() + timeout
+        while True:
+            code, output = self.exec(container, ["python3", "-c", check, url], timeout=5)
+            if code == 0:
+                return
+            container.reload()
+            if container.status != "running" or time.monotonic() > deadline:
+                logs = container.logs().decode("utf-8", "replace")[-3000:]
+                raise LabError(f"{container.name}: {url} not ready ({output[-500:]}):\n{logs}")
+            time.sleep(0.2)
 
     def exec(
         self, container: Any, command: Sequence[str], *, timeout: float = 20.0, user: str = ""

@@ -2,15 +2,15 @@
 
 Topology (one lab for the module, all inside 198.18.0.0/15)::
 
-    internet (WAN, internal)  reflector-a :9001 :9002   reflector-b :9001
-        |-- router cone        -- lan-cone      -- node-cone
-        |-- router symmetric   -- lan-symmetric -- node-symmetric
-        |-- router full-cone   -- lan-full-cone -- node-full-cone
-        |-- router udp-blocked -- lan-blocked   -- node-blocked
+    internet (WAN, internal)  beacon-a :9001    beacon-b :9001 and :9002
+        |-- router cone        -- lan-cone        -- node-cone
+        |-- router symmetric   -- lan-symmetric   -- node-symmetric
+        |-- router full-cone   -- lan-full-cone   -- node-full-cone
+        |-- router udp-blocked -- lan-udp-blocked -- node-udp-blocked
 
-The reflectors answer Discover with the source they observed (the STUN-style
-half of a beacon, spec §3), so each node learns the public endpoint its router
-gives it, from one socket towards several destinations.
+The beacons are real ``natroute-beacon`` services; they answer Discover with
+the source they observed (spec §3, §5.8), so each node learns the public
+endpoint its router gives it, from one socket towards several destinations.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any
 import docker
 import pytest
 
-from .lab import Images, Lab, Router, script_source
+from .lab import Images, Lab, Router
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(300)]
 
@@ -37,31 +37,32 @@ class World:
     lab: Lab
     routers: dict[str, Router]
     nodes: dict[str, Any]
-    reflector_a: Any
-    reflector_b: Any
-    reflector_a_ip: str
-    reflector_b_ip: str
+    beacon_b: Any
+    beacon_a_ip: str
+    beacon_b_ip: str
 
     @property
     def destinations(self) -> list[str]:
-        """One reflector on two ports plus a second reflector."""
-        a, b = self.reflector_a_ip, self.reflector_b_ip
-        return [f"{a}:9001", f"{a}:9002", f"{b}:9001"]
+        """Beacon A, and beacon B on two ports (same host, another port)."""
+        return [f"{self.beacon_a_ip}:9001", f"{self.beacon_b_ip}:9001", f"{self.beacon_b_ip}:9002"]
 
 
 @pytest.fixture(scope="module")
 def world(docker_client: docker.DockerClient, images: Images) -> Iterator[World]:
     with Lab(docker_client) as lab:
         internet = lab.network("internet", internal=True)
-        reflector = ["python3", "-c", script_source("reflector")]
-        refl_a = lab.node(
-            "reflector-a", images.runtime, (internet, internet.host(10)), None,
-            command=[*reflector, "9001", "9002"],
-        )  # fmt: skip
-        refl_b = lab.node(
-            "reflector-b", images.runtime, (internet, internet.host(11)), None,
-            command=[*reflector, "9001"],
-        )  # fmt: skip
+        beacon_a = lab.node(
+            "beacon-a", images.beacon, (internet, internet.host(10)), None, command=None
+        )
+        beacon_b = lab.node(
+            "beacon-b", images.beacon, (internet, internet.host(11)), None, command=None
+        )
+        # A second beacon process on beacon-b: one host, two ports.
+        beacon_b.exec_run(
+            ["natroute-beacon", "--listen", "0.0.0.0:9002", "--http", "127.0.0.1:8002"],
+            user="natroute",
+            detach=True,
+        )
         routers: dict[str, Router] = {}
         nodes: dict[str, Any] = {}
         for index, mode in enumerate(NAT_MODES, start=2):
@@ -77,9 +78,10 @@ def world(docker_client: docker.DockerClient, images: Images) -> Iterator[World]
             nodes[mode] = lab.node(
                 f"node-{mode}", images.runtime, (lan, lan.host(NODE_HOST)), lan.host(2)
             )
-        for container in (refl_a, refl_b):
-            lab.wait_for_log(container, "reflector ready", 15)
-        yield World(lab, routers, nodes, refl_a, refl_b, internet.host(10), internet.host(11))
+        lab.wait_http(beacon_a, "http://127.0.0.1:8001/readyz")
+        lab.wait_http(beacon_b, "http://127.0.0.1:8001/readyz")
+        lab.wait_http(beacon_b, "http://127.0.0.1:8002/readyz")
+        yield World(lab, routers, nodes, beacon_b, internet.host(10), internet.host(11))
 
 
 def _discover(world: World, mode: str) -> dict[str, Any]:
@@ -112,12 +114,12 @@ def test_udp_blocked_router_lets_no_discover_through(world: World) -> None:
 
 
 def _unsolicited(world: World, mode: str) -> list[list[Any]]:
-    """What reaches node-MODE from reflector-b after it discovered via reflector-a."""
+    """What reaches node-MODE from beacon-b's host after it discovered via beacon-a."""
     node, output = world.nodes[mode], "/tmp/listen.jsonl"
     world.lab.start_script(node, "probe", "listen", world.destinations[0], "2", output=output)
     (first,) = world.lab.wait_json_lines(node, output, 1)
     ip, port = first["observed"]
-    sent = world.lab.run_script(world.reflector_b, "probe", "send", f"{ip}:{port}", "3")
+    sent = world.lab.run_script(world.beacon_b, "probe", "send", f"{ip}:{port}", "3")
     assert sent == {"sent": 3}
     _, rest = world.lab.wait_json_lines(node, output, 2)
     received: list[list[Any]] = rest["received"]
@@ -132,20 +134,20 @@ def test_full_cone_router_delivers_datagrams_from_any_host(world: World) -> None
     received = _unsolicited(world, "full-cone")
 
     assert received, "full-cone router dropped unsolicited datagrams"
-    assert {src for src, _, _ in received} == {world.reflector_b_ip}
+    assert {src for src, _, _ in received} == {world.beacon_b_ip}
 
 
 def test_partition_drops_udp_to_one_peer_until_it_heals(world: World) -> None:
     router = world.routers["cone"].container
-    a, b = world.destinations[0], world.destinations[2]
+    a, b = world.destinations[0], world.destinations[1]
     node = world.nodes["cone"]
     try:
-        code, out = world.lab.exec(router, ["nat-ctl", "partition", "on", world.reflector_a_ip])
+        code, out = world.lab.exec(router, ["nat-ctl", "partition", "on", world.beacon_a_ip])
         assert code == 0, out
         cut = world.lab.run_script(node, "probe", "discover", a)
         other = world.lab.run_script(node, "probe", "discover", b)
     finally:
-        code, out = world.lab.exec(router, ["nat-ctl", "partition", "off", world.reflector_a_ip])
+        code, out = world.lab.exec(router, ["nat-ctl", "partition", "off", world.beacon_a_ip])
     assert code == 0, out
     healed = world.lab.run_script(node, "probe", "discover", a)
 
