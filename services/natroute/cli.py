@@ -1,0 +1,452 @@
+"""``natroute``: the operator's command line for a sidecar's admin API, and a beacon-pick demo.
+
+Commands::
+
+    natroute status  [--admin URL] [--json] [--peer ID]
+    natroute relay   ID on|off [--pinned] [--admin URL] [--token T]
+    natroute punch   ID [--admin URL] [--token T]
+    natroute forget  ID [--admin URL] [--token T]
+    natroute refresh [--admin URL] [--token T]
+    natroute pick-beacon --beacons a:1,b:2 (--key-hex HEX | --key-file identity.json)
+                         [--rtt ADDR=MS ...] [--json]
+
+``--admin`` defaults to ``$NATROUTE_ADMIN_URL`` or ``http://127.0.0.1:8080``;
+``--token`` to ``$NATROUTE_SIDECAR_ADMIN_TOKEN`` (the sidecar's own setting,
+so on the sidecar's host nothing needs to be passed). The status commands
+only read the admin API's JSON (:mod:`natroute.sidecar.status` snapshots);
+``pick-beacon`` runs the routing core's selection itself (spec §5.6, §5.7),
+with no sidecar.
+
+Exit codes: 0 success, 1 failure (sidecar unreachable, refused, unknown
+peer, unreadable key file), 2 usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn, TextIO
+from urllib.parse import quote
+
+import httpx
+from rich.console import Console
+from rich.table import Table
+
+from natroute.routing.selection import fnv1a32, parse_beacon_list, pick_beacon, pick_beacon_with_rtt
+from natroute.sidecar.status import format_age
+
+__all__ = ["CliError", "UsageError", "build_parser", "main"]
+
+DEFAULT_ADMIN = "http://127.0.0.1:8080"
+_TOKEN_ENV = "NATROUTE_SIDECAR_ADMIN_TOKEN"
+
+
+class CliError(Exception):
+    """A failure to report on stderr with exit code 1."""
+
+
+class UsageError(CliError):
+    """Bad command-line input: exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises :class:`UsageError` instead of exiting."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.format_usage().rstrip()}\n{self.prog}: error: {message}")
+
+
+def _admin_options() -> _Parser:
+    common = _Parser(add_help=False)
+    common.add_argument(
+        "--admin",
+        default=os.environ.get("NATROUTE_ADMIN_URL", DEFAULT_ADMIN),
+        help=f"admin API base URL (default: $NATROUTE_ADMIN_URL or {DEFAULT_ADMIN})",
+    )
+    common.add_argument(
+        "--timeout", type=float, default=5.0, help="seconds to wait for the admin API"
+    )
+    return common
+
+
+def _token_options() -> _Parser:
+    common = _Parser(add_help=False)
+    common.add_argument(
+        "--token",
+        default=os.environ.get(_TOKEN_ENV, ""),
+        help=f"admin bearer token (default: ${_TOKEN_ENV})",
+    )
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``natroute`` argument parser (subcommand in ``args.command``)."""
+    parser = _Parser(prog="natroute", description="Operate a natroute sidecar.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    admin, token = _admin_options(), _token_options()
+
+    status = sub.add_parser("status", parents=[admin], help="show node status and peers")
+    status.add_argument("--json", action="store_true", help="print the API's JSON")
+    status.add_argument("--peer", help="show one peer in detail (node ID, decimal or 0x hex)")
+
+    relay = sub.add_parser("relay", parents=[admin, token], help="force a peer to relay or back")
+    relay.add_argument("peer", help="node ID")
+    relay.add_argument("state", choices=["on", "off"])
+    relay.add_argument("--pinned", action="store_true", help="pin (no heuristic undoes it)")
+
+    for name, text in (("punch", "hole-punch and probe a peer now"), ("forget", "drop a peer")):
+        cmd = sub.add_parser(name, parents=[admin, token], help=text)
+        cmd.add_argument("peer", help="node ID")
+
+    sub.add_parser("refresh", parents=[admin, token], help="run a beacon refresh tick now")
+
+    pick = sub.add_parser("pick-beacon", help="show which beacon a key picks (spec §5.6, §5.7)")
+    pick.add_argument("--beacons", required=True, help="host:port,host:port,... (in this order)")
+    key = pick.add_mutually_exclusive_group(required=True)
+    key.add_argument("--key-hex", help="the identity public key bytes, hex")
+    key.add_argument("--key-file", help="a sidecar identity.json (its Ed25519 public key)")
+    pick.add_argument(
+        "--rtt",
+        action="append",
+        default=[],
+        metavar="ADDR=MS",
+        help="a measured RTT in milliseconds (repeat); enables the RTT override",
+    )
+    pick.add_argument("--json", action="store_true", help="print JSON")
+    return parser
+
+
+# -- admin API client -----------------------------------------------------------
+
+
+class _Admin:
+    """A small sync client of the admin API with operator-readable errors."""
+
+    def __init__(
+        self, base: str, timeout: float, token: str, transport: httpx.BaseTransport | None
+    ) -> None:
+        if not base.startswith(("http://", "https://")):
+            raise UsageError(f"--admin must be an http(s) URL, not {base!r}")
+        self.base = base.rstrip("/")
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._client = httpx.Client(
+            base_url=self.base, timeout=timeout, headers=headers, transport=transport
+        )
+
+    def __enter__(self) -> _Admin:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._client.close()
+
+    def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        try:
+            resp = self._client.request(method, path, json=body)
+        except httpx.ConnectError as exc:
+            raise CliError(
+                f"is the sidecar running? admin API at {self.base} not reachable ({exc})"
+            ) from exc
+        except httpx.TimeoutException as exc:
+            raise CliError(f"admin API at {self.base} did not answer in time") from exc
+        except httpx.HTTPError as exc:
+            raise CliError(f"admin API at {self.base}: {exc}") from exc
+        if resp.is_success:
+            return resp.json() if resp.content else None
+        try:
+            err = resp.json()["error"]
+            detail = f"{err['message']} (HTTP {resp.status_code} {err['code']})"
+        except (ValueError, KeyError, TypeError):
+            detail = f"HTTP {resp.status_code} from {method} {path}"
+        raise CliError(detail)
+
+
+# -- rendering ------------------------------------------------------------------
+
+
+def _print_json(console: Console, data: Any) -> None:
+    console.file.write(json.dumps(data, indent=2) + "\n")
+
+
+def _yes(value: Any) -> str:
+    return "yes" if value else "no"
+
+
+def _kv(rows: list[tuple[str, str]]) -> Table:
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    for key, value in rows:
+        grid.add_row(key, value)
+    return grid
+
+
+def _peer_table(peers: list[dict[str, Any]]) -> Table:
+    table = Table(title=f"peers ({len(peers)})", title_justify="left")
+    for name in ("peer", "path", "reason", "pinned", "addr", "last direct", "misses"):
+        table.add_column(name, justify="right" if name in ("peer", "misses") else "left")
+    table.add_column("sent/recv pkts", justify="right")
+    for p in peers:
+        path = "relay" if p["relay"] else "direct"
+        table.add_row(
+            str(p["node_id"]),
+            f"[yellow]{path}[/]" if p["relay"] else f"[green]{path}[/]",
+            p["reason"],
+            "pinned" if p["pinned"] else "",
+            p["addr"] or "-",
+            format_age(p["last_direct_recv_age"]),
+            str(p["blackhole_misses"]),
+            f"{p['pkts_sent']}/{p['pkts_recv']}",
+        )
+    return table
+
+
+def render_status(console: Console, s: dict[str, Any]) -> None:
+    """Print a ``/v1/status?peers=true`` body for a person."""
+    b, c = s["beacon"], s["counters"]
+    node = s["node_id"] if s["node_id"] is not None else "-"
+    state = "ready" if s["ready"] else "starting"
+    console.print(f"[bold]natroute sidecar[/] node {node} ({state})", highlight=False)
+    rtt = ", ".join(f"{a} {ms:.1f}ms" for a, ms in b["rtt_ms"].items())
+    observed = ", ".join(f"{k} saw {v}" for k, v in s["nat"]["observations"].items())
+    cache = format_age(b["cache_age"]) if b["cache_age"] is not None else "none"
+    if b["cache_error"]:
+        cache += f" ({b['cache_error']})"
+    refresh = format_age(b["last_refresh_age"]) + " ago"
+    if b["last_refresh_errors"]:
+        refresh += " - errors: " + "; ".join(b["last_refresh_errors"])
+    drops = ", ".join(f"{k} {v}" for k, v in c["drops"].items() if v) or "none"
+    rows = [
+        ("public endpoint", s["public_endpoint"] or "-"),
+        ("local address", s["local_addr"] or "-"),
+        ("data plane", s["app_addr"] or "-"),
+        ("NAT", f"{s['nat']['type']}" + (f" ({observed})" if observed else "")),
+        ("relay_only", _yes(s["relay_only"])),
+        ("registered", _yes(s["registered"])),
+        ("beacon", f"{b['pick'] or '-'} (pick: {b['reason'] or '-'}, list: {b['source']})"),
+        ("beacons", ", ".join(b["beacons"]) or "-"),
+    ]
+    if rtt:
+        rows.append(("RTT", rtt))
+    rows += [
+        ("beacon reply", format_age(b["last_reply_age"]) + " ago"),
+        ("last refresh", refresh),
+        ("cache age", cache),
+        ("uptime", format_age(s["uptime"])),
+        (
+            "peers",
+            f"{s['peers_total']} ({s['peers_direct']} direct, {s['peers_relay']} relay, "
+            f"{s['peers_pinned']} pinned)",
+        ),
+        (
+            "frames",
+            f"in {c['direct_in']} direct / {c['relayed_in']} relayed; "
+            f"app {c['app_received']} sent / {c['app_delivered']} delivered",
+        ),
+        ("drops", drops),
+    ]
+    console.print(_kv(rows))
+    console.print(_peer_table(s["peers"]))
+
+
+def render_peer(console: Console, p: dict[str, Any]) -> None:
+    """Print one ``/v1/peers/{id}`` body with its path history."""
+    path = "relay" if p["relay"] else "direct"
+    console.print(f"[bold]peer {p['node_id']}[/]: {path} ({p['reason']})", highlight=False)
+    rows = [
+        ("address", p["addr"] or "-"),
+        ("relay flag / pinned", f"{_yes(p['relay'])} / {_yes(p['pinned'])}"),
+        ("relay_only", _yes(p["relay_only"])),
+        ("last direct receipt", format_age(p["last_direct_recv_age"])),
+        ("last send", format_age(p["last_send_age"])),
+        ("blackhole misses", str(p["blackhole_misses"])),
+        ("send errors", str(p["send_errors"])),
+        ("direct clears", str(p["direct_clears"])),
+        ("packets sent / recv", f"{p['pkts_sent']} / {p['pkts_recv']}"),
+        ("bytes sent / recv", f"{p['bytes_sent']} / {p['bytes_recv']}"),
+        ("receipts direct / relay", f"{p['direct_recv']} / {p['relay_recv']}"),
+        ("probes sent / acks", f"{p['probes_sent']} / {p['acks_recv']}"),
+        ("known for", format_age(p["known_for"])),
+    ]
+    console.print(_kv(rows))
+    events = Table(title="path events", title_justify="left")
+    for name in ("ago", "path", "reason", "detail"):
+        events.add_column(name)
+    for e in reversed(p["events"]):
+        events.add_row(format_age(e["age"]), e["path"], e["reason"], e["detail"])
+    console.print(events)
+
+
+# -- commands -------------------------------------------------------------------
+
+
+def _peer_path(text: str) -> str:
+    # validated by the API (decimal or 0x hex); quoted so no path can be injected
+    return "/v1/peers/" + quote(text.strip(), safe="")
+
+
+def _status(args: argparse.Namespace, api: _Admin, console: Console) -> int:
+    if args.peer is not None:
+        body = api.call("GET", _peer_path(args.peer))
+        if args.json:
+            _print_json(console, body)
+        else:
+            render_peer(console, body)
+        return 0
+    body = api.call("GET", "/v1/status?peers=true")
+    if args.json:
+        _print_json(console, body)
+    else:
+        render_status(console, body)
+    return 0
+
+
+def _mutation(args: argparse.Namespace, api: _Admin, console: Console) -> int:
+    if args.command == "relay":
+        relay = args.state == "on"
+        p = api.call(
+            "PUT", _peer_path(args.peer) + "/relay", {"relay": relay, "pinned": args.pinned}
+        )
+        flags = ", pinned" if p["pinned"] else ""
+        path = "relay" if p["relay"] else "direct"
+        console.print(f"peer {p['node_id']}: {path} ({p['reason']}{flags})", highlight=False)
+    elif args.command == "punch":
+        p = api.call("POST", _peer_path(args.peer) + "/punch")
+        console.print(
+            f"peer {p['node_id']}: punch requested ({p['probes_sent']} probes sent so far)",
+            highlight=False,
+        )
+    elif args.command == "forget":
+        api.call("DELETE", _peer_path(args.peer))
+        console.print(f"peer {args.peer}: forgotten", highlight=False)
+    else:
+        r = api.call("POST", "/v1/beacons/refresh")
+        rows = [
+            ("source", r["source"]),
+            ("pick", f"{r['pick'] or '-'} ({r['reason']}{', swapped' if r['swapped'] else ''})"),
+            ("beacons", ", ".join(r["beacons"]) or "-"),
+        ]
+        if r["rtt_ms"]:
+            rows.append(("RTT", ", ".join(f"{a} {ms:.1f}ms" for a, ms in r["rtt_ms"].items())))
+        for error in r["errors"]:
+            rows.append(("error", f"[red]{error}[/]"))
+        console.print(_kv(rows))
+    return 0
+
+
+def _key_bytes(args: argparse.Namespace) -> bytes:
+    if args.key_hex is not None:
+        try:
+            return bytes.fromhex(args.key_hex)
+        except ValueError as exc:
+            raise UsageError(f"--key-hex is not hex: {exc}") from exc
+    if not os.path.isfile(args.key_file):
+        raise CliError(f"no identity file at {args.key_file}")
+    from natroute.sidecar.identity import IdentityError, load_or_create_identity
+
+    try:
+        return load_or_create_identity(args.key_file).ed25519_public
+    except (IdentityError, OSError) as exc:
+        raise CliError(str(exc)) from exc
+
+
+def _rtt_map(items: list[str]) -> dict[str, float]:
+    rtt: dict[str, float] = {}
+    for item in items:
+        addr, sep, ms = item.rpartition("=")
+        try:
+            value = float(ms)
+        except ValueError:
+            value = -1.0
+        if not sep or not addr or not value > 0:
+            raise UsageError(f"--rtt wants ADDR=MS with MS > 0, not {item!r}")
+        rtt[addr] = value / 1000.0
+    return rtt
+
+
+def _pick(args: argparse.Namespace, console: Console) -> int:
+    beacons = parse_beacon_list(args.beacons)
+    if not beacons:
+        raise UsageError("--beacons is empty")
+    key = _key_bytes(args)
+    rtt = _rtt_map(args.rtt)
+    h = fnv1a32(key)
+    hash_pick = pick_beacon(beacons, key)
+    out: dict[str, Any] = {
+        "key_fnv1a32": f"0x{h:08X}",
+        "beacons": beacons,
+        "hash_pick": hash_pick,
+        "hash_index": h % len(beacons) if len(beacons) > 1 else 0,
+    }
+    why = ""
+    if rtt:
+        pick = pick_beacon_with_rtt(beacons, key, rtt)
+        out["rtt_ms"] = {a: round(t * 1000, 3) for a, t in rtt.items()}
+        out["rtt_pick"] = pick
+        out["reason"] = "rtt_override" if pick != hash_pick else "hash"
+        if pick != hash_pick:
+            hash_rtt = rtt.get(hash_pick)
+            why = (
+                f"hash pick did not answer; {pick} is fastest"
+                if hash_rtt is None
+                else f"{hash_pick} {hash_rtt * 1000:g} ms > 2 x {pick} {rtt[pick] * 1000:g} ms"
+            )
+        else:
+            why = "hash pick within 2x of the fastest"
+    if args.json:
+        _print_json(console, out)
+        return 0
+    rows = [
+        ("key fnv1a32", out["key_fnv1a32"]),
+        ("beacons", f"{', '.join(beacons)} ({len(beacons)})"),
+        ("hash pick", f"{hash_pick} (index {out['hash_index']} = 0x{h:08X} mod {len(beacons)})"),
+    ]
+    if rtt:
+        rows.append(("rtt pick", f"{out['rtt_pick']} ({out['reason']}: {why})"))
+    console.print(_kv(rows))
+    return 0
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    stdout: TextIO | None = None,
+    stderr: TextIO | None = None,
+    transport: httpx.BaseTransport | None = None,
+) -> int:
+    """Run one ``natroute`` command.
+
+    Args:
+        argv: arguments without the program name (default: ``sys.argv[1:]``).
+        stdout: where results go; ``stderr``: where errors go.
+        transport: an httpx transport for the admin API (tests).
+
+    Returns:
+        The exit code: 0 success, 1 failure, 2 usage error.
+    """
+    out = stdout or sys.stdout
+    err = stderr or sys.stderr
+    parser = build_parser()
+    width = None if out.isatty() else 120
+    console = Console(file=out, width=width, highlight=False)
+    try:
+        args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
+        if args.command == "pick-beacon":
+            return _pick(args, console)
+        token = getattr(args, "token", "")
+        with _Admin(args.admin, args.timeout, token, transport) as api:
+            if args.command == "status":
+                return _status(args, api, console)
+            return _mutation(args, api, console)
+    except UsageError as exc:
+        print(str(exc), file=err)
+        return 2
+    except CliError as exc:
+        print(f"natroute: {exc}", file=err)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

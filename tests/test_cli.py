@@ -1,0 +1,245 @@
+"""The ``natroute`` command: the beacon-pick demo, and status/mutations against a real admin API."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import socket
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from natroute._service.run import EmbeddedHttpServer
+from natroute.cli import main
+from natroute.routing.selection import pick_beacon
+from natroute.sidecar.admin import create_app
+from natroute.sidecar.appclient import AsyncAppClient
+from natroute.sidecar.identity import load_or_create_identity
+from natroute.sidecar.service import Sidecar
+from natroute.sidecar.testing import running_sidecar, running_stack
+
+TOKEN = "cli-token-" + "x" * 10
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+def run(argv: Sequence[str]) -> Result:
+    out, err = io.StringIO(), io.StringIO()
+    code = main(list(argv), stdout=out, stderr=err)
+    return Result(code, out.getvalue(), err.getvalue())
+
+
+async def arun(*argv: str) -> Result:
+    """Run the (blocking) CLI in a worker thread while the loop serves the admin API."""
+    return await asyncio.to_thread(run, argv)
+
+
+# -- pick-beacon: spec §5.6 table and §5.7 ------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("key_hex", "size", "index", "fnv"),
+    [
+        ("61", 2, 0, "0xE40C292C"),  # b"a"
+        ("61", 3, 1, "0xE40C292C"),
+        ("6b", 4, 2, "0xEE0C38EA"),  # b"k"
+        ("616e79", 2, 1, "0x2C29F04D"),  # b"any"
+        ("00" * 32, 3, 2, "0x0B2AE445"),
+    ],
+)
+def test_pick_beacon_follows_the_spec_vectors(
+    key_hex: str, size: int, index: int, fnv: str
+) -> None:
+    beacons = [f"b{i}.example:{7000 + i}" for i in range(size)]
+    result = run(["pick-beacon", "--beacons", ",".join(beacons), "--key-hex", key_hex, "--json"])
+    assert result.code == 0, result.err
+    body = json.loads(result.out)
+    assert body["key_fnv1a32"] == fnv
+    assert body["hash_index"] == index
+    assert body["hash_pick"] == beacons[index]
+    assert "rtt_pick" not in body
+
+
+def test_pick_beacon_human_output_for_key_a() -> None:
+    result = run(["pick-beacon", "--beacons", "x:1,y:2", "--key-hex", "61"])
+    assert result.code == 0
+    lines = [line.rstrip() for line in result.out.splitlines()]
+    assert lines == [
+        "key fnv1a32  0xE40C292C",
+        "beacons      x:1, y:2 (2)",
+        "hash pick    x:1 (index 0 = 0xE40C292C mod 2)",
+    ]
+
+
+def test_pick_beacon_rtt_override() -> None:
+    demo = ["pick-beacon", "--beacons", "x:1,y:2", "--key-hex", "61"]
+    slow = run([*demo, "--rtt", "x:1=30", "--rtt", "y:2=10", "--json"])
+    body = json.loads(slow.out)
+    assert (body["hash_pick"], body["rtt_pick"], body["reason"]) == ("x:1", "y:2", "rtt_override")
+    assert body["rtt_ms"] == {"x:1": 30.0, "y:2": 10.0}
+    close = run([*demo, "--rtt", "x:1=20", "--rtt", "y:2=10", "--json"])
+    assert json.loads(close.out)["reason"] == "hash"  # 20 ms is not > 2 x 10 ms
+    silent = run([*demo, "--rtt", "y:2=10"])
+    assert "rtt pick     y:2 (rtt_override: hash pick did not answer" in silent.out
+
+
+def test_pick_beacon_from_an_identity_file(tmp_path: Path) -> None:
+    path = tmp_path / "identity.json"
+    identity = load_or_create_identity(str(path))
+    beacons = [f"b{i}.example:7000" for i in range(5)]
+    result = run(["pick-beacon", "--beacons", ",".join(beacons), "--key-file", str(path), "--json"])
+    assert result.code == 0
+    assert json.loads(result.out)["hash_pick"] == pick_beacon(beacons, identity.ed25519_public)
+    missing = run(["pick-beacon", "--beacons", "x:1", "--key-file", str(tmp_path / "nope.json")])
+    assert missing.code == 1
+    assert "no identity file" in missing.err
+    assert not (tmp_path / "nope.json").exists()  # the CLI never creates keys
+    (tmp_path / "bad.json").write_text("{}")
+    bad = run(["pick-beacon", "--beacons", "x:1", "--key-file", str(tmp_path / "bad.json")])
+    assert bad.code == 1
+    assert "invalid identity file" in bad.err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["pick-beacon", "--beacons", "x:1"],
+        ["pick-beacon", "--beacons", "x:1", "--key-hex", "61", "--key-file", "f"],
+        ["pick-beacon", "--beacons", "x:1", "--key-hex", "zz"],
+        ["pick-beacon", "--beacons", "", "--key-hex", "61"],
+        ["pick-beacon", "--beacons", "x:1", "--key-hex", "61", "--rtt", "x:1"],
+        ["pick-beacon", "--beacons", "x:1", "--key-hex", "61", "--rtt", "x:1=-4"],
+        ["relay", "5", "maybe"],
+        ["status", "--admin", "ftp://127.0.0.1:1"],
+    ],
+)
+def test_usage_errors_exit_2(argv: list[str]) -> None:
+    result = run(argv)
+    assert result.code == 2
+    assert result.err
+    assert result.out == ""
+
+
+def test_unreachable_admin_api_is_explained() -> None:
+    with socket.socket() as sock:  # bound, never listening: connections are refused
+        sock.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        result = run(["status", "--admin", url])
+    assert result.code == 1
+    assert f"is the sidecar running? admin API at {url} not reachable" in result.err
+
+
+# -- against a real sidecar's admin API -----------------------------------------
+
+
+@asynccontextmanager
+async def served(tmp_path: Path) -> AsyncIterator[tuple[Sidecar, Sidecar, str]]:
+    """Two sidecars that exchanged a datagram; ``a``'s admin API on 127.0.0.1:0."""
+    async with (
+        running_stack(tmp_path) as stack,
+        running_sidecar(stack.sidecar_settings("a", admin_token=TOKEN)) as a,
+        running_sidecar(stack.sidecar_settings("b")) as b,
+    ):
+        assert a.node is not None
+        assert b.node is not None
+        assert a.app_addr is not None
+        assert b.app_addr is not None
+        async with AsyncAppClient(a.app_addr) as app_a, AsyncAppClient(b.app_addr) as app_b:
+            await app_b.send(a.node.node_id, b"hi")
+            async with asyncio.timeout(5):
+                while True:
+                    await app_a.send(b.node.node_id, b"ping")
+                    try:
+                        async with asyncio.timeout(0.3):
+                            if (await app_b.recv())[1] == b"ping":
+                                break
+                    except TimeoutError:
+                        continue
+        server = EmbeddedHttpServer(create_app(a))
+        host, port = await server.start("127.0.0.1:0")
+        try:
+            yield a, b, f"http://{host}:{port}"
+        finally:
+            await server.stop()
+
+
+@pytest.mark.asyncio
+async def test_status_renders_node_and_peer_table(tmp_path: Path) -> None:
+    async with served(tmp_path) as (a, b, url):
+        assert a.node is not None
+        assert b.node is not None
+        a_id, b_id = a.node.node_id, b.node.node_id
+        result = await arun("status", "--admin", url)
+        assert result.code == 0, result.err
+        out = result.out
+        assert f"natroute sidecar node {a_id} (ready)" in out
+        beacon = next(iter(a.nat_observations))
+        assert f"NAT              none ({beacon} saw" in out
+        assert "(pick: hash, list: registry)" in out
+        for column in ("peer", "path", "reason", "pinned", "addr", "last direct", "misses"):
+            assert column in out
+        row = next(line for line in out.splitlines() if f" {b_id} " in line)
+        assert "direct" in row
+        assert "punched" in row
+
+        as_json = await arun("status", "--admin", url, "--json")
+        body = json.loads(as_json.out)
+        assert body["node_id"] == a_id
+        assert [p["node_id"] for p in body["peers"]] == [b_id]
+
+        detail = await arun("status", "--admin", url, "--peer", str(b_id))
+        assert detail.code == 0
+        assert f"peer {b_id}: direct (punched)" in detail.out
+        assert "path events" in detail.out
+        unknown = await arun("status", "--admin", url, "--peer", "424242")
+        assert unknown.code == 1
+        assert "no peer with node ID 424242 (HTTP 404 peer_not_found)" in unknown.err
+        bad = await arun("status", "--admin", url, "--peer", "abc")
+        assert bad.code == 1
+        assert "HTTP 400 invalid_peer_id" in bad.err
+        escape = await arun("status", "--admin", url, "--peer", "1/../../../healthz")
+        assert escape.code == 1  # quoted: never reaches another endpoint
+        assert "HTTP 404" in escape.err
+
+
+@pytest.mark.asyncio
+async def test_relay_punch_refresh_and_forget(tmp_path: Path) -> None:
+    async with served(tmp_path) as (a, b, url):
+        assert b.node is not None
+        b_id = str(b.node.node_id)
+        admin = ["--admin", url, "--token", TOKEN]
+        on = await arun("relay", b_id, "on", "--pinned", *admin)
+        assert on.code == 0, on.err
+        assert on.out.strip() == f"peer {b_id}: relay (operator, pinned)"
+        assert a.manager.is_relay_pinned(b.node.node_id)
+        off = await arun("relay", b_id, "off", *admin)
+        assert off.out.strip() == f"peer {b_id}: direct (operator)"
+        assert not a.manager.is_relay_peer(b.node.node_id)
+
+        punch = await arun("punch", b_id, *admin)
+        assert punch.code == 0
+        assert "punch requested" in punch.out
+        refresh = await arun("refresh", *admin)
+        assert refresh.code == 0
+        assert "registry" in refresh.out
+
+        wrong = await arun("relay", b_id, "on", "--admin", url, "--token", "nope")
+        assert wrong.code == 1
+        assert "HTTP 401 auth_invalid" in wrong.err
+        forget = await arun("forget", b_id, *admin)
+        assert forget.code == 0
+        assert a.node is not None
+        assert a.node.peers.get(b.node.node_id) is None
+        again = await arun("forget", b_id, *admin)
+        assert again.code == 1
+        assert "peer_not_found" in again.err
