@@ -22,9 +22,9 @@ import uvicorn
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import FastAPI
 
+from natroute._service.run import bind_tcp
 from natroute.registry.app import create_app
 from natroute.registry.client import AsyncRegistryClient
-from natroute.registry.main import bind_listener
 from natroute.registry.settings import Settings
 
 TOKEN = "test-operator-token-0123456789"
@@ -103,7 +103,7 @@ def key() -> Ed25519PrivateKey:
 @contextmanager
 def serve_app(app: FastAPI) -> Iterator[str]:
     """Run ``app`` on a real uvicorn bound to 127.0.0.1 port 0; yields the base URL."""
-    sock = bind_listener("127.0.0.1", 0)
+    sock = bind_tcp("127.0.0.1:0")
     port = sock.getsockname()[1]
     config = uvicorn.Config(app, log_config=None, access_log=False, ws="none", lifespan="on")
     server = uvicorn.Server(config)

@@ -10,10 +10,8 @@ via a temporary file and rename) once the socket is listening.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
-import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,11 +21,12 @@ import uvicorn
 from pydantic import ValidationError
 
 from natroute._service.logging import configure_logging
+from natroute._service.run import bind_tcp, run
 
 from .app import create_app
 from .settings import ENV_PREFIX, InsecureTokenError, Settings
 
-__all__ = ["bind_listener", "build_settings", "main", "parse_args"]
+__all__ = ["build_settings", "main", "parse_args"]
 
 _log = logging.getLogger(__name__)
 
@@ -64,21 +63,6 @@ def build_settings(args: argparse.Namespace) -> Settings:
     return Settings(**overrides)
 
 
-def bind_listener(host: str, port: int) -> socket.socket:
-    """A listening TCP socket on ``host:port`` (IPv6 when ``host`` has a colon)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(2048)
-        sock.set_inheritable(True)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
 def _write_port_file(path: Path, port: int) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(f"{port}\n")
@@ -104,8 +88,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _log.error("registry_refused_start", extra={"reason": str(exc)})
         print(f"natroute-registry: {exc}", file=sys.stderr)
         return 2
-    host, port = settings.listen_addr()
-    sock = bind_listener(host, port)
+    host, _ = settings.listen_addr()
+    sock = bind_tcp(settings.listen)
     bound_port = int(sock.getsockname()[1])
     _log.info(
         "registry_listening",
@@ -116,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on")
     server = uvicorn.Server(config)
     try:
-        asyncio.run(server.serve(sockets=[sock]))
+        run(server.serve(sockets=[sock]))
     finally:
         sock.close()
     _log.info("registry_stopped")
