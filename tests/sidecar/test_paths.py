@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+from natroute.beacon.testing import running_beacon
+from natroute.registry.settings import DEV_TOKEN
 from natroute.routing.refresh import ListSource
 from natroute.routing.wire import PunchCommand, RelayDeliver, encode_message
 from natroute.sidecar.appclient import AsyncAppClient
@@ -239,3 +241,39 @@ async def test_icmp_unreachable_is_charged_to_the_peer_it_concerns(tmp_path: Pat
 def path_of_id(a: Sidecar, node_id: int) -> tuple[PeerPath, PathReason] | None:
     peer = node(a).peers.get(node_id)
     return None if peer is None else (peer.path, peer.reason)
+
+
+@pytest.mark.asyncio
+async def test_dead_beacon_fails_over_and_relayed_pair_recovers(tmp_path: Path) -> None:
+    fast = {"beacon_keepalive_interval": 0.2, "beacon_dead_after": 1.0, "beacon_quarantine": 0.5}
+    async with (
+        running_stack(tmp_path, beacons=2, gossip_interval=0.2) as stack,
+        running_sidecar(stack.sidecar_settings("a", **fast)) as a,
+        running_sidecar(stack.sidecar_settings("s", relay_only=True, **fast)) as s,
+        Pump(a, s) as pump,
+    ):
+        await pump.delivered(3, limit=10)
+        first = a.selection.get_current_pick()
+        dead = next(b for b in stack.beacons if b.udp_addr[1] == int(first.rsplit(":", 1)[1]))
+        dead_port = dead.udp_addr[1]
+        await dead.stop()
+        await wait_for(lambda: a.selection.get_current_pick() != first, "a to fail over", 10)
+        assert first in a.health.quarantine
+        await wait_for(lambda: s.selection.get_current_pick() != first, "s to fail over", 10)
+        await pump.delivered(5, limit=10)  # the relayed pair recovered on the other beacon
+
+        dead_id = dead.core.config.beacon_id
+        async with running_beacon(
+            listen=f"127.0.0.1:{dead_port}",
+            beacon_id=dead_id,
+            registry_url=stack.registry_url,
+            registry_token=DEV_TOKEN,
+            gossip_interval=0.2,
+        ) as revived:
+            for beacon in (*(b for b in stack.beacons if b is not dead), revived):
+                await beacon.refresh_peers()  # the beacons learn of each other again
+            await asyncio.sleep(0.6)  # past the quarantine: the next refresh probes it
+            await a.refresh_now()
+            assert first not in a.health.quarantine
+            assert a.selection.get_current_pick() == first  # the hash pick is back
+            await pump.delivered(3, limit=10)

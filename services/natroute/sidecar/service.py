@@ -26,6 +26,7 @@ import socket
 import time
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
 from natroute.beacon.auth import sign_discover
@@ -46,6 +47,7 @@ from natroute.routing.selection import BeaconSelectionState, initial_jitter, par
 from natroute.routing.types import Addr
 from natroute.routing.wire import Discover, encode_message
 
+from .beacons import BeaconHealth, QuarantineLister, probe_alive
 from .identity import NodeState, load_or_create_identity
 from .node import NatType, Node, PeerInfo
 from .settings import Settings
@@ -141,7 +143,9 @@ class Sidecar:
         self._transports: list[asyncio.BaseTransport] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._registry = AsyncRegistryClient(settings.registry_url)
-        self._lister = RegistryClient(settings.registry_url)
+        self._registry_sync = RegistryClient(settings.registry_url)
+        self.health = BeaconHealth(clock, settings.beacon_dead_after, settings.beacon_quarantine)
+        self._lister = QuarantineLister(self._registry_sync, self.health)
         self._resolve_slots = asyncio.Semaphore(16)
         self._refresh_lock = asyncio.Lock()
         self._first_tick_done = False
@@ -230,7 +234,7 @@ class Sidecar:
             self._sock.close()
         self._transports.clear()
         await self._registry.aclose()
-        self._lister.close()
+        self._registry_sync.close()
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         task = asyncio.get_running_loop().create_task(coro, name=f"sidecar-{name}")
@@ -261,10 +265,12 @@ class Sidecar:
     async def refresh_now(self) -> RefreshOutcome:
         """Run one beacon refresh tick (spec §5.12) now; register after a swap."""
         async with self._refresh_lock:
+            await self._release_revived_beacons()
             first = not self._first_tick_done
+            view = self.health.view(self.selection)
             outcome = await asyncio.to_thread(
                 refresh_tick,
-                self.selection,
+                view,
                 self.manager,
                 self._lister,
                 self.identity.ed25519_public,
@@ -273,6 +279,9 @@ class Sidecar:
                 prober=self._probe_rtts if self.settings.beacon_rtt_probe else None,
             )
             self._first_tick_done = True
+            if outcome.decision is not None:
+                self.health.commit(self.selection, outcome.decision, outcome.swapped)
+            self.health.picked(self.selection.get_current_pick())
             self.last_refresh = outcome
             self.last_refresh_at = self.clock()
             log = _log.warning if outcome.errors else _log.info
@@ -302,8 +311,32 @@ class Sidecar:
             except Exception:
                 _log.exception("beacon_refresh_failed")
 
+    async def _release_revived_beacons(self) -> None:
+        """Probe quarantined beacons that are due; release those that answer."""
+        for addr in self.health.due_for_probe():
+            probe = partial(probe_beacon_rtt, node_id=0, timeout=1.0)
+            if await asyncio.to_thread(probe_alive, probe, addr):
+                _log.info("beacon_revived", extra={"beacon": addr})
+                self.health.release(addr)
+
+    def _check_beacon_alive(self) -> None:
+        """Fail over when the current beacon stopped answering keepalives."""
+        if not self.health.is_dead() or self._refresh_lock.locked():
+            return
+        dead = self.health.mark_dead()
+        _log.warning("beacon_dead", extra={"beacon": dead, "silent_for": self.health.dead_after})
+        self._spawn(self._failover(), "failover")
+
+    async def _failover(self) -> None:
+        outcome = await self.refresh_now()
+        _log.warning(
+            "beacon_failover",
+            extra={"pick": self.selection.get_current_pick(), "swapped": outcome.swapped},
+        )
+
     def beacon_keepalive(self) -> None:
         """Register with the beacon (a signed Discover): endpoint record and NAT keepalive."""
+        self._check_beacon_alive()
         beacon = self.manager.beacon_addr()
         node = self.node
         if beacon is None or node is None or self._peer_socket is None:
@@ -450,6 +483,7 @@ class Sidecar:
     def endpoint_observed(self, addr: Addr) -> None:
         """The beacon answered a keepalive; notice a changed public endpoint."""
         self.last_beacon_reply_at = self.clock()
+        self.health.replied()
         if self.public_endpoint != addr and not self.settings.advertise:
             _log.info(
                 "public_endpoint_changed",

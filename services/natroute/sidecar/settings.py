@@ -70,6 +70,8 @@ class Settings(BaseSettings):
     refresh_interval: float = Field(BEACON_REFRESH_INTERVAL, gt=0)
     refresh_jitter: float = Field(BEACON_REFRESH_JITTER, ge=0)
     beacon_keepalive_interval: float = Field(10.0, gt=0, description="register_with_beacon")
+    beacon_dead_after: float = Field(30.0, gt=0, description="no keepalive reply: fail over")
+    beacon_quarantine: float = Field(60.0, gt=0, description="re-probe a dead beacon after")
     heartbeat_interval: float = Field(30.0, gt=0, description="registry heartbeat")
     discover_timeout: float = Field(2.0, gt=0)
     tick_interval: float = Field(0.5, gt=0, description="peer upkeep timer")

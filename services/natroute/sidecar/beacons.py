@@ -1,0 +1,115 @@
+"""Beacon health: notice a dead beacon and keep the refresh from picking it again.
+
+The beacon answers every keepalive Discover with a DiscoverReply. When the
+current beacon has not answered for ``dead_after`` seconds it is put in
+quarantine and a refresh tick runs without it: the hash pick moves to the
+next beacon (spec §5.11's failover, without waiting for the registry's 60 s
+TTL). A quarantined beacon is released once it answers a probe again, and
+the regular refresh may then move nodes back to it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+from natroute.routing.errors import RoutingError
+from natroute.routing.selection import BeaconSelectionState, RefreshDecision
+from natroute.routing.types import BeaconLister
+
+__all__ = ["BeaconHealth", "QuarantineLister", "probe_alive"]
+
+
+class BeaconHealth:
+    """When the current beacon last answered, and which beacons are quarantined.
+
+    Args:
+        clock: monotonic seconds.
+        dead_after: silence after which the current beacon counts as dead.
+        release_after: a quarantined beacon is probed again after this long.
+    """
+
+    def __init__(self, clock: Callable[[], float], dead_after: float, release_after: float) -> None:
+        self._clock = clock
+        self.dead_after = dead_after
+        self.release_after = release_after
+        self.quarantine: dict[str, float] = {}
+        self.current = ""
+        self.since = clock()
+        self.last_reply: float | None = None
+
+    def picked(self, addr: str) -> None:
+        """A (new) beacon is in use from now on."""
+        if addr != self.current:
+            self.current = addr
+            self.since = self._clock()
+            self.last_reply = None
+
+    def replied(self) -> None:
+        """The current beacon answered a keepalive."""
+        self.last_reply = self._clock()
+
+    def is_dead(self) -> bool:
+        """The current beacon has been silent for longer than ``dead_after``."""
+        if not self.current:
+            return False
+        heard = self.last_reply if self.last_reply is not None else self.since
+        return self._clock() - heard > self.dead_after
+
+    def mark_dead(self) -> str:
+        """Quarantine the current beacon; returns its address."""
+        addr = self.current
+        self.quarantine[addr] = self._clock()
+        return addr
+
+    def due_for_probe(self) -> list[str]:
+        """Quarantined beacons old enough to be probed for release."""
+        now = self._clock()
+        return [a for a, t in self.quarantine.items() if now - t >= self.release_after]
+
+    def release(self, addr: str) -> None:
+        """The beacon answered again: it may be picked."""
+        self.quarantine.pop(addr, None)
+
+    def view(self, state: BeaconSelectionState) -> BeaconSelectionState:
+        """A copy of ``state`` whose bootstrap list leaves out quarantined beacons."""
+        bootstrap, current, pick = state.snapshot()
+        view = BeaconSelectionState([b for b in bootstrap if b not in self.quarantine])
+        view.apply_refresh_decision(RefreshDecision(current, pick, True))
+        return view
+
+    @staticmethod
+    def commit(state: BeaconSelectionState, decision: RefreshDecision, swapped: bool) -> None:
+        """Apply a decision computed on a view back to the real state."""
+        state.apply_refresh_decision(replace(decision, should_swap=swapped))
+
+
+class QuarantineLister:
+    """A ``BeaconLister`` that hides quarantined beacons from the registry's answer."""
+
+    def __init__(self, inner: BeaconLister, health: BeaconHealth) -> None:
+        self._inner = inner
+        self._health = health
+
+    def send(self, msg: dict[str, Any], /) -> dict[str, Any]:
+        resp = self._inner.send(msg)
+        beacons = resp.get("beacons")
+        if isinstance(beacons, list) and self._health.quarantine:
+            hidden = self._health.quarantine
+            resp = {
+                **resp,
+                "beacons": [
+                    e for e in beacons if not (isinstance(e, dict) and e.get("addr") in hidden)
+                ],
+            }
+        return resp
+
+
+def probe_alive(probe: Callable[[str], float], addr: str) -> bool:
+    """True when ``probe(addr)`` measured an RTT (the beacon answers)."""
+    try:
+        probe(addr)
+    except RoutingError:
+        return False
+    return True
