@@ -149,7 +149,8 @@ def create_app(
     limiter = RateLimiter(
         settings.register_rate, settings.register_burst, settings.rate_limit_clients
     )
-    node_ttl = int(settings.node_ttl)
+    node_ttl = max(1, round(settings.node_ttl))
+    beacon_ttl = max(1, round(settings.beacon_ttl))
     heartbeat_interval = max(1, node_ttl // 3)
 
     @asynccontextmanager
@@ -304,9 +305,7 @@ def create_app(
         store.register_beacon(body.beacon_id, body.addr)
         metrics.beacon_registrations.inc()
         _log.debug("beacon_registered", extra={"beacon_id": body.beacon_id, "addr": body.addr})
-        return BeaconRegisterResponse(
-            beacon_id=body.beacon_id, addr=body.addr, ttl=int(settings.beacon_ttl)
-        )
+        return BeaconRegisterResponse(beacon_id=body.beacon_id, addr=body.addr, ttl=beacon_ttl)
 
     @app.get("/v1/beacons", response_model=BeaconListResponse, tags=["beacons"])
     def list_beacons() -> BeaconListResponse:
