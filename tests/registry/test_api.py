@@ -38,6 +38,14 @@ def register_body(key: Ed25519PrivateKey, clock: FakeClock, **fields: Any) -> di
     return body | {"signature": sign(key, ACTION_REGISTER, body)}
 
 
+async def client_http_register(app: Any, clock: FakeClock) -> httpx.Response:
+    """One raw registration from 192.0.2.1 (the rate-limited address below)."""
+    transport = httpx.ASGITransport(app=app, client=("192.0.2.1", 1234))
+    async with httpx.AsyncClient(transport=transport, base_url="http://r") as raw:
+        body = register_body(Ed25519PrivateKey.generate(), clock)
+        return await raw.post("/v1/nodes", json=body)
+
+
 def assert_error(response: httpx.Response, status: int, code: str) -> None:
     assert response.status_code == status, response.text
     assert response.json()["error"]["code"] == code
@@ -406,6 +414,8 @@ async def test_registration_rate_limit_per_ip(
             with pytest.raises(RegistryClientError) as info:
                 await client.register(key)
             assert (info.value.status, info.value.code) == (429, "rate_limited")
+            refused = await client_http_register(app, clock)
+            assert refused.headers["Retry-After"] == "2"
             clock.advance(2)  # 0.5/s → one token back
             await client.register(key)
         clock.advance(1)  # a new client instance starts its timestamps afresh

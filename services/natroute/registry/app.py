@@ -18,6 +18,7 @@ outcomes to HTTP.
 from __future__ import annotations
 
 import logging
+import math
 import random
 import secrets
 import sqlite3
@@ -151,6 +152,7 @@ def create_app(
     )
     node_ttl = max(1, round(settings.node_ttl))
     beacon_ttl = max(1, round(settings.beacon_ttl))
+    retry_after = str(max(1, math.ceil(1 / settings.register_rate)))
     heartbeat_interval = max(1, node_ttl // 3)
 
     @asynccontextmanager
@@ -190,7 +192,12 @@ def create_app(
         """Register (or re-register) a node; proves possession of its Ed25519 key."""
         client = request.client.host if request.client is not None else "unknown"
         if not limiter.allow(client, now_fn()):
-            raise ApiError(429, "rate_limited", "too many registrations from this address")
+            raise ApiError(
+                429,
+                "rate_limited",
+                "too many registrations from this address",
+                {"Retry-After": retry_after},
+            )
         key = b64decode_exact(body.ed25519_public_key, KEY_LEN)
         _check_signature(
             key,
