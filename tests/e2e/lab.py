@@ -422,7 +422,10 @@ class Lab:
         check = "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)"
         deadline = time.monotonic() + timeout
         while True:
-            code, output = self.exec(container, ["python3", "-c", check, url], timeout=5)
+            try:
+                code, output = self.exec(container, ["python3", "-c", check, url], timeout=5)
+            except docker.errors.APIError as exc:  # the container stopped meanwhile
+                code, output = -1, str(exc)
             if code == 0:
                 return
             container.reload()
