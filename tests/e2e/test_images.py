@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from .lab import Images, Lab
+from .lab import Images, Lab, LabError
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(300)]
 
@@ -78,5 +78,5 @@ def test_service_targets_run_their_services_unprivileged(lab: Lab, images: Image
 def test_router_image_refuses_an_unknown_mode(lab: Lab, images: Images) -> None:
     wan, lan = lab.network("wan"), lab.network("lan")
 
-    with pytest.raises(Exception, match="unknown NAT_MODE"):
+    with pytest.raises(LabError, match="unknown NAT_MODE"):
         lab.router("router", images.router, "bogus", (wan, wan.host(2)), (lan, lan.host(2)))
