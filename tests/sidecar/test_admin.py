@@ -246,7 +246,7 @@ async def test_punch_delete_beacons_and_refresh(tmp_path: Path) -> None:
         assert punched.json()["probes_sent"] >= 2
 
         beacons = (await p.admin.get("/v1/beacons")).json()
-        assert beacons["beacons"] == sorted(p.stack.beacon_addrs)
+        assert beacons["beacons"] == p.stack.beacon_addrs  # bootstrap order (spec §5.5)
         assert beacons["pick"] in p.stack.beacon_addrs
         assert beacons["reason"] in ("hash", "rtt_override")
         assert set(beacons["rtt_ms"]) == set(p.stack.beacon_addrs)
@@ -257,8 +257,10 @@ async def test_punch_delete_beacons_and_refresh(tmp_path: Path) -> None:
         assert refreshed.status_code == 200
         r = refreshed.json()
         assert r["source"] == "registry"
-        assert r["pick"] == beacons["pick"]
-        assert r["swapped"] is False
+        assert r["pick"] in p.stack.beacon_addrs
+        # loopback RTTs are noise: the override may move the pick between ticks
+        assert r["swapped"] is (r["pick"] != beacons["pick"])
+        assert r["reason"] in ("hash", "rtt_override")
         assert r["errors"] == []
         assert set(r["rtt_ms"]) == set(p.stack.beacon_addrs)
 
