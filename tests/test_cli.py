@@ -17,10 +17,10 @@ from natroute._service.run import EmbeddedHttpServer
 from natroute.cli import main
 from natroute.routing.selection import pick_beacon
 from natroute.sidecar.admin import create_app
-from natroute.sidecar.appclient import AsyncAppClient
 from natroute.sidecar.identity import load_or_create_identity
 from natroute.sidecar.service import Sidecar
 from natroute.sidecar.testing import running_sidecar, running_stack
+from tests.sidecar.helpers import Pump
 
 TOKEN = "cli-token-" + "x" * 10
 
@@ -150,21 +150,8 @@ async def served(tmp_path: Path) -> AsyncIterator[tuple[Sidecar, Sidecar, str]]:
         running_sidecar(stack.sidecar_settings("a", admin_token=TOKEN)) as a,
         running_sidecar(stack.sidecar_settings("b")) as b,
     ):
-        assert a.node is not None
-        assert b.node is not None
-        assert a.app_addr is not None
-        assert b.app_addr is not None
-        async with AsyncAppClient(a.app_addr) as app_a, AsyncAppClient(b.app_addr) as app_b:
-            await app_b.send(a.node.node_id, b"hi")
-            async with asyncio.timeout(5):
-                while True:
-                    await app_a.send(b.node.node_id, b"ping")
-                    try:
-                        async with asyncio.timeout(0.3):
-                            if (await app_b.recv())[1] == b"ping":
-                                break
-                    except TimeoutError:
-                        continue
+        async with Pump(a, b) as pump:
+            await pump.delivered(1, 5.0)
         server = EmbeddedHttpServer(create_app(a))
         host, port = await server.start("127.0.0.1:0")
         try:

@@ -7,7 +7,6 @@ handler reads the live Node exactly as the served app does.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -21,11 +20,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from natroute.routing.cache import save_beacon_cache
 from natroute.sidecar.admin import create_app
-from natroute.sidecar.appclient import AsyncAppClient
 from natroute.sidecar.node import DropReason
 from natroute.sidecar.peers import PathReason
 from natroute.sidecar.service import Sidecar
 from natroute.sidecar.testing import Stack, running_sidecar, running_stack
+
+from .helpers import Pump
 
 TOKEN = "t" * 20
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -49,25 +49,10 @@ class Pair:
         return self.b.node.node_id
 
 
-async def exchange(src: Sidecar, dst: Sidecar, payload: bytes) -> None:
-    """Send ``payload`` from ``src``'s app until ``dst``'s app receives it (5 s bound)."""
-    assert src.node is not None
-    assert dst.node is not None
-    assert src.app_addr is not None
-    assert dst.app_addr is not None
-    async with AsyncAppClient(src.app_addr) as app_src, AsyncAppClient(dst.app_addr) as app_dst:
-        await app_dst.send(src.node.node_id, b"hello")  # teaches dst where its app is
-        async with asyncio.timeout(5):
-            while True:
-                await app_src.send(dst.node.node_id, payload)
-                try:
-                    async with asyncio.timeout(0.3):
-                        got_src, got = await app_dst.recv()
-                except TimeoutError:
-                    continue
-                if got == payload:
-                    assert got_src == src.node.node_id
-                    return
+async def exchange(src: Sidecar, dst: Sidecar) -> None:
+    """Application datagrams from ``src`` until ``dst``'s application got one (5 s bound)."""
+    async with Pump(src, dst) as pump:
+        await pump.delivered(1, 5.0)
 
 
 def admin_client(sidecar: Sidecar) -> httpx.AsyncClient:
@@ -86,7 +71,7 @@ async def pair(tmp_path: Path, *, beacons: int = 1, **a_overrides: Any) -> Async
         running_sidecar(stack.sidecar_settings("b")) as b,
         admin_client(a) as admin,
     ):
-        await exchange(a, b, b"ping")
+        await exchange(a, b)
         yield Pair(stack, a, b, admin)
 
 
@@ -214,7 +199,7 @@ async def test_operator_forced_relay_and_back(tmp_path: Path) -> None:
         assert peer["events"][-1]["detail"] == "pinned"
         assert p.a.manager.is_relay_pinned(p.b_id)
         relayed_before = p.stack.beacons[0].snapshot().relayed_packets
-        await exchange(p.a, p.b, b"through the beacon")
+        await exchange(p.a, p.b)
         assert p.stack.beacons[0].snapshot().relayed_packets > relayed_before
         status = (await p.admin.get("/v1/status")).json()
         assert (status["peers_relay"], status["peers_pinned"]) == (1, 1)
@@ -226,7 +211,7 @@ async def test_operator_forced_relay_and_back(tmp_path: Path) -> None:
         peer = back.json()
         assert (peer["path"], peer["reason"]) == ("direct", "operator")
         assert (peer["relay"], peer["pinned"]) == (False, False)
-        await exchange(p.a, p.b, b"direct again")
+        await exchange(p.a, p.b)
         final = (await p.admin.get(f"/v1/peers/{p.b_id}")).json()
         assert final["path"] == "direct"
         changes = [(e["path"], e["reason"]) for e in final["events"]]
@@ -271,7 +256,7 @@ async def test_punch_delete_beacons_and_refresh(tmp_path: Path) -> None:
         assert again.status_code == 404
         punch_gone = await p.admin.post(f"/v1/peers/{p.b_id}/punch", headers=AUTH)
         assert punch_gone.status_code == 404
-        await exchange(p.a, p.b, b"resolved again")  # the peer comes back on demand
+        await exchange(p.a, p.b)  # the peer comes back on demand
         assert (await p.admin.get(f"/v1/peers/{p.b_id}")).status_code == 200
 
 
