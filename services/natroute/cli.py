@@ -288,18 +288,12 @@ def _peer_path(text: str) -> str:
 
 
 def _status(args: argparse.Namespace, api: _Admin, console: Console) -> int:
-    if args.peer is not None:
-        body = api.call("GET", _peer_path(args.peer))
-        if args.json:
-            _print_json(console, body)
-        else:
-            render_peer(console, body)
-        return 0
-    body = api.call("GET", "/v1/status?peers=true")
+    one = args.peer is not None
+    body = api.call("GET", _peer_path(args.peer) if one else "/v1/status?peers=true")
     if args.json:
         _print_json(console, body)
     else:
-        render_status(console, body)
+        (render_peer if one else render_status)(console, body)
     return 0
 
 

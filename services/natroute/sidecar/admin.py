@@ -50,6 +50,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from natroute.registry.models import ErrorBody
 from natroute.routing.addr import MAX_NODE_ID
 from natroute.routing.errors import RoutingError
 
@@ -72,7 +73,6 @@ __all__ = [
     "AdminError",
     "AuthInvalidError",
     "AuthRequiredError",
-    "ErrorBody",
     "InvalidPeerIdError",
     "MutationsDisabledError",
     "NotReadyError",
@@ -127,19 +127,6 @@ _ERROR_STATUS: dict[type[Exception], tuple[int, str]] = {
     NotReadyError: (503, "not_ready"),
 }
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 401: "auth_required"}
-
-
-class ErrorDetail(BaseModel):
-    """``code`` is stable snake_case; ``message`` is for people."""
-
-    code: str
-    message: str
-
-
-class ErrorBody(BaseModel):
-    """The body of every non-2xx answer."""
-
-    error: ErrorDetail
 
 
 class RelayRequest(BaseModel):
