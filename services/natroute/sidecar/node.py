@@ -255,7 +255,12 @@ class Node:
         if last is not None and now - last < self.config.resolve_retry_interval:
             return
         if last is None and len(self._resolving) >= self.config.max_pending_senders:
-            return
+            # Lookups that failed or were never answered must not hold the cap for good.
+            retry = self.config.resolve_retry_interval
+            for stale in [k for k, t in self._resolving.items() if now - t >= retry]:
+                del self._resolving[stale]
+            if len(self._resolving) >= self.config.max_pending_senders:
+                return
         self._resolving[node_id] = now
         self.io.resolve(node_id)
 
