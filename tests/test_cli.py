@@ -172,7 +172,8 @@ async def test_status_renders_node_and_peer_table(tmp_path: Path) -> None:
         assert f"natroute sidecar node {a_id} (ready)" in out
         beacon = next(iter(a.nat_observations))
         assert f"NAT              none ({beacon} saw" in out
-        assert "(pick: hash, list: registry)" in out
+        assert "(pick: hash)" in out
+        assert "1 bootstrap + 0 discovered from registry" in out
         for column in ("peer", "path", "reason", "pinned", "addr", "last direct", "misses"):
             assert column in out
         row = next(line for line in out.splitlines() if f" {b_id} " in line)

@@ -167,7 +167,7 @@ class _Admin:
 
 
 def _print_json(console: Console, data: Any) -> None:
-    console.file.write(json.dumps(data, indent=2) + "\n")
+    console.out(json.dumps(data, indent=2), highlight=False)
 
 
 def _yes(value: Any) -> str:
@@ -225,7 +225,12 @@ def render_status(console: Console, s: dict[str, Any]) -> None:
         ("NAT", f"{s['nat']['type']}" + (f" ({observed})" if observed else "")),
         ("relay_only", _yes(s["relay_only"])),
         ("registered", _yes(s["registered"])),
-        ("beacon", f"{b['pick'] or '-'} (pick: {b['reason'] or '-'}, list: {b['source']})"),
+        ("beacon", f"{b['pick'] or '-'} (pick: {b['reason'] or '-'})"),
+        (
+            "list",
+            f"{len(b['bootstrap'])} bootstrap + {len(b['discovered'])} discovered "
+            f"from {b['source']}",
+        ),
         ("beacons", ", ".join(b["beacons"]) or "-"),
     ]
     if rtt:
@@ -427,19 +432,26 @@ def main(
     console = Console(file=out, width=width, highlight=False)
     try:
         args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
-        if args.command == "pick-beacon":
-            return _pick(args, console)
-        token = getattr(args, "token", "")
-        with _Admin(args.admin, args.timeout, token, transport) as api:
-            if args.command == "status":
-                return _status(args, api, console)
-            return _mutation(args, api, console)
+        with console.capture() as captured:
+            code = _run(args, console, transport)
     except UsageError as exc:
         print(str(exc), file=err)
         return 2
     except CliError as exc:
         print(f"natroute: {exc}", file=err)
         return 1
+    # rich pads table cells to the table's width; drop the trailing blanks
+    out.writelines(line.rstrip() + "\n" for line in captured.get().splitlines())
+    return code
+
+
+def _run(args: argparse.Namespace, console: Console, transport: httpx.BaseTransport | None) -> int:
+    if args.command == "pick-beacon":
+        return _pick(args, console)
+    with _Admin(args.admin, args.timeout, getattr(args, "token", ""), transport) as api:
+        if args.command == "status":
+            return _status(args, api, console)
+        return _mutation(args, api, console)
 
 
 if __name__ == "__main__":
