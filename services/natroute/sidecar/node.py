@@ -445,7 +445,13 @@ class Node:
         mgr = self.manager
         mgr.clear_send_err_count(node_id)
         if relayed:
-            admitted, newly, alias = mgr.mark_relay_activated_if_had_crypto(node_id, True)
+            # Spec §7.3 (later versions): a relayed frame must not drag a peer whose
+            # direct path answers onto the relay; it only lags behind our restore.
+            heard = mgr.last_direct_recv(node_id)
+            if heard is not None and now - heard <= mgr.config.blackhole_threshold:
+                admitted, newly, alias = True, False, False
+            else:
+                admitted, newly, alias = mgr.mark_relay_activated_if_had_crypto(node_id, True)
             if not admitted:
                 self._drop(DropReason.RELAY_CAP)
                 return
