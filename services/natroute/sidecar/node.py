@@ -575,6 +575,7 @@ class Node:
             self.manager.set_relay_peer_pinned(node_id, relay)
         else:
             self.manager.set_relay_peer(node_id, True)
+            self.manager.unpin_relay_peer(node_id)  # "unpinned" means it: drop an earlier pin
         detail = "pinned" if pinned and relay else ""
         self._event(peer, Path.RELAY if relay else Path.DIRECT, PathReason.OPERATOR, detail)
         if not relay:
