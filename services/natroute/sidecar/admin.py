@@ -62,6 +62,7 @@ from .status import (
     PeerStatus,
     RefreshResult,
     SidecarStatus,
+    build_peer,
     build_peers,
     build_refresh_result,
     build_status,
@@ -230,10 +231,10 @@ async def _full_status(sidecar: Sidecar, *, include_peers: bool) -> SidecarStatu
 
 
 def _peer(sidecar: Sidecar, peer_id: int) -> PeerStatus:
-    for peer in build_peers(sidecar):
-        if peer.node_id == peer_id:
-            return peer
-    raise PeerNotFoundError(f"no peer with node ID {peer_id}")
+    peer = build_peer(sidecar, peer_id)
+    if peer is None:
+        raise PeerNotFoundError(f"no peer with node ID {peer_id}")
+    return peer
 
 
 def create_app(sidecar: Sidecar) -> FastAPI:

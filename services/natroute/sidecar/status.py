@@ -46,6 +46,7 @@ __all__ = [
     "PeerStatus",
     "RefreshResult",
     "SidecarStatus",
+    "build_peer",
     "build_peer_status",
     "build_peers",
     "build_refresh_result",
@@ -88,6 +89,8 @@ class PeerStatus:
     ``path``/``reason`` are the sidecar's view (``direct``/``relay`` and a
     :class:`~.peers.PathReason` value); ``relay``/``pinned`` are the
     Manager's flags (spec §6.5-§6.8), which decide where frames go.
+    ``next_probe_in`` is the time to the next direct re-probe of a peer
+    relayed by a heuristic (negative: due at the next tick; None: none planned).
     """
 
     node_id: int
@@ -287,6 +290,15 @@ def build_peer_status(peer: Peer, routing: PeerRouting, now: float) -> PeerStatu
         ),
         created_at=peer.created_at,
     )
+
+
+def build_peer(sidecar: Sidecar, node_id: int) -> PeerStatus | None:
+    """One peer of the sidecar, or None when it has no such peer (or no node yet)."""
+    node = sidecar.node
+    peer = node.peers.get(node_id) if node is not None else None
+    if peer is None:
+        return None
+    return build_peer_status(peer, sidecar.manager.peer_routing(node_id), sidecar.clock())
 
 
 def build_peers(sidecar: Sidecar, now: float | None = None) -> tuple[PeerStatus, ...]:
