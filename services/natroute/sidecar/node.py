@@ -504,8 +504,8 @@ class Node:
     def on_icmp_error(self, dst: Addr, err: OSError) -> None:
         """An ICMP error for a datagram we sent to ``dst`` (spec §10 D20)."""
         peer = self.peers.by_addr(dst)
-        if peer is None:
-            return
+        if peer is None or self.manager.is_from_beacon(dst):
+            return  # relay peers are aliased to the beacon; its errors are not theirs
         flipped, _ = self.manager.handle_send_error(peer.node_id, err)
         if flipped:
             self._event(peer, Path.RELAY, PathReason.ICMP_UNREACHABLE, str(err))
