@@ -8,9 +8,11 @@ import json
 import socket
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 
 from natroute._service.run import EmbeddedHttpServer
@@ -19,6 +21,8 @@ from natroute.routing.selection import pick_beacon
 from natroute.sidecar.admin import create_app
 from natroute.sidecar.identity import load_or_create_identity
 from natroute.sidecar.service import Sidecar
+from natroute.sidecar.settings import Settings
+from natroute.sidecar.status import CacheAge, build_status
 from natroute.sidecar.testing import running_sidecar, running_stack
 from tests.sidecar.helpers import Pump
 
@@ -137,6 +141,100 @@ def test_unreachable_admin_api_is_explained() -> None:
         result = run(["status", "--admin", url])
     assert result.code == 1
     assert f"is the sidecar running? admin API at {url} not reachable" in result.err
+
+
+def test_admin_api_that_never_answers() -> None:
+    with socket.socket() as sock:  # listening, never accepting: the request times out
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(8)
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        result = run(["status", "--admin", url, "--timeout", "0.3"])
+    assert result.code == 1
+    assert f"admin API at {url} did not answer in time" in result.err
+
+
+def _answering(status: int, body: bytes) -> httpx.MockTransport:
+    return httpx.MockTransport(lambda request: httpx.Response(status, content=body))
+
+
+def test_answers_that_are_not_the_admin_api() -> None:
+    err = io.StringIO()
+    code = main(
+        ["status"],
+        stdout=io.StringIO(),
+        stderr=err,
+        transport=_answering(502, b"<html>bad gateway</html>"),
+    )
+    assert code == 1
+    assert "HTTP 502 from GET /v1/status?peers=true" in err.getvalue()
+
+    def broken(request: httpx.Request) -> httpx.Response:
+        raise httpx.RemoteProtocolError("server hung up", request=request)
+
+    err = io.StringIO()
+    code = main(
+        ["refresh", "--token", "t"],
+        stdout=io.StringIO(),
+        stderr=err,
+        transport=httpx.MockTransport(broken),
+    )
+    assert code == 1
+    assert "server hung up" in err.getvalue()
+
+
+def _serving_json(body: object) -> httpx.MockTransport:
+    return httpx.MockTransport(lambda request: httpx.Response(200, json=body))
+
+
+@pytest.mark.asyncio
+async def test_status_of_a_starting_sidecar_with_errors_renders_text_verbatim(
+    tmp_path: Path,
+) -> None:
+    fields: dict[str, Any] = {
+        "registry_url": "http://127.0.0.1:9",
+        "identity": str(tmp_path / "identity.json"),
+        "beacons": "[::1]:7000",
+        "admin_listen": "off",
+    }
+    sidecar = Sidecar(Settings(**fields))
+    try:
+        status = asdict(build_status(sidecar, cache=CacheAge(error="parse beacon cache: [x]")))
+    finally:
+        await sidecar.stop()
+    status["beacon"]["last_refresh_errors"] = ["beacon_list send: [Errno 111] [bold]refused"]
+    out, err = io.StringIO(), io.StringIO()
+    code = main(["status"], stdout=out, stderr=err, transport=_serving_json(status))
+    assert code == 0, err.getvalue()
+    text = out.getvalue()
+    assert "natroute sidecar node - (starting)" in text
+    assert "never" in text  # no refresh, no beacon reply yet
+    assert "errors: beacon_list send: [Errno 111] [bold]refused" in text
+    assert "none (parse beacon cache: [x])" in text
+    assert "1 bootstrap + 0 discovered from none" in text
+    assert "peers (0)" in text
+
+    result = {
+        "source": "cache",
+        "reason": "rtt_override",
+        "pick": "[::1]:7000",
+        "swapped": True,
+        "registered": True,
+        "beacons": ["[::1]:7000", "b.example:7000"],
+        "discovered": ["[::1]:7000"],
+        "rtt_ms": {"[::1]:7000": 0.25},
+        "errors": ["beacon_list send: [red]down"],
+    }
+    out = io.StringIO()
+    code = main(["refresh", "--token", "t"], stdout=out, transport=_serving_json(result))
+    assert code == 0
+    lines = [line.rstrip() for line in out.getvalue().splitlines()]
+    assert lines == [
+        "source   cache",
+        "pick     [::1]:7000 (rtt_override, swapped)",
+        "beacons  [::1]:7000, b.example:7000",
+        "RTT      [::1]:7000 0.2ms",
+        "error    beacon_list send: [red]down",
+    ]
 
 
 # -- against a real sidecar's admin API -----------------------------------------

@@ -34,6 +34,7 @@ from urllib.parse import quote
 import httpx
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from natroute.routing.selection import fnv1a32, parse_beacon_list, pick_beacon, pick_beacon_with_rtt
 from natroute.sidecar.status import format_age
@@ -170,11 +171,15 @@ def _print_json(console: Console, data: Any) -> None:
     console.out(json.dumps(data, indent=2), highlight=False)
 
 
+def _ago(seconds: float | None) -> str:
+    return "never" if seconds is None else f"{format_age(seconds)} ago"
+
+
 def _yes(value: Any) -> str:
     return "yes" if value else "no"
 
 
-def _kv(rows: list[tuple[str, str]]) -> Table:
+def _kv(rows: Sequence[tuple[str, str | Text]]) -> Table:
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
     grid.add_column()
@@ -192,7 +197,7 @@ def _peer_table(peers: list[dict[str, Any]]) -> Table:
         path = "relay" if p["relay"] else "direct"
         table.add_row(
             str(p["node_id"]),
-            f"[yellow]{path}[/]" if p["relay"] else f"[green]{path}[/]",
+            Text(path, style="yellow" if p["relay"] else "green"),
             p["reason"],
             "pinned" if p["pinned"] else "",
             p["addr"] or "-",
@@ -208,13 +213,13 @@ def render_status(console: Console, s: dict[str, Any]) -> None:
     b, c = s["beacon"], s["counters"]
     node = s["node_id"] if s["node_id"] is not None else "-"
     state = "ready" if s["ready"] else "starting"
-    console.print(f"[bold]natroute sidecar[/] node {node} ({state})", highlight=False)
+    console.print(Text.assemble(("natroute sidecar", "bold"), f" node {node} ({state})"))
     rtt = ", ".join(f"{a} {ms:.1f}ms" for a, ms in b["rtt_ms"].items())
     observed = ", ".join(f"{k} saw {v}" for k, v in s["nat"]["observations"].items())
     cache = format_age(b["cache_age"]) if b["cache_age"] is not None else "none"
     if b["cache_error"]:
         cache += f" ({b['cache_error']})"
-    refresh = format_age(b["last_refresh_age"]) + " ago"
+    refresh = _ago(b["last_refresh_age"])
     if b["last_refresh_errors"]:
         refresh += " - errors: " + "; ".join(b["last_refresh_errors"])
     drops = ", ".join(f"{k} {v}" for k, v in c["drops"].items() if v) or "none"
@@ -236,7 +241,7 @@ def render_status(console: Console, s: dict[str, Any]) -> None:
     if rtt:
         rows.append(("RTT", rtt))
     rows += [
-        ("beacon reply", format_age(b["last_reply_age"]) + " ago"),
+        ("beacon reply", _ago(b["last_reply_age"])),
         ("last refresh", refresh),
         ("cache age", cache),
         ("uptime", format_age(s["uptime"])),
@@ -259,7 +264,7 @@ def render_status(console: Console, s: dict[str, Any]) -> None:
 def render_peer(console: Console, p: dict[str, Any]) -> None:
     """Print one ``/v1/peers/{id}`` body with its path history."""
     path = "relay" if p["relay"] else "direct"
-    console.print(f"[bold]peer {p['node_id']}[/]: {path} ({p['reason']})", highlight=False)
+    console.print(Text.assemble((f"peer {p['node_id']}", "bold"), f": {path} ({p['reason']})"))
     rows = [
         ("address", p["addr"] or "-"),
         ("relay flag / pinned", f"{_yes(p['relay'])} / {_yes(p['pinned'])}"),
@@ -310,19 +315,18 @@ def _mutation(args: argparse.Namespace, api: _Admin, console: Console) -> int:
         )
         flags = ", pinned" if p["pinned"] else ""
         path = "relay" if p["relay"] else "direct"
-        console.print(f"peer {p['node_id']}: {path} ({p['reason']}{flags})", highlight=False)
+        console.print(f"peer {p['node_id']}: {path} ({p['reason']}{flags})")
     elif args.command == "punch":
         p = api.call("POST", _peer_path(args.peer) + "/punch")
         console.print(
-            f"peer {p['node_id']}: punch requested ({p['probes_sent']} probes sent so far)",
-            highlight=False,
+            f"peer {p['node_id']}: punch requested ({p['probes_sent']} probes sent so far)"
         )
     elif args.command == "forget":
         api.call("DELETE", _peer_path(args.peer))
-        console.print(f"peer {args.peer}: forgotten", highlight=False)
+        console.print(f"peer {args.peer}: forgotten")
     else:
         r = api.call("POST", "/v1/beacons/refresh")
-        rows = [
+        rows: list[tuple[str, str | Text]] = [
             ("source", r["source"]),
             ("pick", f"{r['pick'] or '-'} ({r['reason']}{', swapped' if r['swapped'] else ''})"),
             ("beacons", ", ".join(r["beacons"]) or "-"),
@@ -330,7 +334,7 @@ def _mutation(args: argparse.Namespace, api: _Admin, console: Console) -> int:
         if r["rtt_ms"]:
             rows.append(("RTT", ", ".join(f"{a} {ms:.1f}ms" for a, ms in r["rtt_ms"].items())))
         for error in r["errors"]:
-            rows.append(("error", f"[red]{error}[/]"))
+            rows.append(("error", Text(error, style="red")))
         console.print(_kv(rows))
     return 0
 
@@ -429,7 +433,8 @@ def main(
     err = stderr or sys.stderr
     parser = build_parser()
     width = None if out.isatty() else 120
-    console = Console(file=out, width=width, highlight=False)
+    # markup off: addresses and error texts from the sidecar are never parsed as styles
+    console = Console(file=out, width=width, highlight=False, markup=False)
     try:
         args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
         with console.capture() as captured:

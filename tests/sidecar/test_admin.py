@@ -19,7 +19,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from natroute.routing.cache import save_beacon_cache
-from natroute.sidecar.admin import create_app
+from natroute.routing.errors import UsageError
+from natroute.sidecar.admin import PeerNotFoundError, create_app, error_status
 from natroute.sidecar.node import DropReason
 from natroute.sidecar.peers import PathReason
 from natroute.sidecar.service import Sidecar
@@ -382,3 +383,15 @@ async def test_not_ready_before_start(tmp_path: Path) -> None:
                 assert (await admin.get("/metrics")).status_code == 200
         finally:
             await sidecar.stop()
+
+
+def test_errors_map_to_status_codes_in_one_place() -> None:
+    assert error_status(PeerNotFoundError("no peer")) == (404, "peer_not_found", "no peer")
+    assert error_status(UsageError("node ID out of range: -1")) == (
+        400,
+        "routing_error",
+        "node ID out of range: -1",
+    )
+    status, code, message = error_status(ValueError("secret internals"))
+    assert (status, code) == (500, "internal_error")
+    assert "secret" not in message

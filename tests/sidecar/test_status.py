@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from prometheus_client import generate_latest
 
 from natroute.routing.cache import save_beacon_cache
 from natroute.routing.manager import Manager
@@ -154,6 +155,10 @@ def test_relay_only_peer_is_pinned_in_its_status() -> None:
     )
     assert status.addr is None
     assert status.relay_only is True
+
+
+def test_metrics_outside_a_render_are_empty() -> None:
+    assert generate_latest(SidecarMetrics().registry) == b""
 
 
 def test_tally_counts_each_event_once_and_keeps_traffic_of_removed_peers() -> None:

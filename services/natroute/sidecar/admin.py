@@ -30,7 +30,7 @@ The app only reads :mod:`.status` snapshots and calls the sidecar's operator
 entry points (``node.set_relay``, ``node.remove_peer``, ``node.punch``,
 ``sidecar.refresh_now``). Every handler is ``async``, so it runs on the
 event-loop thread that owns the Node. Domain and HTTP errors are mapped to
-status codes in one place (:data:`_ERROR_STATUS`, :func:`_error_body`);
+status codes in one place (:data:`_ERROR_STATUS`, :func:`error_status`);
 every non-2xx answer has the body ``{"error": {"code", "message"}}``.
 """
 
@@ -80,6 +80,7 @@ __all__ = [
     "PeerNotFoundError",
     "RelayRequest",
     "create_app",
+    "error_status",
     "parse_peer_id",
     "render_page",
 ]
@@ -168,7 +169,7 @@ def _describe_validation(exc: RequestValidationError) -> str:
     return "; ".join(parts) + (f" (+{len(errors) - 3} more)" if len(errors) > 3 else "")
 
 
-def _error_body(exc: Exception) -> tuple[int, str, str]:
+def error_status(exc: Exception) -> tuple[int, str, str]:
     """``(status, code, message)`` for any exception a handler let through."""
     if isinstance(exc, StarletteHTTPException):
         code = _HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
@@ -183,7 +184,7 @@ def _error_body(exc: Exception) -> tuple[int, str, str]:
 
 
 async def _handle_error(request: Request, exc: Exception) -> JSONResponse:
-    status, code, message = _error_body(exc)
+    status, code, message = error_status(exc)
     if status >= 500 and code == "internal_error":
         _log.error("admin_request_failed", exc_info=exc, extra={"path": request.url.path})
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
