@@ -55,6 +55,7 @@ __all__ = [
     "parse_json_line",
     "remove_labelled",
     "script_source",
+    "used_subnets",
 ]
 
 LABEL = "natroute-e2e"
@@ -183,6 +184,20 @@ def script_source(name: str) -> str:
     return (SCRIPTS / f"{name}.py").read_text()
 
 
+def used_subnets(client: docker.DockerClient) -> list[ipaddress.IPv4Network]:
+    """The IPv4 subnets of every network the engine has."""
+    used = []
+    for net in client.networks.list():
+        for cfg in (net.attrs.get("IPAM") or {}).get("Config") or []:
+            try:
+                subnet = ipaddress.ip_network(cfg.get("Subnet", ""), strict=False)
+            except ValueError:
+                continue
+            if isinstance(subnet, ipaddress.IPv4Network):
+                used.append(subnet)
+    return used
+
+
 @dataclass(frozen=True)
 class LabNetwork:
     """A lab network and its addresses."""
@@ -237,18 +252,6 @@ class Lab:
         self.close()
 
     # --- networks -------------------------------------------------------------
-    def _used_subnets(self) -> list[ipaddress.IPv4Network]:
-        used = []
-        for net in self.client.networks.list():
-            for cfg in (net.attrs.get("IPAM") or {}).get("Config") or []:
-                try:
-                    subnet = ipaddress.ip_network(cfg.get("Subnet", ""), strict=False)
-                except ValueError:
-                    continue
-                if isinstance(subnet, ipaddress.IPv4Network):
-                    used.append(subnet)
-        return used
-
     def network(self, name: str, *, internal: bool = False) -> LabNetwork:
         """Create a bridge network on the first free /24 of :data:`EXPLICIT_POOL`.
 
@@ -264,7 +267,7 @@ class Lab:
             LabError: no free subnet is left.
         """
         for subnet in EXPLICIT_POOL.subnets(new_prefix=24):
-            if any(subnet.overlaps(used) for used in self._used_subnets()):
+            if any(subnet.overlaps(used) for used in used_subnets(self.client)):
                 continue
             ipam = docker.types.IPAMConfig(
                 pool_configs=[docker.types.IPAMPool(subnet=str(subnet), gateway=str(subnet[1]))]
