@@ -1,0 +1,458 @@
+"""Sidecar building blocks: UDP shells, data-plane client, beacon health, settings, peers, frames.
+
+Socket tests use real UDP on 127.0.0.1 port 0; ICMP port-unreachable comes
+from sending to a loopback port that was just closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from pydantic import ValidationError
+
+from natroute.routing.errors import DiscoveryError
+from natroute.routing.selection import BeaconSelectionState, compute_refresh_decision
+from natroute.routing.types import Addr
+from natroute.sidecar.appclient import AppClient, AsyncAppClient, decode_app, encode_app
+from natroute.sidecar.beacons import BeaconHealth, QuarantineLister, probe_alive
+from natroute.sidecar.crypto import PeerCipher
+from natroute.sidecar.frames import PROBE_LEN, InnerType, decode_inner, encode_probe
+from natroute.sidecar.peers import Path, PathReason, Peer, PeerTable
+from natroute.sidecar.settings import Settings, build_settings
+from natroute.sidecar.udp import AppProtocol, PeerProtocol, PeerSocket, bind_udp
+
+from .fakenet import FakeClock, public_key
+
+# -- udp: PeerSocket and ICMP attribution -------------------------------------------
+
+
+def closed_port() -> Addr:
+    """A loopback UDP port nobody listens on (bound, then closed)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    addr: Addr = s.getsockname()
+    s.close()
+    return addr
+
+
+@pytest.fixture
+def peer_socket() -> Iterator[tuple[PeerSocket, list[tuple[Addr, OSError]]]]:
+    errors: list[tuple[Addr, OSError]] = []
+    sock = bind_udp("127.0.0.1:0", recverr=True)
+    sock.setblocking(False)
+    try:
+        yield PeerSocket(sock, lambda addr, err: errors.append((addr, err))), errors
+    finally:
+        sock.close()
+
+
+def test_drain_errors_attributes_icmp_to_the_original_destination(
+    peer_socket: tuple[PeerSocket, list[tuple[Addr, OSError]]],
+) -> None:
+    ps, errors = peer_socket
+    dead = closed_port()
+    assert ps.sendto(b"x", dead) == 1
+    assert ps.drain_errors() == 1
+    assert errors[0][0] == dead
+    assert errors[0][1].errno == errno.ECONNREFUSED
+    assert ps.errors_attributed == 1
+    assert ps.drain_errors() == 0  # the queue is empty now
+
+
+def test_send_after_an_icmp_error_drains_then_retries_once(
+    peer_socket: tuple[PeerSocket, list[tuple[Addr, OSError]]],
+) -> None:
+    ps, errors = peer_socket
+    dead = closed_port()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as live:
+        live.bind(("127.0.0.1", 0))
+        live.settimeout(2.0)
+        ps.sendto(b"to the dead port", dead)
+        assert ps.sendto(b"to a live one", live.getsockname()) == len(b"to a live one")
+        assert live.recvfrom(100)[0] == b"to a live one"
+    # the error was charged to the dead destination, not to the live one
+    assert [(addr, err.errno) for addr, err in errors] == [(dead, errno.ECONNREFUSED)]
+
+
+def test_icmp_error_with_nothing_to_drain_is_raised() -> None:
+    # a connected socket without IP_RECVERR reports the error but queues nothing
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        dead = closed_port()
+        sock.connect(dead)
+        ps = PeerSocket(sock, lambda addr, err: None)
+        ps.sendto(b"x", dead)
+        with pytest.raises(ConnectionRefusedError):
+            ps.sendto(b"y", dead)
+
+
+def test_other_send_errors_are_raised_and_closed_sockets_drain_nothing(
+    peer_socket: tuple[PeerSocket, list[tuple[Addr, OSError]]],
+) -> None:
+    ps, errors = peer_socket
+    with pytest.raises(OSError, match="too long") as info:
+        ps.sendto(b"x" * 70_000, closed_port())
+    assert info.value.errno == errno.EMSGSIZE
+    assert ps.sock.fileno() >= 0
+    ps.sock.close()
+    assert ps.drain_errors() == 0
+    assert errors == []
+
+
+def test_bind_udp_ipv6_with_recverr_and_bad_addresses() -> None:
+    sock = bind_udp("[::1]:0", recverr=True)
+    try:
+        assert sock.family == socket.AF_INET6
+        assert sock.getsockname()[0] == "::1"
+    finally:
+        sock.close()
+    with pytest.raises(OSError):  # noqa: PT011 - EADDRNOTAVAIL or similar
+        bind_udp("192.0.2.1:0")
+    with pytest.raises(ValueError, match="missing port"):
+        bind_udp("127.0.0.1")
+
+
+def test_peer_protocol_feeds_datagrams_and_survives_callback_bugs() -> None:
+    got: list[tuple[bytes, Addr]] = []
+    errors: list[OSError] = []
+
+    def on_datagram(data: bytes, addr: Addr) -> None:
+        if data == b"boom":
+            raise RuntimeError("a bug")
+        got.append((data, addr))
+
+    proto = PeerProtocol(on_datagram, errors.append)
+    proto.datagram_received(b"hi", ("::1", 5, 0, 0))
+    proto.datagram_received(b"boom", ("127.0.0.1", 6))
+    proto.error_received(ConnectionRefusedError(errno.ECONNREFUSED, "refused"))
+    proto.error_received(RuntimeError("not an OSError"))
+    assert got == [(b"hi", ("::1", 5))]
+    assert [e.errno for e in errors] == [errno.ECONNREFUSED]
+
+
+# -- udp: AppProtocol and the data-plane clients ---------------------------------
+
+
+async def app_endpoint(
+    on_send: Any, deliver_to: Addr | None
+) -> tuple[asyncio.DatagramTransport, AppProtocol]:
+    loop = asyncio.get_running_loop()
+    transport, proto = await loop.create_datagram_endpoint(
+        lambda: AppProtocol(on_send, deliver_to), local_addr=("127.0.0.1", 0)
+    )
+    return transport, proto
+
+
+@pytest.mark.asyncio
+async def test_app_protocol_delivers_to_the_learnt_address() -> None:
+    sent: list[tuple[int, bytes]] = []
+    both = asyncio.Event()
+
+    def on_send(dst: int, payload: bytes) -> None:
+        sent.append((dst, payload))
+        if len(sent) == 2:
+            both.set()
+
+    transport, proto = await app_endpoint(on_send, None)
+    try:
+        proto.deliver(7, b"too early")  # no application address yet
+        assert proto.dropped_no_app == 1
+        addr = transport.get_extra_info("sockname")
+        async with AsyncAppClient(addr) as app:
+            app.sock.sendto(b"abc", addr)  # shorter than a node ID
+            await app.send(0x01020304, b"payload")
+            await app.send(0, b"")
+            async with asyncio.timeout(2):
+                await both.wait()
+            assert sent == [(0x01020304, b"payload"), (0, b"")]
+            assert (proto.dropped_short, proto.received) == (1, 2)
+            proto.deliver(0xAABBCCDD, b"back")
+            async with asyncio.timeout(2):
+                assert await app.recv() == (0xAABBCCDD, b"back")
+            assert proto.delivered == 1
+    finally:
+        transport.close()
+
+
+@pytest.mark.asyncio
+async def test_app_protocol_fixed_delivery_address_and_send_failures() -> None:
+    called = asyncio.Event()
+
+    def broken(dst: int, payload: bytes) -> None:
+        called.set()
+        raise RuntimeError("node bug")
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as fixed:
+        fixed.bind(("127.0.0.1", 0))
+        fixed.settimeout(2.0)
+        transport, proto = await app_endpoint(broken, fixed.getsockname())
+        try:
+            addr = transport.get_extra_info("sockname")
+            with AppClient(addr) as app:
+                app.send(5, b"x")  # the failure is logged, the shell survives
+                async with asyncio.timeout(2):
+                    await called.wait()
+                assert proto.received == 1
+                proto.deliver(9, b"to the fixed address")
+                assert decode_app(fixed.recvfrom(100)[0]) == (9, b"to the fixed address")
+                with pytest.raises(TimeoutError):
+                    app.recv(timeout=0.01)  # the app's own address is not used
+        finally:
+            transport.close()
+
+
+def test_app_wire_format() -> None:
+    assert encode_app(0x01020304, b"p") == b"\x01\x02\x03\x04p"
+    assert decode_app(b"\x00\x00\x00\x09") == (9, b"")
+    with pytest.raises(ValueError, match="shorter than 4"):
+        decode_app(b"\x00\x01")
+
+
+def test_blocking_app_client_round_trip() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sidecar:
+        sidecar.bind(("127.0.0.1", 0))
+        sidecar.settimeout(2.0)
+        with AppClient(sidecar.getsockname()) as app:
+            app.send(3, b"out")
+            data, src = sidecar.recvfrom(100)
+            assert decode_app(data) == (3, b"out")
+            sidecar.sendto(encode_app(4, b"in"), src)
+            assert app.recv(timeout=2.0) == (4, b"in")
+        assert app.sock.fileno() == -1
+
+
+# -- beacons: health, quarantine, lister ------------------------------------------
+
+
+def test_beacon_health_detects_a_silent_beacon() -> None:
+    clock = FakeClock()
+    health = BeaconHealth(clock, dead_after=30.0, release_after=60.0)
+    assert not health.is_dead()  # no beacon picked yet
+    health.picked("b1:1")
+    clock.advance(30.0)
+    assert not health.is_dead()
+    clock.advance(1.0)
+    assert health.is_dead()  # silent since the pick
+    health.replied()
+    assert not health.is_dead()
+    clock.advance(31.0)
+    assert health.is_dead()
+    health.picked("b1:1")  # the same beacon again changes nothing
+    assert health.is_dead()
+    health.picked("b2:2")
+    assert (health.current, health.last_reply, health.since) == ("b2:2", None, clock())
+    assert not health.is_dead()
+
+
+def test_beacon_quarantine_probe_and_release() -> None:
+    clock = FakeClock()
+    health = BeaconHealth(clock, dead_after=30.0, release_after=60.0)
+    health.picked("b1:1")
+    assert health.mark_dead() == "b1:1"
+    assert health.due_for_probe() == []
+    clock.advance(60.0)
+    assert health.due_for_probe() == ["b1:1"]
+    health.release("b1:1")
+    health.release("never:1")
+    assert health.quarantine == {}
+
+
+def test_beacon_view_hides_quarantined_beacons_and_commit_applies_back() -> None:
+    clock = FakeClock()
+    health = BeaconHealth(clock, dead_after=30.0, release_after=60.0)
+    state = BeaconSelectionState(["b1:1", "b2:2", "b3:3"])
+    first = compute_refresh_decision(state, None, b"key")
+    state.apply_refresh_decision(first)
+    picked = state.get_current_pick()
+    health.picked(picked)
+    health.mark_dead()
+    view = health.view(state)
+    assert picked not in view.bootstrap
+    assert view.get_current_pick() == picked  # the view starts from the real pick
+    decision = compute_refresh_decision(view, None, b"key")
+    assert decision.new_pick != picked
+    assert decision.should_swap
+    BeaconHealth.commit(state, decision, swapped=False)
+    assert state.get_current_pick() == picked  # not swapped: the pick stays
+    BeaconHealth.commit(state, decision, swapped=True)
+    assert state.get_current_pick() == decision.new_pick
+    assert state.snapshot()[1] == decision.new_list
+
+
+class FakeLister:
+    """A registry ``beacon_list`` answer."""
+
+    def __init__(self, resp: dict[str, Any]) -> None:
+        self.resp = resp
+        self.calls: list[dict[str, Any]] = []
+
+    def send(self, msg: dict[str, Any], /) -> dict[str, Any]:
+        self.calls.append(msg)
+        return self.resp
+
+
+def test_quarantine_lister_hides_quarantined_beacons() -> None:
+    health = BeaconHealth(FakeClock(), dead_after=1.0, release_after=1.0)
+    entries = [{"addr": "b1:1"}, {"addr": "b2:2"}, "junk"]
+    inner = FakeLister({"type": "beacon_list", "beacons": entries})
+    lister = QuarantineLister(inner, health)
+    assert lister.send({"type": "beacon_list"}) == inner.resp  # nothing quarantined
+    health.picked("b1:1")
+    health.mark_dead()
+    resp = lister.send({"type": "beacon_list"})
+    assert resp["beacons"] == [{"addr": "b2:2"}, "junk"]
+    assert inner.resp["beacons"] == entries  # the registry's answer is not mutated
+    assert inner.calls == [{"type": "beacon_list"}] * 2
+    odd = FakeLister({"beacons": None})
+    assert QuarantineLister(odd, health).send({}) == {"beacons": None}
+
+
+def test_probe_alive() -> None:
+    assert probe_alive(lambda addr: 0.01, "b1:1")
+
+    def silent(addr: str) -> float:
+        raise DiscoveryError(f"no reply from {addr}")
+
+    assert not probe_alive(silent, "b1:1")
+
+
+# -- settings -----------------------------------------------------------------------
+
+
+def test_settings_defaults_and_derived_configs() -> None:
+    s = Settings.model_validate(
+        {"blackhole_threshold": 2.0, "dial_timeout": 1.5, "max_relay_peers": 7}
+    )
+    assert s.listen == "0.0.0.0:4000"
+    m = s.manager_config()
+    assert (m.blackhole_threshold, m.max_relay_peers) == (2.0, 7)
+    n = s.node_config()
+    assert (n.dial_timeout, n.max_peers) == (1.5, 4096)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("listen", "no-port", "missing port"),
+        ("listen", ":4000", "missing host"),
+        ("app_listen", "a:b:c", "too many colons"),
+        ("advertise", "host:99999", "invalid port"),
+        ("beacons", "b1:1,nope", "missing port"),
+        ("registry_url", "ftp://registry", "http"),
+        ("log_level", "loud", "unknown log level"),
+        ("blackhole_threshold", -1, "greater than or equal"),
+    ],
+)
+def test_settings_validators_refuse_bad_values(field: str, value: object, message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        Settings.model_validate({field: value})
+
+
+def test_settings_normalise_values() -> None:
+    s = Settings.model_validate(
+        {
+            "admin_listen": "OFF",
+            "registry_url": "http://registry:9000/",
+            "log_level": "DEBUG",
+            "app_deliver": "",
+            "lan_addrs": "192.0.2.1:4000",
+        }
+    )
+    assert (s.admin_listen, s.registry_url, s.log_level) == ("", "http://registry:9000", "debug")
+    assert Settings.model_validate({"admin_listen": "127.0.0.1:0"}).admin_listen == "127.0.0.1:0"
+
+
+def test_build_settings_flags_override_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NATROUTE_SIDECAR_BLACKHOLE_THRESHOLD", "5")
+    monkeypatch.setenv("NATROUTE_SIDECAR_MAX_PEERS", "10")
+    monkeypatch.setenv("NATROUTE_SIDECAR_BEACONS", "b1:1,b2:2")
+    s = build_settings(["--blackhole-threshold", "2", "--relay-only", "true", "--nat-detect"])
+    assert s.blackhole_threshold == 2.0  # the flag wins
+    assert s.max_peers == 10  # env only
+    assert s.beacons == "b1:1,b2:2"
+    assert s.relay_only is True  # bool | None: takes a value, not an implicit flag
+    assert s.nat_detect is True
+    assert build_settings([]).blackhole_threshold == 5.0
+    assert build_settings([]).relay_only is None
+
+
+# -- peers and frames -------------------------------------------------------------------
+
+
+def make_peer(node_id: int, addr: Addr | None) -> Peer:
+    key = X25519PrivateKey.from_private_bytes(b"\x05" * 32)
+    other = public_key(X25519PrivateKey.from_private_bytes(b"\x06" * 32))
+    return Peer(node_id, PeerCipher(1, key, node_id, other, 1), addr, False, 0.0)
+
+
+def test_peer_table_indexes_by_id_and_address() -> None:
+    table = PeerTable(max_peers=2)
+    a = make_peer(10, ("198.51.100.1", 1))
+    b = make_peer(11, None)
+    assert table.add(a)
+    assert table.add(b)
+    assert not table.add(make_peer(12, None))  # full
+    assert len(table) == 2
+    assert table.by_addr(("198.51.100.1", 1)) is a
+    assert table.by_addr(("198.51.100.9", 9)) is None
+    table.set_addr(b, ("198.51.100.2", 2))
+    table.set_addr(b, ("198.51.100.2", 2))  # unchanged
+    assert table.by_addr(("198.51.100.2", 2)) is b
+    # b moves onto a's address: a loses it in the index but keeps its own field
+    table.set_addr(b, ("198.51.100.1", 1))
+    assert table.by_addr(("198.51.100.1", 1)) is b
+    assert table.by_addr(("198.51.100.2", 2)) is None
+    table.set_addr(a, None)
+    assert table.by_addr(("198.51.100.1", 1)) is b  # not a's to remove
+    replacement = make_peer(11, ("198.51.100.3", 3))
+    assert table.add(replacement)  # same ID: replaced even when full
+    assert table.get(11) is replacement
+    assert table.by_addr(("198.51.100.3", 3)) is replacement
+    assert [p.node_id for p in table.values()] == [10, 11]
+    assert table.remove(11) is replacement
+    assert table.by_addr(("198.51.100.3", 3)) is None
+    assert table.remove(11) is None
+    assert table.remove(10) is a
+
+
+def test_peer_table_remove_keeps_an_address_another_peer_took() -> None:
+    table = PeerTable(max_peers=4)
+    a = make_peer(1, ("198.51.100.1", 1))
+    b = make_peer(2, None)
+    table.add(a)
+    table.add(b)
+    table.set_addr(b, ("198.51.100.1", 1))
+    table.remove(1)
+    assert table.by_addr(("198.51.100.1", 1)) is b
+    stale = make_peer(9, ("198.51.100.7", 7))
+    table.add(stale)
+    table.add(make_peer(9, None))
+    assert table.by_addr(("198.51.100.7", 7)) is None
+
+
+def test_peer_records_bounded_history() -> None:
+    p = make_peer(1, None)
+    for i in range(40):
+        p.record(float(i), Path.RELAY if i % 2 else Path.DIRECT, PathReason.OPERATOR, str(i))
+    assert len(p.events) == 32
+    assert p.events[0].at == 8.0
+    assert (p.path, p.reason) == (Path.RELAY, PathReason.OPERATOR)
+
+
+def test_inner_frames() -> None:
+    probe = encode_probe(InnerType.PROBE, 0x0102030405060708)
+    assert len(probe) == PROBE_LEN
+    assert decode_inner(probe) == (InnerType.PROBE, bytes(range(1, 9)))
+    assert decode_inner(encode_probe(InnerType.PROBE_ACK, 1)) == (
+        InnerType.PROBE_ACK,
+        (1).to_bytes(8, "big"),
+    )
+    assert decode_inner(b"\x01payload") == (InnerType.DATA, b"payload")
+    assert decode_inner(b"\x02") == (InnerType.KEEPALIVE, b"")
+    for bad in (b"", b"\x00", b"\x05", probe[:-1], probe + b"x", b"\x04"):
+        assert decode_inner(bad) is None
