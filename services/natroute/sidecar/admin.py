@@ -2,29 +2,25 @@
 
 Endpoints (issue 5, "Admin API"):
 
-=========================  ======================================================
-``GET /v1/status``         node, NAT, beacon pick and why, counters, uptime
-                           (``?peers=true`` adds the peer list)
-``GET /v1/peers``          every peer's path, reason, flags, counters, events
-``GET /v1/peers/{id}``     one peer (404 when unknown)
-``PUT /v1/peers/{id}/relay``  body ``{"relay": bool, "pinned": bool}``
-``DELETE /v1/peers/{id}``  forget the peer (204)
-``POST /v1/peers/{id}/punch``  hole punch and direct probes now (202)
-``GET /v1/beacons``        list, pick, reason, RTT measurements, source, cache age
-``POST /v1/beacons/refresh``  one beacon refresh tick now (spec §5.12)
-``GET /healthz``           the process answers
-``GET /readyz``            200 once start-up finished, 503 before
-``GET /metrics``           Prometheus text, bounded label sets (``metrics.py``)
-``GET /``                  a self-contained HTML page: status and peer table
-=========================  ======================================================
+* ``GET /v1/status``: node, NAT, beacon pick and why, counters, uptime
+  (``?peers=true`` adds the peer list);
+* ``GET /v1/peers``, ``GET /v1/peers/{id}``: path, reason, flags, counters and
+  recent path events (404 for an unknown peer);
+* ``PUT /v1/peers/{id}/relay`` with ``{"relay": bool, "pinned": bool}``;
+  ``DELETE /v1/peers/{id}`` (204); ``POST /v1/peers/{id}/punch`` (202);
+* ``GET /v1/beacons``: list, pick, reason, RTT measurements, source, cache age;
+  ``POST /v1/beacons/refresh``: one refresh tick now (spec §5.12);
+* ``GET /healthz`` (the process answers), ``GET /readyz`` (503 until ready),
+  ``GET /metrics`` (Prometheus text, bounded labels, see ``metrics.py``),
+  ``GET /`` (a self-contained HTML page: status and peer table).
 
 Peer IDs in paths are decimal or ``0x`` hex node IDs (1..2^32-1).
 
 Security model: the API binds 127.0.0.1 by default (``admin_listen``), so
 reads are open to whoever can reach it. Every mutation (PUT, DELETE, POST)
 needs ``Authorization: Bearer <NATROUTE_SIDECAR_ADMIN_TOKEN>`` (compared in
-constant time); with no token configured mutations are refused (403) rather
-than open. Bind the API elsewhere only behind a network policy.
+constant time; 401 without it or with a wrong one); with no token configured
+mutations are refused (403) rather than open. Bind the API elsewhere only behind a network policy.
 
 The app only reads :mod:`.status` snapshots and calls the sidecar's operator
 entry points (``node.set_relay``, ``node.remove_peer``, ``node.punch``,
