@@ -518,6 +518,9 @@ class Node:
         now = self._clock()
         cfg = self.config
         mgr = self.manager
+        for sender in list(self._pending_in):
+            # frames held while a failed lookup was rate-limited: ask again (or drop them)
+            self._request_resolve(sender, now)
         for peer in self.peers.values():
             node_id = peer.node_id
             if now - peer.last_used > cfg.peer_idle_timeout:
