@@ -168,6 +168,27 @@ def test_unknown_inbound_sender_is_held_resolved_then_processed() -> None:
     assert a.manager.has_direct_recv(b.node_id)
 
 
+def test_frames_held_after_a_failed_resolve_do_not_hold_the_sender_cap() -> None:
+    net = FakeNet(node_config=NodeConfig(max_pending_senders=1))
+    a, b, c = net.add_node(), net.add_node(), net.add_node()
+    a.io.auto_resolve = False
+    net.registry.pop(b.node_id)  # b is not (yet) in the registry
+    forged = cipher(b, a)
+    a.node.datagram_received(forged.seal(data(b"1")), ROGUE)
+    a.io.answer_all()  # the lookup fails quickly ...
+    a.node.datagram_received(forged.seal(data(b"2")), ROGUE)  # ... this one waits, no lookup
+    assert a.io.resolves == [b.node_id]
+    net.advance(3.0)  # the upkeep asks again for senders whose frames still wait
+    assert a.io.resolves == [b.node_id, b.node_id]
+    a.io.answer_all()
+    assert a.node.drops[DropReason.UNRESOLVED] == 2
+    a.node.datagram_received(cipher(c, a).seal(data(b"from c")), c.inside)
+    assert a.node.drops[DropReason.UNKNOWN_SENDER] == 0
+    net.advance(3.0)  # (b's lookup still fills the one lookup slot until then)
+    a.io.answer_all()
+    assert a.io.delivered == [(c.node_id, b"from c")]
+
+
 def test_self_id_and_unknown_ids_drop_what_waited() -> None:
     net = FakeNet()
     a, b = net.add_node(), net.add_node()
@@ -368,6 +389,25 @@ def test_blackhole_flips_to_relay_then_heals_back_to_direct() -> None:
     assert b.io.delivered[-1] == (a.node_id, b"direct again")
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_lossy_link_never_leaves_the_pair_stuck_on_the_relay(seed: int) -> None:
+    net = FakeNet(seed=seed)
+    a, b = net.add_node(NatKind.CONE), net.add_node(NatKind.CONE)
+    connected(net, a, b)
+    net.loss = 0.3
+    b.io.delivered.clear()
+    net.advance(120.0, each=lambda: send_every_step(net, a, b))
+    assert len(b.io.delivered) > 120 * 0.6  # lost frames are not retransmitted
+    net.loss = 0.0
+    net.advance(130.0, each=lambda: send_every_step(net, a, b))  # probe backoff <= 120 s
+    assert not a.manager.is_relay_peer(b.node_id)
+    assert not b.manager.is_relay_peer(a.node_id)
+    assert (peer(a, b).path, peer(b, a).path) == (Path.DIRECT, Path.DIRECT)
+    b.io.delivered.clear()
+    net.advance(20.0, each=lambda: send_every_step(net, a, b))
+    assert len(b.io.delivered) == 20
+
+
 def test_dial_failure_relays_unpinned_then_restores() -> None:
     net = FakeNet()
     a, b = net.add_node(NatKind.CONE), net.add_node(NatKind.CONE)
@@ -494,6 +534,20 @@ def test_icmp_errors_are_charged_to_the_peer_at_that_address_only() -> None:
     assert a.manager.peer_routing(b.node_id).pinned
     assert not a.manager.is_relay_peer(c.node_id)
     assert peer(a, b).next_probe_at is not None
+
+
+def test_the_beacon_address_is_no_peer_even_when_a_relay_peer_is_aliased_to_it() -> None:
+    net = FakeNet()
+    a = net.add_node()
+    b = net.add_node(relay_only=True)
+    b.node.send_app(a.node_id, b"relayed")
+    net.run()
+    assert peer(a, b).addr == BEACON_ADDR
+    a.node.on_icmp_error(BEACON_ADDR, net.icmp_refused())
+    assert a.manager.send_err_count(b.node_id) == 0  # spec §10 D20
+    probes = peer(a, b).probes_sent
+    a.node.datagram_received(encode_message(PunchCommand(BEACON_ADDR)), BEACON_ADDR)
+    assert peer(a, b).probes_sent == probes  # never probe the beacon
 
 
 def test_icmp_errors_on_sends_flip_the_peer_they_concern() -> None:
