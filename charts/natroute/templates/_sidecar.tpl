@@ -2,12 +2,14 @@
 The routing sidecar as reusable named templates, for this chart's example tunnel
 and for other charts and manifests that add natroute to their own tunnel pods.
 
-  containers:
-    - name: my-tunnel
-      ...
-    {{- include "natroute.sidecar.container" (dict "root" $ "sidecar" .Values.sidecar) | nindent 4 }}
-  volumes:
-    {{- include "natroute.sidecar.volumes" (dict "root" $ "sidecar" .Values.sidecar) | nindent 4 }}
+  spec:
+    {{- $natroute := dict "root" $ "sidecar" .Values.sidecar }}
+    containers:
+      - name: my-tunnel
+        ...
+      {{- include "natroute.sidecar.container" $natroute | trim | nindent 6 }}
+    volumes:
+      {{- include "natroute.sidecar.volumes" $natroute | trim | nindent 6 }}
 
 `sidecar` has the shape of this chart's `sidecar` values. Used from another
 chart (with natroute as a dependency), set sidecar.config.registryUrl,
@@ -78,12 +80,14 @@ names compose uses.
     - name: natroute-admin
       containerPort: {{ $adminPort }}
       protocol: TCP
+  # The admin API answers once start-up (discovery and the first registration,
+  # retried while the registry is unreachable) is done: allow it 5 minutes.
   startupProbe:
     httpGet:
       path: /healthz
       port: natroute-admin
-    periodSeconds: 2
-    failureThreshold: 30
+    periodSeconds: 5
+    failureThreshold: 60
   livenessProbe:
     httpGet:
       path: /healthz
