@@ -167,7 +167,7 @@ VALUE_SETS: Final[dict[str, dict[str, Any]]] = {
             "identity": {"existingClaim": "tunnel-identity"},
             "config": SIDECAR_CONFIG,
         },
-        "tunnel": {"enabled": True, "replicas": 1, "command": ["my-tunnel", "--verbose"]},
+        "tunnel": {"enabled": True, "replicas": 1, "args": ["my-tunnel", "--verbose"]},
         "networkPolicy": {"enabled": False},
     },
 }
