@@ -360,12 +360,19 @@ def test_blackhole_flips_to_relay_then_heals_back_to_direct() -> None:
     net.advance(3.0, each=lambda: send_every_step(net, a, b))
     assert len(b.io.delivered) == before + 3  # delivery continues through the beacon
     # re-probes with backoff while the direct path stays dead
-    backoffs: list[float] = []
+    schedule = [peer(a, b).next_probe_at]
+    backoffs = [peer(a, b).probe_backoff]
+    punches = sum(1 for d, _ in a.sock.sent if d[0] == MSG_PUNCH_REQUEST)
     for _ in range(120):
         net.advance(1.0)
-        if not backoffs or peer(a, b).probe_backoff != backoffs[-1]:
+        if peer(a, b).next_probe_at != schedule[-1]:
+            schedule.append(peer(a, b).next_probe_at)
             backoffs.append(peer(a, b).probe_backoff)
-    assert backoffs == [5.0, 10.0, 20.0, 40.0]
+    assert backoffs[:4] == [5.0, 10.0, 20.0, 40.0]  # doubling ...
+    assert backoffs[4:] == [40.0] * (len(backoffs) - 4)  # ... up to the max
+    assert len(backoffs) >= 5
+    probes = len(backoffs) - 1  # one punch request (and probes) per scheduled re-probe
+    assert sum(1 for d, _ in a.sock.sent if d[0] == MSG_PUNCH_REQUEST) == punches + probes
     assert a.manager.is_relay_pinned(b.node_id)
     # heal: the next probe gets authenticated direct answers
     net.blackhole(a, b, on=False)
