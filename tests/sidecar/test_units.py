@@ -111,6 +111,11 @@ def test_bind_udp_ipv6_with_recverr_and_bad_addresses() -> None:
         assert sock.getsockname()[0] == "::1"
     finally:
         sock.close()
+    plain = bind_udp("127.0.0.1:0")
+    try:
+        assert plain.getsockopt(socket.IPPROTO_IP, 11) == 0  # IP_RECVERR off unless asked
+    finally:
+        plain.close()
     with pytest.raises(OSError):  # noqa: PT011 - EADDRNOTAVAIL or similar
         bind_udp("192.0.2.1:0")
     with pytest.raises(ValueError, match="missing port"):
