@@ -4,7 +4,8 @@
   are exactly the pydantic-settings names (``NATROUTE_<SERVICE>_<FIELD>``);
 * the rendered env builds each service's ``Settings`` without error;
 * the beacon's start-up script picks per-replica peers, address and ID;
-* the images and user the chart expects are the ones docker/Dockerfile builds.
+* the images and user the chart expects are the ones docker/Dockerfile builds;
+* compose.yaml configures the services with env names the chart also uses.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from pydantic_settings import BaseSettings
 
 from natroute.beacon.settings import Settings as BeaconSettings
@@ -247,3 +249,36 @@ def test_images_are_the_dockerfile_targets(rendered: dict[str, list[Manifest]]) 
     sts = find(rendered["defaults"], "StatefulSet", "demo-natroute-registry")
     assert sts["spec"]["template"]["spec"]["securityContext"]["runAsUser"] == 10001
     assert "--home-dir /var/lib/natroute" in dockerfile
+
+
+# --- compose uses the same env names -----------------------------------------------------
+
+#: Settings compose may use that the chart never sets: dev mode (a weak, well-known token).
+_COMPOSE_ONLY = {"NATROUTE_REGISTRY_DEV"}
+
+
+def _compose_env_names() -> set[str]:
+    compose = yaml.safe_load((REPO / "compose.yaml").read_text())
+    names: set[str] = set()
+    for service in compose["services"].values():
+        env = service.get("environment", {})
+        items = env if isinstance(env, list) else list(env)
+        names.update(str(item).split("=", 1)[0] for item in items)
+    return {n for n in names if re.match(r"NATROUTE_(REGISTRY|BEACON|SIDECAR)_", n)}
+
+
+def test_compose_env_names_are_the_charts(rendered: dict[str, list[Manifest]]) -> None:
+    chart_names = {
+        e["name"]
+        for manifests in rendered.values()
+        for doc in manifests
+        if doc["kind"] in {"StatefulSet", "Deployment"}
+        for c in doc["spec"]["template"]["spec"]["containers"]
+        for e in c.get("env", [])
+    }
+    compose_names = _compose_env_names()
+    assert compose_names  # compose configures the services through these names
+    assert compose_names - _COMPOSE_ONLY <= chart_names
+    for name in _COMPOSE_ONLY:
+        component = name.split("_")[1].lower()
+        assert name.removeprefix(_PREFIX[component]).lower() in _SETTINGS[component].model_fields
