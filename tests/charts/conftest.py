@@ -6,6 +6,8 @@ import pytest
 
 from .chart import VALUE_SETS, Manifest, render
 
+__all__ = ["rendered"]
+
 
 @pytest.fixture(scope="module")
 def rendered() -> dict[str, list[Manifest]]:

@@ -284,6 +284,11 @@ def test_no_container_runs_as_root(rendered: dict[str, list[Manifest]], name: st
         assert pod["runAsUser"] == 10001
         assert spec["automountServiceAccountToken"] is False
         assert not spec.get("hostNetwork")
+        assert not spec.get("hostPID")
+        # Volume kinds the Pod Security "restricted" level allows.
+        for volume in spec["volumes"]:
+            kinds = set(volume) - {"name"}
+            assert kinds <= {"emptyDir", "configMap", "secret", "persistentVolumeClaim"}
         for item in spec["containers"]:
             ctx = item["securityContext"]
             assert ctx["runAsNonRoot"] is True
@@ -291,6 +296,8 @@ def test_no_container_runs_as_root(rendered: dict[str, list[Manifest]], name: st
             assert ctx["readOnlyRootFilesystem"] is True
             assert ctx["allowPrivilegeEscalation"] is False
             assert ctx["capabilities"] == {"drop": ["ALL"]}
+            assert ctx["seccompProfile"] == {"type": "RuntimeDefault"}
+            assert not any("hostPort" in p for p in item.get("ports", []))
             assert "privileged" not in ctx
             assert item["resources"]["requests"]["cpu"]
             assert item["resources"]["limits"]["memory"]
