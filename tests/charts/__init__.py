@@ -1,0 +1,1 @@
+"""Tests of the Helm chart ``charts/natroute`` (offline: Helm engine, Kubernetes schemas)."""
