@@ -464,7 +464,7 @@ class Node:
             peer.relay_recv += 1
             self.relayed_in += 1
         else:
-            self._direct_receipt(peer, src, now)
+            self._direct_receipt(peer, src, now, answered=inner[0] is InnerType.PROBE_ACK)
         peer.pkts_recv += 1
         peer.bytes_recv += len(frame)
         kind, body = inner
@@ -477,14 +477,16 @@ class Node:
             peer.acks_recv += 1
         self._maybe_answer(peer, now)
 
-    def _direct_receipt(self, peer: Peer, src: Addr, now: float) -> None:
+    def _direct_receipt(self, peer: Peer, src: Addr, now: float, *, answered: bool) -> None:
         mgr = self.manager
         node_id = peer.node_id
         peer.direct_recv += 1
         self.direct_in += 1
         peer.dial_deadline = None
-        if peer.reason in HEURISTIC_REASONS and mgr.is_relay_pinned(node_id):
-            mgr.unpin_relay_peer(node_id)  # spec §10 D19: an authenticated direct answer
+        if answered and peer.reason in HEURISTIC_REASONS and mgr.is_relay_pinned(node_id):
+            # spec §10 D19: only an answer to our own probe shows that our direct
+            # sends arrive again; the peer's frames alone prove one direction only
+            mgr.unpin_relay_peer(node_id)
         cleared = mgr.clear_relay_on_direct(node_id, src)
         mgr.record_direct_recv(node_id, now)
         self.peers.set_addr(peer, src)
