@@ -235,7 +235,7 @@ class FakeNet:
         self._hosts: dict[Addr, FakeNode] = {}
         self._nats: dict[str, Nat] = {}
         self._queue: deque[tuple[bytes, Addr, Addr, int | None]] = deque()
-        self._blackholes: set[frozenset[int]] = set()
+        self._blackholes: set[tuple[int, int] | frozenset[int]] = set()
         self._count = 0
         self.register_interval = 60.0
         self._registered_at = self.clock.now
@@ -303,9 +303,16 @@ class FakeNet:
         endpoint = None if relay_only else fake.endpoint
         self.registry[fake.node_id] = PeerInfo(fake.node_id, endpoint, relay_only, fake.public_key)
 
-    def blackhole(self, a: FakeNode, b: FakeNode, on: bool = True) -> None:
-        """Drop (or stop dropping) every datagram between ``a`` and ``b``."""
-        pair = frozenset({a.node_id, b.node_id})
+    def blackhole(
+        self, a: FakeNode, b: FakeNode, on: bool = True, *, one_way: bool = False
+    ) -> None:
+        """Drop (or stop dropping) every datagram between ``a`` and ``b``.
+
+        With ``one_way`` only datagrams from ``a`` to ``b`` are dropped.
+        """
+        pair: tuple[int, int] | frozenset[int] = (
+            (a.node_id, b.node_id) if one_way else frozenset({a.node_id, b.node_id})
+        )
         if on:
             self._blackholes.add(pair)
         else:
@@ -350,7 +357,10 @@ class FakeNet:
         target = self._target(src, dst)
         if target is None:
             return self._drop(Datagram(data, src, dst, "filtered"))
-        if sender is not None and frozenset({sender, target.node_id}) in self._blackholes:
+        if sender is not None and (
+            frozenset({sender, target.node_id}) in self._blackholes
+            or (sender, target.node_id) in self._blackholes
+        ):
             return self._drop(Datagram(data, src, dst, "blackhole"))
         datagram = Datagram(data, src, dst)
         self.delivered.append(datagram)
