@@ -4,6 +4,7 @@ Topology (one lab for the module, all inside 198.18.0.0/15)::
 
     internet (WAN, internal)  beacon-a :9001    beacon-b :9001 and :9002
         |-- router cone        -- lan-cone        -- node-cone
+        |-- router cone-b      -- lan-cone-b      -- node-cone-b
         |-- router symmetric   -- lan-symmetric   -- node-symmetric
         |-- router full-cone   -- lan-full-cone   -- node-full-cone
         |-- router udp-blocked -- lan-udp-blocked -- node-udp-blocked
@@ -15,6 +16,7 @@ endpoint its router gives it, from one socket towards several destinations.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -26,7 +28,14 @@ from .lab import Images, Lab, Router
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(300)]
 
-NAT_MODES = ("cone", "symmetric", "full-cone", "udp-blocked")
+#: Router name -> NAT_MODE.
+ROUTERS = {
+    "cone": "cone",
+    "cone-b": "cone",
+    "symmetric": "symmetric",
+    "full-cone": "full-cone",
+    "udp-blocked": "udp-blocked",
+}
 NODE_HOST = 10
 
 
@@ -65,18 +74,18 @@ def world(docker_client: docker.DockerClient, images: Images) -> Iterator[World]
         )
         routers: dict[str, Router] = {}
         nodes: dict[str, Any] = {}
-        for index, mode in enumerate(NAT_MODES, start=2):
-            lan = lab.network(f"lan-{mode}")
-            routers[mode] = lab.router(
-                f"router-{mode}",
+        for index, (name, mode) in enumerate(ROUTERS.items(), start=2):
+            lan = lab.network(f"lan-{name}")
+            routers[name] = lab.router(
+                f"router-{name}",
                 images.router,
                 mode,
                 (internet, internet.host(index)),
                 (lan, lan.host(2)),
                 environment={"NAT_FULL_CONE_HOST": lan.host(NODE_HOST)},
             )
-            nodes[mode] = lab.node(
-                f"node-{mode}", images.runtime, (lan, lan.host(NODE_HOST)), lan.host(2)
+            nodes[name] = lab.node(
+                f"node-{name}", images.runtime, (lan, lan.host(NODE_HOST)), lan.host(2)
             )
         lab.wait_http(beacon_a, "http://127.0.0.1:8001/readyz")
         lab.wait_http(beacon_b, "http://127.0.0.1:8001/readyz")
@@ -160,3 +169,40 @@ def test_router_reports_healthy(world: World) -> None:
     for mode, router in world.routers.items():
         code, out = world.lab.exec(router.container, ["nat-ctl", "health"])
         assert code == 0, f"{mode}: {out}"
+
+
+def _punch(world: World, a: str, b: str) -> tuple[list[list[Any]], list[list[Any]]]:
+    """Nodes A and B punch towards each other's beacon-observed endpoints.
+
+    Returns:
+        What A received and what B received.
+    """
+    run = uuid.uuid4().hex[:8]
+    lab, beacon, observed = world.lab, world.destinations[0], {}
+    for name in (a, b):
+        lab.start_script(world.nodes[name], "probe", "punch", beacon, f"/tmp/peer-{run}", "2",
+                         output=f"/tmp/punch-{run}.jsonl")  # fmt: skip
+    for name in (a, b):
+        (first,) = lab.wait_json_lines(world.nodes[name], f"/tmp/punch-{run}.jsonl", 1)
+        observed[name] = "{}:{}".format(*first["observed"])
+    for name, peer in ((a, b), (b, a)):
+        write = ["sh", "-c", 'printf %s "$1" >"$0"', f"/tmp/peer-{run}", observed[peer]]
+        code, out = lab.exec(world.nodes[name], write, user="natroute")
+        assert code == 0, out
+    results = [lab.wait_json_lines(world.nodes[name], f"/tmp/punch-{run}.jsonl", 2)[1]
+               for name in (a, b)]  # fmt: skip
+    return results[0]["received"], results[1]["received"]
+
+
+def test_cone_to_cone_hole_punch_delivers_both_ways(world: World) -> None:
+    to_a, to_b = _punch(world, "cone", "cone-b")
+
+    assert {src for src, _, _ in to_a} == {world.routers["cone-b"].wan_ip}
+    assert {src for src, _, _ in to_b} == {world.routers["cone"].wan_ip}
+
+
+def test_symmetric_to_cone_hole_punch_fails_both_ways(world: World) -> None:
+    to_symmetric, to_cone = _punch(world, "symmetric", "cone-b")
+
+    assert to_symmetric == []
+    assert to_cone == []

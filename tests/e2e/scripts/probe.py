@@ -12,6 +12,11 @@ JSON object per line, so the harness can assert on what a node observed:
   for SECONDS and prints ``{"received": [[ip, port, text], ...]}``; this shows the
   router's filtering of unsolicited datagrams.
 - ``send TARGET COUNT``: sends COUNT probe datagrams to ``host:port``.
+- ``punch BEACON PEER_FILE SECONDS``: discovers through BEACON, prints
+  ``{"observed": [ip, port]}``, waits (at most PEER_WAIT s) for the harness to write
+  the peer's public ``host:port`` into PEER_FILE, then sends a datagram to it
+  every 0.1 s for SECONDS while collecting what the peer sends; prints
+  ``{"received": [[ip, port, text], ...]}`` (a hole punch, spec §5.4).
 
 Failures print ``{"error": "..."}`` and exit 1.
 """
@@ -22,15 +27,21 @@ import json
 import socket
 import sys
 import time
+from pathlib import Path
 
 from natroute.routing.addr import split_host_port
 from natroute.routing.discover import discover_endpoint
 from natroute.routing.errors import RoutingError
 
-__all__ = ["PROBE_PAYLOAD", "main"]
+__all__ = ["PROBE_PAYLOAD", "PUNCH_PAYLOAD", "main"]
 
 #: What ``send`` puts in each datagram (not a beacon message: first byte >= 0x10).
 PROBE_PAYLOAD = b"natroute-e2e probe"
+#: What ``punch`` sends to the peer.
+PUNCH_PAYLOAD = b"natroute-e2e punch"
+PUNCH_INTERVAL = 0.1
+#: How long ``punch`` waits for the harness to hand over the peer's endpoint.
+PEER_WAIT = 10.0
 DISCOVER_TIMEOUT = 2.0
 
 
@@ -62,6 +73,37 @@ def _listen(beacon: str, seconds: float) -> None:
         _emit({"received": received})
 
 
+def _wait_for_file(path: Path, seconds: float) -> str:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if path.exists() and (text := path.read_text().strip()):
+            return text
+        time.sleep(0.05)
+    raise TimeoutError(f"no peer endpoint in {path} after {seconds} s")
+
+
+def _punch(beacon: str, peer_file: str, seconds: float) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("0.0.0.0", 0))
+        observed = discover_endpoint(beacon, 0, sock, DISCOVER_TIMEOUT)
+        _emit({"observed": list(observed)})
+        peer = split_host_port(_wait_for_file(Path(peer_file), PEER_WAIT))
+        received: list[list[object]] = []
+        deadline = time.monotonic() + seconds
+        next_send = 0.0
+        while (now := time.monotonic()) < deadline:
+            if now >= next_send:
+                sock.sendto(PUNCH_PAYLOAD, peer)
+                next_send = now + PUNCH_INTERVAL
+            sock.settimeout(max(0.001, min(next_send, deadline) - now))
+            try:
+                data, src = sock.recvfrom(2048)
+            except TimeoutError:
+                continue
+            received.append([src[0], src[1], data.decode("utf-8", "replace")])
+        _emit({"received": received})
+
+
 def _send(target: str, count: int) -> None:
     addr = split_host_port(target)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
@@ -74,7 +116,8 @@ def main(argv: list[str]) -> int:
     """Run one probe command.
 
     Args:
-        argv: ``discover BEACON...`` | ``listen BEACON SECONDS`` | ``send TARGET COUNT``.
+        argv: ``discover BEACON...`` | ``listen BEACON SECONDS`` | ``send TARGET COUNT``
+            | ``punch BEACON PEER_FILE SECONDS``.
 
     Returns:
         0 on success, 1 when discovery failed, 2 on a usage error.
@@ -87,6 +130,8 @@ def main(argv: list[str]) -> int:
                 _listen(beacon, float(seconds))
             case ["send", target, count]:
                 _send(target, int(count))
+            case ["punch", beacon, peer_file, seconds]:
+                _punch(beacon, peer_file, float(seconds))
             case _:
                 _emit({"error": f"usage: {__doc__}"})
                 return 2
