@@ -23,6 +23,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import socket
 import sys
 import time
 import uuid
@@ -65,6 +66,7 @@ LAB_SUPERNET = ipaddress.IPv4Network("198.18.0.0/15")
 EXPLICIT_POOL = ipaddress.IPv4Network("198.18.0.0/17")
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_LOCAL_BASE = "natroute-base:bookworm"
+DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
 SCRIPTS = Path(__file__).resolve().parent / "scripts"
 #: The service image targets of docker/Dockerfile (one runtime image, one CMD each).
 SERVICE_TARGETS = ("runtime", "beacon", "registry", "sidecar")
@@ -72,6 +74,19 @@ SERVICE_TARGETS = ("runtime", "beacon", "registry", "sidecar")
 
 class LabError(RuntimeError):
     """The lab could not be set up or a container misbehaved (message has its log)."""
+
+
+def _unix_socket_answers(host: str) -> bool:
+    """False when ``host`` is a unix socket nobody accepts on (other schemes: True)."""
+    if not host.startswith("unix://"):
+        return True
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(2.0)
+        try:
+            sock.connect(host.removeprefix("unix://"))
+        except OSError:
+            return False
+    return True
 
 
 def engine_client(timeout: float = 30.0) -> docker.DockerClient | None:
@@ -84,10 +99,16 @@ def engine_client(timeout: float = 30.0) -> docker.DockerClient | None:
         A connected client (API version negotiated, 1.41 on this project's
         machines), or None.
     """
+    if not _unix_socket_answers(os.environ.get("DOCKER_HOST", DEFAULT_DOCKER_HOST)):
+        return None  # checked first: a failing from_env() leaks its socket
     try:
         client = docker.from_env(timeout=int(timeout))
+    except docker.errors.DockerException:
+        return None
+    try:
         client.ping()
     except docker.errors.DockerException:
+        client.close()
         return None
     return client
 
