@@ -7,8 +7,10 @@ from sending to a loopback port that was just closed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import socket
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -25,7 +27,7 @@ from natroute.sidecar.crypto import PeerCipher
 from natroute.sidecar.frames import PROBE_LEN, InnerType, decode_inner, encode_probe
 from natroute.sidecar.peers import Path, PathReason, Peer, PeerTable
 from natroute.sidecar.settings import Settings, build_settings
-from natroute.sidecar.udp import AppProtocol, PeerProtocol, PeerSocket, bind_udp
+from natroute.sidecar.udp import AppEndpoint, DatagramPump, PeerSocket, bind_udp
 
 from .fakenet import FakeClock, public_key
 
@@ -122,7 +124,7 @@ def test_bind_udp_ipv6_with_recverr_and_bad_addresses() -> None:
         bind_udp("127.0.0.1")
 
 
-def test_peer_protocol_feeds_datagrams_and_survives_callback_bugs() -> None:
+def test_datagram_pump_feeds_datagrams_errors_and_survives_callback_bugs() -> None:
     got: list[tuple[bytes, Addr]] = []
     errors: list[OSError] = []
 
@@ -131,30 +133,38 @@ def test_peer_protocol_feeds_datagrams_and_survives_callback_bugs() -> None:
             raise RuntimeError("a bug")
         got.append((data, addr))
 
-    proto = PeerProtocol(on_datagram, errors.append)
-    proto.datagram_received(b"hi", ("::1", 5, 0, 0))
-    proto.datagram_received(b"boom", ("127.0.0.1", 6))
-    proto.error_received(ConnectionRefusedError(errno.ECONNREFUSED, "refused"))
-    proto.error_received(RuntimeError("not an OSError"))
-    assert got == [(b"hi", ("::1", 5))]
-    assert [e.errno for e in errors] == [errno.ECONNREFUSED]
+    sock = bind_udp("127.0.0.1:0", recverr=True)
+    pump = DatagramPump(sock, on_datagram, errors.append, batch=2)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as other, contextlib.closing(sock):
+        other.bind(("127.0.0.1", 0))
+        sock.setblocking(False)
+        pump.read_ready()  # nothing there: returns at once
+        target = sock.getsockname()
+        for data in (b"hi", b"boom", b"third"):
+            other.sendto(data, target)
+        sock.sendto(b"x", closed_port())  # ICMP port unreachable comes back as an error
+        time.sleep(0.05)
+        pump.read_ready()  # one batch: two datagrams
+        assert got == [(b"hi", other.getsockname())]
+        pump.read_ready()
+        pump.read_ready()
+        assert got[1:] == [(b"third", other.getsockname())]
+        assert [e.errno for e in errors] == [errno.ECONNREFUSED]
+        pump.close()
+        assert sock.fileno() == -1
 
 
-# -- udp: AppProtocol and the data-plane clients ---------------------------------
+# -- udp: AppEndpoint and the data-plane clients ---------------------------------
 
 
-async def app_endpoint(
-    on_send: Any, deliver_to: Addr | None
-) -> tuple[asyncio.DatagramTransport, AppProtocol]:
-    loop = asyncio.get_running_loop()
-    transport, proto = await loop.create_datagram_endpoint(
-        lambda: AppProtocol(on_send, deliver_to), local_addr=("127.0.0.1", 0)
-    )
-    return transport, proto
+async def app_endpoint(on_send: Any, deliver_to: Addr | None) -> AppEndpoint:
+    app = AppEndpoint(bind_udp("127.0.0.1:0"), on_send, deliver_to)
+    app.start()
+    return app
 
 
 @pytest.mark.asyncio
-async def test_app_protocol_delivers_to_the_learnt_address() -> None:
+async def test_app_endpoint_delivers_to_the_learnt_address() -> None:
     sent: list[tuple[int, bytes]] = []
     both = asyncio.Event()
 
@@ -163,11 +173,11 @@ async def test_app_protocol_delivers_to_the_learnt_address() -> None:
         if len(sent) == 2:
             both.set()
 
-    transport, proto = await app_endpoint(on_send, None)
+    proto = await app_endpoint(on_send, None)
     try:
         proto.deliver(7, b"too early")  # no application address yet
         assert proto.dropped_no_app == 1
-        addr = transport.get_extra_info("sockname")
+        addr = proto.addr
         async with AsyncAppClient(addr) as app:
             app.sock.sendto(b"abc", addr)  # shorter than a node ID
             await app.send(0x01020304, b"payload")
@@ -180,12 +190,14 @@ async def test_app_protocol_delivers_to_the_learnt_address() -> None:
             async with asyncio.timeout(2):
                 assert await app.recv() == (0xAABBCCDD, b"back")
             assert proto.delivered == 1
+        proto.deliver(1, b"x" * 70000)  # too large for UDP: counted, not raised
+        assert proto.dropped_busy == 1
     finally:
-        transport.close()
+        proto.close()
 
 
 @pytest.mark.asyncio
-async def test_app_protocol_fixed_delivery_address_and_send_failures() -> None:
+async def test_app_endpoint_fixed_delivery_address_and_send_failures() -> None:
     called = asyncio.Event()
 
     def broken(dst: int, payload: bytes) -> None:
@@ -195,9 +207,9 @@ async def test_app_protocol_fixed_delivery_address_and_send_failures() -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as fixed:
         fixed.bind(("127.0.0.1", 0))
         fixed.settimeout(2.0)
-        transport, proto = await app_endpoint(broken, fixed.getsockname())
+        proto = await app_endpoint(broken, fixed.getsockname())
         try:
-            addr = transport.get_extra_info("sockname")
+            addr = proto.addr
             with AppClient(addr) as app:
                 app.send(5, b"x")  # the failure is logged, the shell survives
                 async with asyncio.timeout(2):
@@ -208,7 +220,7 @@ async def test_app_protocol_fixed_delivery_address_and_send_failures() -> None:
                 with pytest.raises(TimeoutError):
                     app.recv(timeout=0.01)  # the app's own address is not used
         finally:
-            transport.close()
+            proto.close()
 
 
 def test_app_wire_format() -> None:

@@ -27,9 +27,9 @@ __all__ = ["EmbeddedHttpServer", "bind_tcp", "run", "wait_for_signal"]
 def run(coro: Coroutine[Any, Any, None], *, use_uvloop: bool = True) -> None:
     """Run ``coro`` to completion on uvloop (or asyncio where uvloop is missing or off).
 
-    uvloop 0.2x crashes (SIGSEGV) when a UDP socket with ``IP_RECVERR``
-    reports an ICMP error, so the sidecar, which needs ``IP_RECVERR`` to
-    attribute ICMP errors to peers, runs on the stdlib loop.
+    uvloop 0.2x crashes (SIGSEGV) when a UDP *transport* meets an
+    ``IP_RECVERR`` error; the sidecar therefore reads its sockets with
+    ``add_reader`` (see ``natroute.sidecar.udp.DatagramPump``).
     """
     try:
         if not use_uvloop:

@@ -49,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     configure_logging(settings.log_level)
     try:
-        run(serve(settings), use_uvloop=False)  # see _service.run: IP_RECVERR
+        run(serve(settings))
     except (SidecarError, IdentityError) as exc:
         print(f"natroute-sidecar: {exc}", file=sys.stderr)
         return 2

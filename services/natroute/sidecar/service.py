@@ -51,7 +51,7 @@ from .beacons import BeaconHealth, QuarantineLister, probe_alive
 from .identity import NodeState, load_or_create_identity
 from .node import NatType, Node, PeerInfo
 from .settings import Settings
-from .udp import AppProtocol, PeerProtocol, PeerSocket, bind_udp
+from .udp import AppEndpoint, DatagramPump, PeerSocket, bind_udp
 
 __all__ = ["Sidecar", "SidecarError", "classify_nat"]
 
@@ -136,11 +136,11 @@ class Sidecar:
         self.last_beacon_reply_at: float | None = None
         self.started_at = clock()
         self.ready = False
-        self.app: AppProtocol | None = None
+        self.app: AppEndpoint | None = None
         self.app_addr: Addr | None = None
         self._sock: socket.socket | None = None
         self._peer_socket: PeerSocket | None = None
-        self._transports: list[asyncio.BaseTransport] = []
+        self._pumps: list[DatagramPump | AppEndpoint] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._registry = AsyncRegistryClient(settings.registry_url)
         self._registry_sync = RegistryClient(settings.registry_url)
@@ -162,7 +162,6 @@ class Sidecar:
     async def start(self) -> None:
         """Run start-up steps 2-5; returns once traffic can flow."""
         s = self.settings
-        loop = asyncio.get_running_loop()
         self._sock = bind_udp(s.listen, recverr=True)
         bound = self._sock.getsockname()
         self.bound_addr = (str(bound[0]), int(bound[1]))
@@ -182,23 +181,17 @@ class Sidecar:
             clock=self.clock,
         )
         self.node = node
-        self._sock.setblocking(False)
-        transport, _ = await loop.create_datagram_endpoint(
-            lambda: PeerProtocol(node.datagram_received, self._on_socket_error), sock=self._sock
-        )
-        self._transports.append(transport)
         self._peer_socket = PeerSocket(self._sock, node.on_icmp_error)
+        pump = DatagramPump(self._sock, node.datagram_received, self._on_socket_error)
+        pump.start()
+        self._pumps.append(pump)
         node.set_socket(self._peer_socket)
         node.set_nat_type(self.nat_type, self.relay_only)
-        deliver_to = _parse_endpoint(s.app_deliver)
-        app_host, app_port = split_host_port(s.app_listen)
-        app_transport, app = await loop.create_datagram_endpoint(
-            lambda: AppProtocol(node.send_app, deliver_to), local_addr=(app_host, app_port)
-        )
-        self._transports.append(app_transport)
+        app = AppEndpoint(bind_udp(s.app_listen), node.send_app, _parse_endpoint(s.app_deliver))
+        app.start()
+        self._pumps.append(app)
         self.app = app
-        sockname = app_transport.get_extra_info("sockname")
-        self.app_addr = (sockname[0], sockname[1])
+        self.app_addr = app.addr
         self.beacon_keepalive()
         self._spawn(self._every(s.tick_interval, node.tick), "tick")
         self._spawn(self._every(s.beacon_keepalive_interval, self.beacon_keepalive), "keepalive")
@@ -228,11 +221,11 @@ class Sidecar:
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        for transport in self._transports:
-            transport.close()
-        if not self._transports and self._sock is not None:
+        for pump in self._pumps:
+            pump.close()
+        if not self._pumps and self._sock is not None:
             self._sock.close()
-        self._transports.clear()
+        self._pumps.clear()
         await self._registry.aclose()
         self._registry_sync.close()
 

@@ -16,12 +16,12 @@ import logging
 import socket
 import struct
 from collections.abc import Callable
-from typing import Any, Final, cast
+from typing import Final
 
 from natroute.routing.addr import split_host_port
 from natroute.routing.types import Addr
 
-__all__ = ["AppProtocol", "PeerProtocol", "PeerSocket", "bind_udp"]
+__all__ = ["AppEndpoint", "DatagramPump", "PeerSocket", "bind_udp"]
 
 _log = logging.getLogger(__name__)
 
@@ -98,63 +98,117 @@ class PeerSocket:
         return count
 
 
-class PeerProtocol(asyncio.DatagramProtocol):
-    """Feeds datagrams of the peer socket to ``on_datagram``; errors to ``on_error``."""
+class DatagramPump:
+    """Reads a non-blocking UDP socket from the event loop, in batches.
+
+    ``loop.add_reader`` instead of a datagram transport: one wake-up reads
+    up to ``batch`` datagrams, and the loop never sees the socket's errors
+    (uvloop 0.2x crashes with SIGSEGV when a datagram transport meets an
+    ``IP_RECVERR`` error). Errors surface here, from ``recvfrom``, and go to
+    ``on_error``; a callback that raises is logged, never fatal.
+    """
 
     def __init__(
-        self, on_datagram: Callable[[bytes, Addr], None], on_error: Callable[[OSError], None]
+        self,
+        sock: socket.socket,
+        on_datagram: Callable[[bytes, Addr], None],
+        on_error: Callable[[OSError], None],
+        batch: int = 64,
     ) -> None:
+        self.sock = sock
         self._on_datagram = on_datagram
         self._on_error = on_error
+        self._batch = batch
+        self._loop: asyncio.AbstractEventLoop | None = None
 
-    def datagram_received(self, data: bytes, addr: Any) -> None:
-        try:
-            self._on_datagram(data, (addr[0], addr[1]))
-        except Exception:  # a bug must not kill the receive loop; it is logged
-            _log.exception("peer_datagram_failed")
+    def start(self) -> None:
+        """Start reading on the running loop."""
+        self.sock.setblocking(False)
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(self.sock.fileno(), self.read_ready)
 
-    def error_received(self, exc: Exception) -> None:
-        if isinstance(exc, OSError):
-            self._on_error(exc)
+    def close(self) -> None:
+        """Stop reading and close the socket."""
+        if self._loop is not None and self.sock.fileno() >= 0:
+            self._loop.remove_reader(self.sock.fileno())
+        self._loop = None
+        self.sock.close()
+
+    def read_ready(self) -> None:
+        """Read what is there (at most one batch)."""
+        recvfrom = self.sock.recvfrom
+        for _ in range(self._batch):
+            try:
+                data, addr = recvfrom(65535)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                self._on_error(exc)
+                continue
+            try:
+                self._on_datagram(data, (addr[0], addr[1]))
+            except Exception:  # a bug must not kill the receive loop; it is logged
+                _log.exception("datagram_handler_failed")
 
 
-class AppProtocol(asyncio.DatagramProtocol):
+class AppEndpoint:
     """The local data plane: ``[dst u32][payload]`` in, ``[src u32][payload]`` out.
 
     Received payloads go to ``deliver_to`` or, when unset, to the address the
     application last sent from.
     """
 
-    def __init__(self, on_send: Callable[[int, bytes], None], deliver_to: Addr | None) -> None:
+    def __init__(
+        self,
+        sock: socket.socket,
+        on_send: Callable[[int, bytes], None],
+        deliver_to: Addr | None,
+    ) -> None:
+        self.sock = sock
         self._on_send = on_send
         self._deliver_to = deliver_to
         self._fixed = deliver_to is not None
-        self._transport: asyncio.DatagramTransport | None = None
+        self._pump = DatagramPump(sock, self._received, self._error)
         self.dropped_short = 0
         self.dropped_no_app = 0
+        self.dropped_busy = 0
         self.received = 0
         self.delivered = 0
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's UDP transport is not a subclass of asyncio.DatagramTransport
-        self._transport = cast(asyncio.DatagramTransport, transport)
+    @property
+    def addr(self) -> Addr:
+        """The bound data-plane address."""
+        name = self.sock.getsockname()
+        return str(name[0]), int(name[1])
 
-    def datagram_received(self, data: bytes, addr: Any) -> None:
+    def start(self) -> None:
+        """Start reading on the running loop."""
+        self._pump.start()
+
+    def close(self) -> None:
+        """Stop reading and close the socket."""
+        self._pump.close()
+
+    def _error(self, exc: OSError) -> None:
+        _log.debug("app_socket_error", extra={"error": str(exc)})
+
+    def _received(self, data: bytes, addr: Addr) -> None:
         if len(data) < 4:
             self.dropped_short += 1
             return
         self.received += 1
         if not self._fixed:
-            self._deliver_to = (addr[0], addr[1])
-        try:
-            self._on_send(int.from_bytes(data[:4], "big"), data[4:])
-        except Exception:
-            _log.exception("app_datagram_failed")
+            self._deliver_to = addr
+        self._on_send(int.from_bytes(data[:4], "big"), data[4:])
 
     def deliver(self, src: int, payload: bytes) -> None:
         """Hand a payload from node ``src`` to the application."""
-        if self._transport is None or self._deliver_to is None:
+        if self._deliver_to is None:
             self.dropped_no_app += 1
             return
-        self._transport.sendto(src.to_bytes(4, "big") + payload, self._deliver_to)
+        try:
+            self.sock.sendto(src.to_bytes(4, "big") + payload, self._deliver_to)
+        except OSError:  # buffer full, or the application went away
+            self.dropped_busy += 1
+            return
         self.delivered += 1
