@@ -15,8 +15,9 @@ from prometheus_client import generate_latest
 from natroute.routing.cache import save_beacon_cache
 from natroute.routing.manager import Manager
 from natroute.routing.types import Addr
-from natroute.sidecar.metrics import PeerTally, SidecarMetrics
+from natroute.sidecar.metrics import SidecarMetrics
 from natroute.sidecar.node import DropReason, Node, PeerInfo
+from natroute.sidecar.peers import PathReason
 from natroute.sidecar.service import Sidecar
 from natroute.sidecar.settings import Settings
 from natroute.sidecar.status import (
@@ -161,34 +162,26 @@ def test_metrics_outside_a_render_are_empty() -> None:
     assert generate_latest(SidecarMetrics().registry) == b""
 
 
-def test_tally_counts_each_event_once_and_keeps_traffic_of_removed_peers() -> None:
+def test_counters_count_each_path_change_once_and_keep_traffic_of_removed_peers() -> None:
     clock = FakeClock()
-    node, manager, _ = make_node(clock)
-    tally = PeerTally()
+    node, _, _ = make_node(clock)
     resolve(node)
     node.send_app(PEER, b"x" * 10)
-    tally.observe([snapshot(node, manager, clock)])
-    assert tally.path_changes == {"punched": 1}
-    first_traffic = tally.traffic
-    assert first_traffic[0] == 1
-
-    tally.observe([snapshot(node, manager, clock)])  # nothing new
-    assert tally.path_changes == {"punched": 1}
+    assert node.path_changes == {PathReason.PUNCHED: 1}
+    first = node.traffic_totals()
+    assert first[0] == 1
     node.set_relay(PEER, True, False)  # same instant as the punch event
     node.set_relay(PEER, False, False)
-    tally.observe([snapshot(node, manager, clock)])
-    assert tally.path_changes == {"punched": 1, "operator": 2}
+    assert node.path_changes == {PathReason.PUNCHED: 1, PathReason.OPERATOR: 2}
 
     assert node.remove_peer(PEER)
-    tally.observe([])
-    assert tally.traffic == first_traffic  # counters never go down
+    assert node.traffic_totals() == first  # counters never go down
 
     clock.advance(1.0)
     resolve(node)  # the same node ID again: a new record, counted afresh
     node.send_app(PEER, b"y")
-    tally.observe([snapshot(node, manager, clock)])
-    assert tally.path_changes == {"punched": 2, "operator": 2}
-    assert tally.traffic[0] == first_traffic[0] + 1
+    assert node.path_changes == {PathReason.PUNCHED: 2, PathReason.OPERATOR: 2}
+    assert node.traffic_totals()[0] == first[0] + 1
 
 
 @pytest.mark.asyncio

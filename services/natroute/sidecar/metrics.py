@@ -10,22 +10,14 @@ Label sets are bounded by enums and fixed words only: drop reasons
 NAT types, list sources, ``path``/``direction``. There are no per-peer or
 per-beacon labels.
 
-Two counters are summed from per-peer records that can disappear (a removed
-or expired peer) or that keep a bounded history (32 path events per peer):
-packets/bytes to and from peers, and path changes by reason. A
-:class:`PeerTally` keeps them monotonic: it remembers each peer's last
-counts, adds a vanished peer's last counts to a retired total, and counts
-only path events it has not seen. Traffic of a peer between its last scrape
-and its removal, and more than 32 path changes of one peer between two
-scrapes, are not counted (both are lower bounds).
+Counters come from the Node's own totals (path changes by reason, frames
+and bytes including peers already removed), so they never go down.
 """
 
 from __future__ import annotations
 
 import threading
-from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -34,62 +26,9 @@ from prometheus_client.registry import Collector
 from natroute.routing.refresh import ListSource, PickReason
 
 from .node import NatType
-from .peers import PathReason
-from .status import PeerStatus, SidecarStatus
+from .status import SidecarStatus
 
-__all__ = ["CONTENT_TYPE_LATEST", "PeerTally", "SidecarMetrics"]
-
-
-@dataclass(slots=True)
-class _Seen:
-    traffic: tuple[int, int, int, int]
-    last_at: float
-    at_last: int
-
-
-class PeerTally:
-    """Monotonic totals over a changing set of peers (see the module docstring)."""
-
-    def __init__(self) -> None:
-        self._seen: dict[tuple[int, float], _Seen] = {}
-        self._retired = [0, 0, 0, 0]
-        self.path_changes: Counter[str] = Counter()
-        self.traffic = (0, 0, 0, 0)
-
-    def observe(self, peers: Iterable[PeerStatus]) -> None:
-        """Fold one snapshot's peers into the totals."""
-        current: dict[tuple[int, float], _Seen] = {}
-        for peer in peers:
-            key = (peer.node_id, peer.created_at)
-            old = self._seen.get(key)
-            last_at = float("-inf") if old is None else old.last_at
-            at_last = 0 if old is None else old.at_last
-            same = 0
-            for event in peer.events:
-                if event.at > last_at:
-                    self.path_changes[event.reason] += 1
-                elif event.at == last_at:
-                    same += 1
-                    if same > at_last:
-                        self.path_changes[event.reason] += 1
-            newest = max((e.at for e in peer.events), default=last_at)
-            at_newest = sum(1 for e in peer.events if e.at == newest)
-            if newest == last_at:
-                at_newest = max(at_newest, at_last)
-            traffic = (peer.pkts_sent, peer.bytes_sent, peer.pkts_recv, peer.bytes_recv)
-            current[key] = _Seen(traffic, newest, at_newest)
-        for key, seen in self._seen.items():
-            if key not in current:
-                for i, value in enumerate(seen.traffic):
-                    self._retired[i] += value
-        self._seen = current
-        live = [sum(s.traffic[i] for s in current.values()) for i in range(4)]
-        self.traffic = (
-            self._retired[0] + live[0],
-            self._retired[1] + live[1],
-            self._retired[2] + live[2],
-            self._retired[3] + live[3],
-        )
+__all__ = ["CONTENT_TYPE_LATEST", "SidecarMetrics"]
 
 
 def _gauge(name: str, text: str, value: float) -> GaugeMetricFamily:
@@ -123,7 +62,7 @@ class _SnapshotCollector(Collector):
         if status is None:
             return
         yield from _node_families(status)
-        yield from _traffic_families(status, self._owner.tally)
+        yield from _traffic_families(status)
         yield from _beacon_families(status)
 
 
@@ -148,7 +87,7 @@ def _node_families(s: SidecarStatus) -> Iterator[Metric]:
     yield _gauge("peers_pinned", "Peers pinned to the relay", s.peers_pinned)
 
 
-def _traffic_families(s: SidecarStatus, tally: PeerTally) -> Iterator[Metric]:
+def _traffic_families(s: SidecarStatus) -> Iterator[Metric]:
     c = s.counters
     yield _labelled_counter(
         "drops", "Datagrams dropped, by reason", "reason", sorted(c.drops.items())
@@ -157,9 +96,19 @@ def _traffic_families(s: SidecarStatus, tally: PeerTally) -> Iterator[Metric]:
         "path_changes",
         "Peer path changes, by reason code",
         "reason",
-        ((r.value, tally.path_changes[r.value]) for r in PathReason),
+        sorted(c.path_changes.items()),
     )
-    pkts_sent, bytes_sent, pkts_recv, bytes_recv = tally.traffic
+    yield CounterMetricFamily(
+        "natroute_sidecar_icmp_errors_attributed",
+        "ICMP errors read from the socket's error queue and charged to their peer",
+        value=c.icmp_errors_attributed,
+    )
+    pkts_sent, bytes_sent, pkts_recv, bytes_recv = (
+        c.pkts_sent,
+        c.bytes_sent,
+        c.pkts_recv,
+        c.bytes_recv,
+    )
     yield _labelled_counter(
         "peer_packets",
         "Authenticated frames to and from peers",
@@ -236,26 +185,20 @@ def _beacon_families(s: SidecarStatus) -> Iterator[Metric]:
 
 
 class SidecarMetrics:
-    """The admin app's metrics: a per-app registry and the peer tally.
+    """The admin app's metrics: a per-app registry read from one snapshot per scrape.
 
     Call :meth:`render` with a fresh snapshot per scrape (on the loop thread).
     """
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
-        self.tally = PeerTally()
         self.current: SidecarStatus | None = None
         self._lock = threading.Lock()
         self.registry.register(_SnapshotCollector(self))
 
     def render(self, status: SidecarStatus) -> bytes:
-        """Fold ``status`` into the tally and return the text exposition.
-
-        Args:
-            status: a snapshot built with peers (``include_peers=True``).
-        """
+        """The text exposition of ``status``."""
         with self._lock:
-            self.tally.observe(status.peers)
             self.current = status
             try:
                 return generate_latest(self.registry)

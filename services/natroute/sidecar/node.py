@@ -158,6 +158,10 @@ class Node:
         self.drops: Counter[DropReason] = Counter()
         self.punches_received = 0
         self.punch_commands = 0
+        #: path changes by reason, since start (exact, unlike the bounded histories)
+        self.path_changes: Counter[PathReason] = Counter()
+        # pkts_sent, bytes_sent, pkts_recv, bytes_recv of peers already removed
+        self._retired = [0, 0, 0, 0]
         self.relayed_in = 0
         self.direct_in = 0
         self._key = x25519_key
@@ -559,6 +563,7 @@ class Node:
 
     def _event(self, peer: Peer, path: Path, reason: PathReason, detail: str = "") -> None:
         peer.record(self._clock(), path, reason, detail)
+        self.path_changes[reason] += 1
         _log.info(
             "peer_path_changed",
             extra={
@@ -600,4 +605,21 @@ class Node:
         self._pending_out.pop(node_id, None)
         self._pending_in.pop(node_id, None)
         self.manager.remove_peer(node_id)
-        return self.peers.remove(node_id) is not None
+        peer = self.peers.remove(node_id)
+        if peer is None:
+            return False
+        for i, value in enumerate(_traffic(peer)):
+            self._retired[i] += value
+        return True
+
+    def traffic_totals(self) -> tuple[int, int, int, int]:
+        """``(pkts_sent, bytes_sent, pkts_recv, bytes_recv)`` since start, removed peers too."""
+        totals = list(self._retired)
+        for peer in self.peers.values():
+            for i, value in enumerate(_traffic(peer)):
+                totals[i] += value
+        return totals[0], totals[1], totals[2], totals[3]
+
+
+def _traffic(peer: Peer) -> tuple[int, int, int, int]:
+    return peer.pkts_sent, peer.bytes_sent, peer.pkts_recv, peer.bytes_recv

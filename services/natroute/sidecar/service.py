@@ -491,6 +491,11 @@ class Sidecar:
     # -- operator helpers ---------------------------------------------------------
 
     @property
+    def icmp_errors_attributed(self) -> int:
+        """ICMP errors read from the error queue and charged to the peer they concern."""
+        return self._peer_socket.errors_attributed if self._peer_socket is not None else 0
+
+    @property
     def uptime(self) -> float:
         """Seconds since the sidecar was created."""
         return self.clock() - self.started_at

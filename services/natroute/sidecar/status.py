@@ -9,8 +9,7 @@ after the core has moved on.
 
 Ages are seconds before ``taken_at`` on the sidecar's monotonic clock
 (``sidecar.clock()``); ``None`` means "never". The few raw ``*_at`` fields
-are on that same monotonic clock, only useful for correlation (the metrics
-tally uses them to recognise events and peers it has already counted).
+are on that same monotonic clock, only useful for correlation.
 
 The beacon cache's age is a wall-clock difference (the cache stores an
 RFC 3339 ``saved_at``, spec §5.14); reading it touches the disk, so callers
@@ -32,7 +31,7 @@ from natroute.routing.refresh import ListSource, PickReason, RefreshOutcome
 from natroute.routing.types import Addr
 
 from .node import DropReason, Node
-from .peers import Peer
+from .peers import PathReason, Peer
 
 if TYPE_CHECKING:  # the service is only needed for typing; views stay light to import
     from .service import Sidecar
@@ -163,6 +162,8 @@ class CounterStatus:
     app_delivered: int
     app_dropped_short: int
     app_dropped_no_app: int
+    icmp_errors_attributed: int
+    path_changes: dict[str, int]
     pkts_sent: int
     bytes_sent: int
     pkts_recv: int
@@ -313,9 +314,10 @@ def build_peers(sidecar: Sidecar, now: float | None = None) -> tuple[PeerStatus,
     )
 
 
-def _counters(node: Node | None, sidecar: Sidecar, peers: tuple[PeerStatus, ...]) -> CounterStatus:
+def _counters(node: Node | None, sidecar: Sidecar) -> CounterStatus:
     drops = {r.value: (node.drops[r] if node is not None else 0) for r in DropReason}
     app = sidecar.app
+    totals = node.traffic_totals() if node is not None else (0, 0, 0, 0)
     return CounterStatus(
         drops=drops,
         dropped_total=sum(drops.values()),
@@ -327,10 +329,14 @@ def _counters(node: Node | None, sidecar: Sidecar, peers: tuple[PeerStatus, ...]
         app_delivered=app.delivered if app else 0,
         app_dropped_short=app.dropped_short if app else 0,
         app_dropped_no_app=app.dropped_no_app if app else 0,
-        pkts_sent=sum(p.pkts_sent for p in peers),
-        bytes_sent=sum(p.bytes_sent for p in peers),
-        pkts_recv=sum(p.pkts_recv for p in peers),
-        bytes_recv=sum(p.bytes_recv for p in peers),
+        icmp_errors_attributed=sidecar.icmp_errors_attributed,
+        path_changes={
+            r.value: (node.path_changes[r] if node is not None else 0) for r in PathReason
+        },
+        pkts_sent=totals[0],
+        bytes_sent=totals[1],
+        pkts_recv=totals[2],
+        bytes_recv=totals[3],
     )
 
 
@@ -398,7 +404,7 @@ def build_status(
             {beacon: format_addr(a) for beacon, a in sorted(sidecar.nat_observations.items())},
         ),
         beacon=_beacon(sidecar, now, cache or CacheAge()),
-        counters=_counters(node, sidecar, peers),
+        counters=_counters(node, sidecar),
         peers_total=len(peers),
         peers_direct=sum(1 for p in peers if not p.relay),
         peers_relay=sum(1 for p in peers if p.relay),
