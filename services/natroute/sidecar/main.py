@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import sys
 from collections.abc import Sequence
@@ -11,6 +13,7 @@ from pydantic import ValidationError
 from natroute._service.logging import configure_logging
 from natroute._service.run import EmbeddedHttpServer, run, wait_for_signal
 
+from .admin import create_app
 from .identity import IdentityError
 from .service import Sidecar, SidecarError
 from .settings import Settings, build_settings
@@ -25,14 +28,21 @@ async def serve(settings: Settings) -> None:
     sidecar = Sidecar(settings)
     http: EmbeddedHttpServer | None = None
     try:
-        await sidecar.start()
         if settings.admin_listen:
-            from .admin import create_app
-
+            # first, so /healthz answers (and /readyz says 503) during start-up
             http = EmbeddedHttpServer(create_app(sidecar))
             addr = await http.start(settings.admin_listen)
             _log.info("admin_listening", extra={"addr": f"{addr[0]}:{addr[1]}"})
-        await wait_for_signal()
+        starting = asyncio.ensure_future(sidecar.start())
+        stop = asyncio.ensure_future(wait_for_signal())
+        await asyncio.wait({starting, stop}, return_when=asyncio.FIRST_COMPLETED)
+        if not stop.done():
+            starting.result()  # start-up errors end the process
+            await stop
+        else:
+            starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await starting
     finally:
         if http is not None:
             await http.stop()

@@ -43,7 +43,12 @@ from natroute.routing.errors import RoutingError
 from natroute.routing.manager import Manager
 from natroute.routing.refresh import RefreshOutcome, refresh_tick
 from natroute.routing.resolve import resolve_udp_addr
-from natroute.routing.selection import BeaconSelectionState, initial_jitter, parse_beacon_list
+from natroute.routing.selection import (
+    BeaconSelectionState,
+    compute_refresh_decision,
+    initial_jitter,
+    parse_beacon_list,
+)
 from natroute.routing.types import Addr
 from natroute.routing.wire import Discover, encode_message
 
@@ -167,6 +172,8 @@ class Sidecar:
         self.bound_addr = (str(bound[0]), int(bound[1]))
         _log.info("sidecar_starting", extra={"listen": format_addr(self.bound_addr)})
         await self.refresh_now()
+        if not self.selection.get_current_pick():
+            await asyncio.to_thread(self._pick_from_bootstrap)
         await asyncio.to_thread(self._discover)
         node_id = await self._register_initial()
         self.state.set_node_id(node_id)
@@ -303,6 +310,23 @@ class Sidecar:
                 await self.refresh_now()
             except Exception:
                 _log.exception("beacon_refresh_failed")
+
+    def _pick_from_bootstrap(self) -> None:
+        """No list from the registry or the cache: pick among the configured beacons (§7.1)."""
+        decision = compute_refresh_decision(self.selection, [], self.identity.ed25519_public)
+        if not decision.new_pick:
+            _log.warning("no_beacon", extra={"reason": "no registry list, cache or bootstrap"})
+            return
+        try:
+            self.manager.set_beacon_addr(decision.new_pick)
+        except RoutingError as exc:
+            _log.warning(
+                "beacon_unresolvable", extra={"beacon": decision.new_pick, "error": str(exc)}
+            )
+            return
+        self.selection.apply_refresh_decision(decision)
+        self.health.picked(decision.new_pick)
+        _log.info("beacon_picked_from_bootstrap", extra={"beacon": decision.new_pick})
 
     async def _release_revived_beacons(self) -> None:
         """Probe quarantined beacons that are due; release those that answer."""
