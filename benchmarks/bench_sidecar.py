@@ -95,15 +95,37 @@ def world(directory: Path) -> Iterator[tuple[str, str]]:
     """A registry and a beacon; yields (registry URL, beacon host:port)."""
     reg_port, beacon_port = _free_port(socket.SOCK_STREAM), _free_port(socket.SOCK_DGRAM)
     registry = _start(
-        [str(BIN / "natroute-registry"), "--dev", "--listen", f"127.0.0.1:{reg_port}",
-         "--db", str(directory / "registry.db"), "--register-rate", "1000"],
+        [
+            str(BIN / "natroute-registry"),
+            "--dev",
+            "--listen",
+            f"127.0.0.1:{reg_port}",
+            "--db",
+            str(directory / "registry.db"),
+            "--register-rate",
+            "1000",
+        ],
         "registry_listening",
     )
     url = f"http://127.0.0.1:{reg_port}"
     beacon = _start(
-        [str(BIN / "natroute-beacon"), "--listen", f"127.0.0.1:{beacon_port}", "--http", "off",
-         "--beacon-id", "1", "--registry", url, "--registry-token", "dev",
-         "--relay-rate", "0", "--relay-byte-rate", "0"],
+        [
+            str(BIN / "natroute-beacon"),
+            "--listen",
+            f"127.0.0.1:{beacon_port}",
+            "--http",
+            "off",
+            "--beacon-id",
+            "1",
+            "--registry",
+            url,
+            "--registry-token",
+            "dev",
+            "--relay-rate",
+            "0",
+            "--relay-byte-rate",
+            "0",
+        ],
         "beacon_started",
     )
     try:
@@ -116,9 +138,24 @@ def world(directory: Path) -> Iterator[tuple[str, str]]:
 def sidecar(directory: Path, name: str, url: str, beacon: str, *extra: str) -> Proc:
     """A sidecar process; its ``sidecar_ready`` record has node_id and app."""
     return _start(
-        [str(BIN / "natroute-sidecar"), "--listen", "127.0.0.1:0", "--app-listen", "127.0.0.1:0",
-         "--admin-listen", "off", "--identity", str(directory / name / "identity.json"),
-         "--registry-url", url, "--beacons", beacon, "--log-level", "info", *extra],
+        [
+            str(BIN / "natroute-sidecar"),
+            "--listen",
+            "127.0.0.1:0",
+            "--app-listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "off",
+            "--identity",
+            str(directory / name / "identity.json"),
+            "--registry-url",
+            url,
+            "--beacons",
+            beacon,
+            "--log-level",
+            "info",
+            *extra,
+        ],
         "sidecar_ready",
     )
 
@@ -129,14 +166,14 @@ def _addr(text: object) -> tuple[str, int]:
 
 
 def _receiver(sidecar_app: tuple[str, int], src: int, seconds: float, conn: Connection) -> None:
-    """Count datagrams delivered from ``src``; report (count, first_at, last_at)."""
+    """Count datagrams delivered from ``src`` and report the count."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
     sock.bind(("127.0.0.1", 0))
     sock.sendto(src.to_bytes(4, "big") + b"hello", sidecar_app)  # teaches the sidecar our address
     sock.settimeout(0.5)
     conn.send("ready")
-    count, first, last = 0, 0.0, 0.0
+    count = 0
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         try:
@@ -144,14 +181,14 @@ def _receiver(sidecar_app: tuple[str, int], src: int, seconds: float, conn: Conn
         except TimeoutError:
             continue
         if data[:4] == src.to_bytes(4, "big"):
-            last = time.monotonic()
-            first = first or last
             count += 1
-    conn.send((count, first, last))
+    conn.send(count)
 
 
-def throughput(a: Proc, b: Proc, seconds: float, size: int) -> tuple[float, float, float]:
-    """(offered/s, delivered/s, loss) for a → b over ``seconds``."""
+def throughput(
+    a: Proc, b: Proc, seconds: float, size: int, rate: float
+) -> tuple[float, float, float]:
+    """(offered/s, delivered/s, loss) for a → b over ``seconds``; ``rate`` 0 floods."""
     a_id, b_id = int(str(a.ready["node_id"])), int(str(b.ready["node_id"]))
     ours, theirs = multiprocessing.Pipe()
     rx = multiprocessing.Process(
@@ -170,13 +207,16 @@ def throughput(a: Proc, b: Proc, seconds: float, size: int) -> tuple[float, floa
     sent = 0
     start = time.monotonic()
     end = start + seconds
-    while time.monotonic() < end:
+    while (now := time.monotonic()) < end:
+        if rate and sent > (now - start) * rate:
+            time.sleep(0.001)  # paced: wait for the schedule
+            continue
         for _ in range(64):
             tx.sendto(packet, app_a)
         sent += 64
         time.sleep(0)  # let the other processes breathe on a 2-core box
     elapsed = time.monotonic() - start
-    count, first, last = ours.recv()
+    count = ours.recv()
     rx.join()
     tx.close()
     delivered = max(count - 20, 0)
@@ -219,6 +259,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--size", type=int, default=64, help="application payload bytes")
+    parser.add_argument(
+        "--rates",
+        default="30000,0",
+        help="offered datagrams/s per run, comma-separated; 0 floods (default 30000,0)",
+    )
     args = parser.parse_args(argv)
     if not (BIN / "natroute-sidecar").exists():
         print("natroute-sidecar not installed in this venv", file=sys.stderr)
@@ -231,21 +276,31 @@ def main(argv: list[str] | None = None) -> int:
             b = sidecar(directory, "b", url, beacon)
             r = sidecar(directory, "r", url, beacon, "--relay-only", "true")
             try:
-                off, got, loss = throughput(a, b, args.seconds, args.size)
-                rows.append(("direct: datagrams/s delivered", f"{got:,.0f} (offered {off:,.0f}, loss {loss:.1%})"))
-                off, got, loss = throughput(a, r, args.seconds, args.size)
-                rows.append(("via beacon: datagrams/s delivered", f"{got:,.0f} (offered {off:,.0f}, loss {loss:.1%})"))
+                for label, peer in (("direct", b), ("via beacon", r)):
+                    for rate in (float(x) for x in args.rates.split(",")):
+                        off, got, loss = throughput(a, peer, args.seconds, args.size, rate)
+                        offered = f"offered {off:,.0f}/s" + ("" if rate else " (flood)")
+                        rows.append(
+                            (
+                                f"{label}: delivered datagrams/s",
+                                f"{got:,.0f} ({offered}, loss {loss:.1%})",
+                            )
+                        )
                 t_direct = time_to_first(directory, url, beacon, b, "fresh-1")
                 rows.append(("start → first datagram, direct peer", f"{t_direct * 1000:,.0f} ms"))
                 t_relay = time_to_first(directory, url, beacon, r, "fresh-2")
-                rows.append(("start → first datagram, relay_only peer", f"{t_relay * 1000:,.0f} ms"))
+                rows.append(
+                    ("start → first datagram, relay_only peer", f"{t_relay * 1000:,.0f} ms")
+                )
             finally:
                 for p in (a, b, r):
                     p.stop()
     finally:
         shutil.rmtree(directory, ignore_errors=True)
-    print(f"natroute sidecar benchmark — Python {platform.python_version()}, {os.cpu_count()} CPUs,"
-          f" payload {args.size} B, {args.seconds:g} s per run")
+    print(
+        f"natroute sidecar benchmark — Python {platform.python_version()},"
+        f" {os.cpu_count()} CPUs, payload {args.size} B, {args.seconds:g} s per run"
+    )
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         print(f"  {key:<{width}}  {value}")
