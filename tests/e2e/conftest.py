@@ -12,7 +12,8 @@ from collections.abc import Iterator
 import docker
 import pytest
 
-from .lab import Images, Lab, LabError, build_images, engine_client
+from .engine import Images, LabError, build_images, engine_client
+from .lab import Lab
 
 __all__ = ["docker_client", "images"]
 

@@ -22,7 +22,8 @@ from typing import Any
 import docker
 import pytest
 
-from .lab import LAB_SUPERNET, REPO_ROOT, local_base_image, used_subnets
+from .engine import REPO_ROOT, local_base_image
+from .lab import LAB_SUPERNET, used_subnets
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(300)]
 

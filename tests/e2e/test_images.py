@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from .lab import Images, Lab, LabError
+from .engine import Images, LabError
+from .lab import Lab
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(300)]
 

@@ -24,7 +24,8 @@ from typing import Any
 import docker
 import pytest
 
-from .lab import Images, Lab, Router
+from .engine import Images
+from .lab import Lab, Router
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(300)]
 
