@@ -460,3 +460,26 @@ async def test_beacon_service_client_contract(http: httpx.AsyncClient, clock: Fa
     wrong = beacon_registry.RegistryClient(http, "http://registry", "wrong-token")
     with pytest.raises(RegistryError):
         await wrong.register(42, "203.0.113.10:9001")
+
+
+@pytest.mark.asyncio
+async def test_operator_lists_live_nodes(
+    registry: AsyncRegistryClient, http: httpx.AsyncClient, clock: FakeClock
+) -> None:
+    keys = [Ed25519PrivateKey.generate() for _ in range(3)]
+    regs = [await registry.register(k, endpoint="203.0.113.5:4000") for k in keys[:2]]
+    clock.advance(60)
+    regs.append(await registry.register(keys[2], endpoint="203.0.113.6:4000", relay_only=True))
+    await registry.register_beacon(10, "203.0.113.10:9001")
+    listed = await registry.nodes()
+    assert [n.node_id for n in listed] == sorted(r.node_id for r in regs)
+    relay = next(n for n in listed if n.node_id == regs[2].node_id)
+    assert relay.relay_only
+    assert relay.endpoint == "203.0.113.10:9001"
+    assert len(await registry.nodes(limit=1)) == 1
+    clock.advance(31)  # the first two are past the 90 s TTL now
+    assert [n.node_id for n in await registry.nodes()] == [regs[2].node_id]
+    assert_error(await http.get("/v1/nodes"), 401, "unauthorized")
+    assert (
+        await http.get("/v1/nodes?limit=0", headers={"Authorization": f"Bearer {TOKEN}"})
+    ).status_code == 422

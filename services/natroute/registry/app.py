@@ -27,7 +27,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Final
 
-from fastapi import Depends, FastAPI, Header, Path, Request, Response
+from fastapi import Depends, FastAPI, Header, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from natroute.routing.addr import MAX_NODE_ID
@@ -42,6 +42,7 @@ from .models import (
     ErrorBody,
     HeartbeatRequest,
     HeartbeatResponse,
+    NodeListResponse,
     NodeView,
     RegisterRequest,
     RegisterResponse,
@@ -253,6 +254,13 @@ def create_app(
         metrics.heartbeats.inc()
         return HeartbeatResponse(node_id=node_id, relay_only=record.relay_only, ttl=node_ttl)
 
+    def relay_addr() -> str | None:
+        """The beacon address handed out for relay-only nodes (spec §4.3)."""
+        if settings.beacon_addr is not None:
+            return settings.beacon_addr
+        beacons = store.live_beacons()
+        return beacons[0].addr if beacons else None
+
     @app.get(
         "/v1/nodes/{node_id}",
         response_model=NodeView,
@@ -265,13 +273,19 @@ def create_app(
             record = store.resolve(node_id)
         except NodeNotFoundError as exc:
             raise ApiError(404, "not_found", str(exc)) from exc
-        relay_addr = None
-        if record.relay_only:
-            relay_addr = settings.beacon_addr
-            if relay_addr is None:
-                beacons = store.live_beacons()
-                relay_addr = beacons[0].addr if beacons else None
-        return node_view(record, relay_addr, now_fn())
+        return node_view(record, relay_addr() if record.relay_only else None, now_fn())
+
+    @app.get(
+        "/v1/nodes",
+        response_model=NodeListResponse,
+        response_model_exclude_none=True,
+        dependencies=[Operator],
+        tags=["operator"],
+    )
+    def list_nodes(limit: Annotated[int, Query(ge=1, le=10000)] = 1000) -> NodeListResponse:
+        """Operator: live nodes by ID (at most ``limit``), as resolve would show each."""
+        now, relay = now_fn(), relay_addr()
+        return NodeListResponse(nodes=[node_view(r, relay, now) for r in store.live_nodes(limit)])
 
     @app.put(
         "/v1/nodes/{node_id}/relay_only",

@@ -264,6 +264,15 @@ class Calls:
     def resolve(self, node_id: int) -> Call[Resolved]:
         return Call("GET", f"/v1/nodes/{_node_id(node_id)}", _parse_resolved)
 
+    def nodes(self, limit: int) -> Call[list[Resolved]]:
+        def parse(data: Any) -> list[Resolved]:
+            nodes = data.get("nodes") if isinstance(data, dict) else None
+            if not isinstance(nodes, list):
+                raise RegistryClientError(None, "bad_response", "expected {'nodes': [...]}")
+            return [_parse_resolved(n) for n in nodes]
+
+        return Call("GET", f"/v1/nodes?limit={int(limit)}", parse, operator=True)
+
     def beacons(self) -> Call[list[Beacon]]:
         return Call("GET", "/v1/beacons", _parse_beacons)
 

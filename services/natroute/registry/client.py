@@ -169,6 +169,10 @@ class RegistryClient:
         """The live beacons, ordered by ID."""
         return self._run(self._calls.beacons())
 
+    def nodes(self, limit: int = 1000) -> list[Resolved]:
+        """Operator: the live nodes, by ID (at most ``limit``)."""
+        return self._run(self._calls.nodes(limit))
+
     def register_beacon(self, beacon_id: int, addr: str) -> BeaconRegistration:
         """(Re-)register a beacon (operator token)."""
         return self._run(self._calls.register_beacon(beacon_id, addr))
@@ -262,6 +266,10 @@ class AsyncRegistryClient:
     async def beacons(self) -> list[Beacon]:
         """See :meth:`RegistryClient.beacons`."""
         return await self._run(self._calls.beacons())
+
+    async def nodes(self, limit: int = 1000) -> list[Resolved]:
+        """See :meth:`RegistryClient.nodes`."""
+        return await self._run(self._calls.nodes(limit))
 
     async def register_beacon(self, beacon_id: int, addr: str) -> BeaconRegistration:
         """See :meth:`RegistryClient.register_beacon`."""

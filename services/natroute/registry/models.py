@@ -185,6 +185,12 @@ class NodeView(BaseModel):
     key_age_days: int
 
 
+class NodeListResponse(BaseModel):
+    """``GET /v1/nodes`` (operator token): live nodes, as resolve shows them."""
+
+    nodes: list[NodeView]
+
+
 class BeaconRegisterRequest(BaseModel):
     """``POST /v1/beacons`` (operator token): a beacon (re-)registers (spec §4.2)."""
 

@@ -363,6 +363,17 @@ class Store:
             raise NodeNotFoundError(f"node {node_id} is not registered or has expired")
         return record
 
+    def live_nodes(self, limit: int) -> list[NodeRecord]:
+        """Up to ``limit`` live nodes (heard from within ``node_ttl``), by node ID."""
+        cutoff = self._clock() - self._config.node_ttl
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT n.node_id FROM nodes n WHERE n.last_seen >= ? ORDER BY n.node_id LIMIT ?",
+                (cutoff, limit),
+            ).fetchall()
+            records = [self._node(int(row[0])) for row in rows]
+        return [r for r in records if r is not None]
+
     def set_relay_only_force(self, node_id: int, force: bool | None) -> NodeRecord:
         """Operator override of ``relay_only``: ``True``/``False`` force, ``None`` clears.
 
