@@ -138,7 +138,7 @@ def test_invalid_values_are_rejected(fields: dict[str, object]) -> None:
 
 
 def test_empty_optional_values_mean_unset() -> None:
-    settings = Settings(advertise="", registry_url="", peers=["x:1"])  # type: ignore[arg-type]
+    settings = Settings(advertise="", registry_url="", peers=["x:1"])
     assert settings.advertise is None
     assert settings.registry_url is None
     assert settings.peers == ("x:1",)

@@ -80,10 +80,10 @@ class AppClient:
 class AsyncAppClient:
     """The same client for asyncio code (tests running sidecars in-process)."""
 
-    def __init__(self, sidecar: Addr) -> None:
+    def __init__(self, sidecar: Addr, bind: Addr = ("127.0.0.1", 0)) -> None:
         self.sidecar = sidecar
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
+        self.sock.bind(bind)
         self.sock.setblocking(False)
 
     async def __aenter__(self) -> Self:
@@ -93,12 +93,32 @@ class AsyncAppClient:
         self.sock.close()
 
     async def send(self, dst: int, payload: bytes) -> None:
-        """Send ``payload`` to node ``dst``."""
-        await asyncio.get_running_loop().sock_sendto(
-            self.sock, encode_app(dst, payload), self.sidecar
-        )
+        """Send ``payload`` to node ``dst`` (a local UDP send does not block)."""
+        self.sock.sendto(encode_app(dst, payload), self.sidecar)
 
     async def recv(self) -> tuple[int, bytes]:
-        """The next delivery (wrap in ``asyncio.timeout`` to bound the wait)."""
-        data, _ = await asyncio.get_running_loop().sock_recvfrom(self.sock, 65535)
-        return decode_app(data)
+        """The next delivery (wrap in ``asyncio.timeout`` to bound the wait).
+
+        Waits with ``add_reader``, which every event loop (uvloop included)
+        implements, unlike ``sock_recvfrom``.
+        """
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                data, _ = self.sock.recvfrom(65535)
+            except BlockingIOError:
+                pass
+            else:
+                return decode_app(data)
+            readable: asyncio.Future[None] = loop.create_future()
+            fd = self.sock.fileno()
+            loop.add_reader(fd, _wake, readable)
+            try:
+                await readable
+            finally:
+                loop.remove_reader(fd)
+
+
+def _wake(readable: asyncio.Future[None]) -> None:
+    if not readable.done():
+        readable.set_result(None)
