@@ -14,7 +14,7 @@ from typing import Annotated, Any
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from natroute.routing.addr import split_host_port
+from natroute._service.settings import check_host_port, check_http_url, check_log_level
 
 from .config import (
     DEFAULT_GOSSIP_INTERVAL,
@@ -41,13 +41,6 @@ def derive_beacon_id(text: str) -> int:
     for byte in text.encode():
         value = ((value ^ byte) * 0x01000193) & 0xFFFFFFFF
     return value or 1
-
-
-def _check_hostport(value: str) -> str:
-    host, _ = split_host_port(value)
-    if not host:
-        raise ValueError(f"missing host in {value!r}")
-    return value
 
 
 class Settings(BaseSettings):
@@ -102,38 +95,34 @@ class Settings(BaseSettings):
     @field_validator("peers")
     @classmethod
     def _check_peers(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        return tuple(_check_hostport(peer) for peer in value)
+        return tuple(check_host_port(peer) for peer in value)
 
     @field_validator("listen")
     @classmethod
     def _check_listen(cls, value: str) -> str:
-        return _check_hostport(value)
+        return check_host_port(value)
 
     @field_validator("advertise")
     @classmethod
     def _check_advertise(cls, value: str | None) -> str | None:
-        return None if value is None or value == "" else _check_hostport(value)
+        return None if value is None or value == "" else check_host_port(value)
 
     @field_validator("http")
     @classmethod
     def _check_http(cls, value: str) -> str:
-        return "" if value.lower() in _DISABLED else _check_hostport(value)
+        return "" if value.lower() in _DISABLED else check_host_port(value)
 
     @field_validator("registry_url")
     @classmethod
     def _check_registry(cls, value: str | None) -> str | None:
-        if value is None or value == "":
+        if value is None:
             return None
-        if not value.startswith(("http://", "https://")):
-            raise ValueError(f"registry URL must be http(s): {value!r}")
-        return value.rstrip("/")
+        return check_http_url(value) or None
 
     @field_validator("log_level")
     @classmethod
     def _check_level(cls, value: str) -> str:
-        if value.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
-            raise ValueError(f"unknown log level {value!r}")
-        return value.lower()
+        return check_log_level(value)
 
     def core_config(self, beacon_id: int) -> BeaconConfig:
         """The core's frozen config, with the resolved beacon ID."""

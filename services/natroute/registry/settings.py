@@ -12,6 +12,7 @@ from typing import Annotated, Final, Literal
 from pydantic import AfterValidator, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from natroute._service.settings import check_host_port as check_listen
 from natroute.routing.addr import split_host_port
 
 from .models import check_host_port
@@ -33,19 +34,12 @@ class InsecureTokenError(ValueError):
     """The operator token is empty, a placeholder or too short (outside dev mode)."""
 
 
-def _check_listen(text: str) -> str:
-    host, _ = split_host_port(text)
-    if not host:
-        raise ValueError(f"missing host in listen address {text!r}")
-    return text
-
-
 class Settings(BaseSettings):
     """Every registry setting; env name = ``NATROUTE_REGISTRY_`` + field name upper-cased."""
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid")
 
-    listen: Annotated[str, AfterValidator(_check_listen)] = "0.0.0.0:9000"
+    listen: Annotated[str, AfterValidator(check_listen)] = "0.0.0.0:9000"
     db: Path = Path("registry.db")
     token: SecretStr = SecretStr("")
     dev: bool = False

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, CliApp, SettingsConfigDict
 
-from natroute.routing.addr import split_host_port
+from natroute._service.settings import check_host_port, check_http_url, check_log_level
 from natroute.routing.config import ManagerConfig
 from natroute.routing.constants import (
     BEACON_REFRESH_INTERVAL,
@@ -30,13 +30,6 @@ from .node import NodeConfig
 __all__ = ["Settings", "build_settings"]
 
 _N = NodeConfig()
-
-
-def _hostport(value: str) -> str:
-    host, _ = split_host_port(value)
-    if not host:
-        raise ValueError(f"missing host in {value!r}")
-    return value
 
 
 class Settings(BaseSettings):
@@ -75,7 +68,7 @@ class Settings(BaseSettings):
     heartbeat_interval: float = Field(30.0, gt=0, description="registry heartbeat")
     discover_timeout: float = Field(2.0, gt=0)
     tick_interval: float = Field(0.5, gt=0, description="peer upkeep timer")
-    blackhole_threshold: float = Field(DIRECT_BLACKHOLE_THRESHOLD, ge=0)
+    blackhole_threshold: float = Field(DIRECT_BLACKHOLE_THRESHOLD, gt=0)
     blackhole_misses: int = Field(BLACKHOLE_MISSES_REQUIRED, ge=1)
     direct_clears: int = Field(DIRECT_CLEARS_REQUIRED, ge=1)
     send_err_threshold: int = Field(SEND_ERR_THRESHOLD, ge=1)
@@ -91,39 +84,35 @@ class Settings(BaseSettings):
 
     @field_validator("listen", "app_listen")
     @classmethod
-    def _check_hostport(cls, value: str) -> str:
-        return _hostport(value)
+    def _checkcheck_host_port(cls, value: str) -> str:
+        return check_host_port(value)
 
     @field_validator("admin_listen")
     @classmethod
     def _check_admin(cls, value: str) -> str:
-        return "" if value.lower() in ("", "off", "none") else _hostport(value)
+        return "" if value.lower() in ("", "off", "none") else check_host_port(value)
 
     @field_validator("app_deliver", "advertise")
     @classmethod
     def _check_optional(cls, value: str) -> str:
-        return _hostport(value) if value else ""
+        return check_host_port(value) if value else ""
 
     @field_validator("beacons", "lan_addrs")
     @classmethod
     def _check_list(cls, value: str) -> str:
         for entry in parse_beacon_list(value):
-            _hostport(entry)
+            check_host_port(entry)
         return value
 
     @field_validator("registry_url")
     @classmethod
     def _check_registry(cls, value: str) -> str:
-        if value and not value.startswith(("http://", "https://")):
-            raise ValueError(f"registry URL must be http(s): {value!r}")
-        return value.rstrip("/")
+        return check_http_url(value)
 
     @field_validator("log_level")
     @classmethod
     def _check_level(cls, value: str) -> str:
-        if value.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
-            raise ValueError(f"unknown log level {value!r}")
-        return value.lower()
+        return check_log_level(value)
 
     def manager_config(self) -> ManagerConfig:
         """The routing Manager's thresholds."""
