@@ -362,7 +362,7 @@ def test_settings_defaults_and_derived_configs() -> None:
         ("beacons", "b1:1,nope", "missing port"),
         ("registry_url", "ftp://registry", "http"),
         ("log_level", "loud", "unknown log level"),
-        ("blackhole_threshold", -1, "greater than or equal"),
+        ("blackhole_threshold", 0, "greater than 0"),
     ],
 )
 def test_settings_validators_refuse_bad_values(field: str, value: object, message: str) -> None:
