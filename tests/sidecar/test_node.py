@@ -97,8 +97,7 @@ def test_first_contact_resolves_then_punches_probes_and_delivers() -> None:
     probes = sent[2:5]
     assert all(d[:4] == FRAME_MAGIC and addr == b.endpoint for d, addr in probes)
     assert peer(a, b).probes_sent == 3
-    assert sent[5][1] == b.endpoint
-    assert sent[5][0][:4] == FRAME_MAGIC
+    assert len(sent) == 5  # the payload waits until b answers the dial
     assert history(a, b) == [(Path.DIRECT, PathReason.PUNCHED)]
     net.run()
     assert b.io.delivered == [(a.node_id, b"x")]
@@ -437,11 +436,47 @@ def test_a_lossy_link_never_leaves_the_pair_stuck_on_the_relay(seed: int) -> Non
     assert len(b.io.delivered) == 20
 
 
+def test_first_payloads_behind_cone_nats_wait_for_the_punch_and_arrive() -> None:
+    """Data is held while the dial runs: none is lost to the peer's closed NAT."""
+    net = FakeNet()
+    a, b = net.add_node(NatKind.CONE), net.add_node(NatKind.CONE)
+    for i in range(3):
+        a.node.send_app(b.node_id, b"early-%d" % i)
+    assert len(peer(a, b).held) == 3
+    net.run()
+    assert b.io.delivered == [(a.node_id, b"early-%d" % i) for i in range(3)]
+    assert not peer(a, b).held
+    assert peer(a, b).dial_deadline is None
+    assert history(a, b) == [(Path.DIRECT, PathReason.PUNCHED)]
+    assert relayed_to(net, a) == 0  # everything went direct
+
+
+def test_dial_keeps_probing_and_caps_what_it_holds() -> None:
+    net = FakeNet(node_config=NodeConfig(pending_per_peer=2, dial_probe_interval=0.5))
+    a, b = net.add_node(NatKind.CONE), net.add_node(NatKind.CONE)
+    net.blackhole(a, b)
+    a.node.send_app(b.node_id, b"1")
+    net.run()
+    probes = peer(a, b).probes_sent
+    net.tick()  # no time has passed: the next dial probe is not due yet
+    assert peer(a, b).probes_sent == probes
+    for payload in (b"2", b"3"):
+        a.node.send_app(b.node_id, payload)
+    assert list(peer(a, b).held) == [b"2", b"3"]  # the oldest gave way
+    assert a.node.drops[DropReason.PENDING_FULL] == 1
+    net.advance(1.0, step=0.5)
+    assert peer(a, b).probes_sent > probes  # re-probed while dialing
+    net.blackhole(a, b, on=False)
+    net.advance(0.5, step=0.5)
+    assert [p for _, p in b.io.delivered] == [b"2", b"3"]
+    assert history(a, b) == [(Path.DIRECT, PathReason.PUNCHED)]
+
+
 def test_dial_failure_relays_unpinned_then_restores() -> None:
     net = FakeNet()
     a, b = net.add_node(NatKind.CONE), net.add_node(NatKind.CONE)
     net.blackhole(a, b)
-    a.node.send_app(b.node_id, b"lost")
+    a.node.send_app(b.node_id, b"held")
     net.run()
     assert peer(a, b).dial_deadline == pytest.approx(net.clock.now + 5.0)
     net.advance(5.0)
@@ -449,6 +484,7 @@ def test_dial_failure_relays_unpinned_then_restores() -> None:
         (Path.DIRECT, PathReason.PUNCHED),
         (Path.RELAY, PathReason.DIAL_FAILURE),
     ]
+    assert b.io.delivered == [(a.node_id, b"held")]  # sent through the beacon, not lost
     assert a.manager.is_relay_peer(b.node_id)
     assert not a.manager.is_relay_pinned(b.node_id)
     a.node.send_app(b.node_id, b"via relay")

@@ -15,6 +15,8 @@ from prometheus_client import generate_latest
 from natroute.routing.cache import save_beacon_cache
 from natroute.routing.manager import Manager
 from natroute.routing.types import Addr
+from natroute.sidecar.crypto import PeerCipher
+from natroute.sidecar.frames import InnerType
 from natroute.sidecar.metrics import SidecarMetrics
 from natroute.sidecar.node import DropReason, Node, PeerInfo
 from natroute.sidecar.peers import PathReason
@@ -55,17 +57,29 @@ def _public(key: X25519PrivateKey) -> bytes:
     return key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
 
 
+NODE_KEY = X25519PrivateKey.from_private_bytes(bytes(range(32)))
+PEER_KEY = X25519PrivateKey.from_private_bytes(bytes(range(32, 64)))
+
+
 def make_node(clock: FakeClock) -> tuple[Node, Manager, RecordingSender]:
     manager = Manager(clock)
-    node = Node(manager, RecordingIO(), 1, X25519PrivateKey.generate(), epoch=1, clock=clock)
+    node = Node(manager, RecordingIO(), 1, NODE_KEY, epoch=1, clock=clock)
     sender = RecordingSender()
     node.set_socket(sender)
     return node, manager, sender
 
 
 def resolve(node: Node, peer: int = PEER, *, relay_only: bool = False) -> None:
+    """The registry answers; a direct peer then answers our dial (ends the hold)."""
     endpoint = None if relay_only else PEER_ADDR
-    node.on_resolved(PeerInfo(peer, endpoint, relay_only, _public(X25519PrivateKey.generate())))
+    node.on_resolved(PeerInfo(peer, endpoint, relay_only, _public(PEER_KEY)))
+    if not relay_only:
+        _answers[peer] = _answers.get(peer, 0) + 1
+        cipher = PeerCipher(peer, PEER_KEY, node.node_id, _public(NODE_KEY), _answers[peer])
+        node.datagram_received(cipher.seal(bytes([InnerType.KEEPALIVE])), PEER_ADDR)
+
+
+_answers: dict[int, int] = {}  # epochs used per peer, so every answer is fresh
 
 
 def snapshot(node: Node, manager: Manager, clock: FakeClock, peer: int = PEER) -> PeerStatus:
@@ -117,16 +131,16 @@ def test_peer_status_ages_flags_and_events() -> None:
     assert (first.relay, first.pinned, first.relay_only) == (False, False, False)
     assert first.addr == "127.0.0.1:5000"
     assert first.known_for == 3.0
-    assert first.last_direct_recv_age is None
-    assert first.last_send_age is None
+    assert first.last_direct_recv_age == 3.0  # the peer answered the dial at once
+    assert first.last_send_age == 3.0  # our keepalive answer to it
     assert first.probes_sent == manager.config.direct_clears_required
     assert [(e.path, e.reason, e.age) for e in first.events] == [("direct", "punched", 3.0)]
 
     node.send_app(PEER, b"payload")
     clock.advance(2.0)
     sent = snapshot(node, manager, clock)
-    assert sent.pkts_sent == 1
-    assert sent.bytes_sent == len(sender.sent[-1][0])
+    assert sent.pkts_sent == 2  # the keepalive answer and the payload
+    assert sent.bytes_sent == sum(len(d) for d, _ in sender.sent[-2:])
     assert sent.last_send_age == 2.0
     assert sent.last_used_age == 2.0
 
@@ -169,7 +183,7 @@ def test_counters_count_each_path_change_once_and_keep_traffic_of_removed_peers(
     node.send_app(PEER, b"x" * 10)
     assert node.path_changes == {PathReason.PUNCHED: 1}
     first = node.traffic_totals()
-    assert first[0] == 1
+    assert first[0] == 2  # the keepalive answer to the dial's answer, and the payload
     node.set_relay(PEER, True, False)  # same instant as the punch event
     node.set_relay(PEER, False, False)
     assert node.path_changes == {PathReason.PUNCHED: 1, PathReason.OPERATOR: 2}
@@ -181,7 +195,7 @@ def test_counters_count_each_path_change_once_and_keep_traffic_of_removed_peers(
     resolve(node)  # the same node ID again: a new record, counted afresh
     node.send_app(PEER, b"y")
     assert node.path_changes == {PathReason.PUNCHED: 2, PathReason.OPERATOR: 2}
-    assert node.traffic_totals()[0] == first[0] + 1
+    assert node.traffic_totals()[0] == first[0] + 2
 
 
 @pytest.mark.asyncio

@@ -96,6 +96,7 @@ class NodeConfig:
     peer_idle_timeout: float = 600.0
     keepalive_interval: float = 15.0
     dial_timeout: float = 5.0
+    dial_probe_interval: float = 0.5
     probe_initial_interval: float = 5.0
     probe_max_interval: float = 120.0
 
@@ -215,7 +216,23 @@ class Node:
             self._request_resolve(dst, now)
             return
         peer.last_used = now
+        if peer.dial_deadline is not None:
+            self._hold(peer, payload)
+            return
         self._write(peer, _DATA + payload)
+
+    def _hold(self, peer: Peer, payload: bytes) -> None:
+        """Keep a payload until the dial is over (the peer's NAT may not be open yet)."""
+        if len(peer.held) >= self.config.pending_per_peer:
+            peer.held.popleft()
+            self._drop(DropReason.PENDING_FULL)
+        peer.held.append(payload)
+
+    def _end_dial(self, peer: Peer) -> None:
+        """The dial is over (answered, failed, or the peer is relayed): send what waited."""
+        peer.dial_deadline = None
+        while peer.held:
+            self._write(peer, _DATA + peer.held.popleft())
 
     def _write(self, peer: Peer, plaintext: bytes) -> None:
         """Seal and send through ``Manager.write_frame``; record flips it causes."""
@@ -313,7 +330,10 @@ class Node:
             self._open(peer, frame, src, relayed)
         queue = self._pending_out.pop(info.node_id, None)
         for payload in queue or ():
-            self._write(peer, _DATA + payload)
+            if peer.dial_deadline is not None:
+                self._hold(peer, payload)
+            else:
+                self._write(peer, _DATA + payload)
 
     def _apply_policy(self, peer: Peer, now: float) -> bool:
         """Pin authoritative relays (registry relay_only, our own NAT or setting)."""
@@ -329,7 +349,7 @@ class Node:
             self.manager.set_relay_peer_pinned(peer.node_id, True)
             self._event(peer, Path.RELAY, reason)
         peer.next_probe_at = None
-        peer.dial_deadline = None
+        self._end_dial(peer)
         return True
 
     def _first_contact(self, peer: Peer, now: float) -> None:
@@ -337,7 +357,11 @@ class Node:
         if self._apply_policy(peer, now):
             return
         self._event(peer, Path.DIRECT, PathReason.PUNCHED)
-        peer.dial_deadline = now + self.config.dial_timeout
+        if peer.addr is not None and not self.manager.is_from_beacon(peer.addr):
+            # hold application data until the peer answers (its NAT may not be open
+            # yet) or the dial times out; probes repeat meanwhile
+            peer.dial_deadline = now + self.config.dial_timeout
+            peer.dial_probe_at = now + self.config.dial_probe_interval
         self._punch(peer)  # may already flip the peer (ICMP errors surface on these sends)
 
     def _punch(self, peer: Peer) -> None:
@@ -464,6 +488,8 @@ class Node:
             if newly and peer.path is Path.DIRECT:
                 self._event(peer, Path.RELAY, PathReason.PEER_RELAYED)
                 self._schedule_probe(peer, now, reset=True)
+            if peer.dial_deadline is not None and mgr.is_relay_peer(node_id):
+                self._end_dial(peer)  # the peer reaches us through the beacon: use it too
             mgr.clear_relay_on_direct(node_id, src)
             peer.relay_recv += 1
             self.relayed_in += 1
@@ -486,7 +512,6 @@ class Node:
         node_id = peer.node_id
         peer.direct_recv += 1
         self.direct_in += 1
-        peer.dial_deadline = None
         if answered and peer.reason in HEURISTIC_REASONS and mgr.is_relay_pinned(node_id):
             # spec §10 D19: only an answer to our own probe shows that our direct
             # sends arrive again; the peer's frames alone prove one direction only
@@ -498,6 +523,8 @@ class Node:
             peer.next_probe_at = None
             peer.probe_backoff = 0.0
             self._event(peer, Path.DIRECT, PathReason.DIRECT_RESTORED, f"from {src[0]}:{src[1]}")
+        if peer.dial_deadline is not None:
+            self._end_dial(peer)  # the peer answered on the direct path: it is open
 
     def _maybe_answer(self, peer: Peer, now: float) -> None:
         """Keep the peer's receipt times fresh when traffic is one-way."""
@@ -536,11 +563,17 @@ class Node:
             if relay and peer.path is Path.DIRECT:
                 # the Manager flipped it outside a write (e.g. a blackhole check)
                 self._event(peer, Path.RELAY, PathReason.BLACKHOLE)
-            if peer.dial_deadline is not None and now >= peer.dial_deadline and not relay:
-                peer.dial_deadline = None
-                mgr.set_relay_peer(node_id, True)
-                self._event(peer, Path.RELAY, PathReason.DIAL_FAILURE, "no direct answer")
-                self._schedule_probe(peer, now, reset=True)
+            if peer.dial_deadline is not None:
+                if relay:  # relayed meanwhile (e.g. the peer reached us through the beacon)
+                    self._end_dial(peer)
+                elif now >= peer.dial_deadline:
+                    mgr.set_relay_peer(node_id, True)
+                    self._event(peer, Path.RELAY, PathReason.DIAL_FAILURE, "no direct answer")
+                    self._schedule_probe(peer, now, reset=True)
+                    self._end_dial(peer)
+                elif now >= peer.dial_probe_at:
+                    self._probe(peer)  # the peer's NAT may have opened since the last try
+                    peer.dial_probe_at = now + cfg.dial_probe_interval
             if peer.path is Path.RELAY and peer.reason in HEURISTIC_REASONS:
                 if peer.next_probe_at is None:
                     self._schedule_probe(peer, now, reset=True)

@@ -91,6 +91,8 @@ class Peer:
     last_used: float = 0.0
     last_resolved: float = 0.0
     dial_deadline: float | None = None
+    dial_probe_at: float = 0.0  # next dial re-probe (meaningful while dial_deadline is set)
+    held: deque[bytes] = field(default_factory=deque)
     next_probe_at: float | None = None
     probe_backoff: float = 0.0
     probe_nonce: int = 0

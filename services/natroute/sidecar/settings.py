@@ -75,6 +75,7 @@ class Settings(BaseSettings):
     max_relay_peers: int = Field(MAX_RELAY_PEERS, ge=1)
     max_peers: int = Field(_N.max_peers, ge=1)
     dial_timeout: float = Field(_N.dial_timeout, gt=0)
+    dial_probe_interval: float = Field(_N.dial_probe_interval, gt=0)
     probe_initial_interval: float = Field(_N.probe_initial_interval, gt=0)
     probe_max_interval: float = Field(_N.probe_max_interval, gt=0)
     peer_keepalive_interval: float = Field(_N.keepalive_interval, gt=0)
@@ -129,6 +130,7 @@ class Settings(BaseSettings):
         return NodeConfig(
             max_peers=self.max_peers,
             dial_timeout=self.dial_timeout,
+            dial_probe_interval=self.dial_probe_interval,
             probe_initial_interval=self.probe_initial_interval,
             probe_max_interval=self.probe_max_interval,
             keepalive_interval=self.peer_keepalive_interval,
