@@ -22,11 +22,8 @@ from __future__ import annotations
 
 import logging
 import random
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
-from enum import Enum
-from typing import Protocol
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
@@ -42,7 +39,9 @@ from natroute.routing.wire import (
 
 from .crypto import FRAME_MAGIC, AuthError, PeerCipher, frame_sender
 from .frames import InnerType, decode_inner, encode_probe
+from .model import DropReason, NatType, NodeConfig, NodeIO, PeerInfo
 from .peers import HEURISTIC_REASONS, Path, PathReason, Peer, PeerTable
+from .waiting import WaitingRoom
 
 __all__ = ["DropReason", "NatType", "Node", "NodeConfig", "NodeIO", "PeerInfo"]
 
@@ -51,77 +50,6 @@ _log = logging.getLogger(__name__)
 _PUNCH = b"PILP"
 _KEEPALIVE = bytes([InnerType.KEEPALIVE])
 _DATA = bytes([InnerType.DATA])
-
-
-class NatType(Enum):
-    """What kind of NAT the node sits behind, from two beacons' observations."""
-
-    UNKNOWN = "unknown"
-    NONE = "none"
-    ENDPOINT_INDEPENDENT = "endpoint_independent"
-    ENDPOINT_DEPENDENT = "endpoint_dependent"
-
-
-class DropReason(Enum):
-    """Why an inbound or outbound datagram was dropped (a bounded label set)."""
-
-    EMPTY = "empty"
-    SHORT = "short"
-    UNKNOWN_MAGIC = "unknown_magic"
-    MALFORMED = "malformed"
-    NOT_FROM_BEACON = "not_from_beacon"
-    UNEXPECTED_BEACON_MSG = "unexpected_beacon_msg"
-    AUTH_FAILED = "auth_failed"
-    UNKNOWN_SENDER = "unknown_sender"
-    RELAY_SRC_MISMATCH = "relay_src_mismatch"
-    RELAY_CAP = "relay_cap"
-    PENDING_FULL = "pending_full"
-    PEER_TABLE_FULL = "peer_table_full"
-    UNRESOLVED = "unresolved"
-    NO_ADDRESS = "no_address"
-    SEND_ERROR = "send_error"
-    BAD_INNER = "bad_inner"
-
-
-@dataclass(frozen=True, slots=True)
-class NodeConfig:
-    """Timers (seconds) and caps of the peer logic; services set them from settings."""
-
-    max_peers: int = 4096
-    pending_per_peer: int = 64
-    max_pending_senders: int = 256
-    pending_inbound_per_sender: int = 8
-    resolve_retry_interval: float = 3.0
-    peer_refresh_interval: float = 60.0
-    peer_idle_timeout: float = 600.0
-    keepalive_interval: float = 15.0
-    dial_timeout: float = 5.0
-    dial_probe_interval: float = 0.5
-    probe_initial_interval: float = 5.0
-    probe_max_interval: float = 120.0
-
-
-@dataclass(frozen=True, slots=True)
-class PeerInfo:
-    """A registry resolve answer (spec §4.3)."""
-
-    node_id: int
-    endpoint: Addr | None
-    relay_only: bool
-    x25519_key: bytes
-
-
-class NodeIO(Protocol):
-    """What the peer logic asks of its shell."""
-
-    def deliver(self, src: int, payload: bytes) -> None:
-        """Hand an application payload from ``src`` to the local application."""
-
-    def resolve(self, node_id: int) -> None:
-        """Resolve ``node_id``; answer with ``on_resolved`` or ``on_resolve_failed``."""
-
-    def endpoint_observed(self, addr: Addr) -> None:
-        """The beacon reported our public endpoint (a keepalive's reply)."""
 
 
 class Node:
@@ -170,9 +98,7 @@ class Node:
         self._clock = clock
         self._rng = rng or random.Random()
         self._sock: SocketSender | None = None
-        self._pending_out: dict[int, deque[bytes]] = {}
-        self._pending_in: dict[int, list[tuple[bytes, Addr, bool]]] = {}
-        self._resolving: dict[int, float] = {}
+        self._waiting = WaitingRoom(self.config, io.resolve)
         manager.set_local_node_id_fn(lambda: self.node_id)
 
     # -- wiring -------------------------------------------------------------
@@ -204,16 +130,9 @@ class Node:
         now = self._clock()
         peer = self.peers.get(dst)
         if peer is None:
-            queue = self._pending_out.get(dst)
-            if queue is None:
-                if len(self._pending_out) >= self.config.max_pending_senders:
-                    self._drop(DropReason.PENDING_FULL)
-                    return
-                queue = self._pending_out[dst] = deque(maxlen=self.config.pending_per_peer)
-            if len(queue) == queue.maxlen:
-                self._drop(DropReason.PENDING_FULL)
-            queue.append(payload)
-            self._request_resolve(dst, now)
+            dropped = self._waiting.hold_out(dst, payload, now)
+            if dropped is not None:
+                self._drop(dropped)
             return
         peer.last_used = now
         if peer.dial_deadline is not None:
@@ -271,29 +190,13 @@ class Node:
 
     # -- resolution ---------------------------------------------------------
 
-    def _request_resolve(self, node_id: int, now: float) -> None:
-        last = self._resolving.get(node_id)
-        if last is not None and now - last < self.config.resolve_retry_interval:
-            return
-        if last is None and len(self._resolving) >= self.config.max_pending_senders:
-            # Lookups that failed or were never answered must not hold the cap for good.
-            retry = self.config.resolve_retry_interval
-            for stale in [k for k, t in self._resolving.items() if now - t >= retry]:
-                del self._resolving[stale]
-            if len(self._resolving) >= self.config.max_pending_senders:
-                return
-        self._resolving[node_id] = now
-        self.io.resolve(node_id)
-
     def on_resolve_failed(self, node_id: int) -> None:
         """The registry does not know ``node_id`` (or failed): drop what waits for it."""
-        dropped = len(self._pending_out.pop(node_id, ())) + len(self._pending_in.pop(node_id, ()))
-        self.drops[DropReason.UNRESOLVED] += dropped
+        self.drops[DropReason.UNRESOLVED] += self._waiting.forget(node_id)
 
     def on_resolved(self, info: PeerInfo) -> None:
         """A registry answer: create or update the peer, then flush what waited."""
         now = self._clock()
-        self._resolving.pop(info.node_id, None)
         if info.node_id == self.node_id:
             self.on_resolve_failed(info.node_id)
             return
@@ -326,10 +229,10 @@ class Node:
                 self._first_contact(peer, now)
             else:
                 self._apply_policy(peer, now)
-        for frame, src, relayed in self._pending_in.pop(info.node_id, []):
+        frames, payloads = self._waiting.answered(info.node_id)
+        for frame, src, relayed in frames:
             self._open(peer, frame, src, relayed)
-        queue = self._pending_out.pop(info.node_id, None)
-        for payload in queue or ():
+        for payload in payloads:
             if peer.dial_deadline is not None:
                 self._hold(peer, payload)
             else:
@@ -445,17 +348,12 @@ class Node:
 
     def _hold_unknown(self, sender: int, frame: bytes, src: Addr, relayed: bool) -> None:
         """Keep a few frames of an unknown sender while the registry is asked."""
-        held = self._pending_in.get(sender)
-        if held is None:
-            if len(self._pending_in) >= self.config.max_pending_senders or sender == self.node_id:
-                self._drop(DropReason.UNKNOWN_SENDER)
-                return
-            held = self._pending_in[sender] = []
-        if len(held) >= self.config.pending_inbound_per_sender:
-            self._drop(DropReason.PENDING_FULL)
+        if sender == self.node_id:
+            self._drop(DropReason.UNKNOWN_SENDER)
             return
-        held.append((frame, src, relayed))
-        self._request_resolve(sender, self._clock())
+        refused = self._waiting.hold_in(sender, (frame, src, relayed), self._clock())
+        if refused is not None:
+            self._drop(refused)
 
     def _open(self, peer: Peer, frame: bytes, src: Addr, relayed: bool) -> None:
         """Authenticate, then account for the receipt as spec §7.3 says."""
@@ -551,9 +449,9 @@ class Node:
         now = self._clock()
         cfg = self.config
         mgr = self.manager
-        for sender in list(self._pending_in):
+        for sender in self._waiting.waiting_senders():
             # frames held while a failed lookup was rate-limited: ask again (or drop them)
-            self._request_resolve(sender, now)
+            self._waiting.ask(sender, now)
         for peer in self.peers.values():
             node_id = peer.node_id
             if now - peer.last_used > cfg.peer_idle_timeout:
@@ -584,7 +482,7 @@ class Node:
             if last is None or now - last >= cfg.keepalive_interval:
                 self._write(peer, _KEEPALIVE)
             if now - peer.last_resolved >= cfg.peer_refresh_interval:
-                self._request_resolve(node_id, now)
+                self._waiting.ask(node_id, now)
 
     def _schedule_probe(self, peer: Peer, now: float, *, reset: bool) -> None:
         cfg = self.config
@@ -635,8 +533,7 @@ class Node:
 
     def remove_peer(self, node_id: int) -> bool:
         """Forget a peer entirely (also its Manager state); False when unknown."""
-        self._pending_out.pop(node_id, None)
-        self._pending_in.pop(node_id, None)
+        self._waiting.forget(node_id)
         self.manager.remove_peer(node_id)
         peer = self.peers.remove(node_id)
         if peer is None:

@@ -38,11 +38,10 @@ from natroute.registry.client import (
 )
 from natroute.routing.addr import format_addr, split_host_port
 from natroute.routing.constants import BEACON_REFRESH_JITTER, RTT_PROBE_TIMEOUT
-from natroute.routing.discover import discover_endpoint, probe_beacon_rtt
+from natroute.routing.discover import probe_beacon_rtt
 from natroute.routing.errors import RoutingError
 from natroute.routing.manager import Manager
 from natroute.routing.refresh import RefreshOutcome, refresh_tick
-from natroute.routing.resolve import resolve_udp_addr
 from natroute.routing.selection import (
     BeaconSelectionState,
     compute_refresh_decision,
@@ -54,43 +53,18 @@ from natroute.routing.wire import Discover, encode_message
 
 from .beacons import BeaconHealth, QuarantineLister, probe_alive
 from .identity import NodeState, load_or_create_identity
+from .nat import detect_nat
 from .node import NatType, Node, PeerInfo
 from .settings import Settings
 from .udp import AppEndpoint, DatagramPump, PeerSocket, bind_udp
 
-__all__ = ["Sidecar", "SidecarError", "classify_nat"]
+__all__ = ["Sidecar", "SidecarError"]
 
 _log = logging.getLogger(__name__)
 
 
 class SidecarError(Exception):
     """The sidecar cannot start (bad configuration, no registry and no node ID)."""
-
-
-def classify_nat(local: Addr, observed: list[Addr]) -> NatType:
-    """NAT type from the endpoints two beacons observed for one socket.
-
-    Args:
-        local: the socket's own address on the interface towards the beacons.
-        observed: what each beacon that answered saw (0, 1 or 2 entries).
-    """
-    if not observed:
-        return NatType.UNKNOWN
-    if all(o == local for o in observed):
-        return NatType.NONE
-    if len(observed) < 2:
-        return NatType.UNKNOWN
-    if len(set(observed)) == 1:
-        return NatType.ENDPOINT_INDEPENDENT
-    return NatType.ENDPOINT_DEPENDENT
-
-
-def _local_addr_towards(target: Addr, port: int) -> Addr:
-    """Our interface address on the route to ``target`` (no packet is sent)."""
-    family = socket.AF_INET6 if ":" in target[0] else socket.AF_INET
-    with socket.socket(family, socket.SOCK_DGRAM) as probe:
-        probe.connect(target)
-        return str(probe.getsockname()[0]), port
 
 
 def _parse_endpoint(text: str | None) -> Addr | None:
@@ -373,24 +347,13 @@ class Sidecar:
         """Step 3: our public endpoint and NAT type, via up to two beacons (blocking)."""
         assert self._sock is not None
         s = self.settings
-        observed: list[Addr] = []
-        target: Addr | None = None
-        limit = 2 if s.nat_detect else 1
-        for beacon in self._beacon_candidates():
-            if len(observed) >= limit:
-                break
-            try:
-                addr = discover_endpoint(beacon, 0, self._sock, s.discover_timeout)
-                target = target or resolve_udp_addr(beacon, self._sock.family)
-            except RoutingError as exc:
-                _log.warning("discover_failed", extra={"beacon": beacon, "error": str(exc)})
-                continue
-            self.nat_observations[beacon] = addr
-            observed.append(addr)
-        if target is not None:
-            self.local_addr = _local_addr_towards(target, self._sock.getsockname()[1])
-            self.nat_type = classify_nat(self.local_addr, observed)
-        self.public_endpoint = _parse_endpoint(s.advertise) or (observed[0] if observed else None)
+        report = detect_nat(
+            self._sock, self._beacon_candidates(), s.discover_timeout, 2 if s.nat_detect else 1
+        )
+        self.nat_type = report.nat_type
+        self.nat_observations = dict(report.observations)
+        self.local_addr = report.local_addr
+        self.public_endpoint = _parse_endpoint(s.advertise) or report.public_endpoint
         self.relay_only = (
             s.relay_only
             if s.relay_only is not None
