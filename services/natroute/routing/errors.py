@@ -19,6 +19,8 @@ that catch ``OSError`` keep working.
 
 from __future__ import annotations
 
+import errno
+
 __all__ = [
     "CacheError",
     "DiscoveryError",
@@ -29,6 +31,7 @@ __all__ = [
     "SocketNotSetError",
     "UsageError",
     "WireError",
+    "is_icmp_unreachable",
 ]
 
 
@@ -79,3 +82,25 @@ class CacheError(RoutingError):
 
 class UsageError(RoutingError, ValueError):
     """The API was called with invalid arguments (e.g. a node ID out of range)."""
+
+
+_ICMP_ERRNOS = frozenset({errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH})
+
+
+def is_icmp_unreachable(err: BaseException | None) -> bool:
+    """True if ``err`` or an exception it wraps is an ICMP-unreachable error.
+
+    ``ConnectionRefusedError`` or an ``OSError`` with errno ECONNREFUSED,
+    EHOSTUNREACH or ENETUNREACH, found through ``__cause__``/``__context__``
+    (Go's ``errors.Is`` walk, spec §6.11). EAGAIN, ENOBUFS, EMSGSIZE and
+    everything else are not.
+    """
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, ConnectionRefusedError):
+            return True
+        if isinstance(err, OSError) and err.errno in _ICMP_ERRNOS:
+            return True
+        err = err.__cause__ or err.__context__
+    return False

@@ -16,61 +16,24 @@ Invariants:
 
 from __future__ import annotations
 
-import errno
 import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from .addr import MAX_NODE_ID, addr_equal, canonical_ip, check_node_id
 from .config import ManagerConfig
 from .constants import PUNCH_PAYLOAD
-from .errors import NoAddressError, SocketNotSetError, UsageError, WireError
+from .errors import NoAddressError, SocketNotSetError, UsageError, WireError, is_icmp_unreachable
 from .resolve import Resolver, resolve_udp_addr
-from .types import Addr, CounterTarget, LocalNodeIDFn, SendOutcome, SocketSender
+from .types import Addr, CounterTarget, LocalNodeIDFn, PeerRouting, SendOutcome, SocketSender
 from .wire import Discover, PunchRequest, decode_endpoint, encode_message, encode_relay
 
-__all__ = ["Manager", "PeerRouting", "is_icmp_unreachable"]
+__all__ = ["Manager", "PeerRouting", "is_icmp_unreachable"]  # the last two re-exported
 
 _log = logging.getLogger(__name__)
 
-_ICMP_ERRNOS = frozenset({errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH})
 _UNSPECIFIED = frozenset({"0.0.0.0", "::"})
-
-
-def is_icmp_unreachable(err: BaseException | None) -> bool:
-    """True if ``err`` or an exception it wraps is an ICMP-unreachable error.
-
-    ``ConnectionRefusedError`` or an ``OSError`` with errno ECONNREFUSED,
-    EHOSTUNREACH or ENETUNREACH, found through ``__cause__``/``__context__``
-    (Go's ``errors.Is`` walk, spec §6.11). EAGAIN, ENOBUFS, EMSGSIZE and
-    everything else are not.
-    """
-    seen: set[int] = set()
-    while err is not None and id(err) not in seen:
-        seen.add(id(err))
-        if isinstance(err, ConnectionRefusedError):
-            return True
-        if isinstance(err, OSError) and err.errno in _ICMP_ERRNOS:
-            return True
-        err = err.__cause__ or err.__context__
-    return False
-
-
-@dataclass(frozen=True, slots=True)
-class PeerRouting:
-    """An immutable snapshot of one peer's routing state (for status views)."""
-
-    node_id: int
-    relay: bool
-    pinned: bool
-    blackhole_misses: int
-    direct_clears: int
-    send_errors: int
-    last_direct_recv: float | None
-    last_outbound_send: float | None
-    first_outbound_send: float | None
 
 
 class Manager:

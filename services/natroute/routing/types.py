@@ -11,6 +11,7 @@ __all__ = [
     "BeaconLister",
     "CounterTarget",
     "LocalNodeIDFn",
+    "PeerRouting",
     "SendOutcome",
     "SocketSender",
 ]
@@ -33,6 +34,21 @@ class SendOutcome:
 
     bytes_sent: int = 0
     was_relay: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PeerRouting:
+    """An immutable snapshot of one peer's routing state (for status views)."""
+
+    node_id: int
+    relay: bool
+    pinned: bool
+    blackhole_misses: int
+    direct_clears: int
+    send_errors: int
+    last_direct_recv: float | None
+    last_outbound_send: float | None
+    first_outbound_send: float | None
 
 
 class SocketSender(Protocol):
