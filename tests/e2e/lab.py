@@ -214,6 +214,36 @@ class Lab:
         container.start()
         return container
 
+    def attached(
+        self,
+        name: str,
+        image: str,
+        target: Any,
+        *,
+        command: Sequence[str] | None = None,
+        environment: Mapping[str, str] | None = None,
+    ) -> Any:
+        """Start a container in ``target``'s network namespace (the sidecar pattern).
+
+        After ``target`` restarts, restart this one too: it keeps the old namespace.
+
+        Returns:
+            The started container.
+        """
+        container = self.client.containers.create(
+            image,
+            command=list(command) if command is not None else None,
+            name=self._name(name),
+            labels=self.labels,
+            environment=dict(environment or {}),
+            init=True,
+            network_mode=f"container:{target.id}",
+            detach=True,
+        )
+        self._containers.append(container)
+        container.start()
+        return container
+
     def router(
         self,
         name: str,

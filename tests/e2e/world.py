@@ -1,0 +1,395 @@
+"""A whole natroute world in a :class:`~.lab.Lab`: the e2e scenarios' fixture.
+
+:func:`build_world` starts, under the lab's labels: an ``internet`` network with
+a registry (dev mode, operator token ``dev``), beacon-a and beacon-b gossiping,
+NAT routers with a LAN each, and nodes: a ``natroute-sidecar`` container (behind
+a router via ``DEFAULT_ROUTE``, or directly on the internet) with a
+``natroute-demo`` container in its network namespace. The demo sends to every
+live node each interval and logs ``demo_report`` lines, which is how the tests
+see datagrams delivered through the data planes.
+
+Addresses (the internet and each LAN are /24s the lab picks inside
+198.18.0.0/15): internet .2.. routers, .10 registry, .11 beacon-a, .12 beacon-b,
+.20.. public nodes; each LAN .2 router, .10.. nodes. The test process talks to
+the admin APIs over the lab bridges (the networks are not internal), so every
+read is one HTTP request, not a ``docker exec``.
+
+Every wait is bounded (:func:`wait_for`); a failure carries the last value seen.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, TypeVar
+
+import httpx
+
+from .engine import Images, LabError
+from .lab import Lab, LabNetwork, Router
+
+__all__ = [
+    "ADMIN_PORT",
+    "BEACONS",
+    "BEACON_NODE_TTL",
+    "FAST_SIDECAR_ENV",
+    "NAT_TYPES",
+    "Node",
+    "World",
+    "build_world",
+    "wait_for",
+]
+
+T = TypeVar("T")
+
+ADMIN_PORT = 8080
+SIDECAR_PORT = 4000
+BEACON_PORT = 9001
+BEACON_HTTP_PORT = 8001
+REGISTRY_PORT = 9000
+#: Beacon node-table TTL in the lab (see build_world).
+BEACON_NODE_TTL = 10.0
+BEACONS = ("beacon-a", "beacon-b")
+#: NAT type each kind of node must report (sidecar ``nat.type``).
+NAT_TYPES = {
+    "cone": "endpoint_independent",
+    "symmetric": "endpoint_dependent",
+    "public": "none",
+}
+#: Shortened sidecar timers (defaults in brackets; docs/e2e.md lists them too).
+FAST_SIDECAR_ENV = {
+    "NATROUTE_SIDECAR_BLACKHOLE_THRESHOLD": "2",  # [8 s]
+    "NATROUTE_SIDECAR_BLACKHOLE_MISSES": "2",  # [3]
+    "NATROUTE_SIDECAR_DIRECT_CLEARS": "2",  # [3]
+    "NATROUTE_SIDECAR_PROBE_INITIAL_INTERVAL": "1",  # [5 s]
+    "NATROUTE_SIDECAR_PROBE_MAX_INTERVAL": "2",  # [120 s]
+    "NATROUTE_SIDECAR_PEER_KEEPALIVE_INTERVAL": "1",  # [15 s]
+    "NATROUTE_SIDECAR_BEACON_KEEPALIVE_INTERVAL": "1",  # [10 s]
+    "NATROUTE_SIDECAR_BEACON_DEAD_AFTER": "3",  # [30 s]
+    "NATROUTE_SIDECAR_BEACON_QUARANTINE": "6",  # [60 s]
+    "NATROUTE_SIDECAR_REFRESH_INTERVAL": "4",  # [60 s]
+    "NATROUTE_SIDECAR_REFRESH_JITTER": "1",  # [10 s]
+}
+
+
+def wait_for(check: Callable[[], T | None], what: str, timeout: float, interval: float = 0.5) -> T:
+    """Poll ``check`` until it returns something truthy, at most ``timeout`` seconds.
+
+    Transport errors of the admin APIs count as "not yet".
+
+    Returns:
+        The first truthy value.
+
+    Raises:
+        AssertionError: the deadline passed (with the last value or error seen).
+    """
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while True:
+        try:
+            value = check()
+        except (httpx.HTTPError, ValueError) as exc:
+            value, last = None, exc
+        else:
+            last = value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout} s; last: {last!r}"[:3000])
+        time.sleep(interval)
+
+
+@dataclass
+class Node:
+    """One sidecar and its demo app."""
+
+    name: str
+    kind: str  # the router's NAT_MODE, or "public"
+    ip: str
+    sidecar: Any
+    demo: Any
+    router: Router | None
+    node_id: int = 0
+
+    @property
+    def admin(self) -> str:
+        """Base URL of its admin API, reachable from the test process."""
+        return f"http://{self.ip}:{ADMIN_PORT}"
+
+    @property
+    def public_ip(self) -> str:
+        """The address its datagrams leave the NAT with."""
+        return self.router.wan_ip if self.router is not None else self.ip
+
+
+@dataclass
+class World:
+    """A running world; every read goes to the admin APIs or the demo logs."""
+
+    lab: Lab
+    images: Images
+    http: httpx.Client
+    internet: LabNetwork
+    registry: Any
+    beacons: dict[str, Any]
+    routers: dict[str, Router]
+    nodes: dict[str, Node] = field(default_factory=dict)
+    demo_env: dict[str, str] = field(default_factory=dict)
+
+    # --- addresses ------------------------------------------------------------
+    @property
+    def registry_ip(self) -> str:
+        """The registry's address."""
+        return self.internet.host(10)
+
+    def beacon_ip(self, name: str) -> str:
+        """beacon-a is .11, beacon-b .12."""
+        return self.internet.host(11 + BEACONS.index(name))
+
+    def beacon_addr(self, name: str) -> str:
+        """A beacon's UDP ``host:port``."""
+        return f"{self.beacon_ip(name)}:{BEACON_PORT}"
+
+    def beacon_name(self, addr: str) -> str:
+        """The beacon at ``host:port``."""
+        return next(name for name in BEACONS if self.beacon_addr(name) == addr)
+
+    def by_id(self) -> dict[int, str]:
+        """Node ID -> node name."""
+        return {node.node_id: name for name, node in self.nodes.items()}
+
+    # --- reads ----------------------------------------------------------------
+    def get(self, url: str) -> Any:
+        """GET a JSON document (raises ``httpx.HTTPError`` on failure)."""
+        response = self.http.get(url)
+        response.raise_for_status()
+        return response.json()
+
+    def status(self, name: str, *, peers: bool = True) -> dict[str, Any]:
+        """A sidecar's ``/v1/status`` (with its peers)."""
+        node = self.nodes[name]
+        result: dict[str, Any] = self.get(f"{node.admin}/v1/status?peers={str(peers).lower()}")
+        return result
+
+    def peer(self, name: str, other: str) -> dict[str, Any] | None:
+        """What sidecar ``name`` reports about ``other`` (None: not a peer yet)."""
+        other_id = self.nodes[other].node_id
+        for peer in self.status(name)["peers"]:
+            if peer["node_id"] == other_id:
+                return dict(peer)
+        return None
+
+    def beacon_status(self, name: str) -> dict[str, Any]:
+        """A beacon's ``/v1/status``."""
+        url = f"http://{self.beacon_ip(name)}:{BEACON_HTTP_PORT}/v1/status"
+        result: dict[str, Any] = self.get(url)
+        return result
+
+    def report(self, name: str) -> dict[str, Any] | None:
+        """The last ``demo_report`` line of a node's demo app (None: none yet)."""
+        text = self.nodes[name].demo.logs(tail=30).decode("utf-8", "replace")
+        for line in reversed(text.splitlines()):
+            try:
+                value = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(value, dict) and value.get("event") == "demo_report":
+                return value
+        return None
+
+    def received(self) -> dict[tuple[str, str], int]:
+        """(source name, destination name) -> datagrams the destination's demo received."""
+        names = self.by_id()
+        counts: dict[tuple[str, str], int] = {}
+        for dst in self.nodes:
+            report = self.report(dst) or {}
+            for src_id, count in (report.get("received") or {}).items():
+                src = names.get(int(src_id))
+                if src is not None:
+                    counts[(src, dst)] = int(count)
+        return counts
+
+    def wait_delivered(
+        self,
+        pairs: Iterable[tuple[str, str]],
+        *,
+        since: Mapping[tuple[str, str], int] | None = None,
+        more: int = 2,
+        timeout: float = 30.0,
+    ) -> dict[tuple[str, str], int]:
+        """Wait until each (src, dst) pair delivered ``more`` datagrams beyond ``since``.
+
+        Returns:
+            The counts when every pair had.
+        """
+        wanted = list(pairs)
+        base = since or {}
+        deadline = time.monotonic() + timeout
+        while True:
+            counts = self.received()
+            short = {p: (base.get(p, 0), counts.get(p, 0)) for p in wanted
+                     if counts.get(p, 0) < base.get(p, 0) + more}  # fmt: skip
+            if not short:
+                return counts
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"not {more} more datagrams within {timeout} s on (src, dst): "
+                    f"(before, now) {short}"
+                )
+            time.sleep(1.0)
+
+    def ready(self, name: str) -> bool:
+        """The sidecar answers ``/readyz`` with 200."""
+        return self.http.get(f"{self.nodes[name].admin}/readyz").status_code == 200
+
+    # --- changes --------------------------------------------------------------
+    def restart_demo(self, name: str) -> None:
+        """Restart a demo app (after its sidecar restarted: it joins the new namespace)."""
+        self.nodes[name].demo.restart(timeout=5)
+
+
+def _answers(http: httpx.Client, url: str) -> bool:
+    return http.get(url).is_success
+
+
+def _node_env(world: World, extra: Mapping[str, str]) -> dict[str, str]:
+    return {
+        "NATROUTE_SIDECAR_REGISTRY_URL": f"http://{world.registry_ip}:{REGISTRY_PORT}",
+        "NATROUTE_SIDECAR_BEACONS": ",".join(world.beacon_addr(b) for b in BEACONS),
+        "NATROUTE_SIDECAR_ADMIN_LISTEN": f"0.0.0.0:{ADMIN_PORT}",
+        "NATROUTE_SIDECAR_APP_DELIVER": "127.0.0.1:4101",
+        **extra,
+    }
+
+
+def build_world(
+    lab: Lab,
+    images: Images,
+    routers: Mapping[str, str],
+    nodes: Sequence[tuple[str, str | None]],
+    *,
+    sidecar_env: Mapping[str, str] | None = None,
+    demo_interval: float = 1.0,
+    report_interval: float = 1.0,
+    ready_timeout: float = 90.0,
+) -> World:
+    """Start a world and wait until every sidecar is ready.
+
+    Args:
+        lab: the lab that owns (and removes) everything.
+        images: the built images.
+        routers: router name -> NAT_MODE.
+        nodes: (node name, router name or None for a node on the internet).
+        sidecar_env: extra ``NATROUTE_SIDECAR_*`` settings for every sidecar.
+        demo_interval: the demo apps' send interval.
+        report_interval: the demo apps' report interval.
+        ready_timeout: seconds for everything to become ready.
+
+    Returns:
+        The world, node IDs filled in. Close its ``http`` client when done.
+
+    Raises:
+        LabError: a router did not come up.
+        AssertionError: a service did not become ready in time.
+    """
+    internet = lab.network("internet")
+    registry = lab.node(
+        "registry",
+        images.registry,
+        (internet, internet.host(10)),
+        None,
+        command=None,
+        environment={"NATROUTE_REGISTRY_DEV": "true"},
+    )
+    world = World(lab, images, httpx.Client(timeout=3.0), internet, registry, {}, {})
+    try:
+        _populate(world, routers, nodes, sidecar_env or {}, demo_interval, report_interval,
+                  ready_timeout)  # fmt: skip
+    except BaseException:
+        world.http.close()
+        raise
+    return world
+
+
+def _populate(
+    world: World,
+    routers: Mapping[str, str],
+    nodes: Sequence[tuple[str, str | None]],
+    sidecar_env: Mapping[str, str],
+    demo_interval: float,
+    report_interval: float,
+    ready_timeout: float,
+) -> None:
+    lab, images, internet = world.lab, world.images, world.internet
+    for name in BEACONS:
+        other = next(b for b in BEACONS if b != name)
+        world.beacons[name] = lab.node(
+            name,
+            images.beacon,
+            (internet, world.beacon_ip(name)),
+            None,
+            command=None,
+            environment={
+                "NATROUTE_BEACON_ADVERTISE": world.beacon_addr(name),
+                "NATROUTE_BEACON_PEERS": world.beacon_addr(other),
+                "NATROUTE_BEACON_REGISTRY_URL": f"http://{world.registry_ip}:{REGISTRY_PORT}",
+                "NATROUTE_BEACON_REGISTRY_TOKEN": "dev",
+                "NATROUTE_BEACON_GOSSIP_INTERVAL": "2",  # [10 s]
+                "NATROUTE_BEACON_REGISTER_INTERVAL": "5",  # [30 s]
+                # A node that moved to another beacon stays in this one's table until
+                # it expires, and relays for it are sent to its old mapping, which the
+                # sidecar drops (not_from_beacon). With keepalives every second, 10 s is
+                # safe; the default 600 s would stall such pairs for 10 minutes.
+                "NATROUTE_BEACON_NODE_TTL": str(BEACON_NODE_TTL),  # [600 s]
+                "NATROUTE_BEACON_SWEEP_INTERVAL": "1",  # [60 s]
+            },
+        )
+    lans: dict[str, LabNetwork] = {}
+    for index, (name, mode) in enumerate(routers.items(), start=2):
+        lans[name] = lab.network(f"lan-{name}")
+        world.routers[name] = lab.router(
+            f"router-{name}",
+            images.router,
+            mode,
+            (internet, internet.host(index)),
+            (lans[name], lans[name].host(2)),
+        )
+    world.demo_env = {
+        "NATROUTE_DEMO_REGISTRY_URL": f"http://{world.registry_ip}:{REGISTRY_PORT}",
+        "NATROUTE_DEMO_REGISTRY_TOKEN": "dev",
+        "NATROUTE_DEMO_INTERVAL": str(demo_interval),
+        "NATROUTE_DEMO_REPORT_INTERVAL": str(report_interval),
+    }
+    env = _node_env(world, sidecar_env)
+    registry_url = f"http://{world.registry_ip}:{REGISTRY_PORT}/readyz"
+    wait_for(partial(_answers, world.http, registry_url), "registry ready", ready_timeout)
+    for name in BEACONS:
+        url = f"http://{world.beacon_ip(name)}:{BEACON_HTTP_PORT}/readyz"
+        wait_for(partial(_answers, world.http, url), f"{name} ready", ready_timeout)
+    behind: dict[str, int] = {}
+    public = 0
+    for name, router_name in nodes:
+        if router_name is None:
+            ip, gateway, net, router = internet.host(20 + public), None, internet, None
+            public += 1
+        else:
+            behind[router_name] = behind.get(router_name, 0) + 1
+            net, router = lans[router_name], world.routers[router_name]
+            ip, gateway = net.host(9 + behind[router_name]), router.lan_ip
+        sidecar = lab.node(name, images.sidecar, (net, ip), gateway, command=None, environment=env)
+        demo = lab.attached(
+            f"demo-{name}", images.sidecar, sidecar, command=["natroute-demo"],
+            environment=world.demo_env,
+        )  # fmt: skip
+        kind = router.mode if router is not None else "public"
+        world.nodes[name] = Node(name, kind, ip, sidecar, demo, router)
+    for name, node in world.nodes.items():
+        try:
+            wait_for(partial(world.ready, name), f"{name} ready", ready_timeout)
+        except AssertionError as exc:
+            logs = node.sidecar.logs(tail=40).decode("utf-8", "replace")
+            raise LabError(f"{exc}\n{node.sidecar.name} log:\n{logs}") from exc
+        node.node_id = int(world.status(name, peers=False)["node_id"])
