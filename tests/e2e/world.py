@@ -272,6 +272,7 @@ def build_world(
     nodes: Sequence[tuple[str, str | None]],
     *,
     sidecar_env: Mapping[str, str] | None = None,
+    router_env: Mapping[str, str] | None = None,
     demo_interval: float = 1.0,
     report_interval: float = 1.0,
     ready_timeout: float = 90.0,
@@ -284,6 +285,7 @@ def build_world(
         routers: router name -> NAT_MODE.
         nodes: (node name, router name or None for a node on the internet).
         sidecar_env: extra ``NATROUTE_SIDECAR_*`` settings for every sidecar.
+        router_env: extra settings for every router (e.g. ``NAT_HAIRPIN``).
         demo_interval: the demo apps' send interval.
         report_interval: the demo apps' report interval.
         ready_timeout: seconds for everything to become ready.
@@ -306,8 +308,8 @@ def build_world(
     )
     world = World(lab, images, httpx.Client(timeout=3.0), internet, registry, {}, {})
     try:
-        _populate(world, routers, nodes, sidecar_env or {}, demo_interval, report_interval,
-                  ready_timeout)  # fmt: skip
+        _populate(world, routers, nodes, sidecar_env or {}, router_env or {}, demo_interval,
+                  report_interval, ready_timeout)  # fmt: skip
     except BaseException:
         world.http.close()
         raise
@@ -319,6 +321,7 @@ def _populate(
     routers: Mapping[str, str],
     nodes: Sequence[tuple[str, str | None]],
     sidecar_env: Mapping[str, str],
+    router_env: Mapping[str, str],
     demo_interval: float,
     report_interval: float,
     ready_timeout: float,
@@ -356,6 +359,7 @@ def _populate(
             mode,
             (internet, internet.host(index)),
             (lans[name], lans[name].host(2)),
+            environment=router_env,
         )
     world.demo_env = {
         "NATROUTE_DEMO_REGISTRY_URL": f"http://{world.registry_ip}:{REGISTRY_PORT}",
@@ -369,17 +373,21 @@ def _populate(
     for name in BEACONS:
         url = f"http://{world.beacon_ip(name)}:{BEACON_HTTP_PORT}/readyz"
         wait_for(partial(_answers, world.http, url), f"{name} ready", ready_timeout)
-    behind: dict[str, int] = {}
-    public = 0
+    behind: dict[str | None, int] = {}
     for name, router_name in nodes:
+        # The k-th node behind a router listens on port 4000 + k - 1: nodes behind one
+        # Linux NAT that share a source port get remapped per destination (see
+        # docs/e2e.md), which is not the endpoint-independent NAT under test.
+        index = behind[router_name] = behind.get(router_name, 0) + 1
         if router_name is None:
-            ip, gateway, net, router = internet.host(20 + public), None, internet, None
-            public += 1
+            ip, gateway, net, router = internet.host(19 + index), None, internet, None
         else:
-            behind[router_name] = behind.get(router_name, 0) + 1
             net, router = lans[router_name], world.routers[router_name]
-            ip, gateway = net.host(9 + behind[router_name]), router.lan_ip
-        sidecar = lab.node(name, images.sidecar, (net, ip), gateway, command=None, environment=env)
+            ip, gateway = net.host(9 + index), router.lan_ip
+        node_env = {**env, "NATROUTE_SIDECAR_LISTEN": f"0.0.0.0:{SIDECAR_PORT + index - 1}"}
+        sidecar = lab.node(
+            name, images.sidecar, (net, ip), gateway, command=None, environment=node_env
+        )
         demo = lab.attached(
             f"demo-{name}", images.sidecar, sidecar, command=["natroute-demo"],
             environment=world.demo_env,
