@@ -27,9 +27,10 @@ __all__ = ["EmbeddedHttpServer", "bind_tcp", "run", "wait_for_signal"]
 def run(coro: Coroutine[Any, Any, None], *, use_uvloop: bool = True) -> None:
     """Run ``coro`` to completion on uvloop (or asyncio where uvloop is missing or off).
 
-    uvloop 0.2x crashes (SIGSEGV) when a UDP *transport* meets an
-    ``IP_RECVERR`` error; the sidecar therefore reads its sockets with
-    ``add_reader`` (see ``natroute.sidecar.udp.DatagramPump``).
+    The sidecar runs on the stdlib loop: its socket has ``IP_RECVERR`` set (ICMP
+    errors are attributed to peers), and uvloop cannot live with that — a UDP
+    transport crashes with SIGSEGV on the first queued error, and ``add_reader``
+    goes deaf, because libuv stops polling a descriptor that reports POLLERR.
     """
     try:
         if not use_uvloop:

@@ -59,7 +59,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     configure_logging(settings.log_level)
     try:
-        run(serve(settings))
+        # stdlib loop: libuv stops polling a socket with IP_RECVERR errors (see run())
+        run(serve(settings), use_uvloop=False)
     except (SidecarError, IdentityError) as exc:
         print(f"natroute-sidecar: {exc}", file=sys.stderr)
         return 2

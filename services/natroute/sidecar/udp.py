@@ -102,10 +102,10 @@ class DatagramPump:
     """Reads a non-blocking UDP socket from the event loop, in batches.
 
     ``loop.add_reader`` instead of a datagram transport: one wake-up reads
-    up to ``batch`` datagrams, and the loop never sees the socket's errors
-    (uvloop 0.2x crashes with SIGSEGV when a datagram transport meets an
-    ``IP_RECVERR`` error). Errors surface here, from ``recvfrom``, and go to
-    ``on_error``; a callback that raises is logged, never fatal.
+    up to ``batch`` datagrams. An ``IP_RECVERR`` error makes the descriptor
+    report POLLERR; the stdlib selector loop then wakes the reader, whose
+    ``recvfrom`` raises the error, and it goes to ``on_error`` (which drains
+    the error queue). A callback that raises is logged, never fatal.
     """
 
     def __init__(
