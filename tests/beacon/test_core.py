@@ -414,6 +414,26 @@ def test_local_registration_wins_over_gossip() -> None:
     assert out == [(encode_message(RelayDeliver(1, b"x")), B)]
 
 
+def test_silent_local_node_announced_by_a_peer_is_handed_off() -> None:
+    """A node that moved to another beacon stops refreshing here: relays follow it."""
+    core, clock = make(handoff_after=30.0, gossip_ttl=3600.0)
+    core.set_static_peers([PEER])
+    core.handle_datagram(disc(1), A, clock())
+    core.handle_datagram(disc(2), B, clock())
+    core.handle_datagram(encode_message(Sync(9, (2,))), PEER, clock())
+    frame = encode_relay(1, 2, b"x")
+    clock.advance(30.0)
+    core.handle_datagram(disc(1), A, clock())  # the sender keeps its entry fresh
+    assert core.handle_datagram(frame, A, clock()) == [
+        (encode_message(RelayDeliver(1, b"x")), B)
+    ]  # exactly handoff_after: still local
+    clock.advance(0.5)
+    core.handle_datagram(disc(1), A, clock())
+    assert core.handle_datagram(frame, A, clock()) == [(frame, PEER)]  # moved: forwarded
+    core.handle_datagram(disc(2), B, clock())  # back here: local again
+    assert core.handle_datagram(frame, A, clock()) == [(encode_message(RelayDeliver(1, b"x")), B)]
+
+
 def test_relay_from_peer_is_delivered_locally_and_never_forwarded() -> None:
     core, clock = make()
     core.set_listed_peers([PEER, PEER2])

@@ -66,6 +66,9 @@ class BeaconConfig:
         node_cap: most node entries held; a new node at the cap is dropped.
         gossip_ttl: a gossip entry not refreshed for this long expires (D27).
         gossip_cap: most gossip entries held.
+        handoff_after: a local node entry not refreshed for this long yields to a
+            peer beacon that announces the node (it moved there; relays follow it
+            instead of going to a mapping the node no longer listens on).
         auth_max_skew: accepted distance between a signed discover's time and
             the beacon's wall clock.
         discover_limit: per source IP (IPv6: per /64) bucket for Discover.
@@ -83,6 +86,7 @@ class BeaconConfig:
     node_cap: int = DEFAULT_NODE_CAP
     gossip_ttl: float = 3 * DEFAULT_GOSSIP_INTERVAL
     gossip_cap: int = DEFAULT_NODE_CAP
+    handoff_after: float = 60.0
     auth_max_skew: float = 120.0
     discover_limit: RateLimit = RateLimit(rate=10.0, burst=40.0)
     punch_limit: RateLimit = RateLimit(rate=2.0, burst=10.0)
@@ -95,8 +99,8 @@ class BeaconConfig:
     def __post_init__(self) -> None:
         if not 0 < self.beacon_id <= 0xFFFFFFFF:
             raise ValueError(f"beacon_id must be in 1..2**32-1, not {self.beacon_id}")
-        if self.node_ttl <= 0 or self.gossip_ttl <= 0:
-            raise ValueError("node_ttl and gossip_ttl must be positive")
+        if self.node_ttl <= 0 or self.gossip_ttl <= 0 or self.handoff_after <= 0:
+            raise ValueError("node_ttl, gossip_ttl and handoff_after must be positive")
         if self.node_cap < 1 or self.gossip_cap < 1 or self.limiter_cap < 1:
             raise ValueError("caps must be at least 1")
         if not 1 <= self.sync_ids_per_datagram <= MAX_SYNC_IDS_PER_DATAGRAM:

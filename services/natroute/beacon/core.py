@@ -334,7 +334,10 @@ class BeaconCore:
                 if sender is None or sender.addr != src:
                     return self._drop(DropReason.RELAY_SENDER_MISMATCH, src)
         dst = self.nodes.get(msg.dst, now)
-        if dst is not None:
+        # A peer beacon announcing the node wins over a local entry the node has
+        # stopped refreshing: it moved to that beacon (hand-off).
+        peer = None if from_peer else self.gossip.lookup(msg.dst, now)
+        if dst is not None and (peer is None or now - dst.last_seen <= self.config.handoff_after):
             c = self.counters
             c.relayed_packets += 1
             c.relayed_bytes += size
@@ -342,7 +345,6 @@ class BeaconCore:
         if from_peer:
             # Never forward a frame another beacon forwarded to us (§10 D27).
             return self._drop(DropReason.RELAY_HOP_LIMIT, src)
-        peer = self.gossip.lookup(msg.dst, now)
         if peer is None:
             return self._drop(DropReason.RELAY_UNKNOWN_DST, src)
         c = self.counters

@@ -69,6 +69,7 @@ class Settings(BaseSettings):
     sweep_interval: float = Field(default=DEFAULT_SWEEP_INTERVAL, gt=0)
     gossip_interval: float = Field(default=DEFAULT_GOSSIP_INTERVAL, gt=0)
     gossip_ttl: float = Field(default=_D.gossip_ttl, gt=0)
+    handoff_after: float = Field(default=_D.handoff_after, gt=0)
     register_interval: float = Field(default=DEFAULT_REGISTER_INTERVAL, gt=0)
     discover_rate: float = _D.discover_limit.rate
     discover_burst: float = _D.discover_limit.burst
@@ -132,6 +133,7 @@ class Settings(BaseSettings):
             node_ttl=self.node_ttl,
             node_cap=self.node_cap,
             gossip_ttl=self.gossip_ttl,
+            handoff_after=self.handoff_after,
             gossip_cap=self.node_cap,
             auth_max_skew=self.auth_max_skew,
             discover_limit=RateLimit(self.discover_rate, self.discover_burst),
@@ -156,6 +158,12 @@ _FLAGS: tuple[tuple[str, str, type, str], ...] = (
     ("--sweep-interval", "sweep_interval", float, "seconds between expiry sweeps (60)"),
     ("--gossip-interval", "gossip_interval", float, "seconds between Sync rounds (10)"),
     ("--gossip-ttl", "gossip_ttl", float, "seconds before unrefreshed gossip expires (30)"),
+    (
+        "--handoff-after",
+        "handoff_after",
+        float,
+        "seconds after which a silent local node yields to a peer beacon announcing it (60)",
+    ),
     ("--register-interval", "register_interval", float, "seconds between registrations (30)"),
     ("--discover-rate", "discover_rate", float, "discovers/s per source IP (0: off)"),
     ("--discover-burst", "discover_burst", float, "discover burst per source IP"),
