@@ -237,6 +237,7 @@ def test_7_cold_start_with_the_registry_down_uses_the_beacon_cache(world: World)
             node.sidecar.start()
         world.restart_demo("cone-b")
 
+    print(f"\ncold start: nat {status['nat']}")
     assert status["beacon"]["source"] == "cache", status["beacon"]
     assert status["node_id"] == before_id, status
     assert status["beacon"]["pick"] in {world.beacon_addr(b) for b in BEACONS}, status

@@ -113,6 +113,8 @@ class Node:
     demo: Any
     router: Router | None
     node_id: int = 0
+    #: Unix second the demo app last (re)started; older log lines are another run's.
+    demo_since: int = 0
 
     @property
     def admin(self) -> str:
@@ -190,7 +192,9 @@ class World:
 
     def report(self, name: str) -> dict[str, Any] | None:
         """The last ``demo_report`` line of a node's demo app (None: none yet)."""
-        text = self.nodes[name].demo.logs(tail=30).decode("utf-8", "replace")
+        node = self.nodes[name]
+        logs = node.demo.logs(tail=30, since=node.demo_since) if node.demo_since else None
+        text = (logs if logs is not None else node.demo.logs(tail=30)).decode("utf-8", "replace")
         for line in reversed(text.splitlines()):
             try:
                 value = json.loads(line)
@@ -247,8 +251,14 @@ class World:
 
     # --- changes --------------------------------------------------------------
     def restart_demo(self, name: str) -> None:
-        """Restart a demo app (after its sidecar restarted: it joins the new namespace)."""
-        self.nodes[name].demo.restart(timeout=5)
+        """Restart a demo app (after its sidecar restarted: it joins the new namespace).
+
+        Its counters start again from zero, so its reports before the restart are
+        ignored from now on.
+        """
+        node = self.nodes[name]
+        node.demo_since = int(time.time())
+        node.demo.restart(timeout=5)
 
 
 def _answers(http: httpx.Client, url: str) -> bool:
