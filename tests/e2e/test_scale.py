@@ -6,8 +6,7 @@ must deliver; the share of pairs that ended up direct is printed (docs/e2e.md
 has the measured figure). Expected paths: pairs with a symmetric node relay
 from the start; cone nodes behind different routers punch through; cone nodes
 behind the same router cannot reach each other's public mapping (the routers do
-not hairpin; they drop such datagrams, NAT_HAIRPIN=drop) and fall back to relay
-after blackhole detection.
+not hairpin: the router answers ICMP port unreachable) and fall back to relay.
 """
 
 from __future__ import annotations
@@ -40,9 +39,6 @@ def scale_world(docker_client: docker.DockerClient, images: Images) -> Iterator[
             ROUTERS,
             NODES,
             sidecar_env=FAST_SIDECAR_ENV,
-            # No ICMP for hairpin attempts: on uvloop the sidecar's peer socket stops
-            # reading after an ICMP error (reported; docs/e2e.md "Known problems").
-            router_env={"NAT_HAIRPIN": "drop"},
             demo_interval=2.0,
             report_interval=3.0,
             ready_timeout=180.0,

@@ -34,7 +34,7 @@ from .lab import Lab, LabNetwork, Router
 __all__ = [
     "ADMIN_PORT",
     "BEACONS",
-    "BEACON_NODE_TTL",
+    "BEACON_HANDOFF_AFTER",
     "FAST_SIDECAR_ENV",
     "NAT_TYPES",
     "Node",
@@ -50,8 +50,8 @@ SIDECAR_PORT = 4000
 BEACON_PORT = 9001
 BEACON_HTTP_PORT = 8001
 REGISTRY_PORT = 9000
-#: Beacon node-table TTL in the lab (see build_world).
-BEACON_NODE_TTL = 10.0
+#: Beacon hand-off time in the lab (see build_world).
+BEACON_HANDOFF_AFTER = 5.0
 BEACONS = ("beacon-a", "beacon-b")
 #: NAT type each kind of node must report (sidecar ``nat.type``).
 NAT_TYPES = {
@@ -352,12 +352,9 @@ def _populate(
                 "NATROUTE_BEACON_REGISTRY_TOKEN": "dev",
                 "NATROUTE_BEACON_GOSSIP_INTERVAL": "2",  # [10 s]
                 "NATROUTE_BEACON_REGISTER_INTERVAL": "5",  # [30 s]
-                # A node that moved to another beacon stays in this one's table until
-                # it expires, and relays for it are sent to its old mapping, which the
-                # sidecar drops (not_from_beacon). With keepalives every second, 10 s is
-                # safe; the default 600 s would stall such pairs for 10 minutes.
-                "NATROUTE_BEACON_NODE_TTL": str(BEACON_NODE_TTL),  # [600 s]
-                "NATROUTE_BEACON_SWEEP_INTERVAL": "1",  # [60 s]
+                # A node that moved to another beacon yields its local entry to the
+                # beacon now announcing it after this much silence (keepalives every 1 s).
+                "NATROUTE_BEACON_HANDOFF_AFTER": str(BEACON_HANDOFF_AFTER),  # [60 s]
             },
         )
     lans: dict[str, LabNetwork] = {}
