@@ -34,23 +34,19 @@ def test_classify_nat(observed: list[Addr], expected: NatType) -> None:
 
 
 @contextmanager
-def fake_beacon(*replies: Addr | None) -> Iterator[str]:
-    """A loopback beacon answering one Discover per entry of ``replies``.
-
-    ``None`` answers with the real source address, an address with itself.
-    """
+def fake_beacon(reply_with: Addr | None) -> Iterator[str]:
+    """A loopback beacon answering one Discover with ``reply_with`` (or the real source)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind(("127.0.0.1", 0))
     sock.settimeout(2.0)
 
     def serve() -> None:
-        for reply in replies:
-            try:
-                data, src = sock.recvfrom(100)
-            except OSError:
-                return
-            decode_message(data)
-            sock.sendto(encode_message(DiscoverReply(reply or (src[0], src[1]))), src)
+        try:
+            data, src = sock.recvfrom(100)
+        except OSError:
+            return
+        decode_message(data)
+        sock.sendto(encode_message(DiscoverReply(reply_with or (src[0], src[1]))), src)
 
     thread = threading.Thread(target=serve)
     thread.start()
@@ -78,38 +74,15 @@ def test_detect_nat_without_a_nat_on_loopback() -> None:
         assert report.public_endpoint == (me[0], me[1])
 
 
-def test_detect_nat_symmetric_when_the_beacons_disagree_twice() -> None:
-    wan = "198.18.100.4"
-    with (
-        _client() as sock,
-        fake_beacon((wan, 40001), (wan, 40003)) as b1,
-        fake_beacon((wan, 40002), (wan, 40004)) as b2,
-    ):
-        report = detect_nat(sock, [b1, b2], timeout=2.0)
-        assert report.nat_type is NatType.ENDPOINT_DEPENDENT
-        assert report.public_endpoint == (wan, 40001)
-
-
-def test_one_bent_mapping_is_rechecked_from_a_fresh_socket() -> None:
-    """A stale NAT entry bends one mapping of the traffic socket; a fresh one shows cone."""
-    with (
-        _client() as sock,
-        fake_beacon(None, None) as b1,
-        fake_beacon(("127.0.0.1", 40540), None) as b2,
-    ):
-        report = detect_nat(sock, [b1, b2], timeout=2.0)
-        assert report.nat_type is NatType.ENDPOINT_INDEPENDENT
-        assert report.observations[b2] == ("127.0.0.1", 40540)  # what was seen is kept
-
-
-def test_recheck_without_answers_keeps_the_first_verdict() -> None:
+def test_detect_nat_symmetric_when_the_beacons_disagree() -> None:
     with (
         _client() as sock,
         fake_beacon(("198.18.100.4", 40001)) as b1,
         fake_beacon(("198.18.100.4", 40002)) as b2,
     ):
-        report = detect_nat(sock, [b1, b2], timeout=0.3)
+        report = detect_nat(sock, [b1, b2], timeout=2.0)
         assert report.nat_type is NatType.ENDPOINT_DEPENDENT
+        assert report.public_endpoint == ("198.18.100.4", 40001)
 
 
 def test_detect_nat_skips_silent_beacons_and_honours_the_limit() -> None:

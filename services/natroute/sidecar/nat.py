@@ -5,9 +5,6 @@ to up to two beacons. The same public endpoint from both means the NAT maps
 endpoint-independently (cone: hole punching works); different endpoints mean
 endpoint-dependent (symmetric) mapping, so the node registers ``relay_only``;
 an observed endpoint equal to our own address means there is no NAT at all.
-An endpoint-dependent verdict is checked once more from a fresh socket: a
-stale NAT entry left by an earlier run on the same local port can bend one
-mapping (seen after a sidecar restart), and the verdict decides ``relay_only``.
 Blocking: runs before the receive loop owns the socket, in a worker thread.
 """
 
@@ -91,23 +88,4 @@ def detect_nat(
     if target is None:
         return NatReport(observations=observations)
     local = _local_addr_towards(target, sock.getsockname()[1])
-    nat_type = classify_nat(local, list(observations.values()))
-    if nat_type is NatType.ENDPOINT_DEPENDENT and not _dependent_again(sock, observations, timeout):
-        # A stale NAT entry of an earlier run of this socket (same local port) can
-        # bend one mapping; a fresh socket shows how the NAT really maps.
-        _log.warning("nat_recheck_disagrees", extra={"observed": observations})
-        nat_type = NatType.ENDPOINT_INDEPENDENT
-    return NatReport(nat_type, observations, local)
-
-
-def _dependent_again(sock: socket.socket, observations: dict[str, Addr], timeout: float) -> bool:
-    """Do the same beacons see two mappings for a fresh socket too?"""
-    with socket.socket(sock.family, socket.SOCK_DGRAM) as fresh:
-        fresh.bind((sock.getsockname()[0], 0))
-        seen = set()
-        for beacon in observations:
-            try:
-                seen.add(discover_endpoint(beacon, 0, fresh, timeout))
-            except RoutingError:
-                return True  # cannot tell: keep the first answer
-        return len(seen) > 1
+    return NatReport(classify_nat(local, list(observations.values())), observations, local)
