@@ -36,9 +36,10 @@ class FakeClock:
     def __call__(self) -> float:
         return self.now
 
-    def advance(self, dt: float) -> None:
-        """Move time forward by ``dt`` seconds."""
+    def advance(self, dt: float) -> float:
+        """Move time forward by ``dt`` seconds; returns the new time."""
         self.now += dt
+        return self.now
 
 
 class RecordingSender:

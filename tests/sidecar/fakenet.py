@@ -39,6 +39,7 @@ from natroute.routing.config import ManagerConfig
 from natroute.routing.manager import Manager
 from natroute.routing.types import Addr
 from natroute.sidecar.node import NatType, Node, NodeConfig, PeerInfo
+from tests.routing.fakes import FakeClock
 
 __all__ = [
     "BEACON_ADDR",
@@ -61,20 +62,6 @@ _NO_LIMIT = RateLimit(0.0, 0.0)
 def public_key(key: X25519PrivateKey) -> bytes:
     """Raw X25519 public key bytes."""
     return key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-
-
-class FakeClock:
-    """Monotonic seconds that move only when a test says so."""
-
-    def __init__(self, start: float = 1000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        """Move time forward."""
-        self.now += seconds
 
 
 class NatKind(Enum):
