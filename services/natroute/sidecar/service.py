@@ -112,7 +112,6 @@ class Sidecar:
         self.relay_only = False
         self.last_refresh: RefreshOutcome | None = None
         self.last_refresh_at: float | None = None
-        self.last_beacon_reply_at: float | None = None
         self.started_at = clock()
         self.ready = False
         self.app: AppEndpoint | None = None
@@ -462,7 +461,6 @@ class Sidecar:
 
     def endpoint_observed(self, addr: Addr) -> None:
         """The beacon answered a keepalive; notice a changed public endpoint."""
-        self.last_beacon_reply_at = self.clock()
         self.health.replied()
         if self.public_endpoint != addr and not self.settings.advertise:
             _log.info(
@@ -486,7 +484,3 @@ class Sidecar:
     def uptime(self) -> float:
         """Seconds since the sidecar was created."""
         return self.clock() - self.started_at
-
-    def beacon_list(self) -> list[str]:
-        """The merged beacon list of the last applied refresh."""
-        return self.selection.snapshot()[1]

@@ -362,7 +362,7 @@ def _beacon(sidecar: Sidecar, now: float, cache: CacheAge) -> BeaconStatus:
         swapped=last.swapped if last is not None else False,
         last_refresh_age=_age(now, sidecar.last_refresh_at),
         last_refresh_errors=tuple(last.errors) if last is not None else (),
-        last_reply_age=_age(now, sidecar.last_beacon_reply_at),
+        last_reply_age=_age(now, sidecar.health.last_reply),
         cache_age=cache.age,
         cache_addrs=cache.addrs,
         cache_error=cache.error,
