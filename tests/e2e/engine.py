@@ -26,6 +26,7 @@ __all__ = [
     "Images",
     "LabError",
     "build_images",
+    "default_tag",
     "engine_client",
     "local_base_image",
 ]
@@ -116,7 +117,18 @@ def _build(client: docker.DockerClient, tag: str, path: Path, **kwargs: Any) -> 
     return time.monotonic() - start
 
 
-def build_images(client: docker.DockerClient, *, tag: str = "e2e", report: bool = False) -> Images:
+def default_tag() -> str:
+    """The image tag of this checkout's e2e images: ``NATROUTE_E2E_TAG`` or ``e2e``.
+
+    Several checkouts sharing one engine (parallel work trees) each set their own
+    tag so that one checkout's build never replaces the images another is testing.
+    """
+    return os.environ.get("NATROUTE_E2E_TAG", "e2e")
+
+
+def build_images(
+    client: docker.DockerClient, *, tag: str | None = None, report: bool = False
+) -> Images:
     """Build the service images and the router image.
 
     With the local base image present the builds are offline (``network_mode``
@@ -126,7 +138,7 @@ def build_images(client: docker.DockerClient, *, tag: str = "e2e", report: bool 
 
     Args:
         client: the engine.
-        tag: image tag, e.g. ``natroute-beacon:e2e``.
+        tag: image tag, e.g. ``natroute-beacon:e2e`` (default: :func:`default_tag`).
         report: print each build's time and the image sizes.
 
     Returns:
@@ -135,6 +147,7 @@ def build_images(client: docker.DockerClient, *, tag: str = "e2e", report: bool 
     Raises:
         LabError: a build failed, or the wheels for an offline build are missing.
     """
+    tag = tag or default_tag()
     base = local_base_image(client)
     kwargs: dict[str, Any] = {}
     if base is not None:
