@@ -188,21 +188,26 @@ def _kv(rows: Sequence[tuple[str, str | Text]]) -> Table:
     return grid
 
 
+def _rtt(ms: float | None) -> str:
+    return "-" if ms is None else f"{ms:.1f}ms"
+
+
 def _peer_table(peers: list[dict[str, Any]]) -> Table:
     table = Table(title=f"peers ({len(peers)})", title_justify="left")
-    for name in ("peer", "path", "reason", "pinned", "addr", "last direct", "misses"):
-        table.add_column(name, justify="right" if name in ("peer", "misses") else "left")
+    for name in ("peer", "name", "path", "reason", "state", "addr", "rtt", "last heard"):
+        table.add_column(name, justify="right" if name in ("peer", "rtt") else "left")
     table.add_column("sent/recv pkts", justify="right")
     for p in peers:
-        path = "relay" if p["relay"] else "direct"
+        direct = p["path"] == "direct"
         table.add_row(
             str(p["node_id"]),
-            Text(path, style="yellow" if p["relay"] else "green"),
+            p.get("name") or "-",
+            Text(p["path"], style="green" if direct else "yellow"),
             p["reason"],
-            "pinned" if p["pinned"] else "",
+            Text(p["state"], style="red" if p["state"] == "offline" else ""),
             p["addr"] or "-",
-            format_age(p["last_direct_recv_age"]),
-            str(p["blackhole_misses"]),
+            _rtt(p["rtt_ms"] if direct else p["relay_rtt_ms"]),
+            format_age(p["last_heard_age"]),
             f"{p['pkts_sent']}/{p['pkts_recv']}",
         )
     return table
@@ -248,7 +253,7 @@ def render_status(console: Console, s: dict[str, Any]) -> None:
         (
             "peers",
             f"{s['peers_total']} ({s['peers_direct']} direct, {s['peers_relay']} relay, "
-            f"{s['peers_pinned']} pinned)",
+            f"{s['peers_offline']} offline)",
         ),
         (
             "frames",
@@ -263,10 +268,15 @@ def render_status(console: Console, s: dict[str, Any]) -> None:
 
 def render_peer(console: Console, p: dict[str, Any]) -> None:
     """Print one ``/v1/peers/{id}`` body with its path history."""
-    path = "relay" if p["relay"] else "direct"
-    console.print(Text.assemble((f"peer {p['node_id']}", "bold"), f": {path} ({p['reason']})"))
+    name = f" ({p['name']})" if p.get("name") else ""
+    console.print(
+        Text.assemble((f"peer {p['node_id']}{name}", "bold"), f": {p['path']} ({p['reason']})")
+    )
     rows = [
+        ("state", p["state"]),
         ("address", p["addr"] or "-"),
+        ("rtt direct / relay", f"{_rtt(p['rtt_ms'])} / {_rtt(p['relay_rtt_ms'])}"),
+        ("last heard", format_age(p["last_heard_age"])),
         ("relay flag / pinned", f"{_yes(p['relay'])} / {_yes(p['pinned'])}"),
         ("relay_only", _yes(p["relay_only"])),
         ("last direct receipt", format_age(p["last_direct_recv_age"])),
@@ -281,6 +291,20 @@ def render_peer(console: Console, p: dict[str, Any]) -> None:
         ("known for", format_age(p["known_for"])),
     ]
     console.print(_kv(rows))
+    cands = Table(title="candidates", title_justify="left")
+    for col in ("addr", "kind", "probes", "acks", "rtt", "last ack", ""):
+        cands.add_column(col)
+    for c in p["candidates"]:
+        cands.add_row(
+            c["addr"],
+            c["kind"],
+            str(c["probes_sent"]),
+            str(c["acks"]),
+            _rtt(c["rtt_ms"]),
+            format_age(c["last_ack_age"]),
+            "chosen" if c["chosen"] else ("failed" if c["failed"] else ""),
+        )
+    console.print(cands)
     events = Table(title="path events", title_justify="left")
     for name in ("ago", "path", "reason", "detail"):
         events.add_column(name)
@@ -314,8 +338,7 @@ def _mutation(args: argparse.Namespace, api: _Admin, console: Console) -> int:
             "PUT", _peer_path(args.peer) + "/relay", {"relay": relay, "pinned": args.pinned}
         )
         flags = ", pinned" if p["pinned"] else ""
-        path = "relay" if p["relay"] else "direct"
-        console.print(f"peer {p['node_id']}: {path} ({p['reason']}{flags})")
+        console.print(f"peer {p['node_id']}: {p['path']} ({p['reason']}{flags})")
     elif args.command == "punch":
         p = api.call("POST", _peer_path(args.peer) + "/punch")
         console.print(

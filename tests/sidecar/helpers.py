@@ -8,17 +8,17 @@ from collections.abc import Callable
 import pytest
 
 from natroute.sidecar.appclient import AsyncAppClient
-from natroute.sidecar.node import Node
+from natroute.sidecar.engine import Engine
 from natroute.sidecar.peers import Peer
 from natroute.sidecar.service import Sidecar
 
 __all__ = ["Pump", "node", "peer_of", "wait_for"]
 
 
-def node(sidecar: Sidecar) -> Node:
-    """The started sidecar's Node."""
-    assert sidecar.node is not None
-    return sidecar.node
+def node(sidecar: Sidecar) -> Engine:
+    """The started sidecar's engine (its node ID is set)."""
+    assert sidecar.engine.node_id is not None
+    return sidecar.engine
 
 
 async def wait_for(predicate: Callable[[], bool], what: str, limit: float) -> None:

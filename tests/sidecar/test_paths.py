@@ -19,7 +19,7 @@ from natroute.routing.refresh import ListSource
 from natroute.routing.wire import PunchCommand, RelayDeliver, encode_message
 from natroute.sidecar.appclient import AsyncAppClient
 from natroute.sidecar.crypto import FRAME_MAGIC
-from natroute.sidecar.node import DropReason
+from natroute.sidecar.model import DropReason
 from natroute.sidecar.peers import Path as PeerPath
 from natroute.sidecar.peers import PathReason
 from natroute.sidecar.service import Sidecar
@@ -34,7 +34,7 @@ FAST = {
     "probe_initial_interval": 0.5,
     "probe_max_interval": 1.0,
     "peer_keepalive_interval": 0.5,
-    "dial_timeout": 3.0,
+    "check_window": 3.0,
 }
 
 
@@ -47,7 +47,12 @@ async def proxied_pair(
     addrs = [await p.start() for p in proxies]
     try:
         settings = [
-            stack.sidecar_settings(name, advertise=f"{addr[0]}:{addr[1]}", **{**FAST, **overrides})
+            stack.sidecar_settings(
+                name,
+                advertise=f"{addr[0]}:{addr[1]}",
+                host_candidates=False,
+                **{**FAST, **overrides},
+            )
             for name, addr in zip(("a", "b"), addrs, strict=True)
         ]
         async with running_sidecar(settings[0]) as a, running_sidecar(settings[1]) as b:
@@ -74,7 +79,7 @@ async def test_partition_flips_to_relay_and_heals_back_to_direct(tmp_path: Path)
         b_id = node(b).node_id
         await pump.delivered(5, limit=10)
         await wait_for(lambda: peer_of(a, b).direct_recv > 0, "a direct receipt from b", 5)
-        assert path_of(a, b) == (PeerPath.DIRECT, PathReason.PUNCHED)
+        assert path_of(a, b) == (PeerPath.DIRECT, PathReason.CHECKED)
         assert not a.manager.is_relay_peer(b_id)
 
         for p in proxies:
@@ -95,7 +100,12 @@ async def test_partition_flips_to_relay_and_heals_back_to_direct(tmp_path: Path)
         assert not a.manager.is_relay_pinned(b_id)
         await pump.delivered(5, limit=10)
         reasons = [e.reason for e in peer_of(a, b).events]
-        assert reasons[:3] == [PathReason.PUNCHED, PathReason.BLACKHOLE, PathReason.DIRECT_RESTORED]
+        assert reasons[:4] == [
+            PathReason.CHECKING,
+            PathReason.CHECKED,
+            PathReason.BLACKHOLE,
+            PathReason.DIRECT_RESTORED,
+        ]
 
 
 @pytest.mark.asyncio
@@ -130,7 +140,7 @@ async def test_spoofed_beacon_messages_and_forged_frames_change_nothing(tmp_path
         assert a.bound_addr is not None
         b_id = node(b).node_id
         before = a.manager.peer_routing(b_id)
-        peer_addr = node(a).peers.get(b_id).addr  # type: ignore[union-attr]
+        peer_addr = node(a).peers.get(b_id).chosen  # type: ignore[union-attr]
         victim = _udp()
         attacker = _udp()
         try:
@@ -158,7 +168,7 @@ async def test_spoofed_beacon_messages_and_forged_frames_change_nothing(tmp_path
             after = a.manager.peer_routing(b_id)
             assert after.relay == before.relay
             assert after.pinned == before.pinned
-            assert node(a).peers.get(b_id).addr == peer_addr  # type: ignore[union-attr]
+            assert node(a).peers.get(b_id).chosen == peer_addr  # type: ignore[union-attr]
             assert after.last_direct_recv is not None
             assert before.last_direct_recv is not None
         finally:
@@ -196,25 +206,39 @@ async def test_relay_only_node_is_relayed_from_the_first_datagram(tmp_path: Path
         Pump(a, s) as pump,
     ):
         await pump.delivered(3, limit=10)
-        assert path_of(a, s) == (PeerPath.RELAY, PathReason.RELAY_ONLY)
+        assert path_of(a, s) is not None
+        assert path_of(a, s)[0] is PeerPath.RELAY  # type: ignore[index]
         assert a.manager.is_relay_pinned(node(s).node_id)
         assert peer_of(a, s).direct_recv == 0
         assert peer_of(s, a).relay_recv > 0
-        assert [e.reason for e in peer_of(a, s).events] == [PathReason.RELAY_ONLY]
+        await wait_for(
+            lambda: path_of(a, s) == (PeerPath.RELAY, PathReason.RELAY_ONLY),
+            "a's checks of s to end",
+            10,
+        )
+        assert [e.reason for e in peer_of(a, s).events] == [
+            PathReason.NO_CANDIDATES,
+            PathReason.RELAY_ONLY,
+        ]
+        assert not peer_of(a, s).candidates  # a relay-only node publishes no address
+        assert peer_of(s, a).path is PeerPath.RELAY
+        assert peer_of(s, a).reason is PathReason.FORCED_RELAY
 
 
 @pytest.mark.asyncio
-async def test_icmp_unreachable_is_charged_to_the_peer_it_concerns(tmp_path: Path) -> None:
-    """IP_RECVERR attributes port-unreachable errors by destination (spec §10 D20)."""
+async def test_icmp_unreachable_is_charged_to_the_address_it_concerns(tmp_path: Path) -> None:
+    """IP_RECVERR attributes port-unreachable errors by destination (docs/decisions.md D20)."""
     closed = _udp()
     dead_addr = closed.getsockname()
     closed.close()  # nothing listens there now: the kernel answers ICMP port unreachable
     async with (
         running_stack(tmp_path) as stack,
-        running_sidecar(stack.sidecar_settings("a", dial_timeout=30.0)) as a,
+        running_sidecar(stack.sidecar_settings("a", check_window=30.0)) as a,
         running_sidecar(stack.sidecar_settings("b")) as b,
         running_sidecar(
-            stack.sidecar_settings("dead", advertise=f"{dead_addr[0]}:{dead_addr[1]}")
+            stack.sidecar_settings(
+                "dead", advertise=f"{dead_addr[0]}:{dead_addr[1]}", host_candidates=False
+            )
         ) as dead,
     ):
         dead_id = node(dead).node_id
@@ -223,19 +247,51 @@ async def test_icmp_unreachable_is_charged_to_the_peer_it_concerns(tmp_path: Pat
             await good.delivered(3, limit=10)
             app = AsyncAppClient(a.app_addr or ("", 0))
             try:
-                for _ in range(20):
-                    await app.send(dead_id, b"anyone there?")
-                    await asyncio.sleep(0.05)
-                    if a.manager.is_relay_peer(dead_id):
-                        break
+                await app.send(dead_id, b"anyone there?")
+                await wait_for(
+                    lambda: any(
+                        c.failed_at is not None
+                        for c in getattr(node(a).peers.get(dead_id), "candidates", {}).values()
+                    ),
+                    "the dead candidate to be marked failed",
+                    5,
+                )
             finally:
                 app.sock.close()
-            assert path_of_id(a, dead_id) == (PeerPath.RELAY, PathReason.ICMP_UNREACHABLE)
-            assert a.manager.is_relay_pinned(dead_id)
+            assert path_of_id(a, dead_id) == (PeerPath.RELAY, PathReason.CHECKING)
+            assert a.icmp_errors_attributed > 0
             # the healthy peer was never charged for the dead peer's errors
             assert a.manager.send_err_count(node(b).node_id) == 0
             assert not a.manager.is_relay_peer(node(b).node_id)
             await good.delivered(3, limit=10)
+
+
+@pytest.mark.asyncio
+async def test_icmp_unreachable_moves_a_direct_peer_to_the_relay(tmp_path: Path) -> None:
+    async with (
+        running_stack(tmp_path) as stack,
+        running_sidecar(stack.sidecar_settings("a", **FAST)) as a,
+    ):
+        b = Sidecar(stack.sidecar_settings("b", **FAST))
+        await b.start()
+        try:
+            async with Pump(a, b) as pump:
+                await pump.delivered(3, limit=10)
+                await wait_for(
+                    lambda: path_of(a, b) == (PeerPath.DIRECT, PathReason.CHECKED),
+                    "a direct path",
+                    10,
+                )
+                b_id = node(b).node_id
+                await b.stop()  # its socket closes: a's sends now draw port unreachable
+                await wait_for(
+                    lambda: path_of_id(a, b_id) == (PeerPath.RELAY, PathReason.ICMP_UNREACHABLE),
+                    "a to move b to the relay on ICMP errors",
+                    10,
+                )
+                assert a.manager.is_relay_pinned(b_id)
+        finally:
+            await b.stop()
 
 
 def path_of_id(a: Sidecar, node_id: int) -> tuple[PeerPath, PathReason] | None:

@@ -50,8 +50,8 @@ from natroute.registry.models import ErrorBody
 from natroute.routing.addr import MAX_NODE_ID
 from natroute.routing.errors import RoutingError
 
+from .engine import Engine
 from .metrics import CONTENT_TYPE_LATEST, SidecarMetrics
-from .node import Node
 from .service import Sidecar
 from .status import (
     BeaconStatus,
@@ -215,11 +215,10 @@ def _require_token(sidecar: Sidecar) -> Callable[..., Awaitable[None]]:
     return check
 
 
-def _node(sidecar: Sidecar) -> Node:
-    node = sidecar.node
-    if node is None:
-        raise NotReadyError("the sidecar is still starting (no node yet)")
-    return node
+def _engine(sidecar: Sidecar) -> Engine:
+    if sidecar.engine.node_id is None:
+        raise NotReadyError("the sidecar is still starting (no node ID yet)")
+    return sidecar.engine
 
 
 async def _full_status(sidecar: Sidecar, *, include_peers: bool) -> SidecarStatus:
@@ -293,7 +292,9 @@ def create_app(sidecar: Sidecar) -> FastAPI:
     )
     async def set_relay(peer_id: str, body: RelayRequest) -> PeerStatus:
         node_id = parse_peer_id(peer_id)
-        if not _node(sidecar).set_relay(node_id, body.relay, body.pinned):
+        done = _engine(sidecar).set_relay(node_id, body.relay, body.pinned, sidecar.clock())
+        sidecar.flush()
+        if not done:
             raise PeerNotFoundError(f"no peer with node ID {node_id}")
         _log.info(
             "operator_set_relay",
@@ -306,7 +307,7 @@ def create_app(sidecar: Sidecar) -> FastAPI:
     )
     async def remove_peer(peer_id: str) -> Response:
         node_id = parse_peer_id(peer_id)
-        if not _node(sidecar).remove_peer(node_id):
+        if not _engine(sidecar).remove_peer(node_id):
             raise PeerNotFoundError(f"no peer with node ID {node_id}")
         _log.info("operator_removed_peer", extra={"peer": node_id})
         return Response(status_code=204)
@@ -320,7 +321,9 @@ def create_app(sidecar: Sidecar) -> FastAPI:
     )
     async def punch(peer_id: str) -> PeerStatus:
         node_id = parse_peer_id(peer_id)
-        if not _node(sidecar).punch(node_id):
+        done = _engine(sidecar).punch(node_id, sidecar.clock())
+        sidecar.flush()
+        if not done:
             raise PeerNotFoundError(f"no peer with node ID {node_id}")
         _log.info("operator_punch", extra={"peer": node_id})
         return _peer(sidecar, node_id)
@@ -386,25 +389,27 @@ def render_page(s: SidecarStatus) -> str:
             (
                 "peers",
                 f"{s.peers_total} ({s.peers_direct} direct, {s.peers_relay} relay, "
-                f"{s.peers_pinned} pinned)",
+                f"{s.peers_offline} offline)",
             ),
             ("dropped", str(s.counters.dropped_total)),
         ]
     )
-    head = ["peer", "path", "reason", "pinned", "addr", "last direct", "misses", "sent/recv pkts"]
+    head = ["peer", "name", "path", "reason", "state", "addr", "rtt", "last heard", "pkts out/in"]
     rows = [_row(head, "th")]
     for p in s.peers:
+        rtt_ms = p.rtt_ms if p.path == "direct" else p.relay_rtt_ms
         cells = [
             str(p.node_id),
-            "relay" if p.relay else "direct",
+            p.name or "-",
+            p.path,
             p.reason,
-            "yes" if p.pinned else "",
+            p.state,
             p.addr or "-",
-            format_age(p.last_direct_recv_age),
-            str(p.blackhole_misses),
+            "-" if rtt_ms is None else f"{rtt_ms:.1f}ms",
+            format_age(p.last_heard_age),
             f"{p.pkts_sent}/{p.pkts_recv}",
         ]
-        rows.append(_row(cells, cls="relay" if p.relay else "direct"))
+        rows.append(_row(cells, cls=p.path))
     title = f"natroute sidecar {s.node_id if s.node_id is not None else ''}".strip()
     return (
         "<!doctype html><html><head><meta charset=utf-8>"

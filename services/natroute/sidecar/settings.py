@@ -7,12 +7,14 @@ env names are used by compose and the Helm chart.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Sequence
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, CliApp, SettingsConfigDict
 
 from natroute._service.settings import check_host_port, check_http_url, check_log_level
+from natroute.routing.addr import split_host_port
 from natroute.routing.config import ManagerConfig
 from natroute.routing.constants import (
     BEACON_REFRESH_INTERVAL,
@@ -25,7 +27,7 @@ from natroute.routing.constants import (
 )
 from natroute.routing.selection import parse_beacon_list
 
-from .node import NodeConfig
+from .model import NodeConfig
 
 __all__ = ["Settings", "build_settings"]
 
@@ -56,7 +58,12 @@ class Settings(BaseSettings):
     registry_url: str = Field("", description="registry base URL, e.g. http://registry:9000")
     beacons: str = Field("", description="bootstrap beacons host:port,...")
     advertise: str = Field("", description="public endpoint to register instead of discovery")
-    lan_addrs: str = Field("", description="LAN addresses host:port,... published in registry")
+    lan_addrs: str = Field(
+        "", description="host candidates host:port,... to publish instead of the interfaces'"
+    )
+    host_candidates: bool = Field(
+        True, description="publish this host's interface addresses as candidates"
+    )
     relay_only: bool | None = Field(None, description="force relay_only (default: from NAT type)")
     nat_detect: bool = Field(True, description="classify the NAT with two beacons")
     beacon_rtt_probe: bool = Field(False, description="RTT override of the hash pick")
@@ -74,8 +81,21 @@ class Settings(BaseSettings):
     send_err_threshold: int = Field(SEND_ERR_THRESHOLD, ge=1)
     max_relay_peers: int = Field(MAX_RELAY_PEERS, ge=1)
     max_peers: int = Field(_N.max_peers, ge=1)
-    dial_timeout: float = Field(_N.dial_timeout, gt=0)
-    dial_probe_interval: float = Field(_N.dial_probe_interval, gt=0)
+    check_window: float = Field(
+        _N.check_window, gt=0, description="seconds a round of connectivity checks lasts"
+    )
+    check_interval: float = Field(
+        _N.check_interval, gt=0, description="seconds between probes within a check round"
+    )
+    reevaluate_interval: float = Field(
+        _N.reevaluate_interval, gt=0, description="seconds between path re-checks while direct"
+    )
+    one_way_rounds: int = Field(
+        _N.one_way_rounds, ge=1, description="unanswered keepalive probes that make a path one-way"
+    )
+    offline_after: float = Field(
+        _N.offline_after, gt=0, description="seconds of silence before a peer shows as offline"
+    )
     probe_initial_interval: float = Field(_N.probe_initial_interval, gt=0)
     probe_max_interval: float = Field(_N.probe_max_interval, gt=0)
     peer_keepalive_interval: float = Field(_N.keepalive_interval, gt=0)
@@ -125,12 +145,26 @@ class Settings(BaseSettings):
             max_relay_peers=self.max_relay_peers,
         )
 
+    def loopback_world(self) -> bool:
+        """The peer socket is bound to loopback: peers live on this host, and
+        loopback candidates are allowed."""
+        host, _ = split_host_port(self.listen)
+        try:
+            return ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return False
+
     def node_config(self) -> NodeConfig:
         """The peer logic's timers and caps."""
         return NodeConfig(
             max_peers=self.max_peers,
-            dial_timeout=self.dial_timeout,
-            dial_probe_interval=self.dial_probe_interval,
+            check_window=self.check_window,
+            check_interval=self.check_interval,
+            reevaluate_interval=self.reevaluate_interval,
+            one_way_rounds=self.one_way_rounds,
+            offline_after=self.offline_after,
+            allow_loopback=self.loopback_world(),
+            force_relay=bool(self.relay_only),
             probe_initial_interval=self.probe_initial_interval,
             probe_max_interval=self.probe_max_interval,
             keepalive_interval=self.peer_keepalive_interval,
