@@ -2,9 +2,10 @@
 
 Candidates come from the registry and from peers, so a hostile node can name
 a victim's address as its own. Until an address has answered with an
-authenticated frame it is *unverified*, and datagrams to it draw on two
-byte budgets that refill over time: one per address and one for all
-unverified addresses together (docs/protocol.md, "Dialling budget"). The
+authenticated frame it is *unverified*, and datagrams to it draw on three
+byte budgets that refill over time: one per address, one per peer (a peer
+may name several addresses) and one for all unverified addresses together
+(docs/protocol.md, "Dialling budget"). The
 beacons and verified addresses are never limited; our own sockets' addresses
 are refused outright (:class:`~.candidates.SelfAddrs`).
 
@@ -32,10 +33,12 @@ _GLOBAL: Final = "*"
 class BudgetConfig:
     """Byte budgets for unverified destinations (bytes and bytes per second)."""
 
-    per_addr_burst: float = 2048.0
-    per_addr_rate: float = 64.0
-    total_burst: float = 65536.0
-    total_rate: float = 8192.0
+    per_addr_burst: float = 1024.0
+    per_addr_rate: float = 4.0
+    per_peer_burst: float = 2048.0
+    per_peer_rate: float = 8.0
+    total_burst: float = 32768.0
+    total_rate: float = 2048.0
     max_tracked: int = 4096
 
 
@@ -47,6 +50,9 @@ class DialBudget:
         self._verified: OrderedDict[Addr, None] = OrderedDict()
         self._per_addr: RateLimiter[Addr] = RateLimiter(
             RateLimit(cfg.per_addr_rate, cfg.per_addr_burst), cfg.max_tracked
+        )
+        self._per_peer: RateLimiter[int] = RateLimiter(
+            RateLimit(cfg.per_peer_rate, cfg.per_peer_burst), cfg.max_tracked
         )
         self._total: RateLimiter[str] = RateLimiter(RateLimit(cfg.total_rate, cfg.total_burst), 1)
         self.refused = 0
@@ -71,14 +77,20 @@ class DialBudget:
         """Has ``addr`` ever answered with an authenticated frame (and is still remembered)?"""
         return self._key(addr) in self._verified
 
-    def allow(self, addr: Addr, size: int, now: float) -> bool:
-        """May ``size`` bytes go to ``addr`` now? Takes the budget when they may."""
+    def allow(self, addr: Addr, size: int, now: float, peer: int | None = None) -> bool:
+        """May ``size`` bytes go to ``addr`` (a candidate of ``peer``) now?
+
+        Takes the budget when they may. The narrowest bucket is asked first, so
+        an address or peer over its own budget does not drain the shared one.
+        """
         key = self._key(addr)
         if key in self._verified:
             return True
-        # The per-address bucket first: an address over its own budget must not
-        # drain the shared one.
-        if self._per_addr.allow(key, now, size) and self._total.allow(_GLOBAL, now, size):
+        if (
+            self._per_addr.allow(key, now, size)
+            and (peer is None or self._per_peer.allow(peer, now, size))
+            and self._total.allow(_GLOBAL, now, size)
+        ):
             return True
         self.refused += 1
         self.refused_bytes += size
@@ -87,3 +99,4 @@ class DialBudget:
     def sweep(self, now: float) -> None:
         """Forget budgets that have refilled (O(removed))."""
         self._per_addr.sweep(now)
+        self._per_peer.sweep(now)

@@ -62,7 +62,7 @@ class Checks:
     self_addrs: SelfAddrs
     _rng: random.Random
 
-    def _emit(self, data: bytes, addr: Addr, now: float) -> bool:
+    def _emit(self, data: bytes, addr: Addr, now: float, peer: int | None = None) -> bool:
         raise NotImplementedError
 
     def _send_relayed(self, peer: Peer, plaintext: bytes, now: float) -> bool:
@@ -109,6 +109,7 @@ class Checks:
         cfg = self.config
         peer.check_until = now + cfg.check_window
         peer.next_check_at = None
+        peer.probe_rounds = 0
         if call_me_maybe and (
             peer.last_cmm_sent is None or now - peer.last_cmm_sent >= _CMM_MIN_INTERVAL
         ):
@@ -122,13 +123,18 @@ class Checks:
         self._probe_round(peer, now)
 
     def _probe_round(self, peer: Peer, now: float) -> None:
-        peer.next_probe_at = now + self.config.check_interval
+        # rounds grow apart (interval/2, interval, 2x, 4x, 4x ...): quick while both
+        # sides open their NATs, then sparse, so an address that never answers costs
+        # a handful of probes per window
+        step = self.config.check_interval * min(2.0 ** (peer.probe_rounds - 1), 4.0)
+        peer.probe_rounds += 1
+        peer.next_probe_at = now + step
         for state in list(peer.candidates.values()):
             if state.failed_at is not None and now - state.failed_at < self.config.check_window:
                 continue
             nonce = self._rng.getrandbits(64)
             frame = peer.cipher.seal(encode_probe(InnerType.PROBE, nonce))
-            if self._emit(frame, state.addr, now):
+            if self._emit(frame, state.addr, now, peer.node_id):
                 state.probes_sent += 1
                 peer.probes_sent += 1
                 peer.remember_probe(nonce, state.addr, now)

@@ -88,7 +88,8 @@ class _Sender:
 
     def sendto(self, data: bytes, addr: Addr, /) -> int:
         engine = self._engine
-        refused = engine._gate(data, addr, engine._now)
+        peer = engine.peers.by_addr(addr)
+        refused = engine._gate(data, addr, engine._now, peer.node_id if peer else None)
         if refused is not None:
             raise SendRefusedError(refused)
         engine._out.append((data, addr))
@@ -203,19 +204,21 @@ class Engine(Checks):
             return True
         return any(addr_equal(addr, b) for b in self.beacons.values())
 
-    def _gate(self, data: bytes, addr: Addr, now: float) -> DropReason | None:
+    def _gate(
+        self, data: bytes, addr: Addr, now: float, peer: int | None = None
+    ) -> DropReason | None:
         """None when ``data`` may go to ``addr``; else why not (counted)."""
         reason: DropReason | None = None
         if addr in self.self_addrs:
             reason = DropReason.SELF_ADDRESSED
-        elif not self._is_beacon(addr) and not self.budget.allow(addr, len(data), now):
+        elif not self._is_beacon(addr) and not self.budget.allow(addr, len(data), now, peer):
             reason = DropReason.DIAL_BUDGET
         if reason is not None:
             self.drops[reason] += 1
         return reason
 
-    def _emit(self, data: bytes, addr: Addr, now: float) -> bool:
-        if self._gate(data, addr, now) is not None:
+    def _emit(self, data: bytes, addr: Addr, now: float, peer: int | None = None) -> bool:
+        if self._gate(data, addr, now, peer) is not None:
             return False
         self._out.append((data, addr))
         return True

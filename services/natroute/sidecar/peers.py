@@ -157,6 +157,7 @@ class Peer:
     # checks
     check_until: float | None = None  # the current check window ends then (None: no window)
     next_probe_at: float = 0.0  # next probe round inside the window
+    probe_rounds: int = 0  # rounds sent in the current window
     next_check_at: float | None = None  # next window (backoff while relayed, re-evaluation)
     backoff: float = 0.0
     last_cmm_sent: float | None = None
