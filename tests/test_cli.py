@@ -24,7 +24,7 @@ from natroute.sidecar.service import Sidecar
 from natroute.sidecar.settings import Settings
 from natroute.sidecar.status import CacheAge, build_status
 from natroute.sidecar.testing import running_sidecar, running_stack
-from tests.sidecar.helpers import Pump
+from tests.sidecar.helpers import Pump, node_id, wait_for
 
 TOKEN = "cli-token-" + "x" * 10
 
@@ -261,9 +261,7 @@ async def served(tmp_path: Path) -> AsyncIterator[tuple[Sidecar, Sidecar, str]]:
 @pytest.mark.asyncio
 async def test_status_renders_node_and_peer_table(tmp_path: Path) -> None:
     async with served(tmp_path) as (a, b, url):
-        assert a.node is not None
-        assert b.node is not None
-        a_id, b_id = a.node.node_id, b.node.node_id
+        a_id, b_id = node_id(a), node_id(b)
         result = await arun("status", "--admin", url)
         assert result.code == 0, result.err
         out = result.out
@@ -272,11 +270,12 @@ async def test_status_renders_node_and_peer_table(tmp_path: Path) -> None:
         assert f"NAT              none ({beacon} saw" in out
         assert "(pick: hash)" in out
         assert "1 bootstrap + 0 discovered from registry" in out
-        for column in ("peer", "path", "reason", "pinned", "addr", "last direct", "misses"):
+        for column in ("peer", "path", "reason", "state", "addr", "rtt", "last heard"):
             assert column in out
         row = next(line for line in out.splitlines() if f" {b_id} " in line)
         assert "direct" in row
-        assert "punched" in row
+        assert "checked" in row
+        assert "online" in row
 
         as_json = await arun("status", "--admin", url, "--json")
         body = json.loads(as_json.out)
@@ -285,7 +284,8 @@ async def test_status_renders_node_and_peer_table(tmp_path: Path) -> None:
 
         detail = await arun("status", "--admin", url, "--peer", str(b_id))
         assert detail.code == 0
-        assert f"peer {b_id}: direct (punched)" in detail.out
+        assert f"peer {b_id}: direct (checked)" in detail.out
+        assert "candidates" in detail.out
         assert "path events" in detail.out
         unknown = await arun("status", "--admin", url, "--peer", "424242")
         assert unknown.code == 1
@@ -301,16 +301,15 @@ async def test_status_renders_node_and_peer_table(tmp_path: Path) -> None:
 @pytest.mark.asyncio
 async def test_relay_punch_refresh_and_forget(tmp_path: Path) -> None:
     async with served(tmp_path) as (a, b, url):
-        assert b.node is not None
-        b_id = str(b.node.node_id)
+        b_id = str(node_id(b))
         admin = ["--admin", url, "--token", TOKEN]
         on = await arun("relay", b_id, "on", "--pinned", *admin)
         assert on.code == 0, on.err
         assert on.out.strip() == f"peer {b_id}: relay (operator, pinned)"
-        assert a.manager.is_relay_pinned(b.node.node_id)
+        assert a.manager.is_relay_pinned(node_id(b))
         off = await arun("relay", b_id, "off", *admin)
-        assert off.out.strip() == f"peer {b_id}: direct (operator)"
-        assert not a.manager.is_relay_peer(b.node.node_id)
+        assert off.out.strip() == f"peer {b_id}: relay (checking)"  # direct once a check answers
+        await wait_for(lambda: not a.manager.is_relay_peer(node_id(b)), "direct again", 5)
 
         punch = await arun("punch", b_id, *admin)
         assert punch.code == 0
@@ -324,8 +323,7 @@ async def test_relay_punch_refresh_and_forget(tmp_path: Path) -> None:
         assert "HTTP 401 auth_invalid" in wrong.err
         forget = await arun("forget", b_id, *admin)
         assert forget.code == 0
-        assert a.node is not None
-        assert a.node.peers.get(b.node.node_id) is None
+        assert a.engine.peers.get(node_id(b)) is None
         again = await arun("forget", b_id, *admin)
         assert again.code == 1
         assert "peer_not_found" in again.err

@@ -278,6 +278,7 @@ def render_peer(console: Console, p: dict[str, Any]) -> None:
         ("rtt direct / relay", f"{_rtt(p['rtt_ms'])} / {_rtt(p['relay_rtt_ms'])}"),
         ("last heard", format_age(p["last_heard_age"])),
         ("relay flag / pinned", f"{_yes(p['relay'])} / {_yes(p['pinned'])}"),
+        ("pinned by operator", _yes(p["operator_pinned"])),
         ("relay_only", _yes(p["relay_only"])),
         ("last direct receipt", format_age(p["last_direct_recv_age"])),
         ("last send", format_age(p["last_send_age"])),
@@ -337,7 +338,7 @@ def _mutation(args: argparse.Namespace, api: _Admin, console: Console) -> int:
         p = api.call(
             "PUT", _peer_path(args.peer) + "/relay", {"relay": relay, "pinned": args.pinned}
         )
-        flags = ", pinned" if p["pinned"] else ""
+        flags = ", pinned" if p["operator_pinned"] else ""
         console.print(f"peer {p['node_id']}: {p['path']} ({p['reason']}{flags})")
     elif args.command == "punch":
         p = api.call("POST", _peer_path(args.peer) + "/punch")

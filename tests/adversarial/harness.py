@@ -635,9 +635,7 @@ class RogueNode:
         """Register with ``endpoint`` (default: our own socket) and LAN addresses."""
         reg = self._registry.register(
             self.ed25519,
-            x25519_public_key=self.x25519.public_key().public_bytes(
-                Encoding.Raw, PublicFormat.Raw
-            ),
+            x25519_public_key=self.x25519.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw),
             endpoint=endpoint if endpoint is not None else f"{self.addr[0]}:{self.addr[1]}",
             lan_addrs=list(lan_addrs),
         )

@@ -36,7 +36,7 @@ _MB = 1024 * 1024
 
 def test_authenticated_counter_jumps_cost_neither_memory_nor_time(tmp_path: Path) -> None:
     """Item 1: a jump of the send counter resets the replay window in O(1)."""
-    with World.start(tmp_path) as world, Stream(*world.sidecars) as stream:
+    with World.start(tmp_path) as world, Stream(world.sidecars[0], world.sidecars[1]) as stream:
         a, _ = world.sidecars
         stream.wait_delivered(10, timeout=10)
         peak_before = a.process.peak_rss_bytes()
@@ -63,7 +63,7 @@ def test_frames_from_unknown_senders_while_the_registry_hangs_stay_bounded(
 ) -> None:
     """Item 2: one look-up per ID, a bounded queue, a pace; tasks and held frames bounded."""
     cfg = LookupConfig()
-    with World.start(tmp_path) as world, Stream(*world.sidecars) as stream:
+    with World.start(tmp_path) as world, Stream(world.sidecars[0], world.sidecars[1]) as stream:
         a, _ = world.sidecars
         stream.wait_delivered(10, timeout=10)
         tasks_before = metric_value(a.metrics(), "natroute_sidecar_asyncio_tasks")
@@ -173,7 +173,7 @@ def test_a_local_socket_cannot_take_the_data_plane_deliveries(tmp_path: Path) ->
 @pytest.mark.skipif(os.geteuid() != 0, reason="spoofing a source address needs a raw socket")
 def test_spoofed_discover_replies_do_not_move_the_public_endpoint(tmp_path: Path) -> None:
     """Item 8: a new endpoint needs an independent confirmation; floods are contradicted."""
-    with World.start(tmp_path) as world, Stream(*world.sidecars) as stream:
+    with World.start(tmp_path) as world, Stream(world.sidecars[0], world.sidecars[1]) as stream:
         a, _ = world.sidecars
         stream.wait_delivered(10, timeout=10)
         status = a.get("/v1/status")

@@ -60,12 +60,18 @@ __all__ = [
     "Mapping",
     "NatSpec",
     "Router",
+    "public_key",
 ]
 
 BEACON_A: Addr = ("203.0.113.1", 7000)
 BEACON_B: Addr = ("203.0.113.2", 7000)
 _WALL = 1_800_000_000.0
 _NO_LIMIT = RateLimit(0.0, 0.0)
+
+
+def public_key(key: X25519PrivateKey) -> bytes:
+    """Raw X25519 public key bytes."""
+    return key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
 
 
 class Mapping(Enum):
@@ -181,7 +187,7 @@ class Host:
     @property
     def x25519_public(self) -> bytes:
         """Raw X25519 public key, as the registry publishes it."""
-        return self.x25519.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        return public_key(self.x25519)
 
     def peer(self, other: Host) -> object:
         """Our engine's record of ``other`` (asserted to exist)."""

@@ -119,9 +119,7 @@ def test_two_hosts_on_one_lan_go_direct_over_their_lan_addresses() -> None:
     assert peer(b, a).chosen == a.inside
 
 
-@pytest.mark.parametrize(
-    ("outer", "direct"), [("port-restricted", True), ("symmetric", False)]
-)
+@pytest.mark.parametrize(("outer", "direct"), [("port-restricted", True), ("symmetric", False)])
 def test_carrier_grade_nat_pairs(outer: str, direct: bool) -> None:
     net = FakeNet()
     net.router("carrier-1", outer)
@@ -199,7 +197,12 @@ def test_a_one_way_path_is_detected_and_relayed() -> None:
     assert path(a, b)[0] is Path.DIRECT
 
     net.block(a, b, one_way=True)  # a's datagrams to b are lost; b's still arrive
-    net.advance(6.0, each=lambda: (net.app_send(b, a, b"b talks"), net.app_send(a, b, b"a")))
+
+    def both_talk() -> None:
+        net.app_send(b, a, b"b talks")
+        net.app_send(a, b, b"a")
+
+    net.advance(6.0, each=both_talk)
 
     assert path(a, b) == (Path.RELAY, PathReason.ONE_WAY)
     assert b.delivered[-1] == (a.node_id, b"a")  # a's data goes around through the relay
@@ -245,7 +248,8 @@ def test_a_forced_relay_node_publishes_no_address_and_never_answers_directly() -
 
     assert path(a, hidden) == (Path.RELAY, PathReason.RELAY_ONLY)
     assert path(hidden, a) == (Path.RELAY, PathReason.FORCED_RELAY)
-    assert hidden.delivered and a.delivered
+    assert hidden.delivered
+    assert a.delivered
 
 
 def test_operator_pin_unpin_punch_ping_and_forget() -> None:

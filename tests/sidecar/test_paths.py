@@ -25,7 +25,7 @@ from natroute.sidecar.peers import PathReason
 from natroute.sidecar.service import Sidecar
 from natroute.sidecar.testing import Stack, running_sidecar, running_stack
 
-from .helpers import Pump, node, peer_of, wait_for
+from .helpers import Pump, node, node_id, peer_of, wait_for
 from .impair import ImpairmentProxy
 
 # Thresholds shortened 8x (blackhole 8 s → 1 s) so a partition flips in ~1.5 s.
@@ -64,8 +64,8 @@ async def proxied_pair(
             p.close()
 
 
-def path_of(a: Sidecar, b: Sidecar) -> tuple[PeerPath, PathReason] | None:
-    peer = node(a).peers.get(node(b).node_id)
+def path_of(a: Sidecar, b: Sidecar) -> tuple[PeerPath | None, PathReason] | None:
+    peer = node(a).peers.get(node_id(b))
     return None if peer is None else (peer.path, peer.reason)
 
 
@@ -76,7 +76,7 @@ async def test_partition_flips_to_relay_and_heals_back_to_direct(tmp_path: Path)
         proxied_pair(stack) as (a, b, proxies),
         Pump(a, b) as pump,
     ):
-        b_id = node(b).node_id
+        b_id = node_id(b)
         await pump.delivered(5, limit=10)
         await wait_for(lambda: peer_of(a, b).direct_recv > 0, "a direct receipt from b", 5)
         assert path_of(a, b) == (PeerPath.DIRECT, PathReason.CHECKED)
@@ -138,7 +138,7 @@ async def test_spoofed_beacon_messages_and_forged_frames_change_nothing(tmp_path
         async with Pump(a, b) as pump:
             await pump.delivered(3, limit=10)
         assert a.bound_addr is not None
-        b_id = node(b).node_id
+        b_id = node_id(b)
         before = a.manager.peer_routing(b_id)
         peer_addr = node(a).peers.get(b_id).chosen  # type: ignore[union-attr]
         victim = _udp()
@@ -181,7 +181,7 @@ async def test_cold_start_with_registry_down_uses_the_beacon_cache(tmp_path: Pat
     async with running_stack(tmp_path, advertise_host="localhost") as stack:
         settings = stack.sidecar_settings("a", beacons="")
         async with running_sidecar(settings) as a:
-            first_id = node(a).node_id
+            first_id = node_id(a)
             assert a.last_refresh is not None
             assert a.last_refresh.source is ListSource.REGISTRY
             beacon = a.selection.get_current_pick()
@@ -189,7 +189,7 @@ async def test_cold_start_with_registry_down_uses_the_beacon_cache(tmp_path: Pat
         assert (tmp_path / "a" / "beacons.json").exists()
         down = settings.model_copy(update={"registry_url": "http://127.0.0.1:9"})
         async with running_sidecar(down) as cold:
-            assert node(cold).node_id == first_id
+            assert node_id(cold) == first_id
             assert not cold.registered
             assert cold.last_refresh is not None
             assert cold.last_refresh.source is ListSource.CACHE
@@ -208,7 +208,7 @@ async def test_relay_only_node_is_relayed_from_the_first_datagram(tmp_path: Path
         await pump.delivered(3, limit=10)
         assert path_of(a, s) is not None
         assert path_of(a, s)[0] is PeerPath.RELAY  # type: ignore[index]
-        assert a.manager.is_relay_pinned(node(s).node_id)
+        assert a.manager.is_relay_pinned(node_id(s))
         assert peer_of(a, s).direct_recv == 0
         assert peer_of(s, a).relay_recv > 0
         await wait_for(
@@ -241,7 +241,7 @@ async def test_icmp_unreachable_is_charged_to_the_address_it_concerns(tmp_path: 
             )
         ) as dead,
     ):
-        dead_id = node(dead).node_id
+        dead_id = node_id(dead)
         await dead.stop()  # keep its registration, silence its socket
         async with Pump(a, b) as good:
             await good.delivered(3, limit=10)
@@ -261,8 +261,8 @@ async def test_icmp_unreachable_is_charged_to_the_address_it_concerns(tmp_path: 
             assert path_of_id(a, dead_id) == (PeerPath.RELAY, PathReason.CHECKING)
             assert a.icmp_errors_attributed > 0
             # the healthy peer was never charged for the dead peer's errors
-            assert a.manager.send_err_count(node(b).node_id) == 0
-            assert not a.manager.is_relay_peer(node(b).node_id)
+            assert a.manager.send_err_count(node_id(b)) == 0
+            assert not a.manager.is_relay_peer(node_id(b))
             await good.delivered(3, limit=10)
 
 
@@ -282,7 +282,7 @@ async def test_icmp_unreachable_moves_a_direct_peer_to_the_relay(tmp_path: Path)
                     "a direct path",
                     10,
                 )
-                b_id = node(b).node_id
+                b_id = node_id(b)
                 await b.stop()  # its socket closes: a's sends now draw port unreachable
                 await wait_for(
                     lambda: path_of_id(a, b_id) == (PeerPath.RELAY, PathReason.ICMP_UNREACHABLE),
@@ -294,7 +294,7 @@ async def test_icmp_unreachable_moves_a_direct_peer_to_the_relay(tmp_path: Path)
             await b.stop()
 
 
-def path_of_id(a: Sidecar, node_id: int) -> tuple[PeerPath, PathReason] | None:
+def path_of_id(a: Sidecar, node_id: int) -> tuple[PeerPath | None, PathReason] | None:
     peer = node(a).peers.get(node_id)
     return None if peer is None else (peer.path, peer.reason)
 

@@ -56,5 +56,6 @@ def host_candidates(bound: Addr, ips: list[str] | None = None) -> list[Candidate
     return chosen[:MAX_LOCAL_CANDIDATES]
 
 
-def _order(ip: str) -> tuple[int, str]:
-    return (ipaddress.ip_address(ip).version, ip)
+def _order(ip: str) -> tuple[int, int]:
+    parsed = ipaddress.ip_address(ip)
+    return parsed.version, int(parsed)

@@ -103,7 +103,9 @@ class PeerStatus:
 
     ``path``/``reason`` are the engine's view (``direct``/``relay`` and a
     :class:`~.peers.PathReason` value); ``relay``/``pinned`` are the routing
-    Manager's flags, which decide where frames go. ``state`` is ``online``
+    Manager's flags, which decide where frames go (the engine pins every
+    relayed peer, so that only an answered probe brings it back);
+    ``operator_pinned`` is an operator's pin, which stops the checks. ``state`` is ``online``
     while authenticated frames keep arriving, ``offline`` once the peer has
     been silent for ``offline_after`` seconds, ``new`` before it was ever heard.
     ``addr`` is the direct address in use (None on the relay).
@@ -117,6 +119,7 @@ class PeerStatus:
     state: str
     relay: bool
     pinned: bool
+    operator_pinned: bool
     relay_only: bool
     addr: str | None
     rtt_ms: float | None
@@ -320,6 +323,7 @@ def build_peer_status(
         state=_liveness(peer, now, offline_after),
         relay=routing.relay,
         pinned=routing.pinned,
+        operator_pinned=peer.pinned_by_operator,
         relay_only=peer.relay_only,
         addr=_addr(peer.chosen) if direct else None,
         rtt_ms=_ms(peer.rtt),
