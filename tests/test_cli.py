@@ -311,6 +311,20 @@ async def test_relay_punch_refresh_and_forget(tmp_path: Path) -> None:
         assert off.out.strip() == f"peer {b_id}: relay (checking)"  # direct once a check answers
         await wait_for(lambda: not a.manager.is_relay_peer(node_id(b)), "direct again", 5)
 
+        ping = await arun("ping", b_id, "--count", "2", *admin)
+        assert ping.code == 0, ping.err
+        lines = ping.out.splitlines()
+        assert sum(line.startswith(f"pong from {b_id}") for line in lines) == 4, ping.out
+        assert any("via direct" in line for line in lines)
+        assert any("via relay" in line for line in lines)
+        assert lines[-1] == "path in use: direct"
+        as_json = json.loads((await arun("ping", b_id, "--count", "1", "--json", *admin)).out)
+        assert {r["path"] for r in as_json["results"]} == {"direct", "relay"}
+        assert all(r["rtt_ms"] > 0 for r in as_json["results"])
+        nobody = await arun("ping", "424242", *admin)
+        assert nobody.code == 1
+        assert "peer_not_found" in nobody.err
+
         punch = await arun("punch", b_id, *admin)
         assert punch.code == 0
         assert "punch requested" in punch.out

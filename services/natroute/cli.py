@@ -7,6 +7,7 @@ Commands::
     natroute punch   ID [--admin URL] [--token T]
     natroute forget  ID [--admin URL] [--token T]
     natroute refresh [--admin URL] [--token T]
+    natroute ping    ID [--count N] [--json] [--admin URL] [--token T]
     natroute pick-beacon --beacons a:1,b:2 (--key-hex HEX | --key-file identity.json)
                          [--rtt ADDR=MS ...] [--json]
 
@@ -103,6 +104,14 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.add_argument("peer", help="node ID")
 
     sub.add_parser("refresh", parents=[admin, token], help="run a beacon refresh tick now")
+
+    ping = sub.add_parser(
+        "ping", parents=[admin, token], help="round trips to a peer, direct and through the relay"
+    )
+    ping.add_argument("peer", help="node ID")
+    ping.add_argument("--count", type=int, default=3, help="rounds of probes (default 3)")
+    ping.add_argument("--wait", type=float, default=1.0, help="seconds to wait for each answer")
+    ping.add_argument("--json", action="store_true", help="print the API's JSON")
 
     pick = sub.add_parser("pick-beacon", help="show which beacon a key picks (spec §5.6, §5.7)")
     pick.add_argument("--beacons", required=True, help="host:port,host:port,... (in this order)")
@@ -332,6 +341,25 @@ def _status(args: argparse.Namespace, api: _Admin, console: Console) -> int:
     return 0
 
 
+def _ping(args: argparse.Namespace, api: _Admin, console: Console) -> int:
+    body = api.call(
+        "POST", _peer_path(args.peer) + "/ping", {"count": args.count, "timeout": args.wait}
+    )
+    if args.json:
+        _print_json(console, body)
+    else:
+        who = f"{body['node_id']}" + (f" ({body['name']})" if body["name"] else "")
+        for r in body["results"]:
+            via = f" {r['via']}" if r["via"] else ""
+            if r["rtt_ms"] is None:
+                console.print(f"no answer from {who} via {r['path']}{via} in {args.wait:g}s")
+            else:
+                console.print(f"pong from {who} via {r['path']}{via} in {r['rtt_ms']:.1f}ms")
+        console.print(f"path in use: {body['path']}")
+    answered = [r for r in body["results"] if r["rtt_ms"] is not None]
+    return 0 if answered else 1
+
+
 def _mutation(args: argparse.Namespace, api: _Admin, console: Console) -> int:
     if args.command == "relay":
         relay = args.state == "on"
@@ -480,6 +508,8 @@ def _run(args: argparse.Namespace, console: Console, transport: httpx.BaseTransp
     with _Admin(args.admin, args.timeout, getattr(args, "token", ""), transport) as api:
         if args.command == "status":
             return _status(args, api, console)
+        if args.command == "ping":
+            return _ping(args, api, console)
         return _mutation(args, api, console)
 
 

@@ -43,11 +43,11 @@ from fastapi import FastAPI, Request, Response, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from natroute.registry.models import ErrorBody
-from natroute.routing.addr import MAX_NODE_ID
+from natroute.routing.addr import MAX_NODE_ID, format_addr
 from natroute.routing.errors import RoutingError
 
 from .engine import Engine
@@ -74,6 +74,9 @@ __all__ = [
     "MutationsDisabledError",
     "NotReadyError",
     "PeerNotFoundError",
+    "PingRequest",
+    "PingResponse",
+    "PingResult",
     "RelayRequest",
     "create_app",
     "error_status",
@@ -125,6 +128,33 @@ _ERROR_STATUS: dict[type[Exception], tuple[int, str]] = {
     NotReadyError: (503, "not_ready"),
 }
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 401: "auth_required"}
+
+
+class PingRequest(BaseModel):
+    """``POST /v1/peers/{id}/ping``: how many rounds and how long to wait for each."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    count: int = Field(3, ge=1, le=20)
+    timeout: float = Field(1.0, gt=0, le=10)
+
+
+class PingResult(BaseModel):
+    """One probe of a ping round: the path it took and its round trip (None: no answer)."""
+
+    seq: int
+    path: str
+    via: str | None
+    rtt_ms: float | None
+
+
+class PingResponse(BaseModel):
+    """The peer, its current path, and every probe's answer."""
+
+    node_id: int
+    name: str
+    path: str
+    results: list[PingResult]
 
 
 class RelayRequest(BaseModel):
@@ -233,6 +263,40 @@ def _peer(sidecar: Sidecar, peer_id: int) -> PeerStatus:
     return peer
 
 
+async def _ping(sidecar: Sidecar, node_id: int, request: PingRequest) -> list[PingResult]:
+    """``count`` rounds of probes over the direct path (if any) and the relay."""
+    engine = sidecar.engine
+    results: list[PingResult] = []
+    for seq in range(request.count):
+        peer = engine.peers.get(node_id)
+        if peer is None:
+            break
+        via = {
+            "direct": format_addr(peer.chosen) if peer.chosen else None,
+            "relay": format_addr(b) if (b := sidecar.manager.beacon_addr()) else None,
+        }
+        sent = engine.ping(node_id, sidecar.clock())
+        sidecar.flush()
+        answers: dict[int, float] = {}
+        deadline = sidecar.clock() + request.timeout
+        while len(answers) < len(sent) and sidecar.clock() < deadline:
+            await asyncio.sleep(0.005)
+            answers = {n: rtt for n, _, rtt in peer.ping_results if n in dict(sent)}
+        for nonce, path in sent:
+            rtt = answers.get(nonce)
+            results.append(
+                PingResult(
+                    seq=seq,
+                    path=path,
+                    via=via[path],
+                    rtt_ms=None if rtt is None else round(rtt * 1000.0, 3),
+                )
+            )
+        if seq + 1 < request.count:
+            await asyncio.sleep(0.2)
+    return results
+
+
 def create_app(sidecar: Sidecar) -> FastAPI:
     """Build the admin app of one sidecar.
 
@@ -327,6 +391,22 @@ def create_app(sidecar: Sidecar) -> FastAPI:
             raise PeerNotFoundError(f"no peer with node ID {node_id}")
         _log.info("operator_punch", extra={"peer": node_id})
         return _peer(sidecar, node_id)
+
+    @app.post(
+        "/v1/peers/{peer_id}/ping",
+        response_model=PingResponse,
+        responses=errors,
+        dependencies=[Security(auth)],
+    )
+    async def ping(peer_id: str, body: PingRequest | None = None) -> PingResponse:
+        node_id = parse_peer_id(peer_id)
+        request = body or PingRequest()
+        engine = _engine(sidecar)
+        if engine.peers.get(node_id) is None:
+            raise PeerNotFoundError(f"no peer with node ID {node_id}")
+        results = await _ping(sidecar, node_id, request)
+        peer = _peer(sidecar, node_id)
+        return PingResponse(node_id=node_id, name=peer.name, path=peer.path, results=results)
 
     @app.get("/v1/beacons", response_model=BeaconStatus)
     async def beacons() -> BeaconStatus:
