@@ -341,3 +341,37 @@ async def test_relay_punch_refresh_and_forget(tmp_path: Path) -> None:
         again = await arun("forget", b_id, *admin)
         assert again.code == 1
         assert "peer_not_found" in again.err
+
+
+# -- netcheck ----------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_netcheck_reports_mapping_endpoints_and_rtts(tmp_path: Path) -> None:
+    async with running_stack(tmp_path, beacons=2) as stack:
+        beacons = ",".join(stack.beacon_addrs)
+        human = await arun("netcheck", "--beacons", beacons, "--timeout", "3")
+        assert human.code == 0, human.err
+        assert "UDP              works" in human.out
+        assert "NAT              none" in human.out
+        for addr in stack.beacon_addrs:
+            assert addr in human.out
+        body = json.loads((await arun("netcheck", "--registry", stack.registry_url, "--json")).out)
+        assert body["udp"] is True
+        assert body["nat_type"] == "none"
+        assert body["hairpin"] is None  # no NAT to hairpin through
+        assert {b["beacon"] for b in body["beacons"]} == set(stack.beacon_addrs)
+        assert all(b["rtt_ms"] > 0 for b in body["beacons"])
+        assert {b["observed"] for b in body["beacons"]} == set(body["public_endpoints"])
+
+
+def test_netcheck_without_answers_says_udp_is_blocked() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind(("127.0.0.1", 0))  # bound, never answers
+        port = silent.getsockname()[1]
+        result = run(["netcheck", "--beacons", f"127.0.0.1:{port}", "--timeout", "0.3"])
+    assert result.code == 1
+    assert "blocked: no beacon answered" in result.out
+    assert "no answer" in result.out
+    usage = run(["netcheck", "--beacons", "", "--registry", ""])
+    assert usage.code == 2

@@ -8,6 +8,7 @@ Commands::
     natroute forget  ID [--admin URL] [--token T]
     natroute refresh [--admin URL] [--token T]
     natroute ping    ID [--count N] [--json] [--admin URL] [--token T]
+    natroute netcheck [--beacons a:1,b:2 | --registry URL] [--timeout S] [--json]
     natroute pick-beacon --beacons a:1,b:2 (--key-hex HEX | --key-file identity.json)
                          [--rtt ADDR=MS ...] [--json]
 
@@ -29,6 +30,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import asdict
 from typing import Any, NoReturn, TextIO
 from urllib.parse import quote
 
@@ -112,6 +114,22 @@ def build_parser() -> argparse.ArgumentParser:
     ping.add_argument("--count", type=int, default=3, help="rounds of probes (default 3)")
     ping.add_argument("--wait", type=float, default=1.0, help="seconds to wait for each answer")
     ping.add_argument("--json", action="store_true", help="print the API's JSON")
+
+    net = sub.add_parser(
+        "netcheck", help="what this network does to UDP: NAT, public endpoints, RTTs (no sidecar)"
+    )
+    net.add_argument(
+        "--beacons",
+        default=os.environ.get("NATROUTE_SIDECAR_BEACONS", ""),
+        help="beacons host:port,... (default: $NATROUTE_SIDECAR_BEACONS, else the registry's list)",
+    )
+    net.add_argument(
+        "--registry",
+        default=os.environ.get("NATROUTE_SIDECAR_REGISTRY_URL", ""),
+        help="registry URL for the beacon list (default: $NATROUTE_SIDECAR_REGISTRY_URL)",
+    )
+    net.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for answers")
+    net.add_argument("--json", action="store_true", help="print JSON")
 
     pick = sub.add_parser("pick-beacon", help="show which beacon a key picks (spec §5.6, §5.7)")
     pick.add_argument("--beacons", required=True, help="host:port,host:port,... (in this order)")
@@ -391,6 +409,51 @@ def _mutation(args: argparse.Namespace, api: _Admin, console: Console) -> int:
     return 0
 
 
+def _netcheck(args: argparse.Namespace, console: Console) -> int:
+    from natroute.registry.client import RegistryClient, RegistryClientError
+    from natroute.sidecar.netcheck import netcheck
+
+    beacons = parse_beacon_list(args.beacons)
+    streams: dict[str, str] = {}
+    if not beacons:
+        if not args.registry:
+            raise UsageError("netcheck needs --beacons or --registry (or their environment)")
+        try:
+            with RegistryClient(args.registry, timeout=args.timeout) as registry:
+                listed = registry.beacons()
+        except RegistryClientError as exc:
+            raise CliError(f"registry {args.registry}: {exc}") from exc
+        beacons = [b.addr for b in listed]
+        streams = {b.addr: url for b in listed if (url := getattr(b, "stream_url", None))}
+        if not beacons:
+            raise CliError(f"registry {args.registry} lists no live beacon")
+    report = netcheck(beacons, timeout=args.timeout, stream_urls=streams)
+    if args.json:
+        _print_json(console, asdict(report))
+        return 0 if report.udp else 1
+    rows: list[tuple[str, str | Text]] = [
+        ("UDP", "works" if report.udp else Text("blocked: no beacon answered", style="red")),
+        ("local address", report.local or "-"),
+        ("public endpoint", ", ".join(report.public_endpoints) or "-"),
+        ("NAT", report.nat_type),
+        ("mapping", report.mapping),
+        ("filtering", report.filtering),
+        ("hairpinning", "-" if report.hairpin is None else _yes(report.hairpin)),
+        ("IPv6", _yes(report.ipv6)),
+    ]
+    for beacon, ok in report.stream.items():
+        rows.append((f"stream relay {beacon}", "reachable over TCP" if ok else "unreachable"))
+    console.print(_kv(rows))
+    table = Table(title="beacons", title_justify="left")
+    for col in ("beacon", "address", "sees us at", "rtt"):
+        table.add_column(col)
+    for b in report.beacons:
+        rtt = "-" if b.rtt_ms is None else f"{b.rtt_ms:.1f}ms"
+        table.add_row(b.beacon, b.addr or "-", b.observed or Text(b.error, style="red"), rtt)
+    console.print(table)
+    return 0 if report.udp else 1
+
+
 def _key_bytes(args: argparse.Namespace) -> bytes:
     if args.key_hex is not None:
         try:
@@ -505,6 +568,8 @@ def main(
 def _run(args: argparse.Namespace, console: Console, transport: httpx.BaseTransport | None) -> int:
     if args.command == "pick-beacon":
         return _pick(args, console)
+    if args.command == "netcheck":
+        return _netcheck(args, console)
     with _Admin(args.admin, args.timeout, getattr(args, "token", ""), transport) as api:
         if args.command == "status":
             return _status(args, api, console)

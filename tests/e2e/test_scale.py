@@ -71,7 +71,9 @@ def _paths(world: World) -> dict[tuple[str, str], str]:
     return paths
 
 
-def test_9_every_pair_delivers_at_scale_and_settles_on_its_expected_path(scale_world: World) -> None:
+def test_9_every_pair_delivers_at_scale_and_settles_on_its_expected_path(
+    scale_world: World,
+) -> None:
     world = scale_world
     assert len(world.nodes) >= 20
     assert len(world.routers) >= 5
