@@ -78,6 +78,7 @@ SIDECAR_CONFIG: Final[dict[str, Any]] = {
 
 REGISTRY_CONFIG: Final[dict[str, Any]] = {
     "beaconAddr": "beacon.example.net:9001",
+    "allowLocalEndpoints": False,
     "nodeTtl": 120,
     "beaconTtl": 75.5,
     "retention": 2592000,

@@ -28,7 +28,7 @@ from natroute.sidecar.testing import Stack, running_sidecar, running_stack
 
 from .helpers import Pump, wait_for
 
-TOKEN = "t" * 20
+TOKEN = "sidecar-admin-token-0123"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 

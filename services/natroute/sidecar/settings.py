@@ -13,7 +13,12 @@ from collections.abc import Sequence
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, CliApp, SettingsConfigDict
 
-from natroute._service.settings import check_host_port, check_http_url, check_log_level
+from natroute._service.settings import (
+    check_host_port,
+    check_http_url,
+    check_log_level,
+    check_secret_token,
+)
 from natroute.routing.addr import split_host_port
 from natroute.routing.config import ManagerConfig
 from natroute.routing.constants import (
@@ -124,6 +129,14 @@ class Settings(BaseSettings):
         for entry in parse_beacon_list(value):
             check_host_port(entry)
         return value
+
+    @field_validator("admin_token")
+    @classmethod
+    def _check_admin_token(cls, value: SecretStr) -> SecretStr:
+        # Empty stays allowed (mutations are then refused with 403); a weak one is not.
+        env, flag = "NATROUTE_SIDECAR_ADMIN_TOKEN", "--admin-token"
+        token = value.get_secret_value()
+        return SecretStr(check_secret_token(token, env=env, flag=flag, allow_empty=True))
 
     @field_validator("registry_url")
     @classmethod
