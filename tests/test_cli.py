@@ -284,13 +284,13 @@ async def test_status_renders_node_and_peer_table(tmp_path: Path) -> None:
 
         detail = await arun("status", "--admin", url, "--peer", str(b_id))
         assert detail.code == 0
-        assert f"peer {b_id}: direct (checked)" in detail.out
+        assert f"peer {b_id} (b): direct (checked)" in detail.out
         assert "candidates" in detail.out
         assert "path events" in detail.out
         unknown = await arun("status", "--admin", url, "--peer", "424242")
         assert unknown.code == 1
         assert "no peer with node ID 424242 (HTTP 404 peer_not_found)" in unknown.err
-        bad = await arun("status", "--admin", url, "--peer", "abc")
+        bad = await arun("status", "--admin", url, "--peer", "ABC!")
         assert bad.code == 1
         assert "HTTP 400 invalid_peer_id" in bad.err
         escape = await arun("status", "--admin", url, "--peer", "1/../../../healthz")
@@ -341,6 +341,10 @@ async def test_relay_punch_refresh_and_forget(tmp_path: Path) -> None:
         again = await arun("forget", b_id, *admin)
         assert again.code == 1
         assert "peer_not_found" in again.err
+        # ping by name a node that is no peer (any more): looked up, then probed
+        by_name = await arun("ping", "b", "--count", "1", *admin)
+        assert by_name.code == 0, by_name.err
+        assert f"pong from {b_id} (b) via relay" in by_name.out
 
 
 # -- netcheck ----------------------------------------------------------------------

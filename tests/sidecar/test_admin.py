@@ -163,10 +163,18 @@ async def test_unknown_and_bad_peer_ids(tmp_path: Path) -> None:
         missing = await p.admin.get("/v1/peers/99999")
         assert missing.status_code == 404
         assert error(missing)["code"] == "peer_not_found"
-        for bad in ("abc", "0", "4294967296", "-3", "0xZZ"):
+        for bad in ("ABC!", "0", "4294967296", "-3", "0xZZ", "-name", "x" * 64):
             resp = await p.admin.get(f"/v1/peers/{bad}")
             assert resp.status_code == 400, bad
             assert error(resp)["code"] == "invalid_peer_id"
+        # a name: a known peer's, or the registry's answer
+        by_name = await p.admin.get("/v1/peers/b")
+        assert by_name.status_code == 200
+        assert by_name.json()["node_id"] == p.b_id
+        assert by_name.json()["name"] == "b"
+        nobody = await p.admin.get("/v1/peers/nobody")
+        assert nobody.status_code == 404
+        assert "no node named 'nobody'" in error(nobody)["message"]
         put = await p.admin.put("/v1/peers/99999/relay", json={"relay": True}, headers=AUTH)
         assert put.status_code == 404
         assert error(put)["code"] == "peer_not_found"

@@ -284,6 +284,9 @@ def test_operator_pin_unpin_punch_ping_and_forget() -> None:
     assert not a.engine.set_relay(b.node_id, True, True, net.clock())
     assert not a.engine.punch(b.node_id, net.clock())
     assert a.engine.ping(b.node_id, net.clock()) == []
+    # met again in the same epoch: the counters continue, b does not see replays
+    net.app_send(a, b, b"again")
+    assert b.delivered[-1] == (a.node_id, b"again")
 
 
 def test_idle_peers_expire_with_their_manager_state() -> None:

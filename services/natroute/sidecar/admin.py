@@ -33,8 +33,10 @@ every non-2xx answer has the body ``{"error": {"code", "message"}}``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import html
 import logging
+import re
 import secrets
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
@@ -46,12 +48,14 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from natroute.registry.client import RegistryClientError
 from natroute.registry.models import ErrorBody
 from natroute.routing.addr import MAX_NODE_ID, format_addr
 from natroute.routing.errors import RoutingError
 
 from .engine import Engine
 from .metrics import CONTENT_TYPE_LATEST, SidecarMetrics
+from .peers import Peer
 from .service import Sidecar
 from .status import (
     BeaconStatus,
@@ -166,6 +170,9 @@ class RelayRequest(BaseModel):
     pinned: bool = False
 
 
+_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+
+
 def parse_peer_id(text: str) -> int:
     """A node ID from a path segment: decimal or ``0x`` hex, 1..2^32-1.
 
@@ -177,11 +184,36 @@ def parse_peer_id(text: str) -> int:
         value = int(raw, 16) if raw[:2].lower() == "0x" else int(raw, 10)
     except ValueError:
         raise InvalidPeerIdError(
-            f"peer ID {text[:40]!r} is not a node ID (decimal or 0x hex)"
+            f"peer ID {text[:40]!r} is not a node ID (decimal or 0x hex) or a node name"
         ) from None
     if not 1 <= value <= MAX_NODE_ID:
         raise InvalidPeerIdError(f"peer ID {value} is out of range 1..{MAX_NODE_ID}")
     return value
+
+
+async def peer_node_id(sidecar: Sidecar, text: str) -> int:
+    """A node ID from a path segment: a node ID, or a node name (a known peer's, else
+    the registry's answer for it).
+
+    Raises:
+        InvalidPeerIdError: neither a node ID nor a valid name.
+        PeerNotFoundError: no node has that name.
+    """
+    raw = text.strip()
+    if raw[:1].isdigit():
+        return parse_peer_id(raw)
+    if not _NAME.match(raw):
+        raise InvalidPeerIdError(
+            f"peer ID {text[:40]!r} is not a node ID (decimal or 0x hex) or a node name"
+        )
+    for peer in sidecar.engine.peers.values():
+        if peer.name == raw:
+            return peer.node_id
+    try:
+        resolved = await sidecar.registry.client.resolve_name(raw)
+    except RegistryClientError as exc:
+        raise PeerNotFoundError(f"no node named {raw!r} ({exc})") from exc
+    return resolved.node_id
 
 
 def _describe_validation(exc: RequestValidationError) -> str:
@@ -263,6 +295,15 @@ def _peer(sidecar: Sidecar, peer_id: int) -> PeerStatus:
     return peer
 
 
+async def _until(done: Callable[[], bool], limit: float) -> None:
+    """Wait until ``done()`` or ``limit`` seconds; the engine has no events to await,
+    so its state is polled every 5 ms (only for an operator's request)."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(limit):
+            while not done():  # noqa: ASYNC110
+                await asyncio.sleep(0.005)
+
+
 async def _ping(sidecar: Sidecar, node_id: int, request: PingRequest) -> list[PingResult]:
     """``count`` rounds of probes over the direct path (if any) and the relay."""
     engine = sidecar.engine
@@ -277,13 +318,18 @@ async def _ping(sidecar: Sidecar, node_id: int, request: PingRequest) -> list[Pi
         }
         sent = engine.ping(node_id, sidecar.clock())
         sidecar.flush()
-        answers: dict[int, float] = {}
-        deadline = sidecar.clock() + request.timeout
-        while len(answers) < len(sent) and sidecar.clock() < deadline:
-            await asyncio.sleep(0.005)
-            answers = {n: rtt for n, _, rtt in peer.ping_results if n in dict(sent)}
+        nonces = frozenset(nonce for nonce, _ in sent)
+
+        def answers(p: Peer = peer, wanted: frozenset[int] = nonces) -> dict[int, float]:
+            return {n: rtt for n, _, rtt in p.ping_results if n in wanted}
+
+        def complete(wanted: frozenset[int] = nonces) -> bool:
+            return len(answers()) == len(wanted)
+
+        await _until(complete, request.timeout)
+        got = answers()
         for nonce, path in sent:
-            rtt = answers.get(nonce)
+            rtt = got.get(nonce)
             results.append(
                 PingResult(
                     seq=seq,
@@ -346,7 +392,7 @@ def create_app(sidecar: Sidecar) -> FastAPI:
 
     @app.get("/v1/peers/{peer_id}", response_model=PeerStatus, responses=errors)
     async def peer(peer_id: str) -> PeerStatus:
-        return _peer(sidecar, parse_peer_id(peer_id))
+        return _peer(sidecar, await peer_node_id(sidecar, peer_id))
 
     @app.put(
         "/v1/peers/{peer_id}/relay",
@@ -355,7 +401,7 @@ def create_app(sidecar: Sidecar) -> FastAPI:
         dependencies=[Security(auth)],
     )
     async def set_relay(peer_id: str, body: RelayRequest) -> PeerStatus:
-        node_id = parse_peer_id(peer_id)
+        node_id = await peer_node_id(sidecar, peer_id)
         done = _engine(sidecar).set_relay(node_id, body.relay, body.pinned, sidecar.clock())
         sidecar.flush()
         if not done:
@@ -370,7 +416,7 @@ def create_app(sidecar: Sidecar) -> FastAPI:
         "/v1/peers/{peer_id}", status_code=204, responses=errors, dependencies=[Security(auth)]
     )
     async def remove_peer(peer_id: str) -> Response:
-        node_id = parse_peer_id(peer_id)
+        node_id = await peer_node_id(sidecar, peer_id)
         if not _engine(sidecar).remove_peer(node_id):
             raise PeerNotFoundError(f"no peer with node ID {node_id}")
         _log.info("operator_removed_peer", extra={"peer": node_id})
@@ -384,7 +430,7 @@ def create_app(sidecar: Sidecar) -> FastAPI:
         dependencies=[Security(auth)],
     )
     async def punch(peer_id: str) -> PeerStatus:
-        node_id = parse_peer_id(peer_id)
+        node_id = await peer_node_id(sidecar, peer_id)
         done = _engine(sidecar).punch(node_id, sidecar.clock())
         sidecar.flush()
         if not done:
@@ -399,11 +445,16 @@ def create_app(sidecar: Sidecar) -> FastAPI:
         dependencies=[Security(auth)],
     )
     async def ping(peer_id: str, body: PingRequest | None = None) -> PingResponse:
-        node_id = parse_peer_id(peer_id)
+        node_id = await peer_node_id(sidecar, peer_id)
         request = body or PingRequest()
         engine = _engine(sidecar)
         if engine.peers.get(node_id) is None:
-            raise PeerNotFoundError(f"no peer with node ID {node_id}")
+            # not a peer yet: look it up (as a first datagram would) and wait a little
+            engine.look_up(node_id, sidecar.clock())
+            sidecar.flush()
+            await _until(lambda: engine.peers.get(node_id) is not None, 3.0)
+            if engine.peers.get(node_id) is None:
+                raise PeerNotFoundError(f"no node with node ID {node_id} (registry look-up)")
         results = await _ping(sidecar, node_id, request)
         peer = _peer(sidecar, node_id)
         return PingResponse(node_id=node_id, name=peer.name, path=peer.path, results=results)

@@ -150,6 +150,11 @@ class PeerCipher:
         self._recv: _RecvState | None = None
         self._aad_tail = _U32.pack(our_id)
 
+    @property
+    def next_counter(self) -> int:
+        """The counter of the next sealed frame."""
+        return self._counter
+
     def seal(self, plaintext: bytes) -> bytes:
         """An encrypted frame carrying ``plaintext`` to the peer."""
         counter = self._counter

@@ -142,6 +142,10 @@ class Engine(Checks):
         self.relayed_in = 0
         self.direct_in = 0
         self._retired = [0, 0, 0, 0]
+        # a peer forgotten and met again in the same epoch must not reuse counters
+        # (its receiver would refuse them as replays): new ciphers start above
+        # every counter a removed peer's cipher used
+        self._counter_floor = 0
         self._key: X25519PrivateKey | None = None
         self._epoch = 0
         self._rng = rng or random.Random()
@@ -353,6 +357,11 @@ class Engine(Checks):
             return
         self._request_lookup(sender, now)
 
+    def look_up(self, node_id: int, now: float) -> None:
+        """Ask the registry for ``node_id`` (an operator's ping of a node not yet a peer)."""
+        if self.peers.get(node_id) is None and node_id != self.node_id:
+            self.lookups.request(node_id, now)
+
     def _request_lookup(self, node_id: int, now: float) -> None:
         refusal = self.lookups.request(node_id, now)
         if refusal is not None and not self.lookups.is_pending(node_id):
@@ -491,7 +500,12 @@ class Engine(Checks):
         if peer is None:
             try:
                 cipher = PeerCipher(
-                    self.node_id, self._key, info.node_id, info.x25519_key, self._epoch
+                    self.node_id,
+                    self._key,
+                    info.node_id,
+                    info.x25519_key,
+                    self._epoch,
+                    self._counter_floor,
                 )
             except ValueError:
                 self.resolve_failed(info.node_id, unknown=True, now=now)
@@ -645,6 +659,7 @@ class Engine(Checks):
         peer = self.peers.remove(node_id)
         if peer is None:
             return False
+        self._counter_floor = max(self._counter_floor, peer.cipher.next_counter)
         for i, value in enumerate(_traffic(peer)):
             self._retired[i] += value
         return True

@@ -27,8 +27,8 @@ from natroute.registry.client import (
 from natroute.routing.addr import canonical_ip, format_addr, split_host_port
 from natroute.routing.types import Addr
 
-from .candidates import MAX_REMOTE_CANDIDATES, Candidate, CandidateKind
-from .model import PeerInfo
+from .candidates import MAX_LOCAL_CANDIDATES, MAX_REMOTE_CANDIDATES, Candidate, CandidateKind
+from .model import PeerInfo, Transport
 
 __all__ = ["Publication", "RegistryLink", "peer_info"]
 
@@ -45,8 +45,17 @@ def _addr(text: str | None) -> Addr | None:
     return (canonical_ip(host), port) if host and port else None
 
 
+_KINDS = {"host": CandidateKind.HOST, "srflx": CandidateKind.SRFLX}
+
+
 def peer_info(resolved: Resolved) -> PeerInfo | None:
-    """What the engine needs of a resolve answer; None without a frame key."""
+    """What the engine needs of a resolve answer; None without a frame key.
+
+    Candidates come from the registry's ``candidates`` list when the node
+    published one; for older nodes from ``lan_addrs`` (host) and ``endpoint``
+    (server-reflexive; a relay-only node's endpoint is a beacon's address and
+    is left out).
+    """
     if resolved.x25519_public_key is None:
         return None
     candidates: list[Candidate] = []
@@ -57,15 +66,21 @@ def peer_info(resolved: Resolved) -> PeerInfo | None:
             seen.add(addr)
             candidates.append(Candidate(addr, kind))
 
-    for text in resolved.lan_addrs:
-        add(_addr(text), CandidateKind.HOST)
-    if not resolved.relay_only:  # a relay-only node's endpoint is a beacon's address
-        add(_addr(resolved.endpoint), CandidateKind.SRFLX)
+    if resolved.candidates:
+        for cand in resolved.candidates:
+            add(_addr(cand.addr), _KINDS.get(cand.kind, CandidateKind.SRFLX))
+    else:
+        for text in resolved.lan_addrs:
+            add(_addr(text), CandidateKind.HOST)
+        if not resolved.relay_only:
+            add(_addr(resolved.endpoint), CandidateKind.SRFLX)
     return PeerInfo(
         resolved.node_id,
         resolved.x25519_public_key,
         relay_only=resolved.relay_only,
         candidates=tuple(candidates),
+        name=resolved.name or "",
+        transport=Transport.STREAM if resolved.transport == "stream" else Transport.UDP,
     )
 
 
@@ -76,6 +91,16 @@ class Publication:
     endpoint: Addr | None
     candidates: tuple[Candidate, ...]
     relay_only: bool
+    transport: Transport = Transport.UDP
+    name: str | None = None
+
+    def wire_candidates(self) -> list[tuple[str, str]]:
+        """The registry's form: ``(ip:port, kind)``, host and server-reflexive only."""
+        return [
+            (format_addr(c.addr), c.kind.value)
+            for c in self.candidates
+            if c.kind in (CandidateKind.HOST, CandidateKind.SRFLX)
+        ][:MAX_LOCAL_CANDIDATES]
 
 
 class RegistryLink:
@@ -114,8 +139,11 @@ class RegistryLink:
             self._key,
             x25519_public_key=self._x25519,
             endpoint=format_addr(pub.endpoint) if pub.endpoint else None,
-            lan_addrs=host,
+            lan_addrs=host[:MAX_LOCAL_CANDIDATES],
             relay_only=pub.relay_only,
+            candidates=pub.wire_candidates(),
+            transport=pub.transport.value,
+            name=pub.name,
         )
         self.registered = True
         _log.info("registered", extra={"node_id": reg.node_id, "relay_only": reg.relay_only})
@@ -136,6 +164,8 @@ class RegistryLink:
                 node_id,
                 endpoint=format_addr(pub.endpoint) if pub.endpoint else None,
                 relay_only=pub.relay_only,
+                candidates=pub.wire_candidates(),
+                transport=pub.transport.value,
             )
         except RegistryNotFoundError:
             self.registered = False

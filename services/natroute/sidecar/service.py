@@ -151,6 +151,7 @@ class Sidecar:
         self.health = BeaconHealth(clock, settings.beacon_dead_after, settings.beacon_quarantine)
         self._lister = QuarantineLister(self._registry_sync, self.health)
         self._host_candidates: list[Candidate] = []
+        self._name = settings.node_name()
         self._refresh_lock = asyncio.Lock()
         self._first_tick_done = False
         self._republish = False
@@ -373,7 +374,13 @@ class Sidecar:
     def publication(self) -> Publication:
         """What we tell the registry about ourselves."""
         endpoint = None if self.settings.relay_only else self.public_endpoint
-        return Publication(endpoint, tuple(self.candidates()), self.relay_only)
+        return Publication(
+            endpoint,
+            tuple(self.candidates()),
+            self.relay_only,
+            self.engine.transport,
+            self._name,
+        )
 
     async def _register_initial(self) -> int:
         """Register; fall back to the remembered node ID, else retry."""
@@ -384,6 +391,13 @@ class Sidecar:
             try:
                 return await self.registry.register(self.publication())
             except RegistryClientError as exc:
+                if exc.code == "name_taken" and self._name is not None:
+                    _log.warning(
+                        "name_taken",
+                        extra={"node_name": self._name, "hint": "set --name to a free name"},
+                    )
+                    self._name = None  # register without a name rather than not at all
+                    continue
                 if self.state.node_id:
                     _log.warning(
                         "registry_unavailable_using_saved_id",

@@ -8,6 +8,8 @@ env names are used by compose and the Helm chart.
 from __future__ import annotations
 
 import ipaddress
+import re
+import socket
 from collections.abc import Sequence
 
 from pydantic import Field, SecretStr, field_validator
@@ -60,6 +62,10 @@ class Settings(BaseSettings):
     identity: str = Field(
         "/var/lib/natroute/identity.json", description="identity key file (beacon cache beside)"
     )
+    name: str = Field(
+        "",
+        description="node name for peers and operators (default: the host name; 'none': no name)",
+    )
     registry_url: str = Field("", description="registry base URL, e.g. http://registry:9000")
     beacons: str = Field("", description="bootstrap beacons host:port,...")
     advertise: str = Field("", description="public endpoint to register instead of discovery")
@@ -107,6 +113,18 @@ class Settings(BaseSettings):
     peer_refresh_interval: float = Field(_N.peer_refresh_interval, gt=0)
     peer_idle_timeout: float = Field(_N.peer_idle_timeout, gt=0)
     log_level: str = Field("info")
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        text = value.strip().lower()
+        if (
+            text
+            and text != "none"
+            and not re.fullmatch(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?", text)
+        ):
+            raise ValueError(f"a node name is a DNS label (a-z, 0-9, '-', at most 63): {value!r}")
+        return text
 
     @field_validator("listen", "app_listen")
     @classmethod
@@ -157,6 +175,14 @@ class Settings(BaseSettings):
             send_err_threshold=self.send_err_threshold,
             max_relay_peers=self.max_relay_peers,
         )
+
+    def node_name(self) -> str | None:
+        """The name to register: the setting, else the host name made a DNS label."""
+        raw = self.name.strip().lower()
+        if raw == "none":
+            return None
+        label = re.sub(r"[^a-z0-9-]+", "-", raw or socket.gethostname().lower()).strip("-")[:63]
+        return label.strip("-") or None
 
     def loopback_world(self) -> bool:
         """The peer socket is bound to loopback: peers live on this host, and
