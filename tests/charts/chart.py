@@ -39,6 +39,7 @@ Manifest = dict[str, Any]
 
 #: Every sidecar setting the chart lets the user set, with a valid non-default value.
 SIDECAR_CONFIG: Final[dict[str, Any]] = {
+    "name": "tunnel-1",
     "registryUrl": "https://registry.example.net:9443",
     "beacons": "198.51.100.7:9001,beacon.example.net:9001",
     "appListen": "127.0.0.1:4200",
