@@ -19,7 +19,6 @@ from natroute.beacon.config import BeaconConfig, RateLimit
 from natroute.beacon.core import BeaconCore
 from natroute.beacon.gossip import GossipTable, chunk_ids
 from natroute.beacon.ratelimit import RateLimiter
-from natroute.beacon.table import NodeTable
 from natroute.routing.wire import Discover, encode_message
 
 from .fakes import FakeClock
@@ -75,25 +74,6 @@ def test_verify_discover_window_edges_inclusive() -> None:
     verify_discover(extra, 5, 1120.0)
     verify_discover(extra, 5, 880.0)
     verify_discover(extra, 5, 1010.0, max_skew=10.0)
-
-
-def test_node_table_cap_ttl_and_order() -> None:
-    table = NodeTable(cap=2, ttl=10.0)
-    assert table.put(1, A, 0.0) is not None
-    assert table.put(2, B, 1.0) is not None
-    assert table.put(3, A, 2.0) is None
-    entry = table.get(1, 5.0)
-    assert entry is not None
-    table.touch(1, entry, 5.0)
-    assert list(table.live_ids(5.0)) == [1, 2]
-    assert list(table.live_ids(11.0)) == [1]
-    assert table.put(3, A, 11.0) is not None  # node 2 expired, evicted
-    assert table.get(2, 11.0) is None
-    assert table.put(1, B, 12.0) is not None  # replacing an existing ID is not an insert
-    assert table.sweep(21.5) == 1
-    assert len(table) == 1
-    assert table.sweep(100.0) == 1
-    assert table.sweep(100.0) == 0
 
 
 def test_rate_limiter_refill_cap_and_sweep() -> None:

@@ -48,6 +48,7 @@ _COUNTERS: tuple[tuple[str, str, str], ...] = (
     ("syncs_received", "natroute_beacon_syncs_received", "Sync datagrams accepted"),
     ("syncs_sent", "natroute_beacon_syncs_sent", "Sync datagrams sent"),
     ("expired_nodes", "natroute_beacon_expired_nodes", "Node entries expired"),
+    ("evicted_nodes", "natroute_beacon_evicted_nodes", "Unsigned entries evicted for signed"),
 )
 
 
@@ -60,6 +61,9 @@ class SnapshotCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         snap = self._view.snapshot()
         yield GaugeMetricFamily("natroute_beacon_nodes", "Node entries held", value=snap.nodes)
+        yield GaugeMetricFamily(
+            "natroute_beacon_signed_nodes", "Node entries with a bound key", value=snap.signed_nodes
+        )
         yield GaugeMetricFamily(
             "natroute_beacon_gossip_entries",
             "Node IDs known from peer beacons",
@@ -84,6 +88,7 @@ def snapshot_json(snap: BeaconSnapshot) -> dict[str, Any]:
         "beacon_id": snap.beacon_id,
         "strict": snap.strict,
         "nodes": snap.nodes,
+        "signed_nodes": snap.signed_nodes,
         "gossip_entries": snap.gossip_entries,
         "gossip_peers": list(snap.peers),
         "counters": {field: getattr(snap, field) for field, _, _ in _COUNTERS}

@@ -30,11 +30,9 @@ unwrapped on entry, so a plain tuple comparison is address equality.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 from collections.abc import Callable, Iterable
 from enum import Enum
-from functools import lru_cache
 from types import MappingProxyType
 from typing import TypeAlias
 
@@ -57,9 +55,10 @@ from natroute.routing.wire import (
 from .auth import DISCOVER_AUTH_LEN, DiscoverAuthError, SignedDiscover, verify_discover
 from .config import BeaconConfig
 from .gossip import GossipTable, chunk_ids
+from .prefix import source_key
 from .ratelimit import RateLimiter
 from .stats import BeaconSnapshot, Counters, DropReason
-from .table import NodeEntry, NodeTable
+from .table import NodeEntry, NodeTable, Refusal
 
 __all__ = ["BeaconCore", "Outgoing", "source_key"]
 
@@ -79,16 +78,20 @@ def _canonical(addr: Addr) -> Addr:
     return canonical_ip(addr[0]), addr[1]
 
 
-@lru_cache(maxsize=4096)
-def source_key(ip: str) -> str:
-    """The rate-limit key of a canonical source IP: itself, or its /64 for IPv6.
+def _may_take_over(entry: NodeEntry, signed: SignedDiscover | None) -> bool:
+    """Strict mode: a live entry moves only under the key that registered it.
 
-    One IPv6 host usually owns a whole /64, so per-address buckets would not
-    limit it.
+    An entry registered without a key moves for nobody until it expires;
+    one with a key only for a signature by that key with a time newer than
+    the last accepted one, so a captured signed discover cannot be replayed
+    from elsewhere.
     """
-    if ":" not in ip:
-        return ip
-    return str(ipaddress.IPv6Network((ip, 64), strict=False).network_address) + "/64"
+    return (
+        signed is not None
+        and entry.pubkey is not None
+        and signed.pubkey == entry.pubkey
+        and signed.unix_time > entry.auth_time
+    )
 
 
 class BeaconCore:
@@ -103,7 +106,9 @@ class BeaconCore:
         """
         self.config = config
         self._wall_clock = wall_clock
-        self.nodes = NodeTable(config.node_cap, config.node_ttl)
+        self.nodes = NodeTable(
+            config.node_cap, config.node_ttl, config.node_quota_host, config.node_quota_net
+        )
         self.gossip = GossipTable(config.gossip_cap, config.gossip_ttl)
         self._discover_limiter: RateLimiter[str] = RateLimiter(
             config.discover_limit, config.limiter_cap
@@ -198,6 +203,7 @@ class BeaconCore:
             beacon_id=self.config.beacon_id,
             strict=self.config.strict,
             nodes=len(self.nodes),
+            signed_nodes=self.nodes.signed,
             gossip_entries=len(self.gossip),
             peers=tuple(sorted(format_addr(p) for p in self.gossip.peers)),
             received=c.received,
@@ -213,6 +219,7 @@ class BeaconCore:
             syncs_received=c.syncs_received,
             syncs_sent=c.syncs_sent,
             expired_nodes=c.expired_nodes,
+            evicted_nodes=self.nodes.evictions,
             drops=MappingProxyType({r.value: n for r, n in c.drops.items()}),
         )
 
@@ -251,54 +258,54 @@ class BeaconCore:
     def _record(
         self, node_id: int, src: Addr, now: float, signed: SignedDiscover | None
     ) -> _Record:
-        """Bind ``node_id`` to ``src`` if allowed (spec §3.4, strict rules §10 D15)."""
+        """Bind ``node_id`` to ``src`` if allowed (beacon README "Strict mode")."""
         table = self.nodes
+        config = self.config
         entry = table.get(node_id, now)
         if entry is None:
-            entry = table.put(node_id, src, now)
-            if entry is None:
-                self._drop(DropReason.TABLE_FULL, src)
-                return _Record.FULL
+            if signed is None and config.strict and config.require_signature:
+                self._drop(DropReason.UNSIGNED_REFUSED, src)
+                return _Record.REJECTED
+            added = (
+                table.add(node_id, src, now)
+                if signed is None
+                else table.add(node_id, src, now, pubkey=signed.pubkey, auth_time=signed.unix_time)
+            )
+            if isinstance(added, Refusal):
+                return self._refused(added, src)
             self.counters.registrations += 1
             if signed is not None:
-                self._bind(entry, signed)
+                self.counters.authenticated += 1
             return _Record.RECORDED
         if entry.addr == src:
-            # A keepalive from the registered address; a signature may bind a
-            # key the first time (first authenticated registration wins).
+            # A keepalive from the registered address. A signature binds its key
+            # the first time (the address is the credential of an unsigned entry).
             table.touch(node_id, entry, now)
             if signed is not None and entry.pubkey in (None, signed.pubkey):
-                self._bind(entry, signed)
+                self._bind(node_id, entry, signed)
             return _Record.RECORDED
-        if self.config.strict and not self._may_take_over(entry, signed):
+        if config.strict and not _may_take_over(entry, signed):
             self._drop(DropReason.TAKEOVER_REJECTED, src)
             return _Record.REJECTED
-        entry.addr = src
-        entry.pubkey = None
-        entry.auth_time = -1
-        table.touch(node_id, entry, now)
+        refused = table.move(node_id, entry, src, now)
+        if refused is not None:
+            return self._refused(refused, src)
         self.counters.registrations += 1
-        if signed is not None:
-            self._bind(entry, signed)
+        if signed is None:
+            table.unbind(node_id, entry)  # non-strict: upstream's plain overwrite
+        elif entry.pubkey != signed.pubkey:
+            table.unbind(node_id, entry)  # non-strict: the new key replaces the old
+            self._bind(node_id, entry, signed)
+        else:
+            self._bind(node_id, entry, signed)
         return _Record.RECORDED
 
-    @staticmethod
-    def _may_take_over(entry: NodeEntry, signed: SignedDiscover | None) -> bool:
-        """Strict mode: a live mapping moves only for a signature by its key.
+    def _refused(self, refusal: Refusal, src: Addr) -> _Record:
+        self._drop(DropReason.TABLE_FULL if refusal is Refusal.FULL else DropReason.QUOTA, src)
+        return _Record.FULL
 
-        An entry without a bound key yields to any valid signature; one with a
-        key only to that key, and only for a time newer than the last accepted
-        one, so a captured signed discover cannot be replayed from elsewhere.
-        """
-        if signed is None:
-            return False
-        if entry.pubkey is None:
-            return True
-        return signed.pubkey == entry.pubkey and signed.unix_time > entry.auth_time
-
-    def _bind(self, entry: NodeEntry, signed: SignedDiscover) -> None:
-        entry.pubkey = signed.pubkey
-        entry.auth_time = max(entry.auth_time, signed.unix_time)
+    def _bind(self, node_id: int, entry: NodeEntry, signed: SignedDiscover) -> None:
+        self.nodes.bind(node_id, entry, signed.pubkey, signed.unix_time)
         self.counters.authenticated += 1
 
     def _on_punch(self, msg: PunchRequest, src: Addr, now: float) -> list[Outgoing]:

@@ -64,8 +64,13 @@ class Settings(BaseSettings):
         default=None, description="address registered; default: bound address"
     )
     strict: bool = True
+    require_signature: bool = Field(
+        default=_D.require_signature, description="strict: only signed discovers record a node"
+    )
     node_ttl: float = Field(default=_D.node_ttl, gt=0)
     node_cap: int = Field(default=_D.node_cap, ge=1)
+    node_quota_host: int = Field(default=_D.node_quota_host, ge=0)
+    node_quota_net: int = Field(default=_D.node_quota_net, ge=0)
     sweep_interval: float = Field(default=DEFAULT_SWEEP_INTERVAL, gt=0)
     gossip_interval: float = Field(default=DEFAULT_GOSSIP_INTERVAL, gt=0)
     gossip_ttl: float = Field(default=_D.gossip_ttl, gt=0)
@@ -130,8 +135,11 @@ class Settings(BaseSettings):
         return BeaconConfig(
             beacon_id=beacon_id,
             strict=self.strict,
+            require_signature=self.require_signature,
             node_ttl=self.node_ttl,
             node_cap=self.node_cap,
+            node_quota_host=self.node_quota_host,
+            node_quota_net=self.node_quota_net,
             gossip_ttl=self.gossip_ttl,
             handoff_after=self.handoff_after,
             gossip_cap=self.node_cap,
@@ -155,6 +163,18 @@ _FLAGS: tuple[tuple[str, str, type, str], ...] = (
     ("--advertise", "advertise", str, "HOST:PORT registered (default: the bound address)"),
     ("--node-ttl", "node_ttl", float, "seconds before an idle node expires (600)"),
     ("--node-cap", "node_cap", int, "most nodes held (500000)"),
+    (
+        "--node-quota-host",
+        "node_quota_host",
+        int,
+        "most nodes per source IPv4 address or IPv6 /64 (256; 0: off)",
+    ),
+    (
+        "--node-quota-net",
+        "node_quota_net",
+        int,
+        "most nodes per IPv4 /24 or IPv6 /48 (2048; 0: off)",
+    ),
     ("--sweep-interval", "sweep_interval", float, "seconds between expiry sweeps (60)"),
     ("--gossip-interval", "gossip_interval", float, "seconds between Sync rounds (10)"),
     ("--gossip-ttl", "gossip_ttl", float, "seconds before unrefreshed gossip expires (30)"),
@@ -198,6 +218,13 @@ def parse_args(argv: Sequence[str] | None = None) -> dict[str, Any]:
         dest="strict",
         action=argparse.BooleanOptionalAction,
         help="strict sender/ownership checks (default on; --no-strict for upstream behaviour)",
+    )
+    parser.add_argument(
+        "--require-signature",
+        dest="require_signature",
+        action=argparse.BooleanOptionalAction,
+        help="strict mode: only signed discovers record a new node (default off: "
+        "upstream daemons do not sign)",
     )
     return vars(parser.parse_args(argv))
 
