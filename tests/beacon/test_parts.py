@@ -8,6 +8,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from natroute._service.ratelimit import RateLimit, TokenBuckets
 from natroute.beacon.auth import (
     DISCOVER_AUTH_LEN,
     DiscoverAuthError,
@@ -15,10 +16,9 @@ from natroute.beacon.auth import (
     sign_discover,
     verify_discover,
 )
-from natroute.beacon.config import BeaconConfig, RateLimit
+from natroute.beacon.config import BeaconConfig
 from natroute.beacon.core import BeaconCore
 from natroute.beacon.gossip import GossipTable, chunk_ids
-from natroute.beacon.ratelimit import RateLimiter
 from natroute.routing.wire import Discover, encode_message
 
 from .fakes import FakeClock
@@ -77,7 +77,7 @@ def test_verify_discover_window_edges_inclusive() -> None:
 
 
 def test_rate_limiter_refill_cap_and_sweep() -> None:
-    limiter: RateLimiter[str] = RateLimiter(RateLimit(rate=2.0, burst=2.0), cap=2)
+    limiter: TokenBuckets[str] = TokenBuckets(RateLimit(rate=2.0, burst=2.0), cap=2)
     assert limiter.allow("a", 0.0)
     assert limiter.allow("a", 0.0)
     assert not limiter.allow("a", 0.0)
@@ -95,7 +95,7 @@ def test_rate_limiter_refill_cap_and_sweep() -> None:
 
 
 def test_disabled_rate_limiter_allows_everything() -> None:
-    limiter: RateLimiter[str] = RateLimiter(RateLimit(rate=0.0, burst=0.0), cap=1)
+    limiter: TokenBuckets[str] = TokenBuckets(RateLimit(rate=0.0, burst=0.0), cap=1)
     assert all(limiter.allow(str(i), 0.0, cost=1e9) for i in range(10))
     assert len(limiter) == 0
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
+from natroute._service.ratelimit import RateLimit
+
 __all__ = [
     "DEFAULT_GOSSIP_INTERVAL",
     "DEFAULT_NODE_CAP",
@@ -43,22 +45,6 @@ MAX_RELAY_PAYLOAD: Final = 65_535
 #: Node IDs per Sync datagram: 7 + 4*16 000 bytes stays under the 65 507-byte
 #: IPv4 UDP payload limit, so one gossip datagram is never refused by the kernel.
 MAX_SYNC_IDS_PER_DATAGRAM: Final = 16_000
-
-
-@dataclass(frozen=True, slots=True)
-class RateLimit:
-    """A token bucket shape: ``rate`` tokens per second, at most ``burst`` saved.
-
-    A rate of 0 or less disables the limit.
-    """
-
-    rate: float
-    burst: float
-
-    @property
-    def enabled(self) -> bool:
-        """True when the limit is enforced."""
-        return self.rate > 0
 
 
 @dataclass(frozen=True, slots=True)

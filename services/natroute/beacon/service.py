@@ -12,6 +12,7 @@ next period; they never stop the beacon.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ipaddress
 import logging
 import socket
@@ -29,9 +30,12 @@ from natroute.routing.types import Addr
 from .admin import create_app
 from .config import BeaconConfig
 from .core import BeaconCore
+from .nodekeys import NodeKeys
 from .registry import RegistryClient
 from .settings import Settings, derive_beacon_id
 from .stats import BeaconSnapshot
+from .streamproto import STREAM_PATH
+from .streams import StreamHub
 from .udp import BeaconProtocol
 
 __all__ = ["BeaconService"]
@@ -73,9 +77,12 @@ class BeaconService:
         self._http: EmbeddedHttpServer | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._registry: RegistryClient | None = None
+        self._hub: StreamHub | None = None
         self.udp_addr: Addr = ("", 0)
         self.http_addr: Addr | None = None
         self.advertise = ""
+        #: The stream relay URL registered (None: no stream relay, or no usable host).
+        self.stream_url: str | None = None
         self._family = socket.AF_INET
         self._static_peers: tuple[str, ...] = settings.peers
 
@@ -108,9 +115,25 @@ class BeaconService:
         """True while the UDP socket is bound and serving."""
         return self._transport is not None and not self._transport.is_closing()
 
+    @property
+    def registry(self) -> RegistryClient | None:
+        """The registry client, when a registry is configured."""
+        return self._registry
+
+    @property
+    def hub(self) -> StreamHub | None:
+        """The stream relay's sessions, when the relay is served."""
+        return self._hub
+
     def snapshot(self) -> BeaconSnapshot:
-        """An immutable snapshot of the core (for the admin app)."""
-        return self.core.snapshot()
+        """An immutable snapshot of the core and the stream relay (for the admin app)."""
+        snap = self.core.snapshot()
+        hub = self._hub
+        if hub is None:
+            return snap
+        return dataclasses.replace(
+            snap, stream_url=self.stream_url, stream_sessions=hub.sessions, stream=hub.snapshot()
+        )
 
     def now(self) -> float:
         """The clock the core is fed with."""
@@ -150,11 +173,6 @@ class BeaconService:
         protocol = BeaconProtocol(core, self.now, settings.send_buffer_limit)
         transport, _ = await loop.create_datagram_endpoint(lambda: protocol, sock=sock)
         self._protocol, self._transport = protocol, transport
-        try:
-            await self._start_http()
-        except BaseException:
-            await self.stop()
-            raise
         if settings.registry_url is not None:
             if self._http_client is None:
                 self._http_client = httpx.AsyncClient(timeout=5.0)
@@ -164,6 +182,17 @@ class BeaconService:
                 settings.registry_url,
                 token.get_secret_value() if token is not None else None,
             )
+        if settings.stream and settings.http:
+            keys = None if self._registry is None else NodeKeys(self._registry.node_key, self.now)
+            hub = StreamHub(core, protocol.send, self.now, settings.stream_limits(), keys)
+            protocol.stream_send = hub.send
+            self._hub = hub
+        try:
+            await self._start_http()
+        except BaseException:
+            await self.stop()
+            raise
+        self.stream_url = self._stream_url()
         await self._refresh_static_peers()
         self._tasks = [
             asyncio.create_task(self._every(settings.sweep_interval, self._sweep, "sweep")),
@@ -177,6 +206,9 @@ class BeaconService:
                 )
             ),
         ]
+        if self._hub is not None:
+            every = settings.stream_idle_timeout / 3
+            self._tasks.append(asyncio.create_task(self._every(every, self._close_idle, "idle")))
         _log.info(
             "beacon_started",
             extra={
@@ -184,6 +216,7 @@ class BeaconService:
                 "udp_addr": format_addr(self.udp_addr),
                 "http_addr": format_addr(self.http_addr) if self.http_addr else None,
                 "advertise": self.advertise,
+                "stream_url": self.stream_url,
                 "strict": config.strict,
                 "registry": settings.registry_url,
                 "peers": list(settings.peers),
@@ -196,6 +229,8 @@ class BeaconService:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self._hub is not None:
+            await self._hub.close_all()
         if self._http is not None:
             await self._http.stop()
             self._http = None
@@ -208,11 +243,43 @@ class BeaconService:
             _log.info("beacon_stopped", extra={"beacon_id": self.core.config.beacon_id})
 
     async def _start_http(self) -> None:
-        if not self.settings.http:
+        settings = self.settings
+        if not settings.http:
             return
-        server = EmbeddedHttpServer(create_app(self))
-        self.http_addr = await server.start(self.settings.http)
+        options: dict[str, object] = {}
+        if self._hub is not None:
+            options = {
+                "ws_ping_interval": settings.stream_ping_interval,
+                "ws_ping_timeout": settings.stream_ping_interval,
+                # One relay frame: the 9-byte header and the largest payload.
+                "ws_max_size": 9 + self.core.config.max_relay_payload,
+            }
+        if settings.tls_cert is not None:
+            options |= {"ssl_certfile": settings.tls_cert, "ssl_keyfile": settings.tls_key}
+        server = EmbeddedHttpServer(create_app(self, self._hub), **options)
+        self.http_addr = await server.start(settings.http)
         self._http = server
+
+    def _stream_url(self) -> str | None:
+        """``advertise_stream``, else ``ws(s)://<advertised host>:<HTTP port>/v1/relay``.
+
+        None without a stream relay, or when the advertised host is a wildcard.
+        """
+        settings = self.settings
+        if self._hub is None or self.http_addr is None:
+            return None
+        if settings.advertise_stream is not None:
+            return settings.advertise_stream
+        host = split_host_port(self.advertise)[0]
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            ip = None
+        if ip is not None and ip.is_unspecified:
+            return None
+        scheme = "wss" if settings.tls_cert is not None else "ws"
+        netloc = format_addr((host, self.http_addr[1]))
+        return f"{scheme}://{netloc}{STREAM_PATH}"
 
     # -- periodic work ---------------------------------------------------------
 
@@ -235,6 +302,10 @@ class BeaconService:
     async def _sweep(self) -> None:
         self.core.sweep(self.now())
 
+    async def _close_idle(self) -> None:
+        if self._hub is not None:
+            self._hub.close_idle()
+
     async def _gossip(self) -> None:
         if self._protocol is not None:
             self._protocol.send(self.core.gossip_datagrams(self.now()))
@@ -255,7 +326,7 @@ class BeaconService:
             return
         beacon_id = self.core.config.beacon_id
         try:
-            await registry.register(beacon_id, self.advertise)
+            await registry.register(beacon_id, self.advertise, self.stream_url)
             listed = await registry.list_beacons()
         except RegistryError as exc:
             _log.warning("beacon_registry_failed", extra={"error": str(exc)})

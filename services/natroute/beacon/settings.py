@@ -11,7 +11,7 @@ import argparse
 from collections.abc import Sequence
 from typing import Annotated, Any
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from natroute._service.settings import check_host_port, check_http_url, check_log_level
@@ -23,12 +23,14 @@ from .config import (
     BeaconConfig,
     RateLimit,
 )
+from .streamlimits import StreamLimits
 
 __all__ = ["Settings", "build_settings", "derive_beacon_id", "parse_args"]
 
 _DISABLED = ("", "off", "none", "false", "0")
-# Core defaults, so each default is written once (in config.py).
+# Core and hub defaults, so each default is written once (config.py, streams.py).
 _D = BeaconConfig(beacon_id=1)
+_S = StreamLimits()
 
 
 def derive_beacon_id(text: str) -> int:
@@ -89,6 +91,23 @@ class Settings(BaseSettings):
     send_buffer_limit: int = Field(
         default=4 << 20, ge=0, description="drop sends past this backlog"
     )
+    stream: bool = Field(default=True, description="serve the stream relay on the HTTP port")
+    advertise_stream: str | None = Field(
+        default=None,
+        description="stream relay URL registered; default ws(s)://<advertised host>:<HTTP port>"
+        "/v1/relay",
+    )
+    stream_max_sessions: int = Field(default=_S.max_sessions, ge=1)
+    stream_hello_timeout: float = Field(default=_S.hello_timeout, gt=0)
+    stream_idle_timeout: float = Field(default=_S.idle_timeout, gt=0)
+    stream_ping_interval: float = Field(default=20.0, gt=0)
+    stream_send_queue: int = Field(default=_S.send_queue, ge=1)
+    stream_trust_first_key: bool = Field(
+        default=_S.trust_first_key,
+        description="accept a stream hello on its signature alone when no registry answers",
+    )
+    tls_cert: str | None = Field(default=None, description="PEM certificate: HTTPS/WSS")
+    tls_key: str | None = Field(default=None, description="PEM private key of tls_cert")
     log_level: str = "info"
 
     @field_validator("peers", mode="before")
@@ -124,6 +143,36 @@ class Settings(BaseSettings):
         if value is None:
             return None
         return check_http_url(value) or None
+
+    @field_validator("advertise_stream")
+    @classmethod
+    def _check_stream_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if not value.startswith(("ws://", "wss://")):
+            raise ValueError(f"advertise_stream must be a ws:// or wss:// URL: {value!r}")
+        return value
+
+    @field_validator("tls_cert", "tls_key")
+    @classmethod
+    def _empty_is_none(cls, value: str | None) -> str | None:
+        return value or None
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Settings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together")
+        return self
+
+    def stream_limits(self) -> StreamLimits:
+        """The stream hub's limits."""
+        return StreamLimits(
+            max_sessions=self.stream_max_sessions,
+            hello_timeout=self.stream_hello_timeout,
+            idle_timeout=self.stream_idle_timeout,
+            send_queue=self.stream_send_queue,
+            trust_first_key=self.stream_trust_first_key,
+        )
 
     @field_validator("log_level")
     @classmethod
@@ -195,6 +244,19 @@ _FLAGS: tuple[tuple[str, str, type, str], ...] = (
     ("--relay-byte-burst", "relay_byte_burst", float, "relay byte burst per source"),
     ("--limiter-cap", "limiter_cap", int, "most sources tracked per rate limiter"),
     ("--auth-max-skew", "auth_max_skew", float, "accepted clock skew of signed discovers (120)"),
+    (
+        "--advertise-stream",
+        "advertise_stream",
+        str,
+        "stream relay URL registered (default ws://<advertised host>:<HTTP port>/v1/relay)",
+    ),
+    ("--stream-max-sessions", "stream_max_sessions", int, "most stream sessions (1024)"),
+    ("--stream-hello-timeout", "stream_hello_timeout", float, "seconds to answer the hello (5)"),
+    ("--stream-idle-timeout", "stream_idle_timeout", float, "seconds a silent session lives (75)"),
+    ("--stream-ping-interval", "stream_ping_interval", float, "WebSocket ping period (20)"),
+    ("--stream-send-queue", "stream_send_queue", int, "messages queued per session (256)"),
+    ("--tls-cert", "tls_cert", str, "PEM certificate: serve HTTPS and WSS"),
+    ("--tls-key", "tls_key", str, "PEM private key of --tls-cert"),
     ("--log-level", "log_level", str, "debug, info, warning or error"),
 )
 
@@ -218,6 +280,19 @@ def parse_args(argv: Sequence[str] | None = None) -> dict[str, Any]:
         dest="strict",
         action=argparse.BooleanOptionalAction,
         help="strict sender/ownership checks (default on; --no-strict for upstream behaviour)",
+    )
+    parser.add_argument(
+        "--stream",
+        dest="stream",
+        action=argparse.BooleanOptionalAction,
+        help="serve the stream relay (WebSocket) on the HTTP port (default on)",
+    )
+    parser.add_argument(
+        "--stream-trust-first-key",
+        dest="stream_trust_first_key",
+        action=argparse.BooleanOptionalAction,
+        help="accept a stream hello on its signature alone when no registry answers "
+        "(dev; default off: fail closed)",
     )
     parser.add_argument(
         "--require-signature",

@@ -30,6 +30,7 @@ class DropReason(Enum):
     TAKEOVER_REJECTED = "takeover_rejected"
     PUNCH_REQUESTER_UNKNOWN = "punch_requester_unknown"
     PUNCH_TARGET_UNKNOWN = "punch_target_unknown"
+    PUNCH_TARGET_STREAM = "punch_target_stream"
     RELAY_TOO_LARGE = "relay_too_large"
     RELAY_SENDER_MISMATCH = "relay_sender_mismatch"
     RELAY_UNKNOWN_DST = "relay_unknown_dst"
@@ -76,6 +77,9 @@ class BeaconSnapshot:
         received .. evicted_nodes: totals since start (see :class:`Counters`;
             ``evicted_nodes`` counts live unsigned entries evicted for signed ones).
         drops: drop counts by reason value, every reason present.
+        stream_url: the stream relay URL advertised, None when the relay is off.
+        stream_sessions: stream relay sessions open.
+        stream: stream relay event counters (see ``StreamHub.snapshot``).
     """
 
     beacon_id: int
@@ -99,6 +103,9 @@ class BeaconSnapshot:
     expired_nodes: int
     evicted_nodes: int
     drops: MappingProxyType[str, int]
+    stream_url: str | None = None
+    stream_sessions: int = 0
+    stream: MappingProxyType[str, int] = field(default_factory=lambda: MappingProxyType({}))
 
     @property
     def dropped_total(self) -> int:

@@ -19,7 +19,7 @@ from typing import Any, cast
 
 from natroute.routing.types import Addr
 
-from .core import BeaconCore, Outgoing
+from .core import STREAM_HOST, BeaconCore, Outgoing
 
 __all__ = ["BeaconProtocol"]
 
@@ -43,6 +43,8 @@ class BeaconProtocol(asyncio.DatagramProtocol):
         self.core = core
         self.clock = clock
         self.send_buffer_limit = send_buffer_limit
+        #: Where datagrams for stream sessions go (the stream hub's ``send``).
+        self.stream_send: Callable[[bytes, Addr], None] | None = None
         self.transport: asyncio.DatagramTransport | None = None
         self._ipv6 = False
 
@@ -71,6 +73,12 @@ class BeaconProtocol(asyncio.DatagramProtocol):
         """Send datagrams the core returned; failures are counted by the core."""
         transport = self.transport
         for datagram, dst in out:
+            if dst[0] == STREAM_HOST:
+                if self.stream_send is None:
+                    self.core.note_send_failed()
+                else:
+                    self.stream_send(datagram, dst)
+                continue
             if transport is None or _backlog(transport) > self.send_buffer_limit:
                 self.core.note_send_failed()
                 continue
