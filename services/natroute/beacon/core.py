@@ -245,9 +245,9 @@ class BeaconCore:
         """Replace the peer beacons learnt from the registry (IP literals)."""
         self.gossip.set_listed_peers(_canonical(a) for a in addrs)
 
-    def note_send_failed(self) -> None:
-        """Count a datagram the shell could not send."""
-        self.counters.drops[DropReason.SEND_FAILED] += 1
+    def note_send_failed(self, count: int = 1) -> None:
+        """Count datagrams the shell could not send."""
+        self.counters.drops[DropReason.SEND_FAILED] += count
 
     # -- stream sessions (beacon README "Stream relay") ------------------------
 

@@ -28,20 +28,21 @@ from natroute.routing.errors import RegistryError
 from natroute.routing.types import Addr
 
 from .admin import create_app
+from .batchio import BatchSocket
 from .config import BeaconConfig
-from .core import BeaconCore
+from .core import BeaconCore, Outgoing
+from .early import Early, EarlyResponder, bind_udp
 from .nodekeys import NodeKeys
 from .registry import RegistryClient
 from .settings import Settings, derive_beacon_id
 from .stats import BeaconSnapshot
 from .streamproto import STREAM_PATH
 from .streams import StreamHub
-from .udp import BeaconProtocol
+from .udp import BatchedUdp, BeaconProtocol
 
 __all__ = ["BeaconService"]
 
 _log = logging.getLogger(__name__)
-_SOCKET_BUFFER = 4 << 20
 
 
 class BeaconService:
@@ -55,6 +56,7 @@ class BeaconService:
         clock: Callable[[], float] | None = None,
         wall_clock: Callable[[], float] = time.time,
         http_client: httpx.AsyncClient | None = None,
+        early: EarlyResponder | None = None,
     ) -> None:
         """Prepare (nothing is bound until :meth:`start`).
 
@@ -64,6 +66,8 @@ class BeaconService:
             clock: monotonic seconds for the core (default: the loop's clock).
             wall_clock: Unix time for signed discovers.
             http_client: client for registry calls (default: one owned here).
+            early: a responder already answering on the listen address; the
+                service takes its socket and its backlog over.
         """
         self.settings = settings
         self._config = config
@@ -72,8 +76,9 @@ class BeaconService:
         self._http_client = http_client
         self._owns_client = http_client is None
         self._core: BeaconCore | None = None
-        self._protocol: BeaconProtocol | None = None
+        self._protocol: BeaconProtocol | BatchedUdp | None = None
         self._transport: asyncio.DatagramTransport | None = None
+        self._sock: socket.socket | None = None
         self._http: EmbeddedHttpServer | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._registry: RegistryClient | None = None
@@ -85,6 +90,7 @@ class BeaconService:
         self.stream_url: str | None = None
         self._family = socket.AF_INET
         self._static_peers: tuple[str, ...] = settings.peers
+        self._early = early
 
     # -- public view -----------------------------------------------------------
 
@@ -100,7 +106,7 @@ class BeaconService:
         return self._core
 
     @property
-    def protocol(self) -> BeaconProtocol:
+    def protocol(self) -> BeaconProtocol | BatchedUdp:
         """The UDP shell (e.g. to send extra datagrams in tests).
 
         Raises:
@@ -113,6 +119,8 @@ class BeaconService:
     @property
     def ready(self) -> bool:
         """True while the UDP socket is bound and serving."""
+        if isinstance(self._protocol, BatchedUdp):
+            return not self._protocol.closed
         return self._transport is not None and not self._transport.is_closing()
 
     @property
@@ -161,7 +169,11 @@ class BeaconService:
         """
         loop = asyncio.get_running_loop()
         settings = self.settings
-        sock = await _bind_udp(settings.listen)
+        early, self._early = self._early, None
+        if early is not None and early.listen != settings.listen:
+            early.close()  # bound for another address than the settings say
+            early = None
+        sock = early.sock if early is not None else bind_udp(settings.listen)
         self._family = sock.family
         self.udp_addr = _sockname(sock)
         self.advertise = settings.advertise or format_addr(self.udp_addr)
@@ -170,9 +182,14 @@ class BeaconService:
             beacon_id = settings.beacon_id or derive_beacon_id(self.advertise)
             config = settings.core_config(beacon_id)
         core = self._core = BeaconCore(config, wall_clock=self._wall_clock)
-        protocol = BeaconProtocol(core, self.now, settings.send_buffer_limit)
-        transport, _ = await loop.create_datagram_endpoint(lambda: protocol, sock=sock)
-        self._protocol, self._transport = protocol, transport
+        batch = BatchSocket.create(sock, gso=settings.udp_gso) if settings.udp_batch else None
+        protocol: BeaconProtocol | BatchedUdp
+        if batch is not None:
+            protocol = BatchedUdp(core, self.now, batch)
+            self._sock = sock
+        else:
+            protocol = BeaconProtocol(core, self.now, settings.send_buffer_limit)
+        self._protocol = protocol
         if settings.registry_url is not None:
             if self._http_client is None:
                 self._http_client = httpx.AsyncClient(timeout=5.0)
@@ -187,6 +204,17 @@ class BeaconService:
             hub = StreamHub(core, protocol.send, self.now, settings.stream_limits(), keys)
             protocol.stream_send = hub.send
             self._hub = hub
+        # The early responder stops reading before the shell starts (one reader at a
+        # time); its backlog is replayed before anything the shell reads.
+        backlog = early.handover()[1] if early is not None else []
+        if isinstance(protocol, BatchedUdp):
+            protocol.start(sock)
+        else:
+            self._transport, _ = await loop.create_datagram_endpoint(lambda: protocol, sock=sock)
+        if early is not None:
+            protocol.send(_replay(core, backlog, self.now()))
+            counts = {"answered": early.replies, "dropped": early.dropped}
+            _log.info("beacon_early_handover", extra=counts | {"backlog": len(backlog)})
         try:
             await self._start_http()
         except BaseException:
@@ -217,6 +245,8 @@ class BeaconService:
                 "http_addr": format_addr(self.http_addr) if self.http_addr else None,
                 "advertise": self.advertise,
                 "stream_url": self.stream_url,
+                "udp_io": "batched" if batch is not None else "asyncio",
+                "gso": batch is not None and batch.gso,
                 "strict": config.strict,
                 "registry": settings.registry_url,
                 "peers": list(settings.peers),
@@ -237,9 +267,16 @@ class BeaconService:
         if self._owns_client and self._http_client is not None:
             await self._http_client.aclose()
             self._http_client = None
+        stopped = self._transport is not None or self._sock is not None
+        if isinstance(self._protocol, BatchedUdp):
+            self._protocol.close()
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
         if self._transport is not None:
             self._transport.close()
             self._transport = None
+        if stopped:
             _log.info("beacon_stopped", extra={"beacon_id": self.core.config.beacon_id})
 
     async def _start_http(self) -> None:
@@ -371,26 +408,17 @@ class BeaconService:
             return None
 
 
-async def _bind_udp(hostport: str) -> socket.socket:
-    """A non-blocking UDP socket bound to ``hostport`` (the IPv6 wildcard is dual-stack)."""
-    host, port = split_host_port(hostport)
-    loop = asyncio.get_running_loop()
-    infos = await loop.getaddrinfo(
-        host or None, port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE
-    )
-    family, _, _, _, sockaddr = infos[0]
-    sock = socket.socket(family, socket.SOCK_DGRAM)
-    try:
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-            sock.setsockopt(socket.SOL_SOCKET, option, _SOCKET_BUFFER)
-        sock.bind(sockaddr)
-        sock.setblocking(False)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
+def _replay(core: BeaconCore, backlog: list[Early], now: float) -> list[Outgoing]:
+    """Feed the early responder's backlog to the core, in order.
+
+    Discovers it answered are recorded now; their second DiscoverReply (the
+    only 0x02 the core sends) is left out.
+    """
+    out: list[Outgoing] = []
+    for data, src, answered in backlog:
+        replies = core.handle_datagram(data, src, now)
+        out.extend(r for r in replies if not (answered and r[0][:1] == b"\x02"))
+    return out
 
 
 def _sockname(sock: socket.socket) -> Addr:

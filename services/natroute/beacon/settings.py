@@ -23,6 +23,7 @@ from .config import (
     BeaconConfig,
     RateLimit,
 )
+from .early import DEFAULT_LISTEN
 from .streamlimits import StreamLimits
 
 __all__ = ["Settings", "build_settings", "derive_beacon_id", "parse_args"]
@@ -50,7 +51,7 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="NATROUTE_BEACON_", extra="ignore")
 
-    listen: str = Field(default="0.0.0.0:9001", description="UDP listen address host:port")
+    listen: str = Field(default=DEFAULT_LISTEN, description="UDP listen address host:port")
     http: str = Field(
         default="0.0.0.0:8001", description="admin HTTP listen host:port, 'off' disables"
     )
@@ -91,6 +92,10 @@ class Settings(BaseSettings):
     send_buffer_limit: int = Field(
         default=4 << 20, ge=0, description="drop sends past this backlog"
     )
+    udp_batch: bool = Field(
+        default=True, description="recvmmsg/sendmmsg on Linux (off: asyncio datagram transport)"
+    )
+    udp_gso: bool = Field(default=True, description="send runs of datagrams with UDP GSO")
     stream: bool = Field(default=True, description="serve the stream relay on the HTTP port")
     advertise_stream: str | None = Field(
         default=None,
@@ -280,6 +285,18 @@ def parse_args(argv: Sequence[str] | None = None) -> dict[str, Any]:
         dest="strict",
         action=argparse.BooleanOptionalAction,
         help="strict sender/ownership checks (default on; --no-strict for upstream behaviour)",
+    )
+    parser.add_argument(
+        "--udp-batch",
+        dest="udp_batch",
+        action=argparse.BooleanOptionalAction,
+        help="batched UDP system calls (recvmmsg/sendmmsg) where available (default on)",
+    )
+    parser.add_argument(
+        "--udp-gso",
+        dest="udp_gso",
+        action=argparse.BooleanOptionalAction,
+        help="send runs of datagrams to one destination with UDP GSO (default on)",
     )
     parser.add_argument(
         "--stream",
