@@ -8,7 +8,6 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from natroute._service.ratelimit import RateLimit, TokenBuckets
 from natroute.beacon.auth import (
     DISCOVER_AUTH_LEN,
     DiscoverAuthError,
@@ -74,30 +73,6 @@ def test_verify_discover_window_edges_inclusive() -> None:
     verify_discover(extra, 5, 1120.0)
     verify_discover(extra, 5, 880.0)
     verify_discover(extra, 5, 1010.0, max_skew=10.0)
-
-
-def test_rate_limiter_refill_cap_and_sweep() -> None:
-    limiter: TokenBuckets[str] = TokenBuckets(RateLimit(rate=2.0, burst=2.0), cap=2)
-    assert limiter.allow("a", 0.0)
-    assert limiter.allow("a", 0.0)
-    assert not limiter.allow("a", 0.0)
-    assert not limiter.allow("a", 0.0, cost=0.5)
-    assert limiter.allow("a", 0.25, cost=0.5)
-    assert not limiter.allow("a", 0.0)  # time going backwards refills nothing
-    assert limiter.allow("b", 0.3)
-    assert limiter.allow("c", 0.3)  # evicts "a", the least recently seen
-    assert len(limiter) == 2
-    assert limiter.allow("a", 0.3)  # a fresh bucket
-    assert limiter.sweep(0.5) == 0
-    assert limiter.sweep(10.0) == 2
-    assert len(limiter) == 0
-    assert limiter.sweep(10.0) == 0
-
-
-def test_disabled_rate_limiter_allows_everything() -> None:
-    limiter: TokenBuckets[str] = TokenBuckets(RateLimit(rate=0.0, burst=0.0), cap=1)
-    assert all(limiter.allow(str(i), 0.0, cost=1e9) for i in range(10))
-    assert len(limiter) == 0
 
 
 def test_gossip_table_apply_lookup_cap_sweep() -> None:

@@ -15,6 +15,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from natroute._service.settings import check_host_port, check_http_url, check_log_level
+from natroute.routing.selection import fnv1a32
 
 from .config import (
     DEFAULT_GOSSIP_INTERVAL,
@@ -40,10 +41,7 @@ def derive_beacon_id(text: str) -> int:
     Used when no ``--beacon-id`` is set: the advertised address names the
     beacon, so the same deployment keeps the same ID across restarts.
     """
-    value = 0x811C9DC5
-    for byte in text.encode():
-        value = ((value ^ byte) * 0x01000193) & 0xFFFFFFFF
-    return value or 1
+    return fnv1a32(text.encode()) or 1
 
 
 class Settings(BaseSettings):
