@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from natroute.beacon.testing import running_beacon
 from natroute.routing.addr import format_addr
 from natroute.routing.wire import RelayDeliver, decode_message, encode_relay
+from natroute.sidecar.stream import StreamRelayClient
 
 from .fakes import FakeClock
 from .udpclient import UdpClient, wait_until
@@ -33,6 +35,42 @@ async def test_gossip_and_forwarded_relay() -> None:
                 assert one.snapshot().peers == (format_addr(two.udp_addr),)
                 assert two.snapshot().syncs_sent == 1
                 assert one.snapshot().syncs_received == 1
+
+
+@pytest.mark.asyncio
+async def test_udp_node_on_one_beacon_reaches_a_stream_node_on_another() -> None:
+    """Issue 12: a stream-attached node is gossiped like any node; relays cross beacons."""
+    key = Ed25519PrivateKey.generate()
+    received: list[bytes] = []
+    async with (
+        running_beacon(beacon_id=1) as one,
+        running_beacon(beacon_id=2, http="127.0.0.1:0", stream_trust_first_key=True) as two,
+    ):
+        await one.set_static_peers([format_addr(two.udp_addr)])
+        await two.set_static_peers([format_addr(one.udp_addr)])
+        assert two.stream_url is not None
+        stream = StreamRelayClient(two.stream_url, 200, key, received.append)
+        await stream.connect()
+        try:
+            with UdpClient() as x:
+                await x.register(100, one.udp_addr)
+                await one.gossip_now()
+                await two.gossip_now()
+                await wait_until(lambda: one.core.gossip.lookup(200, one.now()) is not None)
+                await wait_until(lambda: two.core.gossip.lookup(100, two.now()) is not None)
+                # UDP node on one -> forwarded to two -> delivered over the stream.
+                x.send(encode_relay(100, 200, b"PILSover"), one.udp_addr)
+                await wait_until(lambda: bool(received))
+                assert decode_message(received[0]) == RelayDeliver(100, b"PILSover")
+                # Stream node on two -> forwarded to one -> delivered over UDP.
+                assert stream.send(encode_relay(200, 100, b"PILSback"))
+                data, src = await x.recv()
+                assert decode_message(data) == RelayDeliver(200, b"PILSback")
+                assert src == one.udp_addr
+                assert one.snapshot().forwarded_packets == 1
+                assert two.snapshot().forwarded_packets == 1
+        finally:
+            await stream.close()
 
 
 @pytest.mark.asyncio

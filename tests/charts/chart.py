@@ -111,6 +111,12 @@ BEACON_CONFIG: Final[dict[str, Any]] = {
     "limiterCap": 131072,
     "authMaxSkew": 60,
     "sendBufferLimit": 8388608,
+    "requireSignature": True,
+    "nodeQuotaHost": 64,
+    "nodeQuotaNet": 0,
+    "streamMaxSessions": 4096,
+    "streamIdleTimeout": 120,
+    "streamTrustFirstKey": False,
     "logLevel": "error",
 }
 
