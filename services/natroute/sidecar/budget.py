@@ -19,8 +19,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Final
 
-from natroute.beacon.config import RateLimit
-from natroute.beacon.ratelimit import RateLimiter
+from natroute._service.ratelimit import RateLimit, TokenBuckets
 from natroute.routing.addr import canonical_ip
 from natroute.routing.types import Addr
 
@@ -48,13 +47,13 @@ class DialBudget:
     def __init__(self, config: BudgetConfig | None = None) -> None:
         self.config = cfg = config or BudgetConfig()
         self._verified: OrderedDict[Addr, None] = OrderedDict()
-        self._per_addr: RateLimiter[Addr] = RateLimiter(
+        self._per_addr: TokenBuckets[Addr] = TokenBuckets(
             RateLimit(cfg.per_addr_rate, cfg.per_addr_burst), cfg.max_tracked
         )
-        self._per_peer: RateLimiter[int] = RateLimiter(
+        self._per_peer: TokenBuckets[int] = TokenBuckets(
             RateLimit(cfg.per_peer_rate, cfg.per_peer_burst), cfg.max_tracked
         )
-        self._total: RateLimiter[str] = RateLimiter(RateLimit(cfg.total_rate, cfg.total_burst), 1)
+        self._total: TokenBuckets[str] = TokenBuckets(RateLimit(cfg.total_rate, cfg.total_burst), 1)
         self.refused = 0
         self.refused_bytes = 0
 

@@ -23,8 +23,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from enum import Enum
 
-from natroute.beacon.config import RateLimit
-from natroute.beacon.ratelimit import RateLimiter
+from natroute._service.ratelimit import RateLimit, TokenBuckets
 
 __all__ = ["LookupConfig", "LookupOutcome", "Lookups", "Refusal"]
 
@@ -67,7 +66,7 @@ class Lookups:
         self._in_flight: set[int] = set()
         self._unknown: OrderedDict[int, float] = OrderedDict()  # id -> expires_at
         self._failed: OrderedDict[int, float] = OrderedDict()  # id -> retry_at
-        self._pace: RateLimiter[str] = RateLimiter(RateLimit(cfg.rate, cfg.burst), 1)
+        self._pace: TokenBuckets[str] = TokenBuckets(RateLimit(cfg.rate, cfg.burst), 1)
         self.started = 0
         self.refused: dict[Refusal, int] = dict.fromkeys(Refusal, 0)
 
