@@ -240,6 +240,16 @@ def _peer_table(peers: list[dict[str, Any]]) -> Table:
     return table
 
 
+def _transport(s: dict[str, Any]) -> str:
+    if s["transport"] != "stream":
+        return "udp"
+    st = s["stream"]
+    state = "open" if st["open"] else "down"
+    retry = st["next_udp_try_in"]
+    udp = f"; UDP tried again in {format_age(max(0.0, retry))}" if retry is not None else ""
+    return f"stream {st['url'] or '-'} ({state}{udp})"
+
+
 def render_status(console: Console, s: dict[str, Any]) -> None:
     """Print a ``/v1/status?peers=true`` body for a person."""
     b, c = s["beacon"], s["counters"]
@@ -260,6 +270,7 @@ def render_status(console: Console, s: dict[str, Any]) -> None:
         ("local address", s["local_addr"] or "-"),
         ("data plane", s["app_addr"] or "-"),
         ("NAT", f"{s['nat']['type']}" + (f" ({observed})" if observed else "")),
+        ("transport", _transport(s)),
         ("relay_only", _yes(s["relay_only"])),
         ("registered", _yes(s["registered"])),
         ("beacon", f"{b['pick'] or '-'} (pick: {b['reason'] or '-'})"),

@@ -511,6 +511,7 @@ def render_page(s: SidecarStatus) -> str:
             ("public endpoint", s.public_endpoint or "-"),
             ("local address", s.local_addr or "-"),
             ("NAT", s.nat.type + (" (relay_only)" if s.relay_only else "")),
+            ("transport", s.transport + (f" {s.stream.url}" if s.stream.url else "")),
             ("beacon", f"{b.pick or '-'} ({reason}, list from {b.source})"),
             ("beacons", ", ".join(b.beacons) or "-"),
             ("RTT", rtt),

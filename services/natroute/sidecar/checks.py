@@ -151,10 +151,10 @@ class Checks:
             else min(peer.backoff * 2, cfg.probe_max_interval)
         )
         peer.next_check_at = now + peer.backoff
-        if peer.reason not in (PathReason.CHECKING, PathReason.NO_CANDIDATES):
+        if peer.reason not in (PathReason.CHECKING, PathReason.NO_CANDIDATES, PathReason.NO_UDP):
             return  # keep the reason that moved it to the relay (blackhole, one-way, ...)
         reason, detail = self._failure_reason(peer)
-        if peer.reason is not reason or reason is not PathReason.NO_CANDIDATES:
+        if peer.reason is not reason:
             self._change(peer, PeerEvent.CHECKS_FAILED, reason, now, detail)
 
     def _failure_reason(self, peer: Peer) -> tuple[PathReason, str]:
@@ -162,6 +162,8 @@ class Checks:
             f"{s.candidate.kind.value} {format_addr(s.addr)}" for s in peer.candidates.values()
         )
         detail = f"no answer from {tried}" if tried else "no candidate to probe"
+        if peer.stream_only:
+            return PathReason.NO_UDP, "the peer reaches its beacon over a stream"
         if peer.relay_only:
             return PathReason.RELAY_ONLY, detail
         if self.nat_type is NatType.ENDPOINT_DEPENDENT:

@@ -531,6 +531,7 @@ class Engine(Checks):
         peer.last_resolved = now
         peer.relay_only = info.relay_only
         peer.name = info.name
+        peer.stream_only = info.transport is Transport.STREAM
         new = False
         for candidate in info.candidates:
             known = candidate.addr in peer.candidates
@@ -543,6 +544,8 @@ class Engine(Checks):
         self.manager.set_relay_peer_pinned(peer.node_id, True)
         if self.transport is Transport.STREAM:
             reason, detail = PathReason.NO_UDP, "we reach the beacon over a stream"
+        elif peer.stream_only:
+            reason, detail = PathReason.NO_UDP, "the peer reaches its beacon over a stream"
         elif self.config.force_relay:
             reason, detail = PathReason.FORCED_RELAY, "relay-only setting"
         elif not peer.candidates:

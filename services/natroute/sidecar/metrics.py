@@ -72,6 +72,13 @@ def _node_families(s: SidecarStatus) -> Iterator[Metric]:
     yield _gauge("relay_only", "1 when this node registered as relay_only", float(s.relay_only))
     yield _gauge("uptime_seconds", "Seconds since the sidecar started", s.uptime)
     yield _one_hot(
+        "transport",
+        "How the node reaches its beacon (1 for the current transport)",
+        "transport",
+        ("udp", "stream"),
+        s.transport,
+    )
+    yield _one_hot(
         "nat_type",
         "NAT classification (1 for the current type)",
         "type",

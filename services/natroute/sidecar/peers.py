@@ -148,6 +148,7 @@ class Peer:
     relay_only: bool
     created_at: float
     name: str = ""
+    stream_only: bool = False  # the peer reaches its beacon over a stream (no UDP)
     path: Path | None = None
     reason: PathReason = PathReason.CHECKING
     pinned_by_operator: bool = False

@@ -56,11 +56,12 @@ from .candidates import Candidate, CandidateKind, SelfAddrs
 from .engine import Engine
 from .identity import NodeState, load_or_create_identity
 from .interfaces import host_candidates, local_ips
-from .model import NatType, PeerInfo
+from .model import NatType, PeerInfo, Transport
 from .nat import local_addr_towards
 from .observer import Observer, Outcome
 from .registrylink import Publication, RegistryLink
 from .settings import Settings
+from .transport import StreamLink, pick_stream_target
 from .udp import AppEndpoint, DatagramPump, PeerSocket, bind_udp
 
 __all__ = ["Sidecar", "SidecarError"]
@@ -150,6 +151,15 @@ class Sidecar:
         self._registry_sync = RegistryClient(settings.registry_url)
         self.health = BeaconHealth(clock, settings.beacon_dead_after, settings.beacon_quarantine)
         self._lister = QuarantineLister(self._registry_sync, self.health)
+        self.stream = StreamLink(
+            self.identity.ed25519,
+            self._on_stream_datagram,
+            retry_interval=settings.udp_retry_interval,
+            retry_max=settings.udp_retry_max_interval,
+            ca_file=settings.stream_ca_file,
+        )
+        self._last_udp_answer = clock()
+        self._switching = False
         self._host_candidates: list[Candidate] = []
         self._name = settings.node_name()
         self._refresh_lock = asyncio.Lock()
@@ -169,9 +179,18 @@ class Sidecar:
         return self.registry.registered
 
     @property
+    def transport(self) -> Transport:
+        """How the node reaches its beacon now."""
+        return self.engine.transport
+
+    @property
     def ready(self) -> bool:
-        """Can this node deliver: start-up done and the beacon answers."""
-        return self.started and self.engine.node_id is not None and not self.health.is_dead()
+        """Can this node deliver: start-up done and the beacon answers (or the stream is up)."""
+        if not self.started or self.engine.node_id is None:
+            return False
+        if self.engine.transport is Transport.STREAM:
+            return self.stream.open
+        return not self.health.is_dead()
 
     @property
     def nat_observations(self) -> dict[str, Addr]:
@@ -222,11 +241,16 @@ class Sidecar:
         if not self.selection.get_current_pick():
             await asyncio.to_thread(self._pick_from_bootstrap)
         await self._check_nat()
+        udp_silent = not self.engine.observer.observations
+        if udp_silent and s.stream:
+            self.relay_only = True  # no beacon answered over UDP: relay everything
         node_id = await self._register_initial()
         self.state.set_node_id(node_id)
         epoch = self.state.next_epoch(int(self.wall_clock() * 1e9))
         engine.set_identity(node_id, self.identity.x25519, epoch)
         self.registry.start(self._on_resolved, self._on_resolve_failed)
+        if udp_silent and s.stream:
+            await self.use_stream("no beacon answered over UDP")
         self.beacon_keepalive()
         self._spawn(self._every(s.tick_interval, self._tick), "tick")
         self._spawn(self._every(s.beacon_keepalive_interval, self.beacon_keepalive), "keepalive")
@@ -252,6 +276,7 @@ class Sidecar:
     async def stop(self) -> None:
         """Cancel the timers, close sockets and clients."""
         self.started = False
+        await self.stream.detach()
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):
@@ -289,6 +314,12 @@ class Sidecar:
         self.engine.datagram_received(data, src, self.clock())
         self.flush()
 
+    def _on_stream_datagram(self, data: bytes) -> None:
+        src = self.stream.beacon_addr
+        if src is not None:  # it comes from the beacon, as a UDP datagram from it would
+            self.engine.datagram_received(data, src, self.clock())
+            self.flush()
+
     def _on_app(self, dst: int, payload: bytes) -> None:
         self.engine.app_send(dst, payload, self.clock())
         self.flush()
@@ -317,7 +348,10 @@ class Sidecar:
             out = engine.datagrams_to_send()
             if not out:
                 break
+            stream = self.stream
             for data, addr in out:
+                if stream.open and addr == stream.beacon_addr and stream.send(data):
+                    continue
                 if sock is None:
                     continue
                 try:
@@ -588,12 +622,96 @@ class Sidecar:
                 _log.info("beacon_revived", extra={"beacon": addr})
                 self.health.release(addr)
 
+    # -- transports -------------------------------------------------------------
+
+    def _stream_upkeep(self) -> bool:
+        """While on the stream: UDP retries and re-attaching. True when on the stream."""
+        if self.engine.transport is not Transport.STREAM:
+            return False
+        now = self.clock()
+        answered = max(self.engine.observer.last_reply.values(), default=None)
+        attached = self.stream.attached_at
+        if answered is not None and attached is not None and answered > attached:
+            self._spawn(self.use_udp("a beacon answered over UDP"), "transport")
+            return True
+        if self.stream.udp_try_due(now):
+            for beacon, addr in self.engine.beacons.items():
+                self.engine.send_discover(beacon, addr, now)
+            self.flush()
+        if not self.stream.open and not self._switching:
+            self._spawn(self.use_stream("the stream session ended"), "transport")
+        return True
+
+    async def use_stream(self, why: str) -> None:
+        """Attach to a beacon's stream relay and relay every peer through it."""
+        node_id = self.engine.node_id
+        if node_id is None or self._switching:
+            return
+        self._switching = True
+        try:
+            target = await pick_stream_target(
+                self.registry.client, self.selection.get_current_pick(), self.settings.beacon_stream
+            )
+            if target is None:
+                _log.warning(
+                    "no_stream_relay",
+                    extra={
+                        "reason": why,
+                        "hint": "no beacon lists a stream_url; set --beacon-stream",
+                    },
+                )
+                return
+            if not await self.stream.attach(target, node_id, self.clock()):
+                return
+            assert self.stream.beacon_addr is not None
+            self.manager.set_beacon_addr_udp(self.stream.beacon_addr)
+            self.engine.set_transport(Transport.STREAM, self.clock())
+            self.relay_only = True
+            self._republish = True
+            _log.warning(
+                "transport_changed",
+                extra={"transport": "stream", "reason": why, "url": target.url},
+            )
+        finally:
+            self._switching = False
+
+    async def use_udp(self, why: str) -> None:
+        """UDP works again: close the stream, check the NAT, let the paths' checks run."""
+        if self._switching:
+            return
+        self._switching = True
+        try:
+            await self.stream.detach()
+            self.engine.set_transport(Transport.UDP, self.clock())
+            self.relay_only = False
+            await self._check_nat()
+            self._republish = True
+            _log.warning("transport_changed", extra={"transport": "udp", "reason": why})
+            self.flush()
+        finally:
+            self._switching = False
+        self.beacon_keepalive()
+
     def _check_beacon_alive(self) -> None:
-        """Fail over when the current beacon stopped answering keepalives."""
+        """Fail over when the current beacon stopped answering keepalives; move to the
+        stream when no beacon has answered over UDP for ``stream_after`` seconds."""
         pick = self.selection.get_current_pick()
         replied = self.engine.observer.last_reply.get(pick)
         if replied is not None:
             self.health.replied(replied)
+        answered = max(self.engine.observer.last_reply.values(), default=self.started_at)
+        if (
+            self.settings.stream
+            and self.clock() - answered > self.settings.stream_after
+            and not self._switching
+        ):
+            self._spawn(
+                self.use_stream(
+                    f"no UDP answer from any beacon for {self.settings.stream_after:g} s"
+                ),
+                "transport",
+            )
+            return
         if not self.health.is_dead() or self._refresh_lock.locked():
             return
         dead = self.health.mark_dead()
@@ -608,7 +726,12 @@ class Sidecar:
         )
 
     def beacon_keepalive(self) -> None:
-        """Register with the beacon (a signed Discover): endpoint record and NAT keepalive."""
+        """Register with the beacon (a signed Discover): endpoint record and NAT keepalive.
+
+        On the stream: try UDP again when due, and re-attach a session that ended.
+        """
+        if self._stream_upkeep():
+            return
         self._check_beacon_alive()
         beacon = self.manager.beacon_addr()
         node_id = self.engine.node_id

@@ -77,6 +77,22 @@ class Settings(BaseSettings):
     )
     relay_only: bool | None = Field(None, description="force relay_only (default: from NAT type)")
     nat_detect: bool = Field(True, description="classify the NAT with two beacons")
+    stream: bool = Field(
+        True, description="relay over a WebSocket to the beacon when UDP is blocked"
+    )
+    beacon_stream: str = Field(
+        "", description="stream relay URL ws(s)://host:port/v1/relay (default: the registry's)"
+    )
+    stream_after: float = Field(
+        30.0, gt=0, description="seconds without any UDP answer before using the stream"
+    )
+    udp_retry_interval: float = Field(
+        5.0, gt=0, description="first wait, seconds, before trying UDP again while on the stream"
+    )
+    udp_retry_max_interval: float = Field(
+        60.0, gt=0, description="longest wait, seconds, between UDP tries while on the stream"
+    )
+    stream_ca_file: str = Field("", description="CA bundle for wss:// (default: the system's)")
     beacon_rtt_probe: bool = Field(False, description="RTT override of the hash pick")
     refresh_interval: float = Field(BEACON_REFRESH_INTERVAL, gt=0)
     refresh_jitter: float = Field(BEACON_REFRESH_JITTER, ge=0)
@@ -155,6 +171,13 @@ class Settings(BaseSettings):
         env, flag = "NATROUTE_SIDECAR_ADMIN_TOKEN", "--admin-token"
         token = value.get_secret_value()
         return SecretStr(check_secret_token(token, env=env, flag=flag, allow_empty=True))
+
+    @field_validator("beacon_stream")
+    @classmethod
+    def _check_stream_url(cls, value: str) -> str:
+        if value and not value.startswith(("ws://", "wss://")):
+            raise ValueError(f"a stream URL is ws:// or wss://: {value!r}")
+        return value
 
     @field_validator("registry_url")
     @classmethod

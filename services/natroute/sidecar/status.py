@@ -47,6 +47,7 @@ __all__ = [
     "PeerStatus",
     "RefreshResult",
     "SidecarStatus",
+    "StreamStatus",
     "build_peer",
     "build_peer_status",
     "build_peers",
@@ -210,6 +211,22 @@ class CounterStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class StreamStatus:
+    """The stream relay session (a WebSocket to the beacon while UDP is blocked)."""
+
+    url: str | None
+    beacon: str | None
+    open: bool
+    attached_for: float | None
+    attaches: int
+    next_udp_try_in: float | None
+    sent: int
+    received: int
+    dropped: int
+    last_error: str
+
+
+@dataclass(frozen=True, slots=True)
 class SidecarStatus:
     """The whole node at one instant."""
 
@@ -222,6 +239,8 @@ class SidecarStatus:
     local_addr: str | None
     app_addr: str | None
     nat: NatStatus
+    transport: str
+    stream: StreamStatus
     beacon: BeaconStatus
     counters: CounterStatus
     peers_total: int
@@ -458,6 +477,25 @@ def _beacon(sidecar: Sidecar, now: float, cache: CacheAge) -> BeaconStatus:
     )
 
 
+def _stream(sidecar: Sidecar, now: float) -> StreamStatus:
+    link = sidecar.stream
+    client = link.client
+    counters = client.counters if client is not None else None
+    on_stream = sidecar.transport.value == "stream"
+    return StreamStatus(
+        url=link.target.url if link.target else None,
+        beacon=link.target.beacon if link.target else None,
+        open=link.open,
+        attached_for=_age(now, link.attached_at),
+        attaches=link.attaches,
+        next_udp_try_in=link.next_udp_try - now if on_stream else None,
+        sent=counters.sent if counters else 0,
+        received=counters.received if counters else 0,
+        dropped=(counters.dropped_queue_full + counters.dropped_closed) if counters else 0,
+        last_error=link.last_error,
+    )
+
+
 def build_status(
     sidecar: Sidecar,
     *,
@@ -492,6 +530,8 @@ def build_status(
             sidecar.nat_type.value,
             {beacon: format_addr(a) for beacon, a in sorted(sidecar.nat_observations.items())},
         ),
+        transport=sidecar.transport.value,
+        stream=_stream(sidecar, now),
         beacon=_beacon(sidecar, now, cache or CacheAge()),
         counters=_counters(engine, sidecar),
         peers_total=len(peers),
