@@ -46,7 +46,7 @@ async def test_a_stream_node_delivers_both_ways_and_returns_to_udp(tmp_path: Pat
         assert s.stream.client.counters.received > 0
 
         await s.use_udp("test: UDP is back")
-        assert s.transport is Transport.UDP
+        assert build_status(s).transport == "udp"
         assert not s.stream.open
         async with Pump(a, s) as to_s:
             await to_s.delivered(3, limit=10)
