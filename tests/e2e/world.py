@@ -317,6 +317,7 @@ def build_world(
     report_interval: float = 1.0,
     ready_timeout: float = 90.0,
     app_command: Sequence[str] = ("natroute-demo",),
+    app_prefix: str = "NATROUTE_DEMO_",
     app_env: Mapping[str, str] | None = None,
 ) -> World:
     """Start a world and wait until every sidecar is ready.
@@ -333,6 +334,8 @@ def build_world(
         report_interval: the demo apps' report interval.
         ready_timeout: seconds for everything to become ready.
         app_command: the application beside each sidecar (default the demo).
+        app_prefix: its settings' environment prefix (``NATROUTE_PROBE_`` for
+            ``natroute-probe``, which takes the same registry and interval settings).
         app_env: extra environment of that application.
 
     Returns:
@@ -360,10 +363,10 @@ def build_world(
         _start_beacons(world)
         _start_routers(world, router_env or {})
         world.demo_env = {
-            "NATROUTE_DEMO_REGISTRY_URL": f"http://{world.registry_ip}:{REGISTRY_PORT}",
-            "NATROUTE_DEMO_REGISTRY_TOKEN": "dev",
-            "NATROUTE_DEMO_INTERVAL": str(demo_interval),
-            "NATROUTE_DEMO_REPORT_INTERVAL": str(report_interval),
+            f"{app_prefix}REGISTRY_URL": f"http://{world.registry_ip}:{REGISTRY_PORT}",
+            f"{app_prefix}REGISTRY_TOKEN": "dev",
+            f"{app_prefix}INTERVAL": str(demo_interval),
+            f"{app_prefix}REPORT_INTERVAL": str(report_interval),
             **(app_env or {}),
         }
         _wait_services(world, ready_timeout)
