@@ -54,6 +54,7 @@ __all__ = [
     "build_world",
     "expected_nat_type",
     "wait_for",
+    "wiring",
 ]
 
 T = TypeVar("T")
@@ -295,14 +296,34 @@ def _answers(http: httpx.Client, url: str) -> bool:
     return http.get(url).is_success
 
 
-def _node_env(world: World, extra: Mapping[str, str]) -> dict[str, str]:
-    return {
-        "NATROUTE_SIDECAR_REGISTRY_URL": f"http://{world.registry_ip}:{REGISTRY_PORT}",
-        "NATROUTE_SIDECAR_BEACONS": ",".join(world.beacon_addr(b) for b in BEACONS),
-        "NATROUTE_SIDECAR_ADMIN_LISTEN": f"0.0.0.0:{ADMIN_PORT}",
-        "NATROUTE_SIDECAR_APP_DELIVER": "127.0.0.1:4101",
-        **extra,
+def wiring(registry_ip: str, beacon_ips: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    """The settings that wire a world's services together, by role.
+
+    ``sidecar``, ``demo``, and each beacon by name; compose.yaml sets the same
+    values (``test_compose.py`` checks). Lab timers and tokens are not wiring.
+    """
+    registry = f"http://{registry_ip}:{REGISTRY_PORT}"
+    beacons = {name: f"{ip}:{BEACON_PORT}" for name, ip in beacon_ips.items()}
+    roles = {
+        "sidecar": {
+            "NATROUTE_SIDECAR_REGISTRY_URL": registry,
+            "NATROUTE_SIDECAR_BEACONS": ",".join(beacons.values()),
+            "NATROUTE_SIDECAR_ADMIN_LISTEN": f"0.0.0.0:{ADMIN_PORT}",
+            "NATROUTE_SIDECAR_APP_DELIVER": "127.0.0.1:4101",
+        },
+        "demo": {"NATROUTE_DEMO_REGISTRY_URL": registry},
     }
+    for name, addr in beacons.items():
+        roles[name] = {
+            "NATROUTE_BEACON_ADVERTISE": addr,
+            "NATROUTE_BEACON_PEERS": ",".join(a for b, a in beacons.items() if b != name),
+            "NATROUTE_BEACON_REGISTRY_URL": registry,
+        }
+    return roles
+
+
+def _wiring(world: World) -> dict[str, dict[str, str]]:
+    return wiring(world.registry_ip, {name: world.beacon_ip(name) for name in BEACONS})
 
 
 def build_world(
@@ -363,7 +384,7 @@ def build_world(
         _start_beacons(world)
         _start_routers(world, router_env or {})
         world.demo_env = {
-            f"{app_prefix}REGISTRY_URL": f"http://{world.registry_ip}:{REGISTRY_PORT}",
+            f"{app_prefix}REGISTRY_URL": _wiring(world)["demo"]["NATROUTE_DEMO_REGISTRY_URL"],
             f"{app_prefix}REGISTRY_TOKEN": "dev",
             f"{app_prefix}INTERVAL": str(demo_interval),
             f"{app_prefix}REPORT_INTERVAL": str(report_interval),
@@ -382,7 +403,6 @@ def build_world(
 def _start_beacons(world: World) -> None:
     lab, internet = world.lab, world.internet
     for name in BEACONS:
-        other = next(b for b in BEACONS if b != name)
         world.beacons[name] = lab.node(
             name,
             world.images.beacon,
@@ -390,9 +410,7 @@ def _start_beacons(world: World) -> None:
             None,
             command=None,
             environment={
-                "NATROUTE_BEACON_ADVERTISE": world.beacon_addr(name),
-                "NATROUTE_BEACON_PEERS": world.beacon_addr(other),
-                "NATROUTE_BEACON_REGISTRY_URL": f"http://{world.registry_ip}:{REGISTRY_PORT}",
+                **_wiring(world)[name],
                 "NATROUTE_BEACON_REGISTRY_TOKEN": "dev",
                 "NATROUTE_BEACON_GOSSIP_INTERVAL": "2",  # [10 s]
                 "NATROUTE_BEACON_REGISTER_INTERVAL": "5",  # [30 s]
@@ -440,7 +458,11 @@ def _start_node(
     name, router_name = node_plan.name, node_plan.router
     ip = world.address(node_plan.address)
     gateway = world.address(node_plan.gateway) if node_plan.gateway is not None else None
-    env = {**_node_env(world, sidecar_env), "NATROUTE_SIDECAR_LISTEN": f"0.0.0.0:{node_plan.port}"}
+    env = {
+        **_wiring(world)["sidecar"],
+        **sidecar_env,
+        "NATROUTE_SIDECAR_LISTEN": f"0.0.0.0:{node_plan.port}",
+    }
     net = world.networks[node_plan.address[0]]
     sidecar = world.lab.node(
         name, world.images.sidecar, (net, ip), gateway, command=None, environment=env
