@@ -30,38 +30,29 @@ import logging
 import socket
 import time
 from collections.abc import Callable, Coroutine
-from concurrent.futures import ThreadPoolExecutor
-from functools import partial
 from typing import Any
 
-from natroute.beacon.auth import sign_discover
 from natroute.registry.client import RegistryClient, RegistryClientError
 from natroute.routing.addr import format_addr, split_host_port
-from natroute.routing.constants import BEACON_REFRESH_JITTER, RTT_PROBE_TIMEOUT
-from natroute.routing.discover import probe_beacon_rtt
-from natroute.routing.errors import RoutingError
 from natroute.routing.manager import Manager
-from natroute.routing.refresh import RefreshOutcome, refresh_tick
-from natroute.routing.resolve import resolve_udp_addr
+from natroute.routing.refresh import RefreshOutcome
 from natroute.routing.selection import (
     BeaconSelectionState,
-    compute_refresh_decision,
-    initial_jitter,
     parse_beacon_list,
 )
 from natroute.routing.types import Addr
 
-from .beacons import BeaconHealth, QuarantineLister, probe_alive
+from .beacons import BeaconHealth, QuarantineLister
 from .candidates import Candidate, CandidateKind, SelfAddrs
 from .engine import Engine
 from .identity import NodeState, load_or_create_identity
 from .interfaces import host_candidates, local_ips
+from .keeper import BeaconKeeping
 from .model import NatType, PeerInfo, Transport
-from .nat import local_addr_towards
 from .observer import Observer, Outcome
 from .registrylink import Publication, RegistryLink
 from .settings import Settings
-from .transport import StreamLink, pick_stream_target
+from .transport import StreamLink, Transports
 from .udp import AppEndpoint, DatagramPump, PeerSocket, bind_udp
 
 __all__ = ["Sidecar", "SidecarError"]
@@ -93,7 +84,7 @@ def _bind(setting: str, value: str, *, recverr: bool = False) -> socket.socket:
         ) from exc
 
 
-class Sidecar:
+class Sidecar(BeaconKeeping, Transports):
     """One node: the Manager, the engine, the sockets, the timers.
 
     Args:
@@ -191,12 +182,6 @@ class Sidecar:
         if self.engine.transport is Transport.STREAM:
             return self.stream.open
         return not self.health.is_dead()
-
-    @property
-    def nat_observations(self) -> dict[str, Addr]:
-        """What each beacon saw of the peer socket in the latest NAT check."""
-        verdict = self.engine.observer.verdict
-        return dict(verdict.observations) if verdict is not None else {}
 
     # -- lifecycle --------------------------------------------------------------
 
@@ -465,287 +450,6 @@ class Sidecar:
                 await self.registry.heartbeat(node_id, self.publication())
             except RegistryClientError as exc:
                 _log.warning("heartbeat_failed", extra={"error": str(exc)})
-
-    # -- NAT ----------------------------------------------------------------------
-
-    async def _check_nat(self) -> None:
-        """Classify the NAT through two beacons; update relay_only and the candidates."""
-        s = self.settings
-        if not s.nat_detect:
-            beacons = self._beacon_candidates()[:1]
-        else:
-            beacons = self._beacon_candidates()[:2]
-        resolved: list[tuple[str, Addr]] = []
-        for beacon in beacons:
-            try:
-                addr = await asyncio.to_thread(resolve_udp_addr, beacon, socket.AF_INET)
-            except RoutingError as exc:
-                _log.warning("beacon_unresolvable", extra={"beacon": beacon, "error": str(exc)})
-                continue
-            resolved.append((beacon, addr))
-            self.engine.beacons[beacon] = addr
-        if not resolved:
-            return
-        observer = self.engine.observer
-        if self.local_addr is None and self.bound_addr is not None:
-            self.local_addr = await asyncio.to_thread(
-                local_addr_towards, resolved[0][1], self.bound_addr[1]
-            )
-            observer.local = self.local_addr
-        verdict = None
-        for _attempt in range(2):
-            self.engine.check_nat(resolved, self.clock())
-            self.flush()
-            deadline = self.clock() + s.discover_timeout
-            while observer.checking and self.clock() < deadline:  # noqa: ASYNC110
-                await asyncio.sleep(0.02)
-            verdict = observer.finish_check(self.clock()) if observer.checking else observer.verdict
-            if verdict is not None and verdict.observations:
-                break
-        self._apply_verdict(verdict.nat_type if verdict is not None else NatType.UNKNOWN)
-
-    def _apply_verdict(self, nat_type: NatType) -> None:
-        old = self.nat_type
-        self.nat_type = nat_type
-        self.engine.set_nat_type(nat_type)
-        s = self.settings
-        relay_only = (
-            s.relay_only if s.relay_only is not None else (nat_type is NatType.ENDPOINT_DEPENDENT)
-        )
-        if relay_only != self.relay_only:
-            self._republish = True
-        self.relay_only = relay_only
-        if self.public_endpoint is None and not s.advertise:
-            self.public_endpoint = self.engine.observer.endpoint
-        self.engine.set_local_candidates(self.candidates())
-        log = _log.warning if old not in (NatType.UNKNOWN, nat_type) else _log.info
-        log(
-            "nat_classified",
-            extra={
-                "nat_type": nat_type.value,
-                "previous": old.value,
-                "observed": {k: format_addr(v) for k, v in self.nat_observations.items()},
-                "relay_only": self.relay_only,
-            },
-        )
-
-    # -- beacons ------------------------------------------------------------------
-
-    def _probe_rtts(self, addrs: list[str]) -> dict[str, float]:
-        def probe(addr: str) -> tuple[str, float | None]:
-            try:
-                return addr, probe_beacon_rtt(addr, 0, RTT_PROBE_TIMEOUT)
-            except RoutingError:
-                return addr, None
-
-        with ThreadPoolExecutor(max_workers=min(16, len(addrs))) as pool:
-            results = list(pool.map(probe, addrs))
-        return {a: t for a, t in results if t is not None}
-
-    async def refresh_now(self) -> RefreshOutcome:
-        """Run one beacon refresh tick now (the routing core's refresh_tick)."""
-        async with self._refresh_lock:
-            await self._release_revived_beacons()
-            first = not self._first_tick_done
-            view = self.health.view(self.selection)
-            outcome = await asyncio.to_thread(
-                refresh_tick,
-                view,
-                self.manager,
-                self._lister,
-                self.identity.ed25519_public,
-                self.settings.identity,
-                first_tick=first,
-                prober=self._probe_rtts if self.settings.beacon_rtt_probe else None,
-            )
-            self._first_tick_done = True
-            if outcome.decision is not None:
-                self.health.commit(self.selection, outcome.decision, outcome.swapped)
-            self.health.picked(self.selection.get_current_pick())
-            self.last_refresh = outcome
-            self.last_refresh_at = self.clock()
-            log = _log.warning if outcome.errors else _log.info
-            log(
-                "beacon_refresh",
-                extra={
-                    "source": outcome.source.value,
-                    "pick": self.selection.get_current_pick(),
-                    "reason": outcome.reason.value,
-                    "swapped": outcome.swapped,
-                    "beacons": outcome.decision.new_list if outcome.decision else [],
-                    "errors": list(outcome.errors),
-                },
-            )
-            pick = self.selection.get_current_pick()
-            beacon = self.manager.beacon_addr()
-            if pick and beacon is not None:
-                self.engine.beacons[pick] = beacon
-            if outcome.swapped and self.engine.node_id is not None:
-                self.beacon_keepalive()
-            return outcome
-
-    async def _refresh_loop(self) -> None:
-        # start() ran the first tick; the jitter spreads the fleet's later ticks.
-        s = self.settings
-        await asyncio.sleep(initial_jitter() * s.refresh_jitter / BEACON_REFRESH_JITTER)
-        while True:
-            await asyncio.sleep(s.refresh_interval)
-            try:
-                await self.refresh_now()
-                if s.nat_detect:
-                    await self._check_nat()
-            except Exception:
-                _log.exception("beacon_refresh_failed")
-
-    def _pick_from_bootstrap(self) -> None:
-        """No list from the registry or the cache: pick among the configured beacons."""
-        decision = compute_refresh_decision(self.selection, [], self.identity.ed25519_public)
-        if not decision.new_pick:
-            _log.warning("no_beacon", extra={"reason": "no registry list, cache or bootstrap"})
-            return
-        try:
-            self.manager.set_beacon_addr(decision.new_pick)
-        except RoutingError as exc:
-            _log.warning(
-                "beacon_unresolvable", extra={"beacon": decision.new_pick, "error": str(exc)}
-            )
-            return
-        self.selection.apply_refresh_decision(decision)
-        self.health.picked(decision.new_pick)
-        _log.info("beacon_picked_from_bootstrap", extra={"beacon": decision.new_pick})
-
-    async def _release_revived_beacons(self) -> None:
-        """Probe quarantined beacons that are due; release those that answer."""
-        for addr in self.health.due_for_probe():
-            probe = partial(probe_beacon_rtt, node_id=0, timeout=1.0)
-            if await asyncio.to_thread(probe_alive, probe, addr):
-                _log.info("beacon_revived", extra={"beacon": addr})
-                self.health.release(addr)
-
-    # -- transports -------------------------------------------------------------
-
-    def _stream_upkeep(self) -> bool:
-        """While on the stream: UDP retries and re-attaching. True when on the stream."""
-        if self.engine.transport is not Transport.STREAM:
-            return False
-        now = self.clock()
-        answered = max(self.engine.observer.last_reply.values(), default=None)
-        attached = self.stream.attached_at
-        if answered is not None and attached is not None and answered > attached:
-            self._spawn(self.use_udp("a beacon answered over UDP"), "transport")
-            return True
-        if self.stream.udp_try_due(now):
-            for beacon, addr in self.engine.beacons.items():
-                self.engine.send_discover(beacon, addr, now)
-            self.flush()
-        if not self.stream.open and not self._switching:
-            self._spawn(self.use_stream("the stream session ended"), "transport")
-        return True
-
-    async def use_stream(self, why: str) -> None:
-        """Attach to a beacon's stream relay and relay every peer through it."""
-        node_id = self.engine.node_id
-        if node_id is None or self._switching:
-            return
-        self._switching = True
-        try:
-            target = await pick_stream_target(
-                self.registry.client, self.selection.get_current_pick(), self.settings.beacon_stream
-            )
-            if target is None:
-                _log.warning(
-                    "no_stream_relay",
-                    extra={
-                        "reason": why,
-                        "hint": "no beacon lists a stream_url; set --beacon-stream",
-                    },
-                )
-                return
-            if not await self.stream.attach(target, node_id, self.clock()):
-                return
-            assert self.stream.beacon_addr is not None
-            self.manager.set_beacon_addr_udp(self.stream.beacon_addr)
-            self.engine.set_transport(Transport.STREAM, self.clock())
-            self.relay_only = True
-            self._republish = True
-            _log.warning(
-                "transport_changed",
-                extra={"transport": "stream", "reason": why, "url": target.url},
-            )
-        finally:
-            self._switching = False
-
-    async def use_udp(self, why: str) -> None:
-        """UDP works again: close the stream, check the NAT, let the paths' checks run."""
-        if self._switching:
-            return
-        self._switching = True
-        try:
-            await self.stream.detach()
-            self.engine.set_transport(Transport.UDP, self.clock())
-            self.relay_only = False
-            await self._check_nat()
-            self._republish = True
-            _log.warning("transport_changed", extra={"transport": "udp", "reason": why})
-            self.flush()
-        finally:
-            self._switching = False
-        self.beacon_keepalive()
-
-    def _check_beacon_alive(self) -> None:
-        """Fail over when the current beacon stopped answering keepalives; move to the
-        stream when no beacon has answered over UDP for ``stream_after`` seconds."""
-        pick = self.selection.get_current_pick()
-        replied = self.engine.observer.last_reply.get(pick)
-        if replied is not None:
-            self.health.replied(replied)
-        answered = max(self.engine.observer.last_reply.values(), default=self.started_at)
-        if (
-            self.settings.stream
-            and self.clock() - answered > self.settings.stream_after
-            and not self._switching
-        ):
-            self._spawn(
-                self.use_stream(
-                    f"no UDP answer from any beacon for {self.settings.stream_after:g} s"
-                ),
-                "transport",
-            )
-            return
-        if not self.health.is_dead() or self._refresh_lock.locked():
-            return
-        dead = self.health.mark_dead()
-        _log.warning("beacon_dead", extra={"beacon": dead, "silent_for": self.health.dead_after})
-        self._spawn(self._failover(), "failover")
-
-    async def _failover(self) -> None:
-        outcome = await self.refresh_now()
-        _log.warning(
-            "beacon_failover",
-            extra={"pick": self.selection.get_current_pick(), "swapped": outcome.swapped},
-        )
-
-    def beacon_keepalive(self) -> None:
-        """Register with the beacon (a signed Discover): endpoint record and NAT keepalive.
-
-        On the stream: try UDP again when due, and re-attach a session that ended.
-        """
-        if self._stream_upkeep():
-            return
-        self._check_beacon_alive()
-        beacon = self.manager.beacon_addr()
-        node_id = self.engine.node_id
-        if beacon is None or node_id is None:
-            return
-        extra = sign_discover(self.identity.ed25519, node_id, int(self.wall_clock()))
-        pick = self.selection.get_current_pick() or format_addr(beacon)
-        self.engine.send_discover(pick, beacon, self.clock(), extra)
-        self.flush()
-
-    def _beacon_candidates(self) -> list[str]:
-        _, current, pick = self.selection.snapshot()
-        rest = [b for b in current if b != pick]
-        return ([pick] if pick else []) + rest
 
     # -- operator helpers ---------------------------------------------------------
 

@@ -19,19 +19,26 @@ from __future__ import annotations
 
 import logging
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from natroute.registry.client import AsyncRegistryClient, RegistryClientError
 from natroute.routing.addr import split_host_port
+from natroute.routing.manager import Manager
+from natroute.routing.selection import BeaconSelectionState
 from natroute.routing.types import Addr
 from natroute.routing.wire import MSG_RELAY
 
+from .engine import Engine
+from .model import Transport
+from .registrylink import RegistryLink
+from .settings import Settings
 from .stream import StreamRelayClient, StreamRelayError
 
-__all__ = ["StreamLink", "StreamTarget", "pick_stream_target"]
+__all__ = ["StreamLink", "StreamTarget", "Transports", "pick_stream_target"]
 
 _log = logging.getLogger(__name__)
 
@@ -157,3 +164,97 @@ class StreamLink:
             return False
         client.send(data)
         return True
+
+
+class Transports:
+    """Moving the sidecar between UDP and the stream (mixed into the sidecar)."""
+
+    # provided by the sidecar
+    settings: Settings
+    clock: Callable[[], float]
+    manager: Manager
+    engine: Engine
+    selection: BeaconSelectionState
+    registry: RegistryLink
+    stream: StreamLink
+    relay_only: bool
+    _republish: bool
+    _switching: bool
+
+    if TYPE_CHECKING:  # the sidecar provides these
+
+        def flush(self) -> None: ...
+
+        def beacon_keepalive(self) -> None: ...
+
+        async def _check_nat(self) -> None: ...
+
+        def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None: ...
+
+    def _stream_upkeep(self) -> bool:
+        """While on the stream: UDP retries and re-attaching. True when on the stream."""
+        if self.engine.transport is not Transport.STREAM:
+            return False
+        now = self.clock()
+        answered = max(self.engine.observer.last_reply.values(), default=None)
+        attached = self.stream.attached_at
+        if answered is not None and attached is not None and answered > attached:
+            self._spawn(self.use_udp("a beacon answered over UDP"), "transport")
+            return True
+        if self.stream.udp_try_due(now):
+            for beacon, addr in self.engine.beacons.items():
+                self.engine.send_discover(beacon, addr, now)
+            self.flush()
+        if not self.stream.open and not self._switching:
+            self._spawn(self.use_stream("the stream session ended"), "transport")
+        return True
+
+    async def use_stream(self, why: str) -> None:
+        """Attach to a beacon's stream relay and relay every peer through it."""
+        node_id = self.engine.node_id
+        if node_id is None or self._switching:
+            return
+        self._switching = True
+        try:
+            target = await pick_stream_target(
+                self.registry.client, self.selection.get_current_pick(), self.settings.beacon_stream
+            )
+            if target is None:
+                _log.warning(
+                    "no_stream_relay",
+                    extra={
+                        "reason": why,
+                        "hint": "no beacon lists a stream_url; set --beacon-stream",
+                    },
+                )
+                return
+            if not await self.stream.attach(target, node_id, self.clock()):
+                return
+            assert self.stream.beacon_addr is not None
+            self.manager.set_beacon_addr_udp(self.stream.beacon_addr)
+            self.engine.set_transport(Transport.STREAM, self.clock())
+            self.relay_only = True
+            self._republish = True
+            _log.warning(
+                "transport_changed",
+                extra={"transport": "stream", "reason": why, "url": target.url},
+            )
+        finally:
+            self._switching = False
+
+    async def use_udp(self, why: str) -> None:
+        """UDP works again: close the stream, check the NAT, let the paths' checks run."""
+        if self._switching:
+            return
+        self._switching = True
+        try:
+            await self.stream.detach()
+            self.engine.set_transport(Transport.UDP, self.clock())
+            self.relay_only = False
+            await self._check_nat()
+            self._republish = True
+            _log.warning("transport_changed", extra={"transport": "udp", "reason": why})
+            self.flush()
+        finally:
+            self._switching = False
+        self.beacon_keepalive()
