@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import html
 import logging
 import re
 import secrets
@@ -55,6 +54,7 @@ from natroute.routing.errors import RoutingError
 
 from .engine import Engine
 from .metrics import CONTENT_TYPE_LATEST, SidecarMetrics
+from .page import render_page
 from .peers import Peer
 from .service import Sidecar
 from .status import (
@@ -66,7 +66,6 @@ from .status import (
     build_peers,
     build_refresh_result,
     build_status,
-    format_age,
     read_cache_age,
 )
 
@@ -85,7 +84,6 @@ __all__ = [
     "create_app",
     "error_status",
     "parse_peer_id",
-    "render_page",
 ]
 
 _log = logging.getLogger(__name__)
@@ -479,74 +477,3 @@ def create_app(sidecar: Sidecar) -> FastAPI:
         return HTMLResponse(render_page(await _full_status(sidecar, include_peers=True)))
 
     return app
-
-
-_CSS = (
-    "body{font:14px system-ui,sans-serif;margin:1.5em;color:#222}"
-    "table{border-collapse:collapse;margin:.5em 0 1.5em}"
-    "td,th{border:1px solid #ccc;padding:.2em .6em;text-align:left}"
-    "th{background:#f3f3f3}.relay{color:#a40}.direct{color:#070}"
-)
-
-
-def _row(cells: list[str], tag: str = "td", cls: str = "") -> str:
-    attr = f' class="{cls}"' if cls else ""
-    inner = "".join(f"<{tag}>{html.escape(c)}</{tag}>" for c in cells)
-    return f"<tr{attr}>{inner}</tr>"
-
-
-def _kv_table(rows: list[tuple[str, str]]) -> str:
-    return "<table>" + "".join(_row([k, v]) for k, v in rows) + "</table>"
-
-
-def render_page(s: SidecarStatus) -> str:
-    """The ``GET /`` page: status and peer table, escaped, refreshed every 5 s."""
-    b = s.beacon
-    reason = b.reason or "-"
-    rtt = ", ".join(f"{a} {ms:.1f}ms" for a, ms in b.rtt_ms.items()) or "-"
-    summary = _kv_table(
-        [
-            ("node", str(s.node_id) if s.node_id is not None else "-"),
-            ("ready / registered", f"{s.ready} / {s.registered}"),
-            ("public endpoint", s.public_endpoint or "-"),
-            ("local address", s.local_addr or "-"),
-            ("NAT", s.nat.type + (" (relay_only)" if s.relay_only else "")),
-            ("transport", s.transport + (f" {s.stream.url}" if s.stream.url else "")),
-            ("beacon", f"{b.pick or '-'} ({reason}, list from {b.source})"),
-            ("beacons", ", ".join(b.beacons) or "-"),
-            ("RTT", rtt),
-            ("cache age", format_age(b.cache_age)),
-            ("last refresh", format_age(b.last_refresh_age)),
-            ("uptime", format_age(s.uptime)),
-            (
-                "peers",
-                f"{s.peers_total} ({s.peers_direct} direct, {s.peers_relay} relay, "
-                f"{s.peers_offline} offline)",
-            ),
-            ("dropped", str(s.counters.dropped_total)),
-        ]
-    )
-    head = ["peer", "name", "path", "reason", "state", "addr", "rtt", "last heard", "pkts out/in"]
-    rows = [_row(head, "th")]
-    for p in s.peers:
-        rtt_ms = p.rtt_ms if p.path == "direct" else p.relay_rtt_ms
-        cells = [
-            str(p.node_id),
-            p.name or "-",
-            p.path,
-            p.reason,
-            p.state,
-            p.addr or "-",
-            "-" if rtt_ms is None else f"{rtt_ms:.1f}ms",
-            format_age(p.last_heard_age),
-            f"{p.pkts_sent}/{p.pkts_recv}",
-        ]
-        rows.append(_row(cells, cls=p.path))
-    title = f"natroute sidecar {s.node_id if s.node_id is not None else ''}".strip()
-    return (
-        "<!doctype html><html><head><meta charset=utf-8>"
-        '<meta http-equiv="refresh" content="5">'
-        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>"
-        f"<h1>{html.escape(title)}</h1>{summary}<h2>Peers</h2><table>{''.join(rows)}</table>"
-        "</body></html>"
-    )
