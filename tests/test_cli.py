@@ -327,10 +327,14 @@ async def test_relay_punch_refresh_and_forget(tmp_path: Path) -> None:
 
         punch = await arun("punch", b_id, *admin)
         assert punch.code == 0
-        assert "punch requested" in punch.out
+        assert "checks running" in punch.out
         refresh = await arun("refresh", *admin)
         assert refresh.code == 0
         assert "registry" in refresh.out
+        for command in (["refresh"], ["punch", b_id], ["relay", b_id, "off"]):
+            as_json = await arun(*command, "--json", *admin)
+            assert as_json.code == 0, (command, as_json.err)
+            assert isinstance(json.loads(as_json.out), dict), command
 
         wrong = await arun("relay", b_id, "on", "--admin", url, "--token", "nope")
         assert wrong.code == 1

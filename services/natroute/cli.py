@@ -94,23 +94,33 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = sub.add_parser("status", parents=[admin], help="show node status and peers")
     status.add_argument("--json", action="store_true", help="print the API's JSON")
-    status.add_argument("--peer", help="show one peer in detail (node ID, decimal or 0x hex)")
+    status.add_argument(
+        "--peer", help="show one peer in detail (node ID, decimal or 0x hex, or name)"
+    )
 
-    relay = sub.add_parser("relay", parents=[admin, token], help="force a peer to relay or back")
-    relay.add_argument("peer", help="node ID")
+    as_json = _Parser(add_help=False)
+    as_json.add_argument("--json", action="store_true", help="print the API's JSON")
+
+    relay = sub.add_parser(
+        "relay", parents=[admin, token, as_json], help="force a peer to relay or back"
+    )
+    relay.add_argument("peer", help="node ID or name")
     relay.add_argument("state", choices=["on", "off"])
     relay.add_argument("--pinned", action="store_true", help="pin (no heuristic undoes it)")
 
-    for name, text in (("punch", "hole-punch and probe a peer now"), ("forget", "drop a peer")):
-        cmd = sub.add_parser(name, parents=[admin, token], help=text)
-        cmd.add_argument("peer", help="node ID")
+    for name, text in (
+        ("punch", "run a peer's connectivity checks now"),
+        ("forget", "drop a peer"),
+    ):
+        cmd = sub.add_parser(name, parents=[admin, token, as_json], help=text)
+        cmd.add_argument("peer", help="node ID or name")
 
-    sub.add_parser("refresh", parents=[admin, token], help="run a beacon refresh tick now")
+    sub.add_parser("refresh", parents=[admin, token, as_json], help="run a beacon refresh tick now")
 
     ping = sub.add_parser(
         "ping", parents=[admin, token], help="round trips to a peer, direct and through the relay"
     )
-    ping.add_argument("peer", help="node ID")
+    ping.add_argument("peer", help="node ID or name")
     ping.add_argument("--count", type=int, default=3, help="rounds of probes (default 3)")
     ping.add_argument("--wait", type=float, default=1.0, help="seconds to wait for each answer")
     ping.add_argument("--json", action="store_true", help="print the API's JSON")
@@ -395,18 +405,30 @@ def _mutation(args: argparse.Namespace, api: _Admin, console: Console) -> int:
         p = api.call(
             "PUT", _peer_path(args.peer) + "/relay", {"relay": relay, "pinned": args.pinned}
         )
+        if args.json:
+            _print_json(console, p)
+            return 0
         flags = ", pinned" if p["operator_pinned"] else ""
         console.print(f"peer {p['node_id']}: {p['path']} ({p['reason']}{flags})")
     elif args.command == "punch":
         p = api.call("POST", _peer_path(args.peer) + "/punch")
+        if args.json:
+            _print_json(console, p)
+            return 0
         console.print(
-            f"peer {p['node_id']}: punch requested ({p['probes_sent']} probes sent so far)"
+            f"peer {p['node_id']}: checks running ({p['probes_sent']} probes sent so far)"
         )
     elif args.command == "forget":
         api.call("DELETE", _peer_path(args.peer))
+        if args.json:
+            _print_json(console, {"forgotten": args.peer})
+            return 0
         console.print(f"peer {args.peer}: forgotten")
     else:
         r = api.call("POST", "/v1/beacons/refresh")
+        if args.json:
+            _print_json(console, r)
+            return 0
         rows: list[tuple[str, str | Text]] = [
             ("source", r["source"]),
             ("pick", f"{r['pick'] or '-'} ({r['reason']}{', swapped' if r['swapped'] else ''})"),

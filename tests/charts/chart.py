@@ -48,6 +48,12 @@ SIDECAR_CONFIG: Final[dict[str, Any]] = {
     "lanAddrs": "10.1.2.3:4000",
     "relayOnly": True,
     "natDetect": False,
+    "stream": False,
+    "beaconStream": "wss://beacon.example.net:8443/v1/relay",
+    "streamAfter": 45,
+    "udpRetryInterval": 3,
+    "udpRetryMaxInterval": 120,
+    "streamCaFile": "/etc/natroute/ca.pem",
     "beaconRttProbe": True,
     "refreshInterval": 120,
     "refreshJitter": 5.5,
@@ -75,6 +81,7 @@ SIDECAR_CONFIG: Final[dict[str, Any]] = {
     "peerRefreshInterval": 90,
     "peerIdleTimeout": 1200,
     "logLevel": "debug",
+    "logFormat": "text",
 }
 
 REGISTRY_CONFIG: Final[dict[str, Any]] = {

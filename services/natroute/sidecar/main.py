@@ -57,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValidationError as exc:
         print(f"natroute-sidecar: invalid settings:\n{exc}", file=sys.stderr)
         return 2
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, fmt=settings.log_format)
     try:
         # stdlib loop: libuv stops polling a socket with IP_RECVERR errors (see run())
         run(serve(settings), use_uvloop=False)

@@ -11,6 +11,7 @@ import ipaddress
 import re
 import socket
 from collections.abc import Sequence
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, CliApp, SettingsConfigDict
@@ -128,7 +129,10 @@ class Settings(BaseSettings):
     peer_keepalive_interval: float = Field(_N.keepalive_interval, gt=0)
     peer_refresh_interval: float = Field(_N.peer_refresh_interval, gt=0)
     peer_idle_timeout: float = Field(_N.peer_idle_timeout, gt=0)
-    log_level: str = Field("info")
+    log_level: str = Field("info", description="debug, info, warning or error")
+    log_format: Literal["json", "text"] = Field(
+        "json", description="json (one object per line) or text (readable lines)"
+    )
 
     @field_validator("name")
     @classmethod
