@@ -176,6 +176,53 @@ def test_5_partition_flips_the_cone_pair_to_relay_and_back(world: World) -> None
     print(f"\npartition: relay after {flipped:.1f} s, direct again {restored:.1f} s after heal")
 
 
+def _udp(world: World, router: str, on: bool) -> None:
+    code, out = world.lab.exec(
+        world.routers[router].container, ["nat-ctl", "partition", "off" if on else "on"]
+    )
+    assert code == 0, out
+
+
+def _transport(world: World, name: str) -> str:
+    return str(world.status(name, peers=False)["transport"])
+
+
+def test_5b_a_node_whose_udp_is_blocked_moves_to_the_stream_and_back(world: World) -> None:
+    """Issue 12: UDP blocked at run time -> stream relay; unblocked -> UDP and direct again."""
+    pairs = [("cone-a", "cone-b"), ("public", "cone-b")]
+    wait_paths(world, both_ways(pairs[:1]), "direct", DIRECT, timeout=30)
+    try:
+        _udp(world, "cone-b", on=False)  # the router forwards no UDP at all
+        blocked_at = time.monotonic()
+        wait_for(
+            lambda: _transport(world, "cone-b") == "stream", "cone-b on the stream", timeout=40
+        )
+        on_stream = time.monotonic() - blocked_at
+        before = world.received()
+        world.wait_delivered(both_ways(pairs), since=before, more=3)  # through the stream relay
+        peer = world.peer("cone-b", "cone-a")
+        assert peer is not None
+        assert (peer["path"], peer["reason"]) == ("relay", "no_udp"), peer
+    finally:
+        _udp(world, "cone-b", on=True)
+    unblocked_at = time.monotonic()
+    wait_for(lambda: _transport(world, "cone-b") == "udp", "cone-b back on UDP", timeout=40)
+    back = time.monotonic() - unblocked_at
+    wait_paths(world, both_ways(pairs[:1]), "direct", DIRECT, timeout=40)
+    before = world.received()
+    world.wait_delivered(both_ways(pairs), since=before, more=3)
+
+    # blocked again: back to the stream
+    try:
+        _udp(world, "cone-b", on=False)
+        wait_for(lambda: _transport(world, "cone-b") == "stream", "cone-b on the stream again", 40)
+        world.wait_delivered(both_ways(pairs), since=world.received(), more=2)
+    finally:
+        _udp(world, "cone-b", on=True)
+    wait_for(lambda: _transport(world, "cone-b") == "udp", "cone-b back on UDP again", 40)
+    print(f"\nUDP blocked: on the stream after {on_stream:.1f} s, back on UDP {back:.1f} s after")
+
+
 def _picks(world: World) -> dict[str, str]:
     return {name: world.status(name, peers=False)["beacon"]["pick"] for name in world.nodes}
 
