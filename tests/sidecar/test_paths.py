@@ -16,8 +16,10 @@ import pytest
 from natroute.beacon.testing import running_beacon
 from natroute.registry.settings import DEV_TOKEN
 from natroute.routing.refresh import ListSource
+from natroute.routing.selection import pick_beacon
 from natroute.routing.wire import PunchCommand, RelayDeliver, encode_message
 from natroute.sidecar.appclient import AsyncAppClient
+from natroute.sidecar.identity import load_or_create_identity
 from natroute.sidecar.crypto import FRAME_MAGIC
 from natroute.sidecar.model import DropReason
 from natroute.sidecar.peers import Path as PeerPath
@@ -333,3 +335,22 @@ async def test_dead_beacon_fails_over_and_relayed_pair_recovers(tmp_path: Path) 
             assert first not in a.health.quarantine
             assert a.selection.get_current_pick() == first  # the hash pick is back
             await pump.delivered(3, limit=10)
+
+
+@pytest.mark.asyncio
+async def test_an_unusable_beacon_is_skipped_and_named(tmp_path: Path) -> None:
+    """Issue 13: a bad bootstrap entry the hash picks never leaves the node beaconless."""
+    bad = "beacon.invalid:9001"
+    async with running_stack(tmp_path, advertise_host="localhost") as stack:
+        good = f"localhost:{stack.beacons[0].udp_addr[1]}"
+        merged = sorted([bad, good])
+        identity = str(tmp_path / "a" / "identity.json")
+        while True:  # an identity whose hash pick is the bad entry
+            key = load_or_create_identity(identity).ed25519_public
+            if pick_beacon(merged, key) == bad:
+                break
+            Path(identity).unlink()
+        async with running_sidecar(stack.sidecar_settings("a", beacons=bad)) as a:
+            assert a.selection.get_current_pick() == good
+            assert bad in a.health.quarantine
+            assert a.ready

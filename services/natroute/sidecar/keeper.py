@@ -171,46 +171,67 @@ class BeaconKeeping:
         return {a: t for a, t in results if t is not None}
 
     async def refresh_now(self) -> RefreshOutcome:
-        """Run one beacon refresh tick now (the routing core's refresh_tick)."""
+        """Run one beacon refresh tick now (the routing core's refresh_tick).
+
+        A picked beacon that cannot be used (its name does not resolve) is
+        named in the log and quarantined, and the tick runs again without it,
+        so one bad entry in the list never leaves the node without a beacon.
+        """
         async with self._refresh_lock:
             await self._release_revived_beacons()
-            first = not self._first_tick_done
-            view = self.health.view(self.selection)
-            outcome = await asyncio.to_thread(
-                refresh_tick,
-                view,
-                self.manager,
-                self._lister,
-                self.identity.ed25519_public,
-                self.settings.identity,
-                first_tick=first,
-                prober=self._probe_rtts if self.settings.beacon_rtt_probe else None,
-            )
-            self._first_tick_done = True
-            if outcome.decision is not None:
-                self.health.commit(self.selection, outcome.decision, outcome.swapped)
-            self.health.picked(self.selection.get_current_pick())
-            self.last_refresh = outcome
-            self.last_refresh_at = self.clock()
-            log = _log.warning if outcome.errors else _log.info
-            log(
-                "beacon_refresh",
-                extra={
-                    "source": outcome.source.value,
-                    "pick": self.selection.get_current_pick(),
-                    "reason": outcome.reason.value,
-                    "swapped": outcome.swapped,
-                    "beacons": outcome.decision.new_list if outcome.decision else [],
-                    "errors": list(outcome.errors),
-                },
-            )
-            pick = self.selection.get_current_pick()
-            beacon = self.manager.beacon_addr()
-            if pick and beacon is not None:
-                self.engine.beacons[pick] = beacon
-            if outcome.swapped and self.engine.node_id is not None:
-                self.beacon_keepalive()
+            for _ in range(8):  # at most one retry per bad entry, bounded
+                outcome = await self._refresh_once()
+                decision = outcome.decision
+                bad = decision.new_pick if decision is not None else ""
+                if outcome.swapped or not bad or not decision or not decision.should_swap:
+                    break
+                if bad in self.health.quarantine:
+                    break
+                _log.warning(
+                    "beacon_unusable",
+                    extra={"beacon": bad, "error": "; ".join(outcome.errors), "action": "skipped"},
+                )
+                self.health.quarantine[bad] = self.clock()
             return outcome
+
+    async def _refresh_once(self) -> RefreshOutcome:
+        first = not self._first_tick_done
+        view = self.health.view(self.selection)
+        outcome = await asyncio.to_thread(
+            refresh_tick,
+            view,
+            self.manager,
+            self._lister,
+            self.identity.ed25519_public,
+            self.settings.identity,
+            first_tick=first,
+            prober=self._probe_rtts if self.settings.beacon_rtt_probe else None,
+        )
+        self._first_tick_done = True
+        if outcome.decision is not None:
+            self.health.commit(self.selection, outcome.decision, outcome.swapped)
+        self.health.picked(self.selection.get_current_pick())
+        self.last_refresh = outcome
+        self.last_refresh_at = self.clock()
+        log = _log.warning if outcome.errors else _log.info
+        log(
+            "beacon_refresh",
+            extra={
+                "source": outcome.source.value,
+                "pick": self.selection.get_current_pick(),
+                "reason": outcome.reason.value,
+                "swapped": outcome.swapped,
+                "beacons": outcome.decision.new_list if outcome.decision else [],
+                "errors": list(outcome.errors),
+            },
+        )
+        pick = self.selection.get_current_pick()
+        beacon = self.manager.beacon_addr()
+        if pick and beacon is not None:
+            self.engine.beacons[pick] = beacon
+        if outcome.swapped and self.engine.node_id is not None:
+            self.beacon_keepalive()
+        return outcome
 
     async def _refresh_loop(self) -> None:
         # start() ran the first tick; the jitter spreads the fleet's later ticks.
