@@ -19,8 +19,8 @@ from natroute.routing.refresh import ListSource
 from natroute.routing.selection import pick_beacon
 from natroute.routing.wire import PunchCommand, RelayDeliver, encode_message
 from natroute.sidecar.appclient import AsyncAppClient
-from natroute.sidecar.identity import load_or_create_identity
 from natroute.sidecar.crypto import FRAME_MAGIC
+from natroute.sidecar.identity import load_or_create_identity
 from natroute.sidecar.model import DropReason
 from natroute.sidecar.peers import Path as PeerPath
 from natroute.sidecar.peers import PathReason

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from typing import Final
 
+from pydantic import ValidationError
+
 from natroute.routing.addr import split_host_port
 
 __all__ = [
@@ -15,6 +17,7 @@ __all__ = [
     "check_http_url",
     "check_log_level",
     "check_secret_token",
+    "describe_settings_error",
 ]
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -100,6 +103,25 @@ def check_secret_token(
 def _is_placeholder(token: str) -> bool:
     compact = _SEPARATORS.sub("", token.lower())
     return _PLACEHOLDER.fullmatch(compact) is not None or compact.startswith(_PLACEHOLDER_PREFIXES)
+
+
+def describe_settings_error(exc: ValidationError, env_prefix: str) -> str:
+    """One line per invalid setting, naming its flag and environment variable.
+
+    Args:
+        exc: pydantic's error for a service's Settings.
+        env_prefix: the service's prefix, e.g. ``NATROUTE_SIDECAR_``.
+    """
+    lines = []
+    for err in exc.errors():
+        loc = err.get("loc") or ("?",)
+        field = str(loc[0])
+        flag = "--" + field.replace("_", "-")
+        message = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        shown = err.get("input")
+        got = "" if isinstance(shown, dict) or shown is None else f" (got {str(shown)[:80]!r})"
+        lines.append(f"{flag} / {env_prefix}{field.upper()}: {message}{got}")
+    return "\n".join(lines)
 
 
 def check_host_port(value: str) -> str:
