@@ -344,12 +344,16 @@ async def test_an_unusable_beacon_is_skipped_and_named(tmp_path: Path) -> None:
     async with running_stack(tmp_path, advertise_host="localhost") as stack:
         good = f"localhost:{stack.beacons[0].udp_addr[1]}"
         merged = sorted([bad, good])
-        identity = str(tmp_path / "a" / "identity.json")
-        while True:  # an identity whose hash pick is the bad entry
-            key = load_or_create_identity(identity).ed25519_public
-            if pick_beacon(merged, key) == bad:
-                break
-            Path(identity).unlink()
+        identity = tmp_path / "a" / "identity.json"
+
+        def unlucky_identity() -> None:
+            while True:  # an identity whose hash pick is the bad entry
+                key = load_or_create_identity(str(identity)).ed25519_public
+                if pick_beacon(merged, key) == bad:
+                    return
+                identity.unlink()
+
+        await asyncio.to_thread(unlucky_identity)
         async with running_sidecar(stack.sidecar_settings("a", beacons=bad)) as a:
             assert a.selection.get_current_pick() == good
             assert bad in a.health.quarantine
