@@ -339,6 +339,7 @@ async def test_relay_punch_refresh_and_forget(tmp_path: Path) -> None:
         wrong = await arun("relay", b_id, "on", "--admin", url, "--token", "nope")
         assert wrong.code == 1
         assert "HTTP 401 auth_invalid" in wrong.err
+        assert "pass --token or set $NATROUTE_SIDECAR_ADMIN_TOKEN" in wrong.err
         forget = await arun("forget", b_id, *admin)
         assert forget.code == 0
         assert a.engine.peers.get(node_id(b)) is None
@@ -383,3 +384,13 @@ def test_netcheck_without_answers_says_udp_is_blocked() -> None:
     assert "no answer" in result.out
     usage = run(["netcheck", "--beacons", "", "--registry", ""])
     assert usage.code == 2
+
+
+@pytest.mark.asyncio
+async def test_status_against_a_beacon_says_what_it_is(tmp_path: Path) -> None:
+    async with running_stack(tmp_path, http="127.0.0.1:0") as stack:
+        http = stack.beacons[0].http_addr
+        assert http is not None
+        result = await arun("status", "--admin", f"http://{http[0]}:{http[1]}")
+    assert result.code == 1
+    assert "is not a natroute sidecar's admin API (a natroute beacon answered" in result.err

@@ -198,6 +198,8 @@ class _Admin:
             detail = f"{err['message']} (HTTP {resp.status_code} {err['code']})"
         except (ValueError, KeyError, TypeError):
             detail = f"HTTP {resp.status_code} from {method} {path}"
+        if resp.status_code in (401, 403):
+            detail += f"; pass --token or set ${_TOKEN_ENV} (the sidecar's admin token)"
         raise CliError(detail)
 
 
@@ -370,9 +372,18 @@ def _peer_path(text: str) -> str:
     return "/v1/peers/" + quote(text.strip(), safe="")
 
 
+_SIDECAR_KEYS = frozenset({"node_id", "nat", "beacon", "counters", "peers"})
+
+
 def _status(args: argparse.Namespace, api: _Admin, console: Console) -> int:
     one = args.peer is not None
     body = api.call("GET", _peer_path(args.peer) if one else "/v1/status?peers=true")
+    if not one and not (isinstance(body, dict) and body.keys() >= _SIDECAR_KEYS):
+        what = "a natroute beacon" if isinstance(body, dict) and "beacon_id" in body else "it"
+        raise CliError(
+            f"{api.base} is not a natroute sidecar's admin API ({what} answered /v1/status); "
+            "point --admin (or $NATROUTE_ADMIN_URL) at a sidecar"
+        )
     if args.json:
         _print_json(console, body)
     else:
