@@ -484,7 +484,7 @@ class BeaconCore:
     def _on_punch_forward(self, data: bytes, src: Addr, now: float) -> list[Outgoing]:
         """A punch request forwarded by a peer beacon, or its answer (:mod:`.punch`)."""
         if src not in self.gossip.peers:
-            return self._drop(DropReason.SYNC_UNKNOWN_PEER, src)
+            return self._drop(DropReason.FORWARD_UNKNOWN_PEER, src)
         try:
             msg = decode_punch_forward(data)
         except WireError:
