@@ -207,7 +207,10 @@ class Sidecar(BeaconKeeping, Transports):
         self.self_addrs.add((str(app_name[0]), int(app_name[1])))
         _log.info("sidecar_starting", extra={"listen": format_addr(self.bound_addr)})
         self._peer_socket = PeerSocket(self._sock, self._on_icmp)
-        pump = DatagramPump(self._sock, self._on_datagram, self._on_socket_error)
+        # the engine's outputs are flushed once per batch of datagrams read
+        pump = DatagramPump(
+            self._sock, self._on_datagram, self._on_socket_error, on_batch_end=self.flush
+        )
         pump.start()
         self._pumps.append(pump)
         app = AppEndpoint(
@@ -216,6 +219,7 @@ class Sidecar(BeaconKeeping, Transports):
             _parse_endpoint(s.app_deliver),
             is_self=self.self_addrs.__contains__,
             clock=self.clock,
+            on_batch_end=self.flush,
         )
         app.start()
         self._pumps.append(app)
@@ -297,7 +301,6 @@ class Sidecar(BeaconKeeping, Transports):
 
     def _on_datagram(self, data: bytes, src: Addr) -> None:
         self.engine.datagram_received(data, src, self.clock())
-        self.flush()
 
     def _on_stream_datagram(self, data: bytes) -> None:
         src = self.stream.beacon_addr
@@ -307,7 +310,6 @@ class Sidecar(BeaconKeeping, Transports):
 
     def _on_app(self, dst: int, payload: bytes) -> None:
         self.engine.app_send(dst, payload, self.clock())
-        self.flush()
 
     def _on_icmp(self, dst: Addr, err: OSError) -> None:
         self.engine.send_failed(dst, err, self.clock())
@@ -328,26 +330,28 @@ class Sidecar(BeaconKeeping, Transports):
     def flush(self) -> None:
         """Send what the engine queued, deliver its payloads, start its look-ups."""
         engine = self.engine
+        out = engine.datagrams_to_send()
         sock = self._peer_socket
-        while True:
-            out = engine.datagrams_to_send()
-            if not out:
-                break
+        if out and sock is not None:
+            sendto = sock.sendto
             stream = self.stream
-            for data, addr in out:
-                if stream.open and addr == stream.beacon_addr and stream.send(data):
-                    continue
-                if sock is None:
-                    continue
-                try:
-                    sock.sendto(data, addr)
-                except OSError as exc:
-                    engine.send_failed(addr, exc, self.clock())
+            via_stream = stream.open
+            beacon = stream.beacon_addr
+            while out:
+                for data, addr in out:
+                    if via_stream and addr == beacon and stream.send(data):
+                        continue
+                    try:
+                        sendto(data, addr)
+                    except OSError as exc:
+                        engine.send_failed(addr, exc, self.clock())
+                out = engine.datagrams_to_send()
         deliveries = engine.deliveries()
         app = self.app
-        if app is not None:
+        if deliveries and app is not None:
+            deliver = app.deliver
             for src, payload in deliveries:
-                app.deliver(src, payload)
+                deliver(src, payload)
         starting = engine.lookups_to_start(self.clock())
         if starting:
             self.registry.look_up(starting)

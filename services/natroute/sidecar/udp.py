@@ -115,11 +115,13 @@ class DatagramPump:
         on_datagram: Callable[[bytes, Addr], None],
         on_error: Callable[[OSError], None],
         batch: int = 64,
+        on_batch_end: Callable[[], None] | None = None,
     ) -> None:
         self.sock = sock
         self._on_datagram = on_datagram
         self._on_error = on_error
         self._batch = batch
+        self._on_batch_end = on_batch_end
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def start(self) -> None:
@@ -136,20 +138,28 @@ class DatagramPump:
         self.sock.close()
 
     def read_ready(self) -> None:
-        """Read what is there (at most one batch)."""
+        """Read what is there (at most one batch), then call ``on_batch_end`` once."""
         recvfrom = self.sock.recvfrom
-        for _ in range(self._batch):
-            try:
-                data, addr = recvfrom(65535)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                self._on_error(exc)
-                continue
-            try:
-                self._on_datagram(data, (addr[0], addr[1]))
-            except Exception:  # a bug must not kill the receive loop; it is logged
-                _log.exception("datagram_handler_failed")
+        on_datagram = self._on_datagram
+        try:
+            for _ in range(self._batch):
+                try:
+                    data, addr = recvfrom(65535)
+                except (BlockingIOError, InterruptedError):
+                    return
+                except OSError as exc:
+                    self._on_error(exc)
+                    continue
+                try:
+                    on_datagram(data, (addr[0], addr[1]))
+                except Exception:  # a bug must not kill the receive loop; it is logged
+                    _log.exception("datagram_handler_failed")
+        finally:
+            if self._on_batch_end is not None:
+                try:
+                    self._on_batch_end()
+                except Exception:
+                    _log.exception("datagram_batch_end_failed")
 
 
 def port_is_free(addr: Addr) -> bool:
@@ -185,6 +195,7 @@ class AppEndpoint:
         is_self: is an address one of the sidecar's own sockets?
         clock: monotonic seconds (paces the "application gone" check).
         port_free: the "application gone" check (tests inject one).
+        on_batch_end: called once after each batch of datagrams read.
     """
 
     def __init__(
@@ -196,6 +207,7 @@ class AppEndpoint:
         is_self: Callable[[Addr], bool] = lambda addr: False,
         clock: Callable[[], float] = time.monotonic,
         port_free: Callable[[Addr], bool] = port_is_free,
+        on_batch_end: Callable[[], None] | None = None,
     ) -> None:
         self.sock = sock
         self._on_send = on_send
@@ -206,7 +218,7 @@ class AppEndpoint:
         self._port_free = port_free
         self._next_gone_check = 0.0
         self._contender: Addr | None = None
-        self._pump = DatagramPump(sock, self._received, self._error)
+        self._pump = DatagramPump(sock, self._received, self._error, on_batch_end=on_batch_end)
         self.dropped_short = 0
         self.dropped_no_app = 0
         self.dropped_busy = 0
