@@ -58,5 +58,5 @@ def test_empty_allowed_when_the_feature_is_optional() -> None:
 
 
 def test_hint_is_appended() -> None:
-    with pytest.raises(WeakTokenError, match="; or run with --dev$"):
+    with pytest.raises(WeakTokenError, match=r"; or run with --dev$"):
         check_secret_token("", env="E", flag="--f", hint="or run with --dev")

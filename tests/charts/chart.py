@@ -79,6 +79,7 @@ REGISTRY_CONFIG: Final[dict[str, Any]] = {
     "retention": 2592000,
     "signatureSkew": 30,
     "sqliteSynchronous": "NORMAL",
+    "databasePoolSize": 20,
     "maxBodyBytes": 32768,
     "registerRate": 0.25,
     "registerBurst": 20,
@@ -130,6 +131,24 @@ VALUE_SETS: Final[dict[str, dict[str, Any]]] = {
                 "annotations": {"service.beta.kubernetes.io/aws-load-balancer-type": "nlb"},
             },
             "pdb": {"enabled": True},
+        },
+    },
+    "postgres": {
+        "registry": {
+            "replicas": 3,
+            "database": {
+                "url": "postgresql://natroute:db-password-0123@pg.example.net:5432/registry",
+                "networkPolicyTo": [{"podSelector": {"matchLabels": {"app": "postgresql"}}}],
+            },
+        },
+    },
+    "postgres-existing-secret": {
+        "registry": {
+            "database": {
+                "existingSecret": "ops-database",
+                "existingSecretKey": "dsn",
+                "port": 6432,
+            },
         },
     },
     "existing-secrets": {

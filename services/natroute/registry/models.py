@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from natroute._service.http import ErrorBody, ErrorDetail
 from natroute.routing.addr import MAX_NODE_ID, split_host_port
 
 from .signing import KEY_LEN, SIGNATURE_LEN, b64decode_exact
@@ -404,16 +405,3 @@ class RelayOnlyResponse(BaseModel):
     node_id: int
     relay_only: bool
     forced: bool | None = None
-
-
-class ErrorDetail(BaseModel):
-    """Machine-readable ``code`` (snake_case) and a human ``message``."""
-
-    code: str
-    message: str
-
-
-class ErrorBody(BaseModel):
-    """Every non-2xx response: ``{"error": {"code": ..., "message": ...}}``."""
-
-    error: ErrorDetail
