@@ -141,7 +141,7 @@ def create_app(
         BodyLimitMiddleware, max_bytes=settings.max_body_bytes, on_error=metrics.count_error
     )
     app.add_middleware(RouteTimer, latency=metrics.request_duration, responses=metrics.requests)
+    app.include_router(beacons_router)  # first: GET /v1/beacons is the most frequent call
     app.include_router(nodes_router)
-    app.include_router(beacons_router)
     app.include_router(ops_router)
     return app

@@ -24,6 +24,7 @@ import queue
 import random
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final, TypeVar
@@ -55,6 +56,10 @@ T = TypeVar("T")
 MIGRATIONS: Final = migrations("sqlite")
 #: Most calls sharing one transaction.
 _BATCH: Final = 256
+#: How long a busy writer waits for more calls before committing (seconds).
+_GATHER: Final = 0.001
+#: The writer counts as busy when its last commit ended this recently (seconds).
+_BUSY: Final = 0.003
 _NODE_COLUMNS: Final = (
     "n.node_id, i.ed25519, n.x25519, n.endpoint, n.lan_addrs, n.relay_only, "
     "n.relay_only_forced, i.created_at, n.last_seen, n.candidates, n.transport, n.name"
@@ -113,13 +118,14 @@ def _node(db: sqlite3.Connection, where: str, arg: object) -> NodeRecord | None:
     return _row_to_node(rows[0]) if rows else None
 
 
-def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
-    if future.cancelled():
-        return
-    if ok:
-        future.set_result(value)
-    else:
-        future.set_exception(value)
+def _settle_all(settled: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
+    for future, ok, value in settled:
+        if future.cancelled():
+            continue
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
 
 
 class SqliteStore:
@@ -208,15 +214,26 @@ class SqliteStore:
     def _run(self) -> None:
         """The writer thread: one transaction per batch of waiting calls."""
         db = self._writer
+        last_commit = 0.0
         while True:
             first = self._jobs.get()
             if first is None:
                 break
             batch = [first]
             stop = False
+            # Busy (the last commit just ended): wait a moment for company, so
+            # one fsync serves several calls. Idle: commit at once.
+            now = time.monotonic()
+            busy = now - last_commit < _BUSY
+            gather_until = now + _GATHER
             while len(batch) < _BATCH:
+                remaining = gather_until - time.monotonic() if busy else 0.0
                 try:
-                    job = self._jobs.get_nowait()
+                    job = (
+                        self._jobs.get(timeout=remaining)
+                        if remaining > 0
+                        else self._jobs.get_nowait()
+                    )
                 except queue.Empty:
                     break
                 if job is None:
@@ -224,6 +241,7 @@ class SqliteStore:
                     break
                 batch.append(job)
             self._commit(db, batch)
+            last_commit = time.monotonic()
             if stop:
                 break
         db.close()
@@ -250,10 +268,14 @@ class SqliteStore:
                 db.execute("ROLLBACK")
             failed = StoreUnavailableError(f"database commit failed: {exc}")
             outcomes = [(False, failed)] * len(batch)
+        # One wake-up per event loop for the whole batch, not one per call.
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
         for (_, loop, future), (ok, value) in zip(batch, outcomes, strict=True):
+            by_loop.setdefault(loop, []).append((future, ok, value))
+        for loop, settled in by_loop.items():
             # RuntimeError: the caller's loop is closed, nobody waits any more.
             with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(_settle, future, ok, value)
+                loop.call_soon_threadsafe(_settle_all, settled)
 
     def _maybe_purge(self, db: sqlite3.Connection, now: float) -> None:
         # Writer thread only; at most hourly, inside the caller's transaction.

@@ -14,18 +14,22 @@ import math
 from typing import Annotated, Any, Final
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from pydantic import BaseModel
 
 from natroute._service.http import ApiError
 from natroute.routing.addr import MAX_NODE_ID, split_host_port
 
+from ..beaconlist import BeaconListCache
 from ..deps import (
     BeaconListDep,
     ClockDep,
-    KeysDep,
     LimiterDep,
     MetricsDep,
+    Services,
+    ServicesDep,
     SettingsDep,
     StoreDep,
+    get_store,
     require_operator,
 )
 from ..models import (
@@ -57,6 +61,7 @@ __all__ = ["node_view", "router"]
 
 _log = logging.getLogger(__name__)
 _DAY: Final = 86400.0
+_JSON: Final = "application/json"
 NodeIdPath = Annotated[int, Path(ge=1, le=MAX_NODE_ID, description="32-bit node ID (non-zero)")]
 NodeNamePath = Annotated[str, Path(max_length=63, pattern=NAME_PATTERN, description="node name")]
 
@@ -90,7 +95,19 @@ def node_view(record: NodeRecord, relay_addr: str | None, now: float) -> NodeVie
     )
 
 
-async def _relay_addr(settings: Settings, beacons: BeaconListDep, store: Store) -> str | None:
+def _json(model: BaseModel, *, exclude_none: bool = False) -> Response:
+    """``model`` as the response body, serialised once (FastAPI would validate it again)."""
+    return Response(model.model_dump_json(exclude_none=exclude_none), media_type=_JSON)
+
+
+async def _view(services: Services, store: Store, record: NodeRecord) -> NodeView:
+    relay = None
+    if record.relay_only:
+        relay = await _relay_addr(services.settings, services.beacon_list, store)
+    return node_view(record, relay, services.clock())
+
+
+async def _relay_addr(settings: Settings, beacons: BeaconListCache, store: Store) -> str | None:
     """The beacon address handed out for relay-only nodes (spec §4.3)."""
     if settings.beacon_addr is not None:
         return settings.beacon_addr
@@ -176,17 +193,11 @@ async def register(
 
 
 @router.post("/v1/nodes/{node_id}/heartbeat", response_model=HeartbeatResponse)
-async def heartbeat(
-    node_id: NodeIdPath,
-    body: HeartbeatRequest,
-    store: StoreDep,
-    settings: SettingsDep,
-    keys: KeysDep,
-    metrics: MetricsDep,
-) -> HeartbeatResponse:
+async def heartbeat(node_id: NodeIdPath, body: HeartbeatRequest, services: ServicesDep) -> Response:
     """Keep a node alive; may update its endpoint, candidates, transport and ``relay_only``."""
+    store, settings = await get_store(services), services.settings
     _check_addresses(settings, body.endpoint, None, body.candidates)
-    key = await keys.get(store, node_id)
+    key = await services.keys.get(store, node_id)
     if key is None:
         raise ApiError(404, "not_found", f"node {node_id} is not registered")
     fields = body.model_dump(exclude={"signature"}, exclude_unset=True) | {"node_id": node_id}
@@ -199,37 +210,25 @@ async def heartbeat(
         candidates=None if body.candidates is None else [(c.addr, c.kind) for c in body.candidates],
         transport=body.transport,
     )
-    metrics.heartbeats.inc()
+    services.metrics.heartbeats.inc()
     ttl = max(1, round(settings.node_ttl))
-    return HeartbeatResponse(node_id=node_id, relay_only=record.relay_only, ttl=ttl)
+    return _json(HeartbeatResponse(node_id=node_id, relay_only=record.relay_only, ttl=ttl))
 
 
 @router.get("/v1/nodes/{node_id}", response_model=NodeView, response_model_exclude_none=True)
-async def resolve(
-    node_id: NodeIdPath,
-    store: StoreDep,
-    settings: SettingsDep,
-    beacons: BeaconListDep,
-    clock: ClockDep,
-) -> NodeView:
+async def resolve(node_id: NodeIdPath, services: ServicesDep) -> Response:
     """Resolve a live node (spec §4.3); relay-only nodes get a beacon address."""
+    store = await get_store(services)
     record = await store.resolve(node_id)
-    relay = await _relay_addr(settings, beacons, store) if record.relay_only else None
-    return node_view(record, relay, clock())
+    return _json(await _view(services, store, record), exclude_none=True)
 
 
 @router.get("/v1/names/{name}", response_model=NodeView, response_model_exclude_none=True)
-async def resolve_name(
-    name: NodeNamePath,
-    store: StoreDep,
-    settings: SettingsDep,
-    beacons: BeaconListDep,
-    clock: ClockDep,
-) -> NodeView:
+async def resolve_name(name: NodeNamePath, services: ServicesDep) -> Response:
     """Resolve the live node registered under ``name``."""
+    store = await get_store(services)
     record = await store.resolve_name(name)
-    relay = await _relay_addr(settings, beacons, store) if record.relay_only else None
-    return node_view(record, relay, clock())
+    return _json(await _view(services, store, record), exclude_none=True)
 
 
 @router.get(
