@@ -79,6 +79,20 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
+def _postgres_cpu_seconds() -> float:
+    """CPU time of every ``postgres`` process of this machine (server and backends)."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue  # gone meanwhile
+        if "(postgres)" in text:
+            fields = text.rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / _TICKS
+    return total
+
+
 @contextmanager
 def _replicas(directory: Path, count: int, store_flags: Sequence[str]) -> Iterator[list[Any]]:
     from natroute.registry.testing import registry_process
@@ -247,17 +261,22 @@ def _generate(
 
 def _load(
     procs: list[Any], streams: list[Stream], seconds: float, conns: int = 64
-) -> tuple[list[Outcome], float]:
-    """Run the load in a child process; returns outcomes and server CPU seconds used."""
+) -> tuple[list[Outcome], float, float]:
+    """Run the load in a child process (its own core).
+
+    Returns:
+        The outcomes, the registries' CPU seconds and PostgreSQL's CPU seconds.
+    """
     hosts = [("127.0.0.1", int(p.url.rsplit(":", 1)[1])) for p in procs]
-    before = sum(_cpu_seconds(p.pid) for p in procs)
+    before, pg_before = sum(_cpu_seconds(p.pid) for p in procs), _postgres_cpu_seconds()
     ctx = multiprocessing.get_context("spawn")
     receive, send = ctx.Pipe(duplex=False)
     child = ctx.Process(target=_generate, args=(hosts, streams, seconds, conns, send))
     child.start()
     outcomes: list[Outcome] = receive.recv()
     child.join()
-    return outcomes, sum(_cpu_seconds(p.pid) for p in procs) - before
+    cpu = sum(_cpu_seconds(p.pid) for p in procs) - before
+    return outcomes, cpu, _postgres_cpu_seconds() - pg_before
 
 
 @dataclass
@@ -274,13 +293,15 @@ class Row:
     p99_ms: float
     errors: int
     cpu_us: float
+    pg_cpu_us: float | None
 
     def text(self) -> str:
         target = "max" if self.target is None else f"{self.target:,.0f}"
+        pg = "-" if self.pg_cpu_us is None else f"{self.pg_cpu_us:,.0f}"
         return (
             f"| {self.backend} | {self.replicas} | {self.phase} | {self.kind} | {target} "
             f"| {self.achieved:,.0f} | {self.p50_ms:.1f} | {self.p99_ms:.1f} | {self.errors} "
-            f"| {self.cpu_us:,.0f} |"
+            f"| {self.cpu_us:,.0f} | {pg} |"
         )
 
 
@@ -289,10 +310,10 @@ def _rows_of(
     replicas: int,
     phase: str,
     streams: list[Stream],
-    outcomes: list[Outcome],
+    measured: tuple[list[Outcome], float, float],
     seconds: float,
-    cpu: float,
 ) -> list[Row]:
+    outcomes, cpu, pg_cpu = measured
     total_ok = sum(o.ok for o in outcomes) or 1
     rows = []
     for stream, o in zip(streams, outcomes, strict=True):
@@ -303,11 +324,12 @@ def _rows_of(
                 phase,
                 stream.name,
                 stream.rate,
-                o.ok / seconds,
+                o.ok_in_time / seconds,
                 percentile(o.latencies, 0.50) * 1e3,
                 percentile(o.latencies, 0.99) * 1e3,
                 sum(n for s, n in o.statuses.items() if not 200 <= s < 300) + o.failures,
                 cpu / total_ok * 1e6,
+                pg_cpu / total_ok * 1e6 if backend == "postgresql" else None,
             )
         )
     return rows
@@ -353,30 +375,22 @@ def load(args: argparse.Namespace) -> int:
                     _replicas(directory, count, flags) as procs,
                 ):
                     streams = _streams(pop, args.nodes, mixed_part, 1.0)
-                    outcomes, cpu = _load(procs, streams, args.seconds, conns=256)
-                    rows += _rows_of(
-                        backend, count, "at rate", streams, outcomes, args.seconds, cpu
-                    )
+                    measured = _load(procs, streams, args.seconds, conns=256)
+                    rows += _rows_of(backend, count, "at rate", streams, measured, args.seconds)
                     for stream in _streams(pop, args.nodes, capacity_part, 1.0):
                         stream.rate = None
-                        outcomes, cpu = _load(procs, [stream], args.capacity_seconds)
+                        measured = _load(procs, [stream], args.capacity_seconds)
                         rows += _rows_of(
-                            backend,
-                            count,
-                            "capacity",
-                            [stream],
-                            outcomes,
-                            args.capacity_seconds,
-                            cpu,
+                            backend, count, "capacity", [stream], measured, args.capacity_seconds
                         )
                 print(f"   {label} done ({time.monotonic() - t0:.0f} s so far)", file=sys.stderr)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
     print(
         "| backend | replicas | phase | kind | target req/s | achieved req/s | p50 ms | p99 ms "
-        "| errors | server CPU µs/req |"
+        "| errors | registry CPU µs/req | PostgreSQL CPU µs/req |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         print(row.text())
     print(f"\n{args.nodes:,} nodes; {os.cpu_count()} cores; run took {time.monotonic() - t0:.0f} s")

@@ -80,6 +80,7 @@ REGISTRY_CONFIG: Final[dict[str, Any]] = {
     "signatureSkew": 30,
     "sqliteSynchronous": "NORMAL",
     "databasePoolSize": 20,
+    "keyCacheSize": 200000,
     "maxBodyBytes": 32768,
     "registerRate": 0.25,
     "registerBurst": 20,

@@ -18,6 +18,7 @@ from natroute.registry.sqlite import MIGRATIONS, SqliteStore
 from natroute.registry.store import (
     ClockSkewError,
     IdSpaceExhaustedError,
+    KeyCache,
     NameTakenError,
     NodeNotFoundError,
     ReplayError,
@@ -390,3 +391,19 @@ async def test_postgres_unreachable_server_is_unavailable(tmp_path: Path, clock:
         await open_store(settings, clock=clock)
     assert "secret-password" not in str(info.value)
     assert "nobody:***@127.0.0.1:1" in str(info.value)
+
+
+async def test_key_cache_reads_through_and_is_bounded(store: Store, clock: FakeClock) -> None:
+    ids = [await register(store, clock, bytes([i]) * 32) for i in range(1, 4)]
+    cache = KeyCache(capacity=2)
+    assert await cache.get(store, 424242) is None
+    assert len(cache) == 0  # unknown IDs are not cached
+    for i, node_id in enumerate(ids, start=1):
+        assert await cache.get(store, node_id) == bytes([i]) * 32
+    assert len(cache) == 2  # the oldest went
+    await store.delete_node(ids[2])
+    assert await cache.get(store, ids[2]) == bytes([3]) * 32  # identities outlive records
+    assert len(KeyCache(capacity=0)) == 0
+    none = KeyCache(capacity=0)
+    assert await none.get(store, ids[0]) == bytes([1]) * 32
+    assert len(none) == 0

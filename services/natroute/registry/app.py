@@ -102,7 +102,7 @@ def create_app(
         beacon_list=BeaconListCache(
             now_fn, settings.beacon_ttl, on_build=metrics.beacon_list_builds.inc
         ),
-        keys=KeyCache(),
+        keys=KeyCache(settings.key_cache_size),
         token=settings.operator_token().encode(),
     )
 

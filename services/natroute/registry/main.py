@@ -48,6 +48,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--db", help="SQLite database path (default registry.db)")
     p.add_argument("--database-url", help="postgresql://... to use PostgreSQL instead of SQLite")
     p.add_argument("--database-pool-size", type=int, help="PostgreSQL connections (10)")
+    p.add_argument("--key-cache-size", type=int, help="node keys kept in memory (131072)")
     p.add_argument("--token", help="operator bearer token (required unless --dev)")
     p.add_argument("--dev", action="store_const", const=True, help="dev mode: allow a weak token")
     p.add_argument(

@@ -47,6 +47,7 @@ class Settings(BaseSettings):
     db: Path = Path("registry.db")
     database_url: Annotated[SecretStr, AfterValidator(_check_database_url)] | None = None
     database_pool_size: int = Field(default=10, ge=1, le=200)
+    key_cache_size: int = Field(default=131072, ge=0)
     token: SecretStr = SecretStr("")
     dev: bool = False
     allow_local_endpoints: bool | None = None

@@ -31,7 +31,6 @@ process), randomness from an injected ``random.Random``.
 from __future__ import annotations
 
 import random
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal, Protocol
@@ -318,12 +317,16 @@ class KeyCache:
 
     The mapping never changes (identities are never deleted, an ID is never
     reused), so a cached entry is never stale, on any replica; it saves a
-    database round trip on every heartbeat. Unknown IDs are not cached.
+    database read on every heartbeat. Nodes heartbeat in a cycle, so the cache
+    only helps when it holds them all: size it to the node count (about 150
+    bytes an entry). When full, the oldest entry goes (a least-recently-used
+    order would not hit more often for a cycle, and costs a move per hit).
+    Unknown IDs are not cached.
     """
 
-    def __init__(self, capacity: int = 65536) -> None:
+    def __init__(self, capacity: int = 131072) -> None:
         self._capacity = capacity
-        self._keys: OrderedDict[int, bytes] = OrderedDict()
+        self._keys: dict[int, bytes] = {}
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -332,11 +335,10 @@ class KeyCache:
         """The key of ``node_id`` (``None`` if the ID was never allocated)."""
         key = self._keys.get(node_id)
         if key is not None:
-            self._keys.move_to_end(node_id)
             return key
         key = await store.identity_key(node_id)
-        if key is not None:
+        if key is not None and self._capacity > 0:
+            if len(self._keys) >= self._capacity:
+                del self._keys[next(iter(self._keys))]
             self._keys[node_id] = key
-            if len(self._keys) > self._capacity:
-                self._keys.popitem(last=False)
         return key
