@@ -21,8 +21,9 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable, Sequence
-from typing import Any, Final
+from typing import Final
 
+from .models import beacon_entry
 from .store import BeaconRecord, Store
 
 __all__ = ["MAX_AGE", "BeaconListCache", "encode_beacon_list"]
@@ -33,12 +34,7 @@ MAX_AGE: Final = 5.0
 
 def encode_beacon_list(beacons: Sequence[BeaconRecord]) -> bytes:
     """The ``GET /v1/beacons`` body: ``{"beacons": [{"id", "addr", "stream_url"?}]}``."""
-    entries: list[dict[str, Any]] = []
-    for beacon in beacons:
-        entry: dict[str, Any] = {"id": beacon.beacon_id, "addr": beacon.addr}
-        if beacon.stream_url is not None:
-            entry["stream_url"] = beacon.stream_url
-        entries.append(entry)
+    entries = [beacon_entry(b.beacon_id, b.addr, b.stream_url) for b in beacons]
     return json.dumps({"beacons": entries}, separators=(",", ":")).encode()
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Annotated, Final, Literal
+from typing import Annotated, Any, Final, Literal
 from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
@@ -55,6 +55,7 @@ __all__ = [
     "StreamUrl",
     "Transport",
     "address_problem",
+    "beacon_entry",
     "check_ip_port",
     "check_name_or_ip_port",
     "check_stream_url",
@@ -383,6 +384,14 @@ class BeaconEntry(BaseModel):
     id: int
     addr: str
     stream_url: str | None = None
+
+
+def beacon_entry(beacon_id: int, addr: str, stream_url: str | None) -> dict[str, Any]:
+    """One ``GET /v1/beacons`` entry as plain JSON data (``stream_url`` only when set)."""
+    entry: dict[str, Any] = {"id": beacon_id, "addr": addr}
+    if stream_url is not None:
+        entry["stream_url"] = stream_url
+    return entry
 
 
 class BeaconListResponse(BaseModel):

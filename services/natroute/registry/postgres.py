@@ -43,9 +43,10 @@ if TYPE_CHECKING:
 from .schema import migrations
 from .store import (
     ID_TRIES,
+    NODE_COLUMNS,
     PURGE_INTERVAL,
+    BackendBase,
     BeaconRecord,
-    BeaconsChanged,
     IdSpaceExhaustedError,
     NameTakenError,
     NodeNotFoundError,
@@ -56,7 +57,9 @@ from .store import (
     check_newer,
     check_skew,
     draw_node_id,
+    encode_candidates,
     is_live,
+    node_from_row,
 )
 
 __all__ = ["CHANNEL", "MIGRATIONS", "PostgresStore", "redact_url"]
@@ -70,12 +73,8 @@ CHANNEL: Final = "natroute_beacons"
 #: Advisory lock held while migrating, so replicas starting together migrate once.
 _MIGRATION_LOCK: Final = 0x6E6174726F757465  # "natroute"
 _RECONNECT_MAX: Final = 30.0
-_NODE_COLUMNS: Final = (
-    "n.node_id, i.ed25519, n.x25519, n.endpoint, n.lan_addrs, n.relay_only, "
-    "n.relay_only_forced, i.created_at, n.last_seen, n.candidates, n.transport, n.name"
-)
 _SELECT_NODE: Final = (
-    f"SELECT {_NODE_COLUMNS} FROM nodes n JOIN identities i ON i.node_id = n.node_id "
+    f"SELECT {NODE_COLUMNS} FROM nodes n JOIN identities i ON i.node_id = n.node_id "
 )
 _HEARTBEAT: Final = f"""
 WITH claimed AS (
@@ -88,7 +87,7 @@ UPDATE nodes n SET last_seen = $3, endpoint = coalesce($4, n.endpoint),
     relay_only = coalesce($5, n.relay_only), candidates = coalesce($6, n.candidates),
     transport = coalesce($7, n.transport)
 FROM claimed i WHERE n.node_id = i.node_id
-RETURNING {_NODE_COLUMNS}
+RETURNING {NODE_COLUMNS}
 """
 _DRIVER_ERRORS: Final = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 
@@ -103,27 +102,6 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[1]}"))
 
 
-def _row_to_node(row: Any) -> NodeRecord:
-    return NodeRecord(
-        node_id=int(row[0]),
-        ed25519_public_key=bytes(row[1]),
-        x25519_public_key=None if row[2] is None else bytes(row[2]),
-        endpoint=row[3],
-        lan_addrs=tuple(json.loads(row[4])),
-        relay_only_self=bool(row[5]),
-        relay_only_forced=None if row[6] is None else bool(row[6]),
-        created_at=float(row[7]),
-        last_seen=float(row[8]),
-        candidates=tuple((str(c[0]), str(c[1])) for c in json.loads(row[9])),
-        transport=str(row[10]),
-        name=row[11],
-    )
-
-
-def _encode_candidates(candidates: Sequence[tuple[str, str]]) -> str:
-    return json.dumps([[addr, kind] for addr, kind in candidates])
-
-
 @contextlib.contextmanager
 def _driver_errors(what: str) -> Any:
     try:
@@ -132,7 +110,7 @@ def _driver_errors(what: str) -> Any:
         raise StoreUnavailableError(f"database {what} failed: {type(exc).__name__}: {exc}") from exc
 
 
-class PostgresStore:
+class PostgresStore(BackendBase):
     """PostgreSQL-backed registry state; open with :meth:`open`."""
 
     def __init__(
@@ -144,12 +122,11 @@ class PostgresStore:
         clock: Callable[[], float],
         rng: random.Random,
     ) -> None:
+        super().__init__(config)
         self._url = url
         self._pool = pool
-        self._config = config
         self._clock = clock
         self._rng = rng
-        self._listeners: list[BeaconsChanged] = []
         self._listen_conn: asyncpg.Connection | None = None
         self._reconnect: asyncio.Task[None] | None = None
         self._next_purge_at = 0.0
@@ -192,18 +169,9 @@ class PostgresStore:
         return store
 
     @property
-    def config(self) -> StoreConfig:
-        """The tunables this store was opened with."""
-        return self._config
-
-    @property
     def backend(self) -> str:
-        """``postgresql``."""
+        """``postgresql`` (beacon-change listeners hear every replica's registrations)."""
         return "postgresql"
-
-    def on_beacons_changed(self, callback: BeaconsChanged) -> None:
-        """Call ``callback`` whenever a beacon registers, on this replica or another."""
-        self._listeners.append(callback)
 
     async def close(self) -> None:
         """Close the listener and the pool (idempotent)."""
@@ -257,18 +225,14 @@ class PostgresStore:
         self._listen_conn = conn
 
     def _on_notify(self, conn: object, pid: int, channel: str, payload: object) -> None:
-        self._changed()
-
-    def _changed(self) -> None:
-        for callback in self._listeners:
-            callback()
+        self._beacons_changed()
 
     def _on_listener_lost(self, conn: object) -> None:
         if self._closed or self._reconnect is not None:
             return
         _log.warning("beacon_listener_lost", extra={"database": redact_url(self._url)})
         self._listen_conn = None
-        self._changed()  # notifications may be missed from now on
+        self._beacons_changed()  # notifications may be missed from now on
         self._reconnect = asyncio.get_running_loop().create_task(self._listen_again())
 
     async def _listen_again(self) -> None:
@@ -282,7 +246,7 @@ class PostgresStore:
                 delay = min(_RECONNECT_MAX, delay * 2)
                 continue
             _log.info("beacon_listener_restored")
-            self._changed()
+            self._beacons_changed()
             break
         self._reconnect = None
 
@@ -310,7 +274,7 @@ class PostgresStore:
             row = await conn.fetchrow(_SELECT_NODE + where, arg)
         if row is None or not is_live(float(row[8]), now, self._config.node_ttl):
             raise NodeNotFoundError(missing)
-        return _row_to_node(row)
+        return node_from_row(row)
 
     async def resolve(self, node_id: int) -> NodeRecord:
         """The live record of ``node_id``."""
@@ -328,7 +292,7 @@ class PostgresStore:
             rows = await conn.fetch(
                 _SELECT_NODE + "WHERE n.last_seen >= $1 ORDER BY n.node_id LIMIT $2", cutoff, limit
             )
-        return [_row_to_node(row) for row in rows]
+        return [node_from_row(row) for row in rows]
 
     async def live_beacons(self) -> list[BeaconRecord]:
         """Beacons registered within ``beacon_ttl``, ordered by ID."""
@@ -395,7 +359,7 @@ class PostgresStore:
                         json.dumps(list(lan_addrs)),
                         int(relay_only),
                         now,
-                        _encode_candidates(candidates),
+                        encode_candidates(candidates),
                         transport,
                         name,
                     )
@@ -406,7 +370,7 @@ class PostgresStore:
                 raise
         await self._maybe_purge(now)
         assert row is not None
-        return _row_to_node(row), created
+        return node_from_row(row), created
 
     async def _identity(
         self, conn: _Conn, key: bytes, timestamp_us: int, now: float
@@ -469,11 +433,11 @@ class PostgresStore:
                 now,
                 endpoint,
                 None if relay_only is None else int(relay_only),
-                None if candidates is None else _encode_candidates(candidates),
+                None if candidates is None else encode_candidates(candidates),
                 transport,
             )
             if row is not None:
-                return _row_to_node(row)
+                return node_from_row(row)
             # Nothing changed: say why (rare, so a second query is fine).
             why = await conn.fetchrow(
                 "SELECT i.last_ts_us, n.node_id FROM identities i "
@@ -496,7 +460,7 @@ class PostgresStore:
             if done is None:
                 raise NodeNotFoundError(f"node {node_id} is not registered")
             row = await conn.fetchrow(_SELECT_NODE + "WHERE n.node_id = $1", node_id)
-        return _row_to_node(row)
+        return node_from_row(row)
 
     async def delete_node(self, node_id: int) -> None:
         """See :meth:`.store.Store.delete_node`."""
@@ -524,7 +488,7 @@ class PostgresStore:
                 stream_url,
             )
             await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, str(beacon_id))
-        self._changed()
+        self._beacons_changed()
         await self._maybe_purge(now)
         return BeaconRecord(beacon_id, addr, now, stream_url)
 

@@ -32,9 +32,10 @@ from typing import Any, Final, TypeVar
 from .schema import migrations
 from .store import (
     ID_TRIES,
+    NODE_COLUMNS,
     PURGE_INTERVAL,
+    BackendBase,
     BeaconRecord,
-    BeaconsChanged,
     IdSpaceExhaustedError,
     NameTakenError,
     NodeNotFoundError,
@@ -45,7 +46,9 @@ from .store import (
     check_newer,
     check_skew,
     draw_node_id,
+    encode_candidates,
     is_live,
+    node_from_row,
 )
 
 __all__ = ["MIGRATIONS", "SqliteStore"]
@@ -60,10 +63,6 @@ _BATCH: Final = 256
 _GATHER: Final = 0.001
 #: The writer counts as busy when its last commit ended this recently (seconds).
 _BUSY: Final = 0.003
-_NODE_COLUMNS: Final = (
-    "n.node_id, i.ed25519, n.x25519, n.endpoint, n.lan_addrs, n.relay_only, "
-    "n.relay_only_forced, i.created_at, n.last_seen, n.candidates, n.transport, n.name"
-)
 _Job = tuple[Callable[[sqlite3.Connection], Any], asyncio.AbstractEventLoop, "asyncio.Future[Any]"]
 
 
@@ -89,33 +88,12 @@ def _migrate(db: sqlite3.Connection, scripts: Sequence[str]) -> None:
         db.executescript(f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version={number};\nCOMMIT;")
 
 
-def _encode_candidates(candidates: Sequence[tuple[str, str]]) -> str:
-    return json.dumps([[addr, kind] for addr, kind in candidates])
-
-
-def _row_to_node(row: Sequence[Any]) -> NodeRecord:
-    return NodeRecord(
-        node_id=int(row[0]),
-        ed25519_public_key=bytes(row[1]),
-        x25519_public_key=None if row[2] is None else bytes(row[2]),
-        endpoint=row[3],
-        lan_addrs=tuple(json.loads(row[4])),
-        relay_only_self=bool(row[5]),
-        relay_only_forced=None if row[6] is None else bool(row[6]),
-        created_at=float(row[7]),
-        last_seen=float(row[8]),
-        candidates=tuple((str(c[0]), str(c[1])) for c in json.loads(row[9])),
-        transport=str(row[10]),
-        name=row[11],
-    )
-
-
 def _node(db: sqlite3.Connection, where: str, arg: object) -> NodeRecord | None:
     rows = db.execute(
-        f"SELECT {_NODE_COLUMNS} FROM nodes n JOIN identities i USING (node_id) WHERE {where}",
+        f"SELECT {NODE_COLUMNS} FROM nodes n JOIN identities i USING (node_id) WHERE {where}",
         (arg,),
     ).fetchall()
-    return _row_to_node(rows[0]) if rows else None
+    return node_from_row(rows[0]) if rows else None
 
 
 def _settle_all(settled: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
@@ -128,7 +106,7 @@ def _settle_all(settled: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
             future.set_exception(value)
 
 
-class SqliteStore:
+class SqliteStore(BackendBase):
     """SQLite-backed registry state (see the module docstring for the threading)."""
 
     def __init__(
@@ -145,10 +123,9 @@ class SqliteStore:
             StoreError: the database was written by a newer schema.
             StoreUnavailableError: the file cannot be opened.
         """
-        self._config = config
+        super().__init__(config)
         self._clock = clock
         self._rng = rng if rng is not None else random.SystemRandom()
-        self._listeners: list[BeaconsChanged] = []
         self._next_purge_at = 0.0
         self._closed = False
         try:
@@ -169,18 +146,9 @@ class SqliteStore:
         self._thread.start()
 
     @property
-    def config(self) -> StoreConfig:
-        """The tunables this store was opened with."""
-        return self._config
-
-    @property
     def backend(self) -> str:
-        """``sqlite``."""
+        """``sqlite`` (beacon-change listeners hear this process's registrations only)."""
         return "sqlite"
-
-    def on_beacons_changed(self, callback: BeaconsChanged) -> None:
-        """Call ``callback`` after every beacon registration (this process only)."""
-        self._listeners.append(callback)
 
     async def close(self) -> None:
         """Finish queued writes, stop the writer and close both connections."""
@@ -329,12 +297,12 @@ class SqliteStore:
         cutoff = self._clock() - self._config.node_ttl
         rows = self._read(
             lambda db: db.execute(
-                f"SELECT {_NODE_COLUMNS} FROM nodes n JOIN identities i USING (node_id) "
+                f"SELECT {NODE_COLUMNS} FROM nodes n JOIN identities i USING (node_id) "
                 "WHERE n.last_seen >= ? ORDER BY n.node_id LIMIT ?",
                 (cutoff, limit),
             ).fetchall()
         )
-        return [_row_to_node(row) for row in rows]
+        return [node_from_row(row) for row in rows]
 
     async def live_beacons(self) -> list[BeaconRecord]:
         """Beacons registered within ``beacon_ttl``, ordered by ID."""
@@ -388,7 +356,7 @@ class SqliteStore:
             json.dumps(list(lan_addrs)),
             int(relay_only),
             now,
-            _encode_candidates(candidates),
+            encode_candidates(candidates),
             transport,
             name,
         )
@@ -468,7 +436,7 @@ class SqliteStore:
             now,
             endpoint,
             None if relay_only is None else int(relay_only),
-            None if candidates is None else _encode_candidates(candidates),
+            None if candidates is None else encode_candidates(candidates),
             transport,
             node_id,
         )
@@ -538,8 +506,7 @@ class SqliteStore:
             self._maybe_purge(db, now)
 
         await self._write(job)
-        for callback in self._listeners:
-            callback()
+        self._beacons_changed()
         return BeaconRecord(beacon_id, addr, now, stream_url)
 
     async def purge(self) -> tuple[int, int]:

@@ -30,14 +30,17 @@ process), randomness from an injected ``random.Random``.
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Final, Literal, Protocol
+from typing import Any, Final, Literal, Protocol
 
 from natroute.routing.addr import MAX_NODE_ID
 
 __all__ = [
+    "NODE_COLUMNS",
+    "BackendBase",
     "BeaconRecord",
     "BeaconsChanged",
     "ClockSkewError",
@@ -54,13 +57,22 @@ __all__ = [
     "check_newer",
     "check_skew",
     "draw_node_id",
+    "encode_candidates",
     "is_live",
+    "node_from_row",
 ]
 
 #: Draws of a random node ID before giving up (the space is 2**32).
 ID_TRIES: Final = 64
 #: Purging piggybacks on writes at most this often (seconds): no background task.
 PURGE_INTERVAL: Final = 3600.0
+
+#: The node columns both backends select, in :func:`node_from_row`'s order
+#: (``n``: nodes, ``i``: identities).
+NODE_COLUMNS: Final = (
+    "n.node_id, i.ed25519, n.x25519, n.endpoint, n.lan_addrs, n.relay_only, "
+    "n.relay_only_forced, i.created_at, n.last_seen, n.candidates, n.transport, n.name"
+)
 
 #: Called (without arguments) when the beacon list may have changed, also by
 #: another replica; the HTTP shell drops its pre-encoded list.
@@ -140,6 +152,29 @@ class BeaconRecord:
     addr: str
     last_seen: float
     stream_url: str | None = None
+
+
+def node_from_row(row: Any) -> NodeRecord:
+    """The record of a row of :data:`NODE_COLUMNS` (a sqlite3 tuple or an asyncpg Record)."""
+    return NodeRecord(
+        node_id=int(row[0]),
+        ed25519_public_key=bytes(row[1]),
+        x25519_public_key=None if row[2] is None else bytes(row[2]),
+        endpoint=row[3],
+        lan_addrs=tuple(json.loads(row[4])),
+        relay_only_self=bool(row[5]),
+        relay_only_forced=None if row[6] is None else bool(row[6]),
+        created_at=float(row[7]),
+        last_seen=float(row[8]),
+        candidates=tuple((str(c[0]), str(c[1])) for c in json.loads(row[9])),
+        transport=str(row[10]),
+        name=row[11],
+    )
+
+
+def encode_candidates(candidates: Sequence[tuple[str, str]]) -> str:
+    """Candidates as stored: JSON ``[[addr, kind], ...]``."""
+    return json.dumps([[addr, kind] for addr, kind in candidates])
 
 
 def check_skew(timestamp_us: int, now: float, skew: float) -> None:
@@ -310,6 +345,27 @@ class Store(Protocol):
             ``(nodes purged, beacons purged)``.
         """
         ...
+
+
+class BackendBase:
+    """What both backends share: their config and the beacon-change listeners."""
+
+    def __init__(self, config: StoreConfig) -> None:
+        self._config = config
+        self._listeners: list[BeaconsChanged] = []
+
+    @property
+    def config(self) -> StoreConfig:
+        """The tunables this store was opened with."""
+        return self._config
+
+    def on_beacons_changed(self, callback: BeaconsChanged) -> None:
+        """Call ``callback`` whenever a beacon registers (see the backend for how far)."""
+        self._listeners.append(callback)
+
+    def _beacons_changed(self) -> None:
+        for callback in self._listeners:
+            callback()
 
 
 class KeyCache:
