@@ -18,10 +18,13 @@ steady state, not the sign-up), then
    per kind): each kind alone as fast as the replicas answer.
 
 Heartbeats are real signed requests (Ed25519, signed once before the runs;
-the registries accept them because their ``--signature-skew`` is a day).
-The server CPU time per request (from ``/proc``) is printed too: this
-machine is shared, and CPU per request varies far less than requests per
-second when other work competes for the cores.
+the registries accept them because their ``--signature-skew`` is a day), each
+the first of its node in that run, so the registry's key cache is cold (the
+worst case). "achieved" counts 2xx answers that arrived within the run. The
+CPU time per request (from ``/proc``) of the registries and, on PostgreSQL,
+of every ``postgres`` process is printed too: this machine is shared, and CPU
+per request varies less than requests per second when other work competes
+for the cores.
 
 PostgreSQL: ``--postgres-url`` (default ``$NATROUTE_BENCH_POSTGRES_URL``,
 then ``$NATROUTE_TEST_POSTGRES_URL``: ``bash .ci/postgres-setup`` starts
