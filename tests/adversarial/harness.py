@@ -215,16 +215,19 @@ class Process:
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM, then SIGKILL after ``timeout`` seconds."""
         popen = self._popen
-        if popen is None or popen.poll() is not None:
+        if popen is None:
             return
-        popen.send_signal(signal.SIGTERM)
-        try:
-            popen.wait(timeout)
-        except subprocess.TimeoutExpired:
-            popen.kill()
-            popen.wait(timeout)
+        if popen.poll() is None:
+            popen.send_signal(signal.SIGTERM)
+            try:
+                popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                popen.kill()
+                popen.wait(timeout)
         if self._reader is not None:
             self._reader.join(5)
+        if popen.stderr is not None:
+            popen.stderr.close()  # else a ResourceWarning when the Popen is collected
 
 
 def _proc_status(pid: int, key: str) -> int:
