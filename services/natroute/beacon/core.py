@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterable
 from enum import Enum
 from functools import lru_cache
 from types import MappingProxyType
-from typing import Final, NamedTuple, TypeAlias
+from typing import Final, TypeAlias
 
 from natroute._service.ratelimit import TokenBuckets
 from natroute.routing.addr import canonical_ip, format_addr
@@ -56,6 +56,7 @@ from .auth import DISCOVER_AUTH_LEN, DiscoverAuthError, SignedDiscover, verify_d
 from .config import BeaconConfig
 from .gossip import GossipTable, chunk_ids
 from .prefix import source_key
+from .sessions import STREAM_HOST, Attach, AttachResult, StreamOutput, is_stream
 from .stats import BeaconSnapshot, Counters, DropReason
 from .table import NodeEntry, NodeTable, Refusal
 
@@ -75,49 +76,8 @@ _log = logging.getLogger(__name__)
 #: One datagram to send: (bytes, destination address).
 Outgoing: TypeAlias = tuple[bytes, Addr]
 
-#: Host part of a stream session's address. Not an IP literal (nor a valid
-#: host name), so a session address never equals a UDP source address.
-STREAM_HOST: Final = "~stream"
 _RELAY: Final = 0x05
 _DISCOVER: Final = 0x01
-
-
-def is_stream(addr: Addr) -> bool:
-    """True for a stream session's address (see :data:`STREAM_HOST`)."""
-    return addr[0] == STREAM_HOST
-
-
-class AttachResult(Enum):
-    """Outcome of :meth:`BeaconCore.stream_attach`."""
-
-    ATTACHED = "attached"
-    TAKEOVER_REJECTED = "takeover_rejected"
-    TABLE_FULL = "table_full"
-
-
-class Attach(NamedTuple):
-    """:meth:`BeaconCore.stream_attach`'s answer.
-
-    Attributes:
-        result: whether the session now holds the node's entry.
-        replaced: the stream session that held it before (the shell closes it).
-    """
-
-    result: AttachResult
-    replaced: Addr | None = None
-
-
-class StreamOutput(NamedTuple):
-    """:meth:`BeaconCore.handle_stream_message`'s answer.
-
-    Attributes:
-        out: datagrams to send.
-        attached: False once the session no longer holds its node's entry
-            (it moved to UDP or to another session): the shell closes it.
-    """
-
-    out: list[Outgoing]
-    attached: bool
 
 
 class _Record(Enum):
