@@ -27,6 +27,7 @@ import os
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -39,20 +40,28 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from natroute.registry.client import RegistryClient
 from natroute.routing.addr import split_host_port
 from natroute.routing.types import Addr
 from natroute.sidecar.appclient import decode_app, encode_app
+from natroute.sidecar.crypto import PeerCipher
 
 __all__ = [
     "ADMIN_TOKEN",
     "FAST_SIDECAR_FLAGS",
     "HarnessError",
     "Process",
+    "RogueNode",
     "SidecarProcess",
     "Stream",
     "World",
     "metric_value",
     "parse_metrics",
+    "spoofed_udp",
 ]
 
 #: The sidecars' admin token (strong enough for every token rule).
@@ -195,8 +204,7 @@ class Process:
             code = self._popen.wait(timeout)
         except subprocess.TimeoutExpired as exc:
             raise HarnessError(f"{self.name} still runs after {timeout} s") from exc
-        if self._reader is not None:
-            self._reader.join(5)
+        self._close_pipe()
         return code
 
     def output(self) -> str:
@@ -208,26 +216,46 @@ class Process:
         """Resident memory, from ``/proc/PID/status``."""
         return _proc_status(self.pid, "VmRSS") * 1024
 
+    def peak_rss_bytes(self) -> int:
+        """The highest resident memory the process ever had (``VmHWM``)."""
+        return _proc_status(self.pid, "VmHWM") * 1024
+
     def threads(self) -> int:
         """OS threads of the process."""
         return _proc_status(self.pid, "Threads")
+
+    def pause(self) -> None:
+        """SIGSTOP: the process hangs (sockets stay open, nothing answers)."""
+        assert self._popen is not None
+        self._popen.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT after :meth:`pause`."""
+        assert self._popen is not None
+        self._popen.send_signal(signal.SIGCONT)
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM, then SIGKILL after ``timeout`` seconds."""
         popen = self._popen
         if popen is None:
             return
-        if popen.poll() is None:
-            popen.send_signal(signal.SIGTERM)
-            try:
-                popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                popen.kill()
-                popen.wait(timeout)
+        if popen.poll() is not None:
+            self._close_pipe()
+            return
+        popen.send_signal(signal.SIGCONT)  # a paused process cannot act on SIGTERM
+        popen.send_signal(signal.SIGTERM)
+        try:
+            popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            popen.kill()
+            popen.wait(timeout)
+        self._close_pipe()
+
+    def _close_pipe(self) -> None:
         if self._reader is not None:
             self._reader.join(5)
-        if popen.stderr is not None:
-            popen.stderr.close()  # else a ResourceWarning when the Popen is collected
+        if self._popen is not None and self._popen.stderr is not None:
+            self._popen.stderr.close()
 
 
 def _proc_status(pid: int, key: str) -> int:
@@ -570,3 +598,83 @@ class Stream:
                         f"{self.b.process.log_tail(15)}"
                     )
                 self._cond.wait(min(left, 0.2))
+
+
+class RogueNode:
+    """A node the test controls: real keys, registered at the registry, its own socket.
+
+    It can register any endpoint and candidates it likes and seal authenticated
+    frames to a sidecar with any send counter, which is exactly what a hostile
+    but registered peer can do.
+
+    Args:
+        registry_url: the world's registry.
+    """
+
+    def __init__(self, registry_url: str) -> None:
+        self.ed25519 = Ed25519PrivateKey.generate()
+        self.x25519 = X25519PrivateKey.generate()
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        name = self.sock.getsockname()
+        self.addr: Addr = (str(name[0]), int(name[1]))
+        self._registry = RegistryClient(registry_url)
+        self.node_id = 0
+
+    def __enter__(self) -> RogueNode:
+        return self
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.sock.close()
+        self._registry.close()
+
+    def register(self, endpoint: str | None = None, lan_addrs: Sequence[str] = ()) -> int:
+        """Register with ``endpoint`` (default: our own socket) and LAN addresses."""
+        reg = self._registry.register(
+            self.ed25519,
+            x25519_public_key=self.x25519.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw),
+            endpoint=endpoint if endpoint is not None else f"{self.addr[0]}:{self.addr[1]}",
+            lan_addrs=list(lan_addrs),
+        )
+        self.node_id = reg.node_id
+        return self.node_id
+
+    def cipher_to(self, sidecar: SidecarProcess, first_counter: int = 0) -> PeerCipher:
+        """A frame cipher to ``sidecar`` (its key from the registry), epoch 1."""
+        peer = self._registry.resolve(sidecar.node_id)
+        assert peer.x25519_public_key is not None
+        return PeerCipher(
+            self.node_id, self.x25519, sidecar.node_id, peer.x25519_public_key, 1, first_counter
+        )
+
+    def send(self, data: bytes, addr: Addr) -> None:
+        """One datagram from our socket."""
+        self.sock.sendto(data, addr)
+
+
+def spoofed_udp(src: Addr, dst: Addr, payload: bytes) -> None:
+    """Send one IPv4 UDP datagram with a forged source address (needs root: a raw socket).
+
+    Raises:
+        PermissionError: not allowed to open a raw socket.
+    """
+    length = 8 + len(payload)
+    udp = struct.pack("!HHHH", src[1], dst[1], length, 0) + payload  # checksum 0: none (IPv4)
+    header = struct.pack(
+        "!BBHHHBBH4s4s",
+        0x45,
+        0,
+        20 + length,
+        0,
+        0,
+        64,
+        socket.IPPROTO_UDP,
+        0,
+        socket.inet_aton(src[0]),
+        socket.inet_aton(dst[0]),
+    )
+    with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW) as raw:
+        raw.sendto(header + udp, (dst[0], 0))

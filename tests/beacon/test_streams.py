@@ -344,11 +344,12 @@ async def test_stream_url_is_registered_when_the_registry_takes_it(tmp_path: Pat
         assert beacon.http_addr is not None
         assert beacon.stream_url == f"ws://203.0.113.5:{beacon.http_addr[1]}/v1/relay"
         await beacon.refresh_peers()
-        # This registry predates stream_url (422 on unknown fields): registered without it.
         listed = await registry.client.beacons()
-        assert [(b.id, b.addr) for b in listed] == [(1, "203.0.113.5:9001")]
+        assert [(b.id, b.addr, b.stream_url) for b in listed] == [
+            (1, "203.0.113.5:9001", beacon.stream_url)
+        ]
         assert beacon.registry is not None
-        assert beacon.registry.stream_url_accepted is False
+        assert beacon.registry.stream_url_accepted is True
 
 
 async def test_no_stream_url_for_a_wildcard_address_and_none_when_off() -> None:

@@ -40,6 +40,7 @@ from .engine import LabError, build_images, engine_client
 __all__ = [
     "EXPLICIT_POOL",
     "LABEL",
+    "LAB_NETWORK_OPTIONS",
     "LAB_SUPERNET",
     "Lab",
     "LabNetwork",
@@ -58,6 +59,11 @@ LAB_SUPERNET = ipaddress.IPv4Network("198.18.0.0/15")
 #: Explicit lab subnets come from the lower half; dockerd allocates from 198.18.128.0/17.
 EXPLICIT_POOL = ipaddress.IPv4Network("198.18.0.0/17")
 SCRIPTS = Path(__file__).resolve().parent / "scripts"
+#: Bridge options of every lab network: the engine must not masquerade what crosses
+#: the host. With bridged frames passing the host's iptables (br_netfilter), a
+#: network's masquerade rule rewrote a datagram that a router had forwarded into its
+#: LAN to come from that LAN bridge's .1 address (docs/e2e.md, "A faithful internet").
+LAB_NETWORK_OPTIONS = {"com.docker.network.bridge.enable_ip_masquerade": "false"}
 
 
 def script_source(name: str) -> str:
@@ -160,6 +166,7 @@ class Lab:
                     ipam=ipam,
                     internal=internal,
                     labels=self.labels,
+                    options=LAB_NETWORK_OPTIONS,
                     check_duplicate=True,
                 )
             except docker.errors.APIError as exc:

@@ -8,11 +8,13 @@ a router via ``DEFAULT_ROUTE``, or directly on the internet) with a
 live node each interval and logs ``demo_report`` lines, which is how the tests
 see datagrams delivered through the data planes.
 
-Addresses (the internet and each LAN are /24s the lab picks inside
-198.18.0.0/15): internet .2.. routers, .10 registry, .11 beacon-a, .12 beacon-b,
-.20.. public nodes; each LAN .2 router, .10.. nodes. The test process talks to
-the admin APIs over the lab bridges (the networks are not internal), so every
-read is one HTTP request, not a ``docker exec``.
+Addresses follow ``topology.plan`` (the internet and each LAN are /24s the
+lab picks inside 198.18.0.0/15): internet .2-.9 and .30-.99 routers, .10
+registry, .11 beacon-a, .12 beacon-b, .20-.29 public nodes; each LAN .2
+router, .10.. nodes (a carrier's LAN: the routers behind it at .3..). The
+test process talks to the admin APIs over the lab bridges (the networks are
+not internal; the engine masquerades none of them), so every read is one HTTP
+request, not a ``docker exec``.
 
 Every wait is bounded (:func:`wait_for`); a failure carries the last value seen.
 """
@@ -30,35 +32,39 @@ import httpx
 
 from .engine import Images, LabError
 from .lab import Lab, LabNetwork, Router
+from .topology import (
+    BEACON_HOSTS,
+    BEACONS,
+    INTERNET,
+    REGISTRY_HOST,
+    NodePlan,
+    Plan,
+    RouterSpec,
+    Topology,
+    plan,
+)
 
 __all__ = [
     "ADMIN_PORT",
     "BEACONS",
     "BEACON_HANDOFF_AFTER",
     "FAST_SIDECAR_ENV",
-    "NAT_TYPES",
     "Node",
     "World",
     "build_world",
+    "expected_nat_type",
     "wait_for",
+    "wiring",
 ]
 
 T = TypeVar("T")
 
 ADMIN_PORT = 8080
-SIDECAR_PORT = 4000
 BEACON_PORT = 9001
 BEACON_HTTP_PORT = 8001
 REGISTRY_PORT = 9000
 #: Beacon hand-off time in the lab (see build_world).
 BEACON_HANDOFF_AFTER = 5.0
-BEACONS = ("beacon-a", "beacon-b")
-#: NAT type each kind of node must report (sidecar ``nat.type``).
-NAT_TYPES = {
-    "cone": "endpoint_independent",
-    "symmetric": "endpoint_dependent",
-    "public": "none",
-}
 #: Shortened sidecar timers (defaults in brackets; docs/e2e.md lists them too).
 FAST_SIDECAR_ENV = {
     "NATROUTE_SIDECAR_BLACKHOLE_THRESHOLD": "2",  # [8 s]
@@ -72,6 +78,9 @@ FAST_SIDECAR_ENV = {
     "NATROUTE_SIDECAR_BEACON_QUARANTINE": "6",  # [60 s]
     "NATROUTE_SIDECAR_REFRESH_INTERVAL": "4",  # [60 s]
     "NATROUTE_SIDECAR_REFRESH_JITTER": "1",  # [10 s]
+    "NATROUTE_SIDECAR_STREAM_AFTER": "5",  # [30 s]
+    "NATROUTE_SIDECAR_UDP_RETRY_INTERVAL": "1",  # [5 s]
+    "NATROUTE_SIDECAR_UDP_RETRY_MAX_INTERVAL": "2",  # [60 s]
 }
 
 
@@ -102,16 +111,39 @@ def wait_for(check: Callable[[], T | None], what: str, timeout: float, interval:
         time.sleep(interval)
 
 
+def expected_nat_type(topology_plan: Plan, router: str | None) -> str:
+    """The NAT type (sidecar ``nat.type``) a node behind ``router`` must report.
+
+    The NATs on its way out compose: one endpoint-dependent mapping makes the
+    whole path endpoint-dependent; behind a UDP-blocked router no beacon answers.
+    """
+    if router is None:
+        return "none"
+    presets = set()
+    while router is not None:
+        spec = topology_plan.routers[router].spec
+        presets.add(spec.canonical)
+        router = spec.behind
+    if "udp-blocked" in presets:
+        return "unknown"
+    return "endpoint_dependent" if "symmetric" in presets else "endpoint_independent"
+
+
 @dataclass
 class Node:
     """One sidecar and its demo app."""
 
     name: str
-    kind: str  # the router's NAT_MODE, or "public"
+    kind: str  # the router's NAT_MODE as written, or "public" on the internet
     ip: str
     sidecar: Any
     demo: Any
     router: Router | None
+    #: The address its datagrams reach the internet with (the outermost router's WAN).
+    public_ip: str = ""
+    #: The NAT type its sidecar must report (:func:`expected_nat_type`).
+    nat_type: str = "none"
+    port: int = 4000
     node_id: int = 0
     #: Unix second the demo app last (re)started; older log lines are another run's.
     demo_since: int = 0
@@ -120,11 +152,6 @@ class Node:
     def admin(self) -> str:
         """Base URL of its admin API, reachable from the test process."""
         return f"http://{self.ip}:{ADMIN_PORT}"
-
-    @property
-    def public_ip(self) -> str:
-        """The address its datagrams leave the NAT with."""
-        return self.router.wan_ip if self.router is not None else self.ip
 
 
 @dataclass
@@ -140,16 +167,23 @@ class World:
     routers: dict[str, Router]
     nodes: dict[str, Node] = field(default_factory=dict)
     demo_env: dict[str, str] = field(default_factory=dict)
+    plan: Plan = field(default_factory=Plan)
+    networks: dict[str, LabNetwork] = field(default_factory=dict)
 
     # --- addresses ------------------------------------------------------------
+    def address(self, where: tuple[str, int]) -> str:
+        """The address of a plan entry (network name, host index)."""
+        network, index = where
+        return self.networks[network].host(index)
+
     @property
     def registry_ip(self) -> str:
         """The registry's address."""
-        return self.internet.host(10)
+        return self.internet.host(REGISTRY_HOST)
 
     def beacon_ip(self, name: str) -> str:
         """beacon-a is .11, beacon-b .12."""
-        return self.internet.host(11 + BEACONS.index(name))
+        return self.internet.host(BEACON_HOSTS[name])
 
     def beacon_addr(self, name: str) -> str:
         """A beacon's UDP ``host:port``."""
@@ -265,20 +299,40 @@ def _answers(http: httpx.Client, url: str) -> bool:
     return http.get(url).is_success
 
 
-def _node_env(world: World, extra: Mapping[str, str]) -> dict[str, str]:
-    return {
-        "NATROUTE_SIDECAR_REGISTRY_URL": f"http://{world.registry_ip}:{REGISTRY_PORT}",
-        "NATROUTE_SIDECAR_BEACONS": ",".join(world.beacon_addr(b) for b in BEACONS),
-        "NATROUTE_SIDECAR_ADMIN_LISTEN": f"0.0.0.0:{ADMIN_PORT}",
-        "NATROUTE_SIDECAR_APP_DELIVER": "127.0.0.1:4101",
-        **extra,
+def wiring(registry_ip: str, beacon_ips: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    """The settings that wire a world's services together, by role.
+
+    ``sidecar``, ``demo``, and each beacon by name; compose.yaml sets the same
+    values (``test_compose.py`` checks). Lab timers and tokens are not wiring.
+    """
+    registry = f"http://{registry_ip}:{REGISTRY_PORT}"
+    beacons = {name: f"{ip}:{BEACON_PORT}" for name, ip in beacon_ips.items()}
+    roles = {
+        "sidecar": {
+            "NATROUTE_SIDECAR_REGISTRY_URL": registry,
+            "NATROUTE_SIDECAR_BEACONS": ",".join(beacons.values()),
+            "NATROUTE_SIDECAR_ADMIN_LISTEN": f"0.0.0.0:{ADMIN_PORT}",
+            "NATROUTE_SIDECAR_APP_DELIVER": "127.0.0.1:4101",
+        },
+        "demo": {"NATROUTE_DEMO_REGISTRY_URL": registry},
     }
+    for name, addr in beacons.items():
+        roles[name] = {
+            "NATROUTE_BEACON_ADVERTISE": addr,
+            "NATROUTE_BEACON_PEERS": ",".join(a for b, a in beacons.items() if b != name),
+            "NATROUTE_BEACON_REGISTRY_URL": registry,
+        }
+    return roles
+
+
+def _wiring(world: World) -> dict[str, dict[str, str]]:
+    return wiring(world.registry_ip, {name: world.beacon_ip(name) for name in BEACONS})
 
 
 def build_world(
     lab: Lab,
     images: Images,
-    routers: Mapping[str, str],
+    routers: Mapping[str, str | RouterSpec],
     nodes: Sequence[tuple[str, str | None]],
     *,
     sidecar_env: Mapping[str, str] | None = None,
@@ -286,19 +340,27 @@ def build_world(
     demo_interval: float = 1.0,
     report_interval: float = 1.0,
     ready_timeout: float = 90.0,
+    app_command: Sequence[str] = ("natroute-demo",),
+    app_prefix: str = "NATROUTE_DEMO_",
+    app_env: Mapping[str, str] | None = None,
 ) -> World:
     """Start a world and wait until every sidecar is ready.
 
     Args:
         lab: the lab that owns (and removes) everything.
         images: the built images.
-        routers: router name -> NAT_MODE.
+        routers: router name -> NAT_MODE or a :class:`~.topology.RouterSpec` (a
+            carrier router comes before the routers behind it).
         nodes: (node name, router name or None for a node on the internet).
         sidecar_env: extra ``NATROUTE_SIDECAR_*`` settings for every sidecar.
-        router_env: extra settings for every router (e.g. ``NAT_HAIRPIN``).
+        router_env: extra settings for every router (e.g. ``NAT_MAPPING_TIMEOUT``).
         demo_interval: the demo apps' send interval.
         report_interval: the demo apps' report interval.
         ready_timeout: seconds for everything to become ready.
+        app_command: the application beside each sidecar (default the demo).
+        app_prefix: its settings' environment prefix (``NATROUTE_PROBE_`` for
+            ``natroute-probe``, which takes the same registry and interval settings).
+        app_env: extra environment of that application.
 
     Returns:
         The world, node IDs filled in. Close its ``http`` client when done.
@@ -306,49 +368,52 @@ def build_world(
     Raises:
         LabError: a router did not come up.
         AssertionError: a service did not become ready in time.
+        ValueError: the topology does not fit the address plan.
     """
-    internet = lab.network("internet")
+    topology_plan = plan(Topology.of(routers, nodes))
+    internet = lab.network(INTERNET)
     registry = lab.node(
         "registry",
         images.registry,
-        (internet, internet.host(10)),
+        (internet, internet.host(REGISTRY_HOST)),
         None,
         command=None,
         environment={"NATROUTE_REGISTRY_DEV": "true"},
     )
     world = World(lab, images, httpx.Client(timeout=3.0), internet, registry, {}, {})
+    world.plan = topology_plan
+    world.networks[INTERNET] = internet
     try:
-        _populate(world, routers, nodes, sidecar_env or {}, router_env or {}, demo_interval,
-                  report_interval, ready_timeout)  # fmt: skip
+        _start_beacons(world)
+        _start_routers(world, router_env or {})
+        world.demo_env = {
+            f"{app_prefix}REGISTRY_URL": _wiring(world)["demo"]["NATROUTE_DEMO_REGISTRY_URL"],
+            f"{app_prefix}REGISTRY_TOKEN": "dev",
+            f"{app_prefix}INTERVAL": str(demo_interval),
+            f"{app_prefix}REPORT_INTERVAL": str(report_interval),
+            **(app_env or {}),
+        }
+        _wait_services(world, ready_timeout)
+        for node_plan in topology_plan.nodes.values():
+            _start_node(world, node_plan, sidecar_env or {}, app_command)
+        _wait_nodes(world, ready_timeout)
     except BaseException:
         world.http.close()
         raise
     return world
 
 
-def _populate(
-    world: World,
-    routers: Mapping[str, str],
-    nodes: Sequence[tuple[str, str | None]],
-    sidecar_env: Mapping[str, str],
-    router_env: Mapping[str, str],
-    demo_interval: float,
-    report_interval: float,
-    ready_timeout: float,
-) -> None:
-    lab, images, internet = world.lab, world.images, world.internet
+def _start_beacons(world: World) -> None:
+    lab, internet = world.lab, world.internet
     for name in BEACONS:
-        other = next(b for b in BEACONS if b != name)
         world.beacons[name] = lab.node(
             name,
-            images.beacon,
+            world.images.beacon,
             (internet, world.beacon_ip(name)),
             None,
             command=None,
             environment={
-                "NATROUTE_BEACON_ADVERTISE": world.beacon_addr(name),
-                "NATROUTE_BEACON_PEERS": world.beacon_addr(other),
-                "NATROUTE_BEACON_REGISTRY_URL": f"http://{world.registry_ip}:{REGISTRY_PORT}",
+                **_wiring(world)[name],
                 "NATROUTE_BEACON_REGISTRY_TOKEN": "dev",
                 "NATROUTE_BEACON_GOSSIP_INTERVAL": "2",  # [10 s]
                 "NATROUTE_BEACON_REGISTER_INTERVAL": "5",  # [30 s]
@@ -357,53 +422,74 @@ def _populate(
                 "NATROUTE_BEACON_HANDOFF_AFTER": str(BEACON_HANDOFF_AFTER),  # [60 s]
             },
         )
-    lans: dict[str, LabNetwork] = {}
-    for index, (name, mode) in enumerate(routers.items(), start=2):
-        lans[name] = lab.network(f"lan-{name}")
+
+
+def _start_routers(world: World, router_env: Mapping[str, str]) -> None:
+    """Every router of the plan, carriers first, on the networks the plan names."""
+    lab = world.lab
+    for name in world.plan.routers:
+        world.networks[f"lan-{name}"] = lab.network(f"lan-{name}")
+    for name, router_plan in world.plan.routers.items():
+        spec = router_plan.spec
+        env = {"NAT_HAIRPIN": spec.hairpin, **router_env}
+        if router_plan.gateway is not None:
+            env["NAT_WAN_GATEWAY"] = world.address(router_plan.gateway)
+        if router_plan.public_host is not None:
+            env["NAT_PUBLIC_HOST"] = world.address(router_plan.public_host)
+        wan, lan = router_plan.wan, router_plan.lan
         world.routers[name] = lab.router(
             f"router-{name}",
-            images.router,
-            mode,
-            (internet, internet.host(index)),
-            (lans[name], lans[name].host(2)),
-            environment=router_env,
+            world.images.router,
+            spec.preset,
+            (world.networks[wan[0]], world.address(wan)),
+            (world.networks[lan[0]], world.address(lan)),
+            environment=env,
         )
-    world.demo_env = {
-        "NATROUTE_DEMO_REGISTRY_URL": f"http://{world.registry_ip}:{REGISTRY_PORT}",
-        "NATROUTE_DEMO_REGISTRY_TOKEN": "dev",
-        "NATROUTE_DEMO_INTERVAL": str(demo_interval),
-        "NATROUTE_DEMO_REPORT_INTERVAL": str(report_interval),
-    }
-    env = _node_env(world, sidecar_env)
+
+
+def _wait_services(world: World, timeout: float) -> None:
     registry_url = f"http://{world.registry_ip}:{REGISTRY_PORT}/readyz"
-    wait_for(partial(_answers, world.http, registry_url), "registry ready", ready_timeout)
+    wait_for(partial(_answers, world.http, registry_url), "registry ready", timeout)
     for name in BEACONS:
         url = f"http://{world.beacon_ip(name)}:{BEACON_HTTP_PORT}/readyz"
-        wait_for(partial(_answers, world.http, url), f"{name} ready", ready_timeout)
-    behind: dict[str | None, int] = {}
-    for name, router_name in nodes:
-        # The k-th node behind a router listens on port 4000 + k - 1: nodes behind one
-        # Linux NAT that share a source port get remapped per destination (see
-        # docs/e2e.md), which is not the endpoint-independent NAT under test.
-        index = behind[router_name] = behind.get(router_name, 0) + 1
-        if router_name is None:
-            ip, gateway, net, router = internet.host(19 + index), None, internet, None
-        else:
-            net, router = lans[router_name], world.routers[router_name]
-            ip, gateway = net.host(9 + index), router.lan_ip
-        node_env = {**env, "NATROUTE_SIDECAR_LISTEN": f"0.0.0.0:{SIDECAR_PORT + index - 1}"}
-        sidecar = lab.node(
-            name, images.sidecar, (net, ip), gateway, command=None, environment=node_env
-        )
-        demo = lab.attached(
-            f"demo-{name}", images.sidecar, sidecar, command=["natroute-demo"],
-            environment=world.demo_env,
-        )  # fmt: skip
-        kind = router.mode if router is not None else "public"
-        world.nodes[name] = Node(name, kind, ip, sidecar, demo, router)
+        wait_for(partial(_answers, world.http, url), f"{name} ready", timeout)
+
+
+def _start_node(
+    world: World, node_plan: NodePlan, sidecar_env: Mapping[str, str], app: Sequence[str]
+) -> None:
+    name, router_name = node_plan.name, node_plan.router
+    ip = world.address(node_plan.address)
+    gateway = world.address(node_plan.gateway) if node_plan.gateway is not None else None
+    env = {
+        **_wiring(world)["sidecar"],
+        **sidecar_env,
+        "NATROUTE_SIDECAR_LISTEN": f"0.0.0.0:{node_plan.port}",
+    }
+    net = world.networks[node_plan.address[0]]
+    sidecar = world.lab.node(
+        name, world.images.sidecar, (net, ip), gateway, command=None, environment=env
+    )
+    demo = world.lab.attached(
+        f"demo-{name}", world.images.sidecar, sidecar, command=list(app),
+        environment=world.demo_env,
+    )  # fmt: skip
+    router = world.routers.get(router_name) if router_name is not None else None
+    if router_name is None:
+        kind, public_ip = "public", ip
+    else:
+        kind = world.plan.routers[router_name].spec.preset
+        public_ip = world.routers[world.plan.outermost(router_name)].wan_ip
+    world.nodes[name] = Node(
+        name, kind, ip, sidecar, demo, router, public_ip=public_ip,
+        nat_type=expected_nat_type(world.plan, router_name), port=node_plan.port,
+    )  # fmt: skip
+
+
+def _wait_nodes(world: World, timeout: float) -> None:
     for name, node in world.nodes.items():
         try:
-            wait_for(partial(world.ready, name), f"{name} ready", ready_timeout)
+            wait_for(partial(world.ready, name), f"{name} ready", timeout)
         except AssertionError as exc:
             logs = node.sidecar.logs(tail=40).decode("utf-8", "replace")
             raise LabError(f"{exc}\n{node.sidecar.name} log:\n{logs}") from exc

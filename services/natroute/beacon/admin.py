@@ -98,6 +98,11 @@ _COUNTERS: tuple[tuple[str, str, str], ...] = (
     ("registrations", "natroute_beacon_registrations", "Node IDs recorded or moved"),
     ("authenticated", "natroute_beacon_authenticated", "Signed discovers that bound a key"),
     ("punches", "natroute_beacon_punches_coordinated", "Punch requests answered"),
+    (
+        "punches_forwarded",
+        "natroute_beacon_punches_forwarded",
+        "Punch requests forwarded to the peer beacon holding the target",
+    ),
     ("relayed_packets", "natroute_beacon_relayed_packets", "Relay frames delivered locally"),
     ("relayed_bytes", "natroute_beacon_relayed_bytes", "Relay payload bytes delivered"),
     ("forwarded_packets", "natroute_beacon_forwarded_packets", "Relay frames sent to peers"),

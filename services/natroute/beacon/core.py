@@ -56,6 +56,13 @@ from .auth import DISCOVER_AUTH_LEN, DiscoverAuthError, SignedDiscover, verify_d
 from .config import BeaconConfig
 from .gossip import GossipTable, chunk_ids
 from .prefix import source_key
+from .punch import (
+    MSG_PUNCH_FORWARD,
+    MSG_PUNCH_FORWARD_REPLY,
+    PunchForward,
+    decode_punch_forward,
+    encode_punch_forward,
+)
 from .sessions import STREAM_HOST, Attach, AttachResult, StreamOutput, is_stream
 from .stats import BeaconSnapshot, Counters, DropReason
 from .table import NodeEntry, NodeTable, Refusal
@@ -153,6 +160,8 @@ class BeaconCore:
             return self._relay(data, _canonical(src), now)
         if not data or data[0] >= 0x10:
             return self._drop(DropReason.NOT_BEACON_MESSAGE if data else DropReason.MALFORMED, src)
+        if data[0] in (MSG_PUNCH_FORWARD, MSG_PUNCH_FORWARD_REPLY):
+            return self._on_punch_forward(data, _canonical(src), now)
         try:
             msg = decode_message(data)
         except WireError:
@@ -310,6 +319,7 @@ class BeaconCore:
             registrations=c.registrations,
             authenticated=c.authenticated,
             punches=c.punches,
+            punches_forwarded=c.punches_forwarded,
             relayed_packets=c.relayed_packets,
             relayed_bytes=c.relayed_bytes,
             forwarded_packets=c.forwarded_packets,
@@ -416,7 +426,13 @@ class BeaconCore:
             return []
         target = self.nodes.get(msg.target, now)
         if target is None:
-            return self._drop(DropReason.PUNCH_TARGET_UNKNOWN, src)
+            peer = self.gossip.lookup(msg.target, now)
+            if peer is None or is_stream(src) or msg.target == 0:  # no node is ever ID 0
+                return self._drop(DropReason.PUNCH_TARGET_UNKNOWN, src)
+            # the target lives at a peer beacon: it sends the target's command
+            self.counters.punches_forwarded += 1
+            forward = PunchForward(False, msg.requester, msg.target, src)
+            return [(encode_punch_forward(forward), peer)]
         if is_stream(target.addr):
             return self._drop(DropReason.PUNCH_TARGET_STREAM, src)  # no UDP path to punch
         self.counters.punches += 1
@@ -424,6 +440,29 @@ class BeaconCore:
             (encode_message(PunchCommand(target.addr)), src),
             (encode_message(PunchCommand(src)), target.addr),
         ]
+
+    def _on_punch_forward(self, data: bytes, src: Addr, now: float) -> list[Outgoing]:
+        """A punch request forwarded by a peer beacon, or its answer (:mod:`.punch`)."""
+        if src not in self.gossip.peers:
+            return self._drop(DropReason.SYNC_UNKNOWN_PEER, src)
+        try:
+            msg = decode_punch_forward(data)
+        except WireError:
+            return self._drop(DropReason.MALFORMED, src)
+        if not msg.reply:
+            target = self.nodes.get(msg.target, now)
+            if target is None or is_stream(target.addr):
+                return self._drop(DropReason.PUNCH_TARGET_UNKNOWN, src)
+            self.counters.punches += 1
+            reply = PunchForward(True, msg.requester, msg.target, target.addr)
+            return [
+                (encode_message(PunchCommand(msg.endpoint)), target.addr),
+                (encode_punch_forward(reply), src),
+            ]
+        requester = self.nodes.get(msg.requester, now)
+        if requester is None or is_stream(requester.addr):
+            return self._drop(DropReason.PUNCH_REQUESTER_UNKNOWN, src)
+        return [(encode_message(PunchCommand(msg.endpoint)), requester.addr)]
 
     def _relay(self, data: bytes, src: Addr, now: float) -> list[Outgoing]:
         """Spec §3.8 on the raw ``05|src|dst|payload`` bytes (no decoding).

@@ -53,6 +53,7 @@ class Counters:
     registrations: int = 0
     authenticated: int = 0
     punches: int = 0
+    punches_forwarded: int = 0
     relayed_packets: int = 0
     relayed_bytes: int = 0
     forwarded_packets: int = 0
@@ -94,6 +95,7 @@ class BeaconSnapshot:
     registrations: int
     authenticated: int
     punches: int
+    punches_forwarded: int
     relayed_packets: int
     relayed_bytes: int
     forwarded_packets: int

@@ -32,9 +32,21 @@ from natroute.routing.addr import split_host_port
 
 from .appclient import AsyncAppClient
 
-__all__ = ["DemoSettings", "main"]
+__all__ = ["DemoSettings", "main", "wait_own_id"]
 
 _log = logging.getLogger(__name__)
+
+
+async def wait_own_id(admin: httpx.AsyncClient, poll_interval: float = 0.2) -> int:
+    """Wait until the sidecar behind ``admin`` is ready; return its node ID."""
+    while True:
+        try:
+            status = (await admin.get("/v1/status")).json()
+            if status.get("ready") and status.get("node_id"):
+                return int(status["node_id"])
+        except (httpx.HTTPError, ValueError):
+            pass
+        await asyncio.sleep(poll_interval)
 
 
 class DemoSettings(BaseSettings):
@@ -69,17 +81,6 @@ class Demo:
         self.peers: list[int] = []
         self.sent = 0
         self.received: Counter[int] = Counter()
-
-    async def own_id(self, admin: httpx.AsyncClient) -> int:
-        """Wait until the sidecar is ready; return its node ID."""
-        while True:
-            try:
-                status = (await admin.get("/v1/status")).json()
-                if status.get("ready") and status.get("node_id"):
-                    return int(status["node_id"])
-            except (httpx.HTTPError, ValueError):
-                pass
-            await asyncio.sleep(1.0)
 
     async def refresh_peers(self, registry: AsyncRegistryClient) -> None:
         """The live nodes other than us."""
@@ -130,7 +131,7 @@ class Demo:
             AsyncRegistryClient(s.registry_url, token=token) as registry,
             self.app,
         ):
-            self.node_id = await self.own_id(admin)
+            self.node_id = await wait_own_id(admin)
             _log.info("demo_started", extra={"node_id": self.node_id, "app": s.app})
             tasks = [
                 asyncio.create_task(self.send_loop(registry)),

@@ -1,0 +1,310 @@
+"""``natroute-probe``: first delivery and one-way delay to every peer, in milliseconds.
+
+An application for a sidecar's data plane, like ``natroute-demo``, built to
+measure: it sends every live node (listed by the registry's operator
+endpoint) a small timestamped datagram, often while the peer is new
+(``--interval`` for ``--burst`` seconds) and then every ``--slow-interval``,
+and it notes when each peer's first datagram arrives. The timestamps are
+``CLOCK_MONOTONIC`` readings: processes on one host (containers included)
+share that clock, so send and receive times compare across them.
+
+Log events (JSON lines, see :mod:`natroute._service.logging`):
+
+- ``probe_started``: ``node_id``;
+- ``probe_first_delivery``: once per source node: ``src``, ``seq`` (the
+  sender's sequence number: 0 means nothing before it was lost), ``sent_at``
+  and ``recv_at`` (monotonic seconds), ``delay_ms``;
+- ``probe_report`` every ``--report-interval``: datagrams sent and received
+  per source, and each source's lowest one-way delay.
+
+:class:`ProbeCore` decides and records (fed ``now``, no I/O); :class:`Probe`
+is the asyncio shell. Settings: env ``NATROUTE_PROBE_*`` or flags.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+import httpx
+from pydantic import Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, CliApp, SettingsConfigDict
+
+from natroute._service.logging import configure_logging
+from natroute._service.run import run, wait_for_signal
+from natroute.registry.client import AsyncRegistryClient, RegistryClientError
+from natroute.routing.addr import split_host_port
+
+from .appclient import AsyncAppClient
+from .demo import wait_own_id
+
+__all__ = [
+    "PROBE_MAGIC",
+    "FirstDelivery",
+    "Probe",
+    "ProbeCore",
+    "ProbeSettings",
+    "decode_probe",
+    "encode_probe",
+    "main",
+]
+
+_log = logging.getLogger(__name__)
+
+#: First bytes of every probe payload.
+PROBE_MAGIC = b"NRPROBE1"
+_BODY = struct.Struct("!IQ")  # sequence number, send time in monotonic nanoseconds
+#: Payload length: magic, sequence, timestamp.
+PROBE_LEN = len(PROBE_MAGIC) + _BODY.size
+#: Most peers the probe sends to or keeps figures for (the registry's list is capped too).
+MAX_PEERS = 4096
+
+
+def encode_probe(seq: int, sent_at: float) -> bytes:
+    """A probe payload: magic, sequence number, ``sent_at`` (monotonic seconds)."""
+    return PROBE_MAGIC + _BODY.pack(seq & 0xFFFFFFFF, max(0, round(sent_at * 1e9)))
+
+
+def decode_probe(payload: bytes) -> tuple[int, float]:
+    """Inverse of :func:`encode_probe`: ``(seq, sent_at)``.
+
+    Raises:
+        ValueError: not a probe payload.
+    """
+    if len(payload) != PROBE_LEN or not payload.startswith(PROBE_MAGIC):
+        raise ValueError("not a probe datagram")
+    seq, sent_ns = _BODY.unpack_from(payload, len(PROBE_MAGIC))
+    return seq, sent_ns / 1e9
+
+
+@dataclass(frozen=True, slots=True)
+class FirstDelivery:
+    """The first datagram that arrived from one source node."""
+
+    src: int
+    seq: int
+    sent_at: float
+    recv_at: float
+
+    @property
+    def delay_ms(self) -> float:
+        """One-way delay in milliseconds."""
+        return (self.recv_at - self.sent_at) * 1000.0
+
+
+@dataclass
+class _Sending:
+    first_seen: float
+    next_at: float
+    seq: int = 0
+
+
+@dataclass
+class _Receiving:
+    first: FirstDelivery
+    count: int = 0
+    min_delay: float = float("inf")
+
+
+@dataclass
+class ProbeCore:
+    """What to send when, and what arrived; fed ``now`` (monotonic seconds).
+
+    A peer new to the list is sent to every ``interval`` for ``burst`` seconds,
+    then every ``slow_interval``.
+    """
+
+    interval: float = 0.1
+    burst: float = 10.0
+    slow_interval: float = 1.0
+    max_peers: int = MAX_PEERS
+    sent: int = 0
+    dropped: int = 0
+    _peers: dict[int, _Sending] = field(default_factory=dict)
+    _received: dict[int, _Receiving] = field(default_factory=dict)
+
+    @property
+    def peers(self) -> list[int]:
+        """The node IDs sent to."""
+        return list(self._peers)
+
+    def set_peers(self, peers: Iterable[int], now: float) -> None:
+        """Replace the peer list; a new peer is due at once (at most ``max_peers``)."""
+        wanted = list(dict.fromkeys(peers))[: self.max_peers]
+        self._peers = {p: self._peers.get(p) or _Sending(now, now) for p in wanted}
+
+    def due(self, now: float) -> list[tuple[int, bytes]]:
+        """The datagrams to send at ``now``: (peer, payload)."""
+        out = []
+        for peer, state in self._peers.items():
+            if state.next_at > now:
+                continue
+            out.append((peer, encode_probe(state.seq, now)))
+            state.seq += 1
+            fast = now - state.first_seen < self.burst
+            state.next_at = now + (self.interval if fast else self.slow_interval)
+        self.sent += len(out)
+        return out
+
+    def next_due(self) -> float | None:
+        """When the next datagram is due (None: no peers)."""
+        return min((s.next_at for s in self._peers.values()), default=None)
+
+    def received(self, src: int, payload: bytes, now: float) -> FirstDelivery | None:
+        """Record a delivery; the :class:`FirstDelivery` when it is ``src``'s first.
+
+        Anything that is not a probe datagram, and sources beyond ``max_peers``,
+        are counted in ``dropped`` and otherwise ignored.
+        """
+        try:
+            seq, sent_at = decode_probe(payload)
+        except ValueError:
+            self.dropped += 1
+            return None
+        state = self._received.get(src)
+        first = None
+        if state is None:
+            if len(self._received) >= self.max_peers:
+                self.dropped += 1
+                return None
+            first = FirstDelivery(src, seq, sent_at, now)
+            state = self._received[src] = _Receiving(first)
+        state.count += 1
+        state.min_delay = min(state.min_delay, now - sent_at)
+        return first
+
+    def report(self) -> dict[str, object]:
+        """Counters for the ``probe_report`` log line."""
+        return {
+            "peers": len(self._peers),
+            "sent": self.sent,
+            "dropped": self.dropped,
+            "received": {str(k): v.count for k, v in sorted(self._received.items())},
+            "min_delay_ms": {
+                str(k): round(v.min_delay * 1000.0, 3) for k, v in sorted(self._received.items())
+            },
+            "heard_from": len(self._received),
+        }
+
+
+class ProbeSettings(BaseSettings):
+    """Settings of the probe application. Env: ``NATROUTE_PROBE_<FIELD>``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="NATROUTE_PROBE_",
+        extra="ignore",
+        cli_kebab_case=True,
+        cli_prog_name="natroute-probe",
+    )
+
+    app: str = Field("127.0.0.1:4100", description="the sidecar's data plane")
+    bind: str = Field(
+        "127.0.0.1:4101", description="our address (the sidecar's --app-deliver points here)"
+    )
+    admin: str = Field("http://127.0.0.1:8080", description="the sidecar's admin API")
+    registry_url: str = Field("http://127.0.0.1:9000", description="registry (node list)")
+    registry_token: SecretStr = Field(SecretStr(""), description="registry operator token")
+    interval: float = Field(0.1, gt=0, description="seconds between sends to a new peer")
+    burst: float = Field(10.0, ge=0, description="seconds a peer counts as new")
+    slow_interval: float = Field(1.0, gt=0, description="seconds between sends afterwards")
+    peer_refresh_interval: float = Field(0.5, gt=0, description="seconds between node lists")
+    report_interval: float = Field(5.0, gt=0, description="seconds between reports")
+    log_level: str = "info"
+
+
+class Probe:
+    """The asyncio shell around :class:`ProbeCore`."""
+
+    def __init__(
+        self, settings: ProbeSettings, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.core = ProbeCore(settings.interval, settings.burst, settings.slow_interval)
+        self.app = AsyncAppClient(split_host_port(settings.app), split_host_port(settings.bind))
+        self.node_id = 0
+
+    async def _peers_loop(self, registry: AsyncRegistryClient) -> None:
+        while True:
+            try:
+                nodes = await registry.nodes()
+            except RegistryClientError as exc:
+                _log.warning("probe_registry_failed", extra={"error": str(exc)})
+            else:
+                ids = [n.node_id for n in nodes if n.node_id != self.node_id]
+                self.core.set_peers(ids, self.clock())
+            await asyncio.sleep(self.settings.peer_refresh_interval)
+
+    async def _send_loop(self) -> None:
+        while True:
+            for peer, payload in self.core.due(self.clock()):
+                await self.app.send(peer, payload)
+            due = self.core.next_due()
+            wait = self.settings.peer_refresh_interval if due is None else due - self.clock()
+            await asyncio.sleep(max(0.001, wait))
+
+    async def _recv_loop(self) -> None:
+        while True:
+            src, payload = await self.app.recv()
+            first = self.core.received(src, payload, self.clock())
+            if first is not None:
+                _log.info(
+                    "probe_first_delivery",
+                    extra={
+                        "src": first.src,
+                        "seq": first.seq,
+                        "sent_at": round(first.sent_at, 6),
+                        "recv_at": round(first.recv_at, 6),
+                        "delay_ms": round(first.delay_ms, 3),
+                    },
+                )
+
+    async def _report_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.report_interval)
+            _log.info("probe_report", extra={"node_id": self.node_id, **self.core.report()})
+
+    async def run(self, until: Awaitable[object]) -> None:
+        """Probe until ``until`` completes."""
+        s = self.settings
+        token = s.registry_token.get_secret_value() or None
+        async with (
+            httpx.AsyncClient(base_url=s.admin, timeout=3.0) as admin,
+            AsyncRegistryClient(s.registry_url, token=token) as registry,
+            self.app,
+        ):
+            self.node_id = await wait_own_id(admin)
+            _log.info("probe_started", extra={"node_id": self.node_id})
+            tasks = [
+                asyncio.create_task(self._peers_loop(registry)),
+                asyncio.create_task(self._send_loop()),
+                asyncio.create_task(self._recv_loop()),
+                asyncio.create_task(self._report_loop()),
+            ]
+            try:
+                await until
+            finally:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console-script entry point; 2 for invalid settings."""
+    try:
+        settings = CliApp.run(ProbeSettings, cli_args=list(sys.argv[1:] if argv is None else argv))
+    except ValidationError as exc:
+        print(f"natroute-probe: invalid settings:\n{exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level)
+    run(Probe(settings).run(wait_for_signal()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
