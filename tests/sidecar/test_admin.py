@@ -323,7 +323,7 @@ async def test_metrics_families_without_per_peer_labels(tmp_path: Path) -> None:
             "natroute_sidecar_beacon_refresh_age_seconds",
         ):
             assert name in families, name
-        allowed = {"reason", "path", "direction", "type", "source", "transport"}
+        allowed = {"reason", "path", "direction", "type", "source", "transport", "version"}
         for family in families.values():
             for sample in family.samples:
                 assert set(sample.labels) <= allowed, (family.name, sample.labels)

@@ -23,6 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from natroute._service.metrics import register_service_metrics
 from natroute.routing.refresh import ListSource, PickReason
 
 from .model import NatType
@@ -238,6 +239,7 @@ class SidecarMetrics:
         self.current: SidecarStatus | None = None
         self._lock = threading.Lock()
         self.registry.register(_SnapshotCollector(self))
+        register_service_metrics(self.registry)
 
     def render(self, status: SidecarStatus) -> bytes:
         """The text exposition of ``status``."""
