@@ -195,7 +195,9 @@ def _traffic_families(s: SidecarStatus) -> Iterator[Metric]:
 
 def _beacon_families(s: SidecarStatus) -> Iterator[Metric]:
     b = s.beacon
-    yield _gauge("beacons", "Beacons in the merged list", len(b.beacons))
+    yield _gauge(
+        "beacons", "Beacons in the merged list, each counted once (by address)", b.distinct
+    )
     yield _gauge("beacon_picked", "1 while a beacon is picked", float(bool(b.pick)))
     yield _one_hot(
         "beacon_pick_reason",
