@@ -26,6 +26,7 @@ import platform
 import select
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -35,6 +36,10 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 
+if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks import bench_beacon  # the C yardstick and its flooder
 from natroute.beacon.batchio import BatchSocket
 
 __all__ = ["main"]
@@ -280,15 +285,15 @@ def time_to_first(directory: Path, url: str, beacon: str, peer: Proc, name: str)
         app.close()
 
 
+def _median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--seconds", type=float, default=4.0, help="seconds per flood")
     parser.add_argument("--size", type=int, default=64, help="application payload bytes")
-    parser.add_argument(
-        "--rates",
-        default="30000,0",
-        help="offered datagrams/s per run, comma-separated; 0 floods (default 30000,0)",
-    )
+    parser.add_argument("--runs", type=int, default=3, help="interleaved runs per row")
     args = parser.parse_args(argv)
     if not (BIN / "natroute-sidecar").exists():
         print("natroute-sidecar not installed in this venv", file=sys.stderr)
@@ -296,21 +301,43 @@ def main(argv: list[str] | None = None) -> int:
     directory = Path(tempfile.mkdtemp(prefix="natroute-bench-"))
     rows: list[tuple[str, str]] = []
     try:
+        tools = bench_beacon.build_tools(None, directory)
         with world(directory) as (url, beacon):
             a = sidecar(directory, "a", url, beacon)
             b = sidecar(directory, "b", url, beacon)
             r = sidecar(directory, "r", url, beacon, "--relay-only", "true")
             try:
-                for label, peer in (("direct", b), ("via beacon", r)):
-                    for rate in (float(x) for x in args.rates.split(",")):
-                        off, got, loss = throughput(a, peer, args.seconds, args.size, rate)
-                        offered = f"offered {off:,.0f}/s" + ("" if rate else " (flood)")
-                        rows.append(
-                            (
-                                f"{label}: delivered datagrams/s",
-                                f"{got:,.0f} ({offered}, loss {loss:.1%})",
-                            )
+                yard: list[float] = []
+                flood: dict[str, list[tuple[float, float, float]]] = {"direct": [], "relay": []}
+                for run in range(args.runs):  # interleaved: every run sees the same machine
+                    print(f"run {run + 1}/{args.runs}: yardstick, direct, via beacon", flush=True)
+                    yard.append(bench_beacon.relay_run(tools, "yardstick", args.seconds, args.size))
+                    flood["direct"].append(throughput(a, b, args.seconds, args.size, 0))
+                    flood["relay"].append(throughput(a, r, args.seconds, args.size, 0))
+                rows.append(("C yardstick relay, delivered/s (blast)", f"{_median(yard):,.0f}"))
+                for key, label in (("direct", "direct"), ("relay", "via beacon")):
+                    got = [g for _, g, _ in flood[key]]
+                    ratio = _median([g / y for g, y in zip(got, yard, strict=True)])
+                    offered = _median([o for o, _, _ in flood[key]])
+                    rows.append(
+                        (
+                            f"{label}, flooded: delivered/s",
+                            f"{_median(got):,.0f} = {ratio:.2f} of the yardstick"
+                            f" (offered {offered:,.0f}/s)",
                         )
+                    )
+                # "no loss at half the target rate": offer a quarter of the yardstick's rate
+                half = 0.25 * _median(yard)
+                paced = [throughput(a, b, args.seconds, args.size, half) for _ in range(args.runs)]
+                worst = max(loss for _, _, loss in paced)
+                rows.append(
+                    (
+                        "direct, paced at 0.25 of the yardstick",
+                        f"offered {_median([o for o, _, _ in paced]):,.0f}/s,"
+                        f" delivered {_median([g for _, g, _ in paced]):,.0f}/s,"
+                        f" worst loss {worst:.2%}",
+                    )
+                )
                 t_direct = time_to_first(directory, url, beacon, b, "fresh-1")
                 rows.append(("start → first datagram, direct peer", f"{t_direct * 1000:,.0f} ms"))
                 t_relay = time_to_first(directory, url, beacon, r, "fresh-2")
@@ -324,7 +351,8 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(directory, ignore_errors=True)
     print(
         f"natroute sidecar benchmark — Python {platform.python_version()},"
-        f" {os.cpu_count()} CPUs, payload {args.size} B, {args.seconds:g} s per run"
+        f" {os.cpu_count()} CPUs, payload {args.size} B, {args.seconds:g} s per run,"
+        f" medians of {args.runs} interleaved runs"
     )
     width = max(len(k) for k, _ in rows)
     for key, value in rows:

@@ -54,7 +54,7 @@ from .observer import Observer, Outcome
 from .registrylink import Publication, RegistryLink
 from .settings import Settings
 from .transport import StreamLink, Transports
-from .udp import AppEndpoint, DatagramPump, PeerSocket, bind_udp
+from .udp import AppEndpoint, DatagramPump, PeerSocket, bind_udp, size_buffers
 
 __all__ = ["Sidecar", "SidecarError"]
 
@@ -134,6 +134,8 @@ class Sidecar(BeaconKeeping, Transports):
         self._peer_socket: PeerSocket | None = None
         self._pumps: list[DatagramPump | AppEndpoint] = []
         self._peer_batch: BatchSocket | None = None
+        #: (receive, send) buffer bytes the kernel granted the peer socket (0: not asked).
+        self.socket_buffers = (0, 0)
         self._tasks: set[asyncio.Task[Any]] = set()
         self.registry = RegistryLink(
             settings.registry_url,
@@ -200,6 +202,9 @@ class Sidecar(BeaconKeeping, Transports):
         engine = self.engine
         self._sock = _bind("listen", s.listen, recverr=True)
         app_sock = _bind("app_listen", s.app_listen)
+        if s.udp_buffer:
+            self.socket_buffers = size_buffers(self._sock, s.udp_buffer)
+            size_buffers(app_sock, s.udp_buffer)
         bound = self._sock.getsockname()
         self.bound_addr = (str(bound[0]), int(bound[1]))
         ips = await asyncio.to_thread(local_ips)
@@ -207,7 +212,13 @@ class Sidecar(BeaconKeeping, Transports):
         self.self_addrs.add(self.bound_addr)
         app_name = app_sock.getsockname()
         self.self_addrs.add((str(app_name[0]), int(app_name[1])))
-        _log.info("sidecar_starting", extra={"listen": format_addr(self.bound_addr)})
+        _log.info(
+            "sidecar_starting",
+            extra={
+                "listen": format_addr(self.bound_addr),
+                "socket_buffers": {"rcv": self.socket_buffers[0], "snd": self.socket_buffers[1]},
+            },
+        )
         self._peer_socket = PeerSocket(self._sock, self._on_icmp)
         # the engine's outputs are flushed once per batch of datagrams read
         pump = DatagramPump(

@@ -11,6 +11,7 @@ than letting it fail whichever send comes next.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import socket
@@ -23,7 +24,14 @@ from natroute.beacon.batchio import BatchSocket
 from natroute.routing.addr import format_addr, split_host_port
 from natroute.routing.types import Addr
 
-__all__ = ["AppEndpoint", "DatagramPump", "PeerSocket", "bind_udp", "port_is_free"]
+__all__ = [
+    "AppEndpoint",
+    "DatagramPump",
+    "PeerSocket",
+    "bind_udp",
+    "port_is_free",
+    "size_buffers",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -32,6 +40,9 @@ IP_RECVERR: Final = 11
 IPV6_RECVERR: Final = 25
 _ICMP_ERRNOS: Final = frozenset({errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH})
 _EE_ERRNO = struct.Struct("=I")
+# asm-generic/socket.h; not exported by the socket module.
+_SO_SNDBUFFORCE: Final = 32
+_SO_RCVBUFFORCE: Final = 33
 #: Batches read per wake-up before the loop runs other callbacks.
 _ROUNDS: Final = 4
 
@@ -57,6 +68,30 @@ def bind_udp(hostport: str, *, recverr: bool = False) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+def size_buffers(sock: socket.socket, size: int) -> tuple[int, int]:
+    """Ask for ``size``-byte receive and send buffers; returns what the kernel granted.
+
+    With CAP_NET_ADMIN the ``*BUFFORCE`` options pass ``net.core.rmem_max``/
+    ``wmem_max``; without it the plain options are capped there. Deep
+    buffers ride out the moments the process is not scheduled, which is
+    where a busy data plane loses datagrams (README, "Performance").
+    """
+    for force, plain in (
+        (_SO_RCVBUFFORCE, socket.SO_RCVBUF),
+        (_SO_SNDBUFFORCE, socket.SO_SNDBUF),
+    ):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, force, size)
+        except OSError:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, plain, size)
+    # Linux reports twice the figure asked for (it counts its bookkeeping).
+    return (
+        sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 2,
+        sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) // 2,
+    )
 
 
 class PeerSocket:
@@ -134,7 +169,7 @@ class DatagramPump:
         """Start reading on the running loop (with ``recvmmsg`` when ``batched`` and available)."""
         self.sock.setblocking(False)
         if batched:
-            self.batched = BatchSocket.create(self.sock, batch=self._batch, gso=False)
+            self.batched = BatchSocket.create(self.sock, batch=self._batch, gso=True)
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(self.sock.fileno(), self.read_ready)
 
@@ -287,7 +322,8 @@ class AppEndpoint:
         _log.debug("app_socket_error", extra={"error": str(exc)})
 
     def _received(self, data: bytes, addr: Addr) -> None:
-        if self._is_self(addr):
+        # The learned application passed the self check when it was learned.
+        if (addr != self._deliver_to or self._fixed) and self._is_self(addr):
             self.dropped_self += 1
             return
         if len(data) < 4:
