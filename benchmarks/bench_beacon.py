@@ -1,43 +1,91 @@
-"""Relay throughput of the beacon on loopback, beside the C yardstick.
+"""Every beacon figure of the README, each beside its reference in the same run.
 
-Run as ``.venv/bin/python benchmarks/bench_beacon.py``. It
+Run as ``.venv/bin/python benchmarks/bench_beacon.py`` (``--help`` for the
+knobs). It compiles two small C programs with ``cc -O2`` into a temporary
+directory — by default the repository's own ``benchmarks/tools/yardstick.c``
+(the least a relaying beacon can do: recvmmsg/sendmmsg, no checks) and
+``benchmarks/tools/blast.c`` (a relay flooder); ``--tools DIR`` (or
+``NATROUTE_BENCH_TOOLS``) uses ``DIR/cbeacon.c`` and ``DIR/relayblast.c``
+instead, programs with the same command lines — and prints:
 
-1. measures the sans-I/O core alone: ``BeaconCore.handle_datagram`` relay
-   calls per second (no sockets);
-2. compiles ``cbeacon.c`` and ``relayblast.c`` from the shared tools
-   directory (``--tools``, default ``/work/shared/tools``) with ``cc -O2``;
-3. runs ``natroute-beacon`` (the real console script: uvloop, asyncio UDP
-   shell, strict mode on, relay budgets off) and then ``cbeacon`` on
-   127.0.0.1, and drives each with ``relayblast`` (two registered sockets, one
-   blasting ``05|A|B|payload`` frames, the other counting ``06`` deliveries)
-   for ``--seconds`` at full speed.
+1. relay: delivered relay frames per second when ``blast`` floods a beacon
+   on 127.0.0.1 (64-byte payloads by default, relay budgets off), for
+   ``natroute-beacon`` as shipped (batched system calls and UDP GSO), with
+   GSO off, with batching off (the asyncio transport), and for the C
+   yardstick; each configuration runs ``--runs`` times, interleaved, and the
+   table shows medians and the median of the per-run ratios to the yardstick;
+2. start-up: seconds from starting the process to the first DiscoverReply
+   (a probe sends a discover every 2 ms), ``natroute-beacon`` and the
+   yardstick, medians of ``--starts`` starts. "Cold" here means a fresh
+   process whose bytecode (``__pycache__``) was rebuilt beforehand (this
+   script recompiles ``natroute`` first); the OS page cache is as it is;
+3. the sans-I/O core alone: ``BeaconCore.handle_datagram`` relay calls/s;
+4. the stream relay next to UDP relay (``bench_stream.py``).
 
 Traffic goes to 127.0.0.1 only; every run is bounded in time. Not a test:
-nothing asserts; ``main()`` prints a table and returns 0 (1 when a tool is
-missing or does not compile).
+nothing asserts; ``main()`` prints tables (exit 1 when the tools cannot be
+built). Times vary from run to run on a shared machine: read the ratios.
 """
 
 from __future__ import annotations
 
 import argparse
+import compileall
+import contextlib
 import json
 import os
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
+import natroute
 from natroute.beacon.config import BeaconConfig, RateLimit
 from natroute.beacon.core import BeaconCore
 from natroute.routing.wire import Discover, encode_message, encode_relay
 
-__all__ = ["bench_core", "blast", "main"]
+__all__ = ["Tools", "bench_core", "blast", "main", "start_latency"]
 
+HERE = Path(__file__).parent
 _OFF = RateLimit(0.0, 0.0)
+
+
+@dataclass(frozen=True)
+class Tools:
+    """The compiled reference beacon and relay flooder."""
+
+    beacon: Path
+    blast: Path
+
+
+def build_tools(source: Path | None, out: Path) -> Tools:
+    """Compile the C tools (ours, or ``cbeacon.c``/``relayblast.c`` from ``source``).
+
+    Raises:
+        FileNotFoundError: no C compiler, or a source file is missing.
+        subprocess.CalledProcessError: a compilation failed.
+    """
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        raise FileNotFoundError("no C compiler (cc or gcc) on PATH")
+    if source is None:
+        beacon_c, blast_c = HERE / "tools" / "yardstick.c", HERE / "tools" / "blast.c"
+    else:
+        beacon_c, blast_c = source / "cbeacon.c", source / "relayblast.c"
+    for path in (beacon_c, blast_c):
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing (--tools names a directory with it)")
+    tools = Tools(out / "yardstick", out / "blast")
+    subprocess.run([cc, "-O2", "-o", tools.beacon, beacon_c], check=True)
+    subprocess.run([cc, "-O2", "-pthread", "-o", tools.blast, blast_c], check=True)
+    return tools
 
 
 def bench_core(seconds: float, payload: int) -> float:
@@ -59,16 +107,6 @@ def bench_core(seconds: float, payload: int) -> float:
     return best
 
 
-def _compile(tools: Path, out: Path) -> tuple[Path, Path]:
-    cc = shutil.which("cc") or shutil.which("gcc")
-    if cc is None:
-        raise FileNotFoundError("no C compiler (cc)")
-    cbeacon, relayblast = out / "cbeacon", out / "relayblast"
-    subprocess.run([cc, "-O2", "-o", cbeacon, tools / "cbeacon.c"], check=True)
-    subprocess.run([cc, "-O2", "-pthread", "-o", relayblast, tools / "relayblast.c"], check=True)
-    return cbeacon, relayblast
-
-
 def _free_udp_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -76,47 +114,47 @@ def _free_udp_port() -> int:
         return port
 
 
-def blast(relayblast: Path, port: int, seconds: float, payload: int) -> dict[str, float]:
-    """Run relayblast against 127.0.0.1:port and parse its ``key=value`` line."""
+def blast(tool: Path, port: int, seconds: float, payload: int) -> dict[str, float]:
+    """Run the flooder against 127.0.0.1:port and parse its ``key=value`` line."""
     result = subprocess.run(
-        [relayblast, "127.0.0.1", str(port), str(seconds), str(payload)],
+        [tool, "127.0.0.1", str(port), str(seconds), str(payload)],
         capture_output=True,
         text=True,
         timeout=seconds + 30,
         check=False,
     )
     if result.returncode != 0:
-        raise RuntimeError(f"relayblast failed: {result.stderr.strip()}")
+        raise RuntimeError(f"{tool.name} failed: {result.stderr.strip()}")
     return {k: float(v) for k, v in (kv.split("=") for kv in result.stdout.split())}
 
 
-def _start_python_beacon() -> tuple[subprocess.Popen[str], int]:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "natroute.beacon.main",
-            "--listen",
-            "127.0.0.1:0",
-            "--http",
-            "off",
-            "--beacon-id",
-            "1",
-            "--relay-rate",
-            "0",
-            "--relay-byte-rate",
-            "0",
-            "--discover-rate",
-            "0",
-        ],
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+def _natroute_cmd(port: int, *flags: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "natroute.beacon.main",
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--http",
+        "off",
+        "--beacon-id",
+        "1",
+        "--relay-rate",
+        "0",
+        "--relay-byte-rate",
+        "0",
+        "--discover-rate",
+        "0",
+        *flags,
+    ]
+
+
+def _wait_started(proc: subprocess.Popen[str]) -> None:
     assert proc.stderr is not None
     for line in proc.stderr:
-        record = json.loads(line)
-        if record.get("event") == "beacon_started":
-            return proc, int(record["udp_addr"].rsplit(":", 1)[1])
+        with contextlib.suppress(ValueError):
+            if json.loads(line).get("event") == "beacon_started":
+                return
     raise RuntimeError("natroute-beacon exited before starting")
 
 
@@ -129,41 +167,98 @@ def _stop(proc: subprocess.Popen[str]) -> None:
         proc.wait()
 
 
+def relay_run(tools: Tools, config: str, seconds: float, payload: int) -> float:
+    """Delivered pps of one flood against one beacon configuration."""
+    port = _free_udp_port()
+    if config == "yardstick":
+        proc = subprocess.Popen([tools.beacon, "127.0.0.1", str(port)], text=True)
+        time.sleep(0.2)  # let it bind
+    else:
+        flags = {"natroute": (), "natroute, GSO off": ("--no-udp-gso",)}.get(
+            config, ("--no-udp-batch",)
+        )
+        proc = subprocess.Popen(_natroute_cmd(port, *flags), stderr=subprocess.PIPE, text=True)
+        _wait_started(proc)
+    try:
+        return blast(tools.blast, port, seconds, payload)["delivered_pps"]
+    finally:
+        _stop(proc)
+
+
+def start_latency(cmd: Callable[[int], list[str]], timeout: float = 10.0) -> float:
+    """Seconds from starting ``cmd(port)`` to the first DiscoverReply on that port."""
+    port = _free_udp_port()
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    probe.bind(("127.0.0.1", 0))
+    probe.settimeout(0.002)
+    discover = encode_message(Discover(5))
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd(port), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        while (elapsed := time.perf_counter() - start) < timeout:
+            probe.sendto(discover, ("127.0.0.1", port))
+            with contextlib.suppress(TimeoutError, ConnectionRefusedError):
+                if probe.recv(100)[:1] == b"\x02":
+                    return elapsed
+        raise RuntimeError(f"no DiscoverReply within {timeout} s")
+    finally:
+        probe.close()
+        proc.terminate()
+        proc.wait()
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Print core calls/s and loopback relay pps for natroute-beacon and cbeacon."""
+    """Print the relay, start-up, core and stream tables."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=3.0, help="seconds per blast run")
+    parser.add_argument("--seconds", type=float, default=3.0, help="seconds per flood")
     parser.add_argument("--payload", type=int, default=64, help="relay payload bytes")
-    parser.add_argument("--tools", type=Path, default=Path("/work/shared/tools"))
+    parser.add_argument("--runs", type=int, default=3, help="floods per configuration")
+    parser.add_argument("--starts", type=int, default=5, help="start-up measurements")
+    parser.add_argument(
+        "--tools",
+        type=Path,
+        default=os.environ.get("NATROUTE_BENCH_TOOLS") or None,
+        help="directory with cbeacon.c and relayblast.c to use instead of benchmarks/tools",
+    )
+    parser.add_argument("--no-stream", action="store_true", help="skip the stream rows")
     args = parser.parse_args(argv)
 
-    print(f"cpus={os.cpu_count()} payload={args.payload}B seconds={args.seconds}")
-    print(f"core handle_datagram (relay): {bench_core(args.seconds, args.payload):,.0f} calls/s")
+    print(f"cpus={os.cpu_count()} payload={args.payload}B seconds={args.seconds} runs={args.runs}")
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            cbeacon, relayblast = _compile(args.tools, Path(tmp))
+            tools = build_tools(args.tools, Path(tmp))
         except (OSError, subprocess.CalledProcessError) as exc:
-            print(f"cannot build the C tools: {exc}", file=sys.stderr)
+            print(f"bench_beacon: cannot build the C tools: {exc}", file=sys.stderr)
             return 1
-        proc, port = _start_python_beacon()
-        try:
-            py = blast(relayblast, port, args.seconds, args.payload)
-        finally:
-            _stop(proc)
-        c_port = _free_udp_port()
-        cproc = subprocess.Popen([cbeacon, "127.0.0.1", str(c_port)])
-        try:
-            time.sleep(0.2)  # let cbeacon bind
-            c = blast(relayblast, c_port, args.seconds, args.payload)
-        finally:
-            cproc.kill()
-            cproc.wait()
-    print(f"{'beacon':<16}{'sent pps':>12}{'delivered pps':>15}{'loss':>8}")
-    for name, row in (("natroute-beacon", py), ("cbeacon (C)", c)):
-        print(
-            f"{name:<16}{row['sent_pps']:>12,.0f}{row['delivered_pps']:>15,.0f}{row['loss']:>8.1%}"
-        )
-    print(f"natroute-beacon / cbeacon delivered: {py['delivered_pps'] / c['delivered_pps']:.1%}")
+        configs = ["natroute", "natroute, GSO off", "natroute, asyncio transport", "yardstick"]
+        results: dict[str, list[float]] = {c: [] for c in configs}
+        for _ in range(args.runs):
+            for config in configs:  # interleaved: every run sees the same machine
+                results[config].append(relay_run(tools, config, args.seconds, args.payload))
+        print(f"\n{'relay, flooded by blast':<30}{'delivered pps':>15}{'ratio to C':>12}")
+        yardstick = results["yardstick"]
+        for config in configs:
+            ratios = [n / c for n, c in zip(results[config], yardstick, strict=True)]
+            print(
+                f"{config:<30}{statistics.median(results[config]):>15,.0f}"
+                f"{statistics.median(ratios):>12.2f}"
+            )
+
+        compileall.compile_dir(Path(natroute.__file__).parent, quiet=1)
+        ours = [start_latency(_natroute_cmd) for _ in range(args.starts)]
+        theirs = [
+            start_latency(lambda p: [str(tools.beacon), "127.0.0.1", str(p)])
+            for _ in range(args.starts)
+        ]
+        print(f"\n{'start → first discover answered':<30}{'median s':>15}{'max s':>12}")
+        print(f"{'natroute-beacon':<30}{statistics.median(ours):>15.3f}{max(ours):>12.3f}")
+        print(f"{'yardstick (C)':<30}{statistics.median(theirs):>15.3f}{max(theirs):>12.3f}")
+
+    print(f"\ncore handle_datagram (relay): {bench_core(args.seconds, args.payload):,.0f} calls/s")
+    if not args.no_stream:
+        print("\nstream relay next to UDP relay (one beacon, Python clients)", flush=True)
+        stream = [sys.executable, str(HERE / "bench_stream.py"), "--seconds", str(args.seconds)]
+        subprocess.run([*stream, "--payload", str(args.payload)], check=False)
     return 0
 
 

@@ -24,7 +24,7 @@ from natroute.sidecar.service import Sidecar
 from natroute.sidecar.settings import Settings
 from natroute.sidecar.status import CacheAge, build_status
 from natroute.sidecar.testing import running_sidecar, running_stack
-from tests.sidecar.helpers import Pump
+from tests.sidecar.helpers import Pump, node_id, wait_for
 
 TOKEN = "cli-token-" + "x" * 10
 
@@ -261,9 +261,7 @@ async def served(tmp_path: Path) -> AsyncIterator[tuple[Sidecar, Sidecar, str]]:
 @pytest.mark.asyncio
 async def test_status_renders_node_and_peer_table(tmp_path: Path) -> None:
     async with served(tmp_path) as (a, b, url):
-        assert a.node is not None
-        assert b.node is not None
-        a_id, b_id = a.node.node_id, b.node.node_id
+        a_id, b_id = node_id(a), node_id(b)
         result = await arun("status", "--admin", url)
         assert result.code == 0, result.err
         out = result.out
@@ -272,11 +270,12 @@ async def test_status_renders_node_and_peer_table(tmp_path: Path) -> None:
         assert f"NAT              none ({beacon} saw" in out
         assert "(pick: hash)" in out
         assert "1 bootstrap + 0 discovered from registry" in out
-        for column in ("peer", "path", "reason", "pinned", "addr", "last direct", "misses"):
+        for column in ("peer", "path", "reason", "state", "addr", "rtt", "last heard"):
             assert column in out
         row = next(line for line in out.splitlines() if f" {b_id} " in line)
         assert "direct" in row
-        assert "punched" in row
+        assert "checked" in row
+        assert "online" in row
 
         as_json = await arun("status", "--admin", url, "--json")
         body = json.loads(as_json.out)
@@ -285,12 +284,13 @@ async def test_status_renders_node_and_peer_table(tmp_path: Path) -> None:
 
         detail = await arun("status", "--admin", url, "--peer", str(b_id))
         assert detail.code == 0
-        assert f"peer {b_id}: direct (punched)" in detail.out
+        assert f"peer {b_id} (b): direct (checked)" in detail.out
+        assert "candidates" in detail.out
         assert "path events" in detail.out
         unknown = await arun("status", "--admin", url, "--peer", "424242")
         assert unknown.code == 1
         assert "no peer with node ID 424242 (HTTP 404 peer_not_found)" in unknown.err
-        bad = await arun("status", "--admin", url, "--peer", "abc")
+        bad = await arun("status", "--admin", url, "--peer", "ABC!")
         assert bad.code == 1
         assert "HTTP 400 invalid_peer_id" in bad.err
         escape = await arun("status", "--admin", url, "--peer", "1/../../../healthz")
@@ -301,31 +301,96 @@ async def test_status_renders_node_and_peer_table(tmp_path: Path) -> None:
 @pytest.mark.asyncio
 async def test_relay_punch_refresh_and_forget(tmp_path: Path) -> None:
     async with served(tmp_path) as (a, b, url):
-        assert b.node is not None
-        b_id = str(b.node.node_id)
+        b_id = str(node_id(b))
         admin = ["--admin", url, "--token", TOKEN]
         on = await arun("relay", b_id, "on", "--pinned", *admin)
         assert on.code == 0, on.err
         assert on.out.strip() == f"peer {b_id}: relay (operator, pinned)"
-        assert a.manager.is_relay_pinned(b.node.node_id)
+        assert a.manager.is_relay_pinned(node_id(b))
         off = await arun("relay", b_id, "off", *admin)
-        assert off.out.strip() == f"peer {b_id}: direct (operator)"
-        assert not a.manager.is_relay_peer(b.node.node_id)
+        assert off.out.strip() == f"peer {b_id}: relay (checking)"  # direct once a check answers
+        await wait_for(lambda: not a.manager.is_relay_peer(node_id(b)), "direct again", 5)
+
+        ping = await arun("ping", b_id, "--count", "2", *admin)
+        assert ping.code == 0, ping.err
+        lines = ping.out.splitlines()
+        assert sum(line.startswith(f"pong from {b_id}") for line in lines) == 4, ping.out
+        assert any("via direct" in line for line in lines)
+        assert any("via relay" in line for line in lines)
+        assert lines[-1] == "path in use: direct"
+        as_json = json.loads((await arun("ping", b_id, "--count", "1", "--json", *admin)).out)
+        assert {r["path"] for r in as_json["results"]} == {"direct", "relay"}
+        assert all(r["rtt_ms"] > 0 for r in as_json["results"])
+        nobody = await arun("ping", "424242", *admin)
+        assert nobody.code == 1
+        assert "peer_not_found" in nobody.err
 
         punch = await arun("punch", b_id, *admin)
         assert punch.code == 0
-        assert "punch requested" in punch.out
+        assert "checks running" in punch.out
         refresh = await arun("refresh", *admin)
         assert refresh.code == 0
         assert "registry" in refresh.out
+        for command in (["refresh"], ["punch", b_id], ["relay", b_id, "off"]):
+            as_json = await arun(*command, "--json", *admin)
+            assert as_json.code == 0, (command, as_json.err)
+            assert isinstance(json.loads(as_json.out), dict), command
 
         wrong = await arun("relay", b_id, "on", "--admin", url, "--token", "nope")
         assert wrong.code == 1
         assert "HTTP 401 auth_invalid" in wrong.err
+        assert "pass --token or set $NATROUTE_SIDECAR_ADMIN_TOKEN" in wrong.err
         forget = await arun("forget", b_id, *admin)
         assert forget.code == 0
-        assert a.node is not None
-        assert a.node.peers.get(b.node.node_id) is None
+        assert a.engine.peers.get(node_id(b)) is None
         again = await arun("forget", b_id, *admin)
         assert again.code == 1
         assert "peer_not_found" in again.err
+        # ping by name a node that is no peer (any more): looked up, then probed
+        by_name = await arun("ping", "b", "--count", "1", *admin)
+        assert by_name.code == 0, by_name.err
+        assert f"pong from {b_id} (b) via relay" in by_name.out
+
+
+# -- netcheck ----------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_netcheck_reports_mapping_endpoints_and_rtts(tmp_path: Path) -> None:
+    async with running_stack(tmp_path, beacons=2) as stack:
+        beacons = ",".join(stack.beacon_addrs)
+        human = await arun("netcheck", "--beacons", beacons, "--timeout", "3")
+        assert human.code == 0, human.err
+        assert "UDP              works" in human.out
+        assert "NAT              none" in human.out
+        for addr in stack.beacon_addrs:
+            assert addr in human.out
+        body = json.loads((await arun("netcheck", "--registry", stack.registry_url, "--json")).out)
+        assert body["udp"] is True
+        assert body["nat_type"] == "none"
+        assert body["hairpin"] is None  # no NAT to hairpin through
+        assert {b["beacon"] for b in body["beacons"]} == set(stack.beacon_addrs)
+        assert all(b["rtt_ms"] > 0 for b in body["beacons"])
+        assert {b["observed"] for b in body["beacons"]} == set(body["public_endpoints"])
+
+
+def test_netcheck_without_answers_says_udp_is_blocked() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind(("127.0.0.1", 0))  # bound, never answers
+        port = silent.getsockname()[1]
+        result = run(["netcheck", "--beacons", f"127.0.0.1:{port}", "--timeout", "0.3"])
+    assert result.code == 1
+    assert "blocked: no beacon answered" in result.out
+    assert "no answer" in result.out
+    usage = run(["netcheck", "--beacons", "", "--registry", ""])
+    assert usage.code == 2
+
+
+@pytest.mark.asyncio
+async def test_status_against_a_beacon_says_what_it_is(tmp_path: Path) -> None:
+    async with running_stack(tmp_path, http="127.0.0.1:0") as stack:
+        http = stack.beacons[0].http_addr
+        assert http is not None
+        result = await arun("status", "--admin", f"http://{http[0]}:{http[1]}")
+    assert result.code == 1
+    assert "is not a natroute sidecar's admin API (a natroute beacon answered" in result.err

@@ -7,6 +7,8 @@ Commands::
     natroute punch   ID [--admin URL] [--token T]
     natroute forget  ID [--admin URL] [--token T]
     natroute refresh [--admin URL] [--token T]
+    natroute ping    ID [--count N] [--json] [--admin URL] [--token T]
+    natroute netcheck [--beacons a:1,b:2 | --registry URL] [--timeout S] [--json]
     natroute pick-beacon --beacons a:1,b:2 (--key-hex HEX | --key-file identity.json)
                          [--rtt ADDR=MS ...] [--json]
 
@@ -28,6 +30,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import asdict
 from typing import Any, NoReturn, TextIO
 from urllib.parse import quote
 
@@ -91,18 +94,52 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = sub.add_parser("status", parents=[admin], help="show node status and peers")
     status.add_argument("--json", action="store_true", help="print the API's JSON")
-    status.add_argument("--peer", help="show one peer in detail (node ID, decimal or 0x hex)")
+    status.add_argument(
+        "--peer", help="show one peer in detail (node ID, decimal or 0x hex, or name)"
+    )
 
-    relay = sub.add_parser("relay", parents=[admin, token], help="force a peer to relay or back")
-    relay.add_argument("peer", help="node ID")
+    as_json = _Parser(add_help=False)
+    as_json.add_argument("--json", action="store_true", help="print the API's JSON")
+
+    relay = sub.add_parser(
+        "relay", parents=[admin, token, as_json], help="force a peer to relay or back"
+    )
+    relay.add_argument("peer", help="node ID or name")
     relay.add_argument("state", choices=["on", "off"])
     relay.add_argument("--pinned", action="store_true", help="pin (no heuristic undoes it)")
 
-    for name, text in (("punch", "hole-punch and probe a peer now"), ("forget", "drop a peer")):
-        cmd = sub.add_parser(name, parents=[admin, token], help=text)
-        cmd.add_argument("peer", help="node ID")
+    for name, text in (
+        ("punch", "run a peer's connectivity checks now"),
+        ("forget", "drop a peer"),
+    ):
+        cmd = sub.add_parser(name, parents=[admin, token, as_json], help=text)
+        cmd.add_argument("peer", help="node ID or name")
 
-    sub.add_parser("refresh", parents=[admin, token], help="run a beacon refresh tick now")
+    sub.add_parser("refresh", parents=[admin, token, as_json], help="run a beacon refresh tick now")
+
+    ping = sub.add_parser(
+        "ping", parents=[admin, token], help="round trips to a peer, direct and through the relay"
+    )
+    ping.add_argument("peer", help="node ID or name")
+    ping.add_argument("--count", type=int, default=3, help="rounds of probes (default 3)")
+    ping.add_argument("--wait", type=float, default=1.0, help="seconds to wait for each answer")
+    ping.add_argument("--json", action="store_true", help="print the API's JSON")
+
+    net = sub.add_parser(
+        "netcheck", help="what this network does to UDP: NAT, public endpoints, RTTs (no sidecar)"
+    )
+    net.add_argument(
+        "--beacons",
+        default=os.environ.get("NATROUTE_SIDECAR_BEACONS", ""),
+        help="beacons host:port,... (default: $NATROUTE_SIDECAR_BEACONS, else the registry's list)",
+    )
+    net.add_argument(
+        "--registry",
+        default=os.environ.get("NATROUTE_SIDECAR_REGISTRY_URL", ""),
+        help="registry URL for the beacon list (default: $NATROUTE_SIDECAR_REGISTRY_URL)",
+    )
+    net.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for answers")
+    net.add_argument("--json", action="store_true", help="print JSON")
 
     pick = sub.add_parser("pick-beacon", help="show which beacon a key picks (spec §5.6, §5.7)")
     pick.add_argument("--beacons", required=True, help="host:port,host:port,... (in this order)")
@@ -161,6 +198,8 @@ class _Admin:
             detail = f"{err['message']} (HTTP {resp.status_code} {err['code']})"
         except (ValueError, KeyError, TypeError):
             detail = f"HTTP {resp.status_code} from {method} {path}"
+        if resp.status_code in (401, 403):
+            detail += f"; pass --token or set ${_TOKEN_ENV} (the sidecar's admin token)"
         raise CliError(detail)
 
 
@@ -188,24 +227,39 @@ def _kv(rows: Sequence[tuple[str, str | Text]]) -> Table:
     return grid
 
 
+def _rtt(ms: float | None) -> str:
+    return "-" if ms is None else f"{ms:.1f}ms"
+
+
 def _peer_table(peers: list[dict[str, Any]]) -> Table:
     table = Table(title=f"peers ({len(peers)})", title_justify="left")
-    for name in ("peer", "path", "reason", "pinned", "addr", "last direct", "misses"):
-        table.add_column(name, justify="right" if name in ("peer", "misses") else "left")
+    for name in ("peer", "name", "path", "reason", "state", "addr", "rtt", "last heard"):
+        table.add_column(name, justify="right" if name in ("peer", "rtt") else "left")
     table.add_column("sent/recv pkts", justify="right")
     for p in peers:
-        path = "relay" if p["relay"] else "direct"
+        direct = p["path"] == "direct"
         table.add_row(
             str(p["node_id"]),
-            Text(path, style="yellow" if p["relay"] else "green"),
+            p.get("name") or "-",
+            Text(p["path"], style="green" if direct else "yellow"),
             p["reason"],
-            "pinned" if p["pinned"] else "",
+            Text(p["state"], style="red" if p["state"] == "offline" else ""),
             p["addr"] or "-",
-            format_age(p["last_direct_recv_age"]),
-            str(p["blackhole_misses"]),
+            _rtt(p["rtt_ms"] if direct else p["relay_rtt_ms"]),
+            format_age(p["last_heard_age"]),
             f"{p['pkts_sent']}/{p['pkts_recv']}",
         )
     return table
+
+
+def _transport(s: dict[str, Any]) -> str:
+    if s["transport"] != "stream":
+        return "udp"
+    st = s["stream"]
+    state = "open" if st["open"] else "down"
+    retry = st["next_udp_try_in"]
+    udp = f"; UDP tried again in {format_age(max(0.0, retry))}" if retry is not None else ""
+    return f"stream {st['url'] or '-'} ({state}{udp})"
 
 
 def render_status(console: Console, s: dict[str, Any]) -> None:
@@ -228,6 +282,7 @@ def render_status(console: Console, s: dict[str, Any]) -> None:
         ("local address", s["local_addr"] or "-"),
         ("data plane", s["app_addr"] or "-"),
         ("NAT", f"{s['nat']['type']}" + (f" ({observed})" if observed else "")),
+        ("transport", _transport(s)),
         ("relay_only", _yes(s["relay_only"])),
         ("registered", _yes(s["registered"])),
         ("beacon", f"{b['pick'] or '-'} (pick: {b['reason'] or '-'})"),
@@ -248,7 +303,7 @@ def render_status(console: Console, s: dict[str, Any]) -> None:
         (
             "peers",
             f"{s['peers_total']} ({s['peers_direct']} direct, {s['peers_relay']} relay, "
-            f"{s['peers_pinned']} pinned)",
+            f"{s['peers_offline']} offline)",
         ),
         (
             "frames",
@@ -263,11 +318,17 @@ def render_status(console: Console, s: dict[str, Any]) -> None:
 
 def render_peer(console: Console, p: dict[str, Any]) -> None:
     """Print one ``/v1/peers/{id}`` body with its path history."""
-    path = "relay" if p["relay"] else "direct"
-    console.print(Text.assemble((f"peer {p['node_id']}", "bold"), f": {path} ({p['reason']})"))
+    name = f" ({p['name']})" if p.get("name") else ""
+    console.print(
+        Text.assemble((f"peer {p['node_id']}{name}", "bold"), f": {p['path']} ({p['reason']})")
+    )
     rows = [
+        ("state", p["state"]),
         ("address", p["addr"] or "-"),
+        ("rtt direct / relay", f"{_rtt(p['rtt_ms'])} / {_rtt(p['relay_rtt_ms'])}"),
+        ("last heard", format_age(p["last_heard_age"])),
         ("relay flag / pinned", f"{_yes(p['relay'])} / {_yes(p['pinned'])}"),
+        ("pinned by operator", _yes(p["operator_pinned"])),
         ("relay_only", _yes(p["relay_only"])),
         ("last direct receipt", format_age(p["last_direct_recv_age"])),
         ("last send", format_age(p["last_send_age"])),
@@ -281,6 +342,20 @@ def render_peer(console: Console, p: dict[str, Any]) -> None:
         ("known for", format_age(p["known_for"])),
     ]
     console.print(_kv(rows))
+    cands = Table(title="candidates", title_justify="left")
+    for col in ("addr", "kind", "probes", "acks", "rtt", "last ack", ""):
+        cands.add_column(col)
+    for c in p["candidates"]:
+        cands.add_row(
+            c["addr"],
+            c["kind"],
+            str(c["probes_sent"]),
+            str(c["acks"]),
+            _rtt(c["rtt_ms"]),
+            format_age(c["last_ack_age"]),
+            "chosen" if c["chosen"] else ("failed" if c["failed"] else ""),
+        )
+    console.print(cands)
     events = Table(title="path events", title_justify="left")
     for name in ("ago", "path", "reason", "detail"):
         events.add_column(name)
@@ -297,14 +372,42 @@ def _peer_path(text: str) -> str:
     return "/v1/peers/" + quote(text.strip(), safe="")
 
 
+_SIDECAR_KEYS = frozenset({"node_id", "nat", "beacon", "counters", "peers"})
+
+
 def _status(args: argparse.Namespace, api: _Admin, console: Console) -> int:
     one = args.peer is not None
     body = api.call("GET", _peer_path(args.peer) if one else "/v1/status?peers=true")
+    if not one and not (isinstance(body, dict) and body.keys() >= _SIDECAR_KEYS):
+        what = "a natroute beacon" if isinstance(body, dict) and "beacon_id" in body else "it"
+        raise CliError(
+            f"{api.base} is not a natroute sidecar's admin API ({what} answered /v1/status); "
+            "point --admin (or $NATROUTE_ADMIN_URL) at a sidecar"
+        )
     if args.json:
         _print_json(console, body)
     else:
         (render_peer if one else render_status)(console, body)
     return 0
+
+
+def _ping(args: argparse.Namespace, api: _Admin, console: Console) -> int:
+    body = api.call(
+        "POST", _peer_path(args.peer) + "/ping", {"count": args.count, "timeout": args.wait}
+    )
+    if args.json:
+        _print_json(console, body)
+    else:
+        who = f"{body['node_id']}" + (f" ({body['name']})" if body["name"] else "")
+        for r in body["results"]:
+            via = f" {r['via']}" if r["via"] else ""
+            if r["rtt_ms"] is None:
+                console.print(f"no answer from {who} via {r['path']}{via} in {args.wait:g}s")
+            else:
+                console.print(f"pong from {who} via {r['path']}{via} in {r['rtt_ms']:.1f}ms")
+        console.print(f"path in use: {body['path']}")
+    answered = [r for r in body["results"] if r["rtt_ms"] is not None]
+    return 0 if answered else 1
 
 
 def _mutation(args: argparse.Namespace, api: _Admin, console: Console) -> int:
@@ -313,19 +416,30 @@ def _mutation(args: argparse.Namespace, api: _Admin, console: Console) -> int:
         p = api.call(
             "PUT", _peer_path(args.peer) + "/relay", {"relay": relay, "pinned": args.pinned}
         )
-        flags = ", pinned" if p["pinned"] else ""
-        path = "relay" if p["relay"] else "direct"
-        console.print(f"peer {p['node_id']}: {path} ({p['reason']}{flags})")
+        if args.json:
+            _print_json(console, p)
+            return 0
+        flags = ", pinned" if p["operator_pinned"] else ""
+        console.print(f"peer {p['node_id']}: {p['path']} ({p['reason']}{flags})")
     elif args.command == "punch":
         p = api.call("POST", _peer_path(args.peer) + "/punch")
+        if args.json:
+            _print_json(console, p)
+            return 0
         console.print(
-            f"peer {p['node_id']}: punch requested ({p['probes_sent']} probes sent so far)"
+            f"peer {p['node_id']}: checks running ({p['probes_sent']} probes sent so far)"
         )
     elif args.command == "forget":
         api.call("DELETE", _peer_path(args.peer))
+        if args.json:
+            _print_json(console, {"forgotten": args.peer})
+            return 0
         console.print(f"peer {args.peer}: forgotten")
     else:
         r = api.call("POST", "/v1/beacons/refresh")
+        if args.json:
+            _print_json(console, r)
+            return 0
         rows: list[tuple[str, str | Text]] = [
             ("source", r["source"]),
             ("pick", f"{r['pick'] or '-'} ({r['reason']}{', swapped' if r['swapped'] else ''})"),
@@ -337,6 +451,51 @@ def _mutation(args: argparse.Namespace, api: _Admin, console: Console) -> int:
             rows.append(("error", Text(error, style="red")))
         console.print(_kv(rows))
     return 0
+
+
+def _netcheck(args: argparse.Namespace, console: Console) -> int:
+    from natroute.registry.client import RegistryClient, RegistryClientError
+    from natroute.sidecar.netcheck import netcheck
+
+    beacons = parse_beacon_list(args.beacons)
+    streams: dict[str, str] = {}
+    if not beacons:
+        if not args.registry:
+            raise UsageError("netcheck needs --beacons or --registry (or their environment)")
+        try:
+            with RegistryClient(args.registry, timeout=args.timeout) as registry:
+                listed = registry.beacons()
+        except RegistryClientError as exc:
+            raise CliError(f"registry {args.registry}: {exc}") from exc
+        beacons = [b.addr for b in listed]
+        streams = {b.addr: url for b in listed if (url := getattr(b, "stream_url", None))}
+        if not beacons:
+            raise CliError(f"registry {args.registry} lists no live beacon")
+    report = netcheck(beacons, timeout=args.timeout, stream_urls=streams)
+    if args.json:
+        _print_json(console, asdict(report))
+        return 0 if report.udp else 1
+    rows: list[tuple[str, str | Text]] = [
+        ("UDP", "works" if report.udp else Text("blocked: no beacon answered", style="red")),
+        ("local address", report.local or "-"),
+        ("public endpoint", ", ".join(report.public_endpoints) or "-"),
+        ("NAT", report.nat_type),
+        ("mapping", report.mapping),
+        ("filtering", report.filtering),
+        ("hairpinning", "-" if report.hairpin is None else _yes(report.hairpin)),
+        ("IPv6", _yes(report.ipv6)),
+    ]
+    for beacon, ok in report.stream.items():
+        rows.append((f"stream relay {beacon}", "reachable over TCP" if ok else "unreachable"))
+    console.print(_kv(rows))
+    table = Table(title="beacons", title_justify="left")
+    for col in ("beacon", "address", "sees us at", "rtt"):
+        table.add_column(col)
+    for b in report.beacons:
+        rtt = "-" if b.rtt_ms is None else f"{b.rtt_ms:.1f}ms"
+        table.add_row(b.beacon, b.addr or "-", b.observed or Text(b.error, style="red"), rtt)
+    console.print(table)
+    return 0 if report.udp else 1
 
 
 def _key_bytes(args: argparse.Namespace) -> bytes:
@@ -453,9 +612,13 @@ def main(
 def _run(args: argparse.Namespace, console: Console, transport: httpx.BaseTransport | None) -> int:
     if args.command == "pick-beacon":
         return _pick(args, console)
+    if args.command == "netcheck":
+        return _netcheck(args, console)
     with _Admin(args.admin, args.timeout, getattr(args, "token", ""), transport) as api:
         if args.command == "status":
             return _status(args, api, console)
+        if args.command == "ping":
+            return _ping(args, api, console)
         return _mutation(args, api, console)
 
 

@@ -157,20 +157,91 @@ def test_replayed_signed_discover_cannot_move_mapping() -> None:
     assert drops(core, DropReason.TAKEOVER_REJECTED) == 1
 
 
-def test_first_signature_on_unsigned_entry_binds_and_may_take_over() -> None:
+def test_unsigned_entry_is_taken_over_by_nobody_until_it_expires() -> None:
+    """Issue 10 item 5: no signature, from another address, moves an unsigned entry."""
+    core, clock = make(node_ttl=10.0)
+    key = Ed25519PrivateKey.generate()
+    core.handle_datagram(disc(11), A, clock())
+    for offset in range(3):
+        out = core.handle_datagram(disc(11, sign_discover(key, 11, int(WALL) + offset)), B, clock())
+        assert out == [(encode_message(DiscoverReply(B)), B)]  # still answered (STUN)
+    core.handle_datagram(encode_message(PunchRequest(11, 11)), B, clock())
+    entry = core.nodes.get(11, clock())
+    assert entry is not None
+    assert (entry.addr, entry.pubkey) == (A, None)
+    assert drops(core, DropReason.TAKEOVER_REJECTED) == 4
+    # The real node's keepalives go on; once it stops, the ID is free after the TTL.
+    clock.advance(9)
+    core.handle_datagram(disc(11), A, clock())
+    clock.advance(9)
+    assert core.handle_datagram(disc(11), B, clock())
+    assert entry.addr == A
+    clock.advance(1)
+    core.handle_datagram(disc(11, sign_discover(key, 11, int(WALL) + 9)), B, clock())
+    moved = core.nodes.get(11, clock())
+    assert moved is not None
+    assert moved.addr == B
+    assert moved.pubkey is not None
+
+
+def test_unsigned_node_whose_mapping_changed_reregisters_after_expiry() -> None:
+    """An upstream (unsigned) node behind a NAT that remapped it: back after the TTL."""
+    core, clock = make(node_ttl=10.0)
+    core.handle_datagram(disc(11), A, clock())
+    clock.advance(5)
+    core.handle_datagram(disc(11), B, clock())  # new mapping: refused while A is live
+    assert drops(core, DropReason.TAKEOVER_REJECTED) == 1
+    clock.advance(5)
+    core.handle_datagram(disc(11), B, clock())
+    entry = core.nodes.get(11, clock())
+    assert entry is not None
+    assert entry.addr == B
+
+
+def test_first_signature_from_the_registered_address_binds_the_key() -> None:
     core, clock = make()
     key = Ed25519PrivateKey.generate()
     other = Ed25519PrivateKey.generate()
     core.handle_datagram(disc(11), A, clock())
-    core.handle_datagram(disc(11, sign_discover(key, 11, int(WALL))), B, clock())
+    core.handle_datagram(disc(11, sign_discover(key, 11, int(WALL))), A, clock())
+    entry = core.nodes.get(11, clock())
+    assert entry is not None
+    bound = entry.pubkey
+    assert bound is not None
+    assert core.nodes.signed == 1
+    # A different key from the registered address is a keepalive; the binding stays.
+    core.handle_datagram(disc(11, sign_discover(other, 11, int(WALL) + 5)), A, clock())
+    assert entry.pubkey == bound
+    assert entry.auth_time == int(WALL)
+    # The bound key moves it; another key does not.
+    core.handle_datagram(disc(11, sign_discover(other, 11, int(WALL) + 6)), B, clock())
+    assert entry.addr == A
+    core.handle_datagram(disc(11, sign_discover(key, 11, int(WALL) + 6)), B, clock())
+    assert entry.addr == B
+
+
+def test_require_signature_answers_unsigned_discovers_without_recording() -> None:
+    core, clock = make(require_signature=True)
+    key = Ed25519PrivateKey.generate()
+    assert core.handle_datagram(disc(11), A, clock()) == [(encode_message(DiscoverReply(A)), A)]
+    assert core.nodes.get(11, clock()) is None
+    assert core.handle_datagram(encode_message(PunchRequest(11, 12)), A, clock()) == []
+    assert drops(core, DropReason.UNSIGNED_REFUSED) == 2
+    core.handle_datagram(disc(11, sign_discover(key, 11, int(WALL))), A, clock())
+    assert core.nodes.get(11, clock()) is not None
+    core.handle_datagram(disc(11), A, clock())  # unsigned keepalives of a signed entry are fine
+    assert drops(core, DropReason.UNSIGNED_REFUSED) == 2
+
+
+def test_non_strict_signed_move_rebinds_to_the_new_key() -> None:
+    core, clock = make(strict=False)
+    key, other = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    core.handle_datagram(disc(11, sign_discover(key, 11, int(WALL))), A, clock())
+    core.handle_datagram(disc(11, sign_discover(other, 11, int(WALL))), B, clock())
     entry = core.nodes.get(11, clock())
     assert entry is not None
     assert entry.addr == B
-    # A different key from the registered address is a keepalive; the binding stays.
-    bound = entry.pubkey
-    core.handle_datagram(disc(11, sign_discover(other, 11, int(WALL) + 5)), B, clock())
-    assert entry.pubkey == bound
-    assert entry.auth_time == int(WALL)
+    assert entry.pubkey == sign_discover(other, 11, 0)[:32]
 
 
 def test_signed_keepalive_binds_key_on_unsigned_entry_at_same_address() -> None:
@@ -565,6 +636,7 @@ def test_config_validation() -> None:
         {"beacon_id": 2**32},
         {"beacon_id": 1, "node_ttl": 0},
         {"beacon_id": 1, "node_cap": 0},
+        {"beacon_id": 1, "node_quota_host": -1},
         {"beacon_id": 1, "sync_ids_per_datagram": 16_001},
         {"beacon_id": 1, "relay_byte_limit": RateLimit(rate=1.0, burst=1000.0)},
     ]

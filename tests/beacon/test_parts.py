@@ -15,11 +15,9 @@ from natroute.beacon.auth import (
     sign_discover,
     verify_discover,
 )
-from natroute.beacon.config import BeaconConfig, RateLimit
+from natroute.beacon.config import BeaconConfig
 from natroute.beacon.core import BeaconCore
 from natroute.beacon.gossip import GossipTable, chunk_ids
-from natroute.beacon.ratelimit import RateLimiter
-from natroute.beacon.table import NodeTable
 from natroute.routing.wire import Discover, encode_message
 
 from .fakes import FakeClock
@@ -75,49 +73,6 @@ def test_verify_discover_window_edges_inclusive() -> None:
     verify_discover(extra, 5, 1120.0)
     verify_discover(extra, 5, 880.0)
     verify_discover(extra, 5, 1010.0, max_skew=10.0)
-
-
-def test_node_table_cap_ttl_and_order() -> None:
-    table = NodeTable(cap=2, ttl=10.0)
-    assert table.put(1, A, 0.0) is not None
-    assert table.put(2, B, 1.0) is not None
-    assert table.put(3, A, 2.0) is None
-    entry = table.get(1, 5.0)
-    assert entry is not None
-    table.touch(1, entry, 5.0)
-    assert list(table.live_ids(5.0)) == [1, 2]
-    assert list(table.live_ids(11.0)) == [1]
-    assert table.put(3, A, 11.0) is not None  # node 2 expired, evicted
-    assert table.get(2, 11.0) is None
-    assert table.put(1, B, 12.0) is not None  # replacing an existing ID is not an insert
-    assert table.sweep(21.5) == 1
-    assert len(table) == 1
-    assert table.sweep(100.0) == 1
-    assert table.sweep(100.0) == 0
-
-
-def test_rate_limiter_refill_cap_and_sweep() -> None:
-    limiter: RateLimiter[str] = RateLimiter(RateLimit(rate=2.0, burst=2.0), cap=2)
-    assert limiter.allow("a", 0.0)
-    assert limiter.allow("a", 0.0)
-    assert not limiter.allow("a", 0.0)
-    assert not limiter.allow("a", 0.0, cost=0.5)
-    assert limiter.allow("a", 0.25, cost=0.5)
-    assert not limiter.allow("a", 0.0)  # time going backwards refills nothing
-    assert limiter.allow("b", 0.3)
-    assert limiter.allow("c", 0.3)  # evicts "a", the least recently seen
-    assert len(limiter) == 2
-    assert limiter.allow("a", 0.3)  # a fresh bucket
-    assert limiter.sweep(0.5) == 0
-    assert limiter.sweep(10.0) == 2
-    assert len(limiter) == 0
-    assert limiter.sweep(10.0) == 0
-
-
-def test_disabled_rate_limiter_allows_everything() -> None:
-    limiter: RateLimiter[str] = RateLimiter(RateLimit(rate=0.0, burst=0.0), cap=1)
-    assert all(limiter.allow(str(i), 0.0, cost=1e9) for i in range(10))
-    assert len(limiter) == 0
 
 
 def test_gossip_table_apply_lookup_cap_sweep() -> None:

@@ -55,6 +55,11 @@ def test_flags_parse_into_fields() -> None:
             "120",
             "--relay-rate",
             "0",
+            "--node-quota-host",
+            "16",
+            "--node-quota-net",
+            "0",
+            "--require-signature",
             "--log-level",
             "DEBUG",
         ]
@@ -74,6 +79,8 @@ def test_flags_parse_into_fields() -> None:
     assert config.node_ttl == 120.0
     assert not config.relay_packet_limit.enabled
     assert config.strict is False
+    assert (config.node_quota_host, config.node_quota_net) == (16, 0)
+    assert config.require_signature is True
 
 
 def test_only_given_flags_override() -> None:

@@ -16,7 +16,7 @@ from natroute.beacon.core import BeaconCore
 from natroute.beacon.service import BeaconService
 from natroute.beacon.stats import DropReason
 from natroute.beacon.testing import running_beacon, test_settings
-from natroute.beacon.udp import BeaconProtocol
+from natroute.beacon.udp import BatchedUdp, BeaconProtocol
 from natroute.routing.wire import (
     Discover,
     PunchCommand,
@@ -41,8 +41,9 @@ def _has_ipv6_loopback() -> bool:
 
 
 @pytest.mark.asyncio
-async def test_discover_reply_carries_observed_endpoint() -> None:
-    async with running_beacon() as beacon:
+@pytest.mark.parametrize("udp_batch", [True, False], ids=["batched", "asyncio"])
+async def test_discover_reply_carries_observed_endpoint(udp_batch: bool) -> None:
+    async with running_beacon(udp_batch=udp_batch) as beacon:
         with UdpClient() as a:
             assert await a.register(11, beacon.udp_addr) == a.addr
             entry = beacon.core.nodes.get(11, beacon.now())
@@ -52,8 +53,9 @@ async def test_discover_reply_carries_observed_endpoint() -> None:
 
 @pytest.mark.asyncio
 @pytest.mark.skipif(not _has_ipv6_loopback(), reason="no IPv6 loopback on this machine")
-async def test_ipv6_discover_and_relay() -> None:
-    async with running_beacon(listen="[::1]:0") as beacon:
+@pytest.mark.parametrize("udp_batch", [True, False], ids=["batched", "asyncio"])
+async def test_ipv6_discover_and_relay(udp_batch: bool) -> None:
+    async with running_beacon(listen="[::1]:0", udp_batch=udp_batch) as beacon:
         with UdpClient("::1") as a, UdpClient("::1") as b:
             a.send(encode_message(Discover(1)), beacon.udp_addr)
             data, _ = await a.recv()
@@ -69,8 +71,9 @@ async def test_ipv6_discover_and_relay() -> None:
 
 
 @pytest.mark.asyncio
-async def test_punch_request_sends_commands_to_both() -> None:
-    async with running_beacon() as beacon:
+@pytest.mark.parametrize("udp_batch", [True, False], ids=["batched", "asyncio"])
+async def test_punch_request_sends_commands_to_both(udp_batch: bool) -> None:
+    async with running_beacon(udp_batch=udp_batch) as beacon:
         with UdpClient() as a, UdpClient() as b:
             await a.register(1, beacon.udp_addr)
             await b.register(2, beacon.udp_addr)
@@ -83,8 +86,9 @@ async def test_punch_request_sends_commands_to_both() -> None:
 
 
 @pytest.mark.asyncio
-async def test_relay_is_delivered_with_sender_id() -> None:
-    async with running_beacon() as beacon:
+@pytest.mark.parametrize("udp_batch", [True, False], ids=["batched", "asyncio"])
+async def test_relay_is_delivered_with_sender_id(udp_batch: bool) -> None:
+    async with running_beacon(udp_batch=udp_batch) as beacon:
         with UdpClient() as a, UdpClient() as b:
             await a.register(1, beacon.udp_addr)
             await b.register(2, beacon.udp_addr)
@@ -113,8 +117,9 @@ async def test_expired_node_is_not_relayed_to() -> None:
 
 
 @pytest.mark.asyncio
-async def test_strict_mode_rejections() -> None:
-    async with running_beacon() as beacon:
+@pytest.mark.parametrize("udp_batch", [True, False], ids=["batched", "asyncio"])
+async def test_strict_mode_rejections(udp_batch: bool) -> None:
+    async with running_beacon(udp_batch=udp_batch) as beacon:
         with UdpClient() as a, UdpClient() as b, UdpClient() as mallory:
             await a.register(1, beacon.udp_addr)
             await b.register(2, beacon.udp_addr)
@@ -165,8 +170,9 @@ async def test_running_beacon_accepts_a_core_config() -> None:
 
 
 @pytest.mark.asyncio
-async def test_unsendable_destination_is_counted() -> None:
-    async with running_beacon() as beacon:
+@pytest.mark.parametrize("udp_batch", [True, False], ids=["batched", "asyncio"])
+async def test_unsendable_destination_is_counted(udp_batch: bool) -> None:
+    async with running_beacon(udp_batch=udp_batch) as beacon:
         beacon.core.set_static_peers([("::1", 9)])
         await beacon.gossip_now()
         assert beacon.snapshot().drops["send_failed"] == 1
@@ -217,7 +223,8 @@ def test_protocol_counts_errors_and_sends_without_transport() -> None:
 
 @pytest.mark.asyncio
 async def test_send_backlog_limit_drops_and_counts() -> None:
-    async with running_beacon(send_buffer_limit=0) as beacon:
+    async with running_beacon(send_buffer_limit=0, udp_batch=False) as beacon:
+        assert isinstance(beacon.protocol, BeaconProtocol)
         # Filling the kernel buffer is not portable: a negative limit makes any backlog "full".
         beacon.protocol.send_buffer_limit = -1
         with UdpClient() as a:
@@ -226,6 +233,21 @@ async def test_send_backlog_limit_drops_and_counts() -> None:
         beacon.protocol.send_buffer_limit = 1 << 20
         beacon.protocol.send([(b"\x02", ("127.0.0.1", 0))])  # the kernel refuses port 0
         await wait_until(lambda: beacon.snapshot().drops["send_failed"] == 2)
+
+
+@pytest.mark.asyncio
+async def test_batched_shell_counts_what_it_cannot_send() -> None:
+    async with running_beacon() as beacon:
+        shell = beacon.protocol
+        assert isinstance(shell, BatchedUdp)
+        shell.send([(b"\x02", ("127.0.0.1", 0))])  # the kernel refuses port 0
+        shell.send([(b"\x02", ("::1", 9))])  # an IPv6 destination on an IPv4 socket
+        shell.send([(b"\x06", ("~stream", 1))])  # no stream hub: nowhere to go
+        assert beacon.snapshot().drops["send_failed"] == 3
+        shell.close()
+        assert not beacon.ready
+        shell.send([(b"\x02", ("127.0.0.1", 9))])
+        assert beacon.snapshot().drops["send_failed"] == 4
 
 
 @pytest.mark.asyncio

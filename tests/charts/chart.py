@@ -39,6 +39,7 @@ Manifest = dict[str, Any]
 
 #: Every sidecar setting the chart lets the user set, with a valid non-default value.
 SIDECAR_CONFIG: Final[dict[str, Any]] = {
+    "name": "tunnel-1",
     "registryUrl": "https://registry.example.net:9443",
     "beacons": "198.51.100.7:9001,beacon.example.net:9001",
     "appListen": "127.0.0.1:4200",
@@ -47,6 +48,12 @@ SIDECAR_CONFIG: Final[dict[str, Any]] = {
     "lanAddrs": "10.1.2.3:4000",
     "relayOnly": True,
     "natDetect": False,
+    "stream": False,
+    "beaconStream": "wss://beacon.example.net:8443/v1/relay",
+    "streamAfter": 45,
+    "udpRetryInterval": 3,
+    "udpRetryMaxInterval": 120,
+    "streamCaFile": "/etc/natroute/ca.pem",
     "beaconRttProbe": True,
     "refreshInterval": 120,
     "refreshJitter": 5.5,
@@ -62,17 +69,24 @@ SIDECAR_CONFIG: Final[dict[str, Any]] = {
     "sendErrThreshold": 6,
     "maxRelayPeers": 1000,
     "maxPeers": 100000,
-    "dialTimeout": 7,
+    "checkWindow": 7,
+    "checkInterval": 0.3,
+    "reevaluateInterval": 90,
+    "oneWayRounds": 4,
+    "offlineAfter": 60,
+    "hostCandidates": False,
     "probeInitialInterval": 4,
     "probeMaxInterval": 300,
     "peerKeepaliveInterval": 20,
     "peerRefreshInterval": 90,
     "peerIdleTimeout": 1200,
     "logLevel": "debug",
+    "logFormat": "text",
 }
 
 REGISTRY_CONFIG: Final[dict[str, Any]] = {
     "beaconAddr": "beacon.example.net:9001",
+    "allowLocalEndpoints": False,
     "nodeTtl": 120,
     "beaconTtl": 75.5,
     "retention": 2592000,
@@ -104,6 +118,12 @@ BEACON_CONFIG: Final[dict[str, Any]] = {
     "limiterCap": 131072,
     "authMaxSkew": 60,
     "sendBufferLimit": 8388608,
+    "requireSignature": True,
+    "nodeQuotaHost": 64,
+    "nodeQuotaNet": 0,
+    "streamMaxSessions": 4096,
+    "streamIdleTimeout": 120,
+    "streamTrustFirstKey": False,
     "logLevel": "error",
 }
 

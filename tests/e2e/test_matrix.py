@@ -8,14 +8,9 @@ on different carriers; a registry and two gossiping beacons. Each node is a
 real sidecar with the shortened timers of ``FAST_SIDECAR_ENV`` and a demo app
 in its network namespace, sending to every live node each second.
 
-Two switches, flipped by the lead when the work they wait for lands:
-
-- :data:`STREAM_RELAY_AVAILABLE`: pairs with the UDP-blocked node have only a
-  relay over TCP (issue 12); until then they are left out of the delivery
-  assertion (and reported).
-- :data:`ENGINE_DIRECT_EVERYWHERE`: every pair settles on the path the NATs
-  allow (direct where ``matrix.expected_path`` says so, relay elsewhere; issue
-  17). Until then the settled paths are compared and printed, not asserted.
+Every ordered pair delivers (pairs with the UDP-blocked node through the
+beacons' stream relay), and every pair settles on the path its NATs allow:
+direct where ``matrix.expected_path`` says so, relay elsewhere.
 """
 
 from __future__ import annotations
@@ -34,11 +29,6 @@ from .matrix import MATRIX, MATRIX_PLAN, Path, expected_path, ordered_pairs
 from .world import FAST_SIDECAR_ENV, World, build_world, wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(420)]
-
-#: Pairs with a UDP-blocked node deliver (relay over TCP through the beacons).
-STREAM_RELAY_AVAILABLE = False
-#: Every pair settles on its expected path (direct wherever the NATs allow it).
-ENGINE_DIRECT_EVERYWHERE = False
 
 #: How long a capture on the internet's hosts runs.
 CAPTURE_SECONDS = 5
@@ -63,12 +53,8 @@ def matrix_world(docker_client: docker.DockerClient, images: Images) -> Iterator
 
 
 def delivering_pairs() -> list[tuple[str, str]]:
-    """The ordered pairs the delivery assertion covers (see the switches)."""
-    return [
-        (a, b)
-        for a, b in ordered_pairs(MATRIX_PLAN)
-        if STREAM_RELAY_AVAILABLE or expected_path(MATRIX_PLAN, a, b).path is not Path.STREAM_RELAY
-    ]
+    """Every ordered pair: each has a path (direct, relay, or relay over TCP)."""
+    return list(ordered_pairs(MATRIX_PLAN))
 
 
 def settled_paths(world: World) -> dict[tuple[str, str], str]:
@@ -107,12 +93,10 @@ def test_every_pair_with_a_path_delivers(matrix_world: World) -> None:
     first = time.monotonic() - started
     world.wait_delivered(pairs, since=world.received(), more=2, timeout=60)  # and keeps on
 
-    left_out = sorted(set(ordered_pairs(MATRIX_PLAN)) - set(pairs))
-    counts = world.received()
+    streamed = [p for p in pairs if expected_path(MATRIX_PLAN, *p).path is Path.STREAM_RELAY]
     print(
         f"\nmatrix: {len(pairs)} ordered pairs delivered (all within {first:.0f} s of the "
-        f"check); left out until the stream relay lands: {len(left_out)} "
-        f"(delivered anyway: {sum(counts.get(p, 0) > 0 for p in left_out)})"
+        f"check), {len(streamed)} of them through the stream relay"
     )
 
 
@@ -120,8 +104,7 @@ def test_every_pair_settles_on_the_path_its_nats_allow(matrix_world: World) -> N
     world = matrix_world
     world.wait_delivered(delivering_pairs(), more=1, timeout=120)
 
-    if ENGINE_DIRECT_EVERYWHERE:
-        wait_for(lambda: not path_mismatches(world), "every pair on its expected path", 60)
+    wait_for(lambda: not path_mismatches(world), "every pair on its expected path", 60)
     wrong = path_mismatches(world)
     possible = [
         p for p in ordered_pairs(MATRIX_PLAN) if expected_path(MATRIX_PLAN, *p).direct_possible
@@ -132,7 +115,7 @@ def test_every_pair_settles_on_the_path_its_nats_allow(matrix_world: World) -> N
           f"{len(wrong)} pairs off their expected path:")  # fmt: skip
     for (a, b), (settled, expected) in sorted(wrong.items()):
         print(f"   {a} -> {b}: {settled} (expected {expected})")
-    assert not ENGINE_DIRECT_EVERYWHERE or not wrong, wrong
+    assert not wrong, wrong
 
 
 def _capture(world: World, containers: list[Any]) -> list[str]:

@@ -4,6 +4,7 @@ every refusal has the one error body shape."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from natroute.registry.models import address_problem
 from natroute.registry.signing import (
     ACTION_HEARTBEAT,
     ACTION_REGISTER,
@@ -240,42 +242,66 @@ def test_every_method_on_every_route(tmp_path: Path) -> None:
                         assert response.json()["error"]["code"] == "method_not_allowed"
 
 
+def _acceptable(addr: str) -> bool:
+    host = addr.rsplit(":", 1)[0].strip("[]")
+    return address_problem(ipaddress.ip_address(host), allow_local=False) is None
+
+
 def test_valid_fuzzed_registrations_resolve(tmp_path: Path) -> None:
-    """Any request the validators accept is stored and resolved as sent."""
+    """Any address the policy accepts is stored and resolved as sent; any other
+    address is refused with 422 naming the field (never stored)."""
     clock = FakeClock()
     app_settings = make_settings(tmp_path, register_burst=10**6, register_rate=1000.0)
     ip_ports = st.tuples(
         st.ip_addresses(v=4).map(str) | st.ip_addresses(v=6).map(lambda ip: f"[{ip}]"),
         st.integers(min_value=1, max_value=65535),
     ).map(lambda t: f"{t[0]}:{t[1]}")
+    candidates = st.lists(
+        st.tuples(ip_ports, st.sampled_from(["host", "srflx"])),
+        max_size=8,
+        unique_by=lambda c: c[0],
+    )
     with (
         app_for(app_settings, clock) as app,
         serve_app(app) as url,
         httpx.Client(base_url=url) as client,
     ):
 
-        @settings(max_examples=60, deadline=None)
+        @settings(max_examples=80, deadline=None)
         @given(
             endpoint=ip_ports | st.none(),
             lan=st.lists(ip_ports, max_size=16),
+            cands=candidates,
             xkey=st.binary(min_size=32, max_size=32) | st.none(),
         )
-        def check(endpoint: str | None, lan: list[str], xkey: bytes | None) -> None:
+        def check(
+            endpoint: str | None, lan: list[str], cands: list[tuple[str, str]], xkey: bytes | None
+        ) -> None:
             clock.advance(1)
             fields: dict[str, Any] = {
                 "ed25519_public_key": KEY_B64,
                 "x25519_public_key": None if xkey is None else b64encode(xkey),
                 "endpoint": endpoint,
                 "lan_addrs": lan,
+                "candidates": [{"addr": a, "kind": k} for a, k in cands],
                 "relay_only": False,
                 "timestamp_us": int(clock() * 1e6),
             }
             body = fields | {"signature": sign(KEY, ACTION_REGISTER, fields)}
             registered = client.post("/v1/nodes", json=body)
+            addrs = ([] if endpoint is None else [endpoint]) + lan + [a for a, _ in cands]
+            if not all(_acceptable(a) for a in addrs):
+                event("refused address")
+                assert registered.status_code == 422, registered.text
+                message = registered.json()["error"]["message"]
+                assert any(f in message for f in ("endpoint", "lan_addrs", "candidates"))
+                return
+            event("accepted")
             assert registered.status_code == 200, registered.text
             view = client.get(f"/v1/nodes/{registered.json()['node_id']}").json()
             assert view.get("endpoint") == endpoint
             assert view["lan_addrs"] == lan
+            assert view["candidates"] == fields["candidates"]
             assert view.get("x25519_public_key") == fields["x25519_public_key"]
 
         check()

@@ -8,8 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +18,9 @@ from pydantic import SecretStr, ValidationError
 
 from natroute.registry.client import RegistryClient, RegistryNotFoundError
 from natroute.registry.main import build_settings, parse_args
-from natroute.registry.settings import DEV_TOKEN, InsecureTokenError, Settings
+from natroute.registry.settings import DEV_TOKEN, Settings
 from natroute.registry.signing import ACTION_HEARTBEAT, sign
+from natroute.registry.testing import registry_process
 
 from .conftest import TOKEN
 
@@ -32,33 +31,6 @@ def _env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("NATROUTE_REGISTRY_")}
     env.update(extra)
     return env
-
-
-@contextmanager
-def registry_process(
-    tmp_path: Path, *args: str, env: dict[str, str]
-) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
-    """Start the registry on 127.0.0.1 port 0; yields (process, base URL)."""
-    port_file = tmp_path / "port"
-    port_file.unlink(missing_ok=True)
-    log = (tmp_path / "registry.log").open("ab")
-    cmd = [sys.executable, "-m", "natroute.registry.main", "--listen", "127.0.0.1:0"]
-    cmd += ["--port-file", str(port_file), *args]
-    proc = subprocess.Popen(cmd, stdout=log, stderr=log, env=env)
-    try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while not port_file.exists():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(
-                    f"registry did not start: {(tmp_path / 'registry.log').read_text()}"
-                )
-            time.sleep(0.02)
-        yield proc, f"http://127.0.0.1:{int(port_file.read_text())}"
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(10)
-        log.close()
 
 
 def _heartbeat_body(key: Ed25519PrivateKey, node_id: int) -> dict[str, Any]:
@@ -76,7 +48,8 @@ def test_sigkill_loses_nothing_acknowledged(tmp_path: Path) -> None:
     env = _env(NATROUTE_REGISTRY_TOKEN=TOKEN, NATROUTE_REGISTRY_LISTEN="127.0.0.1:1")
     flags = ("--db", str(db), "--register-burst", "100")
     keys = [Ed25519PrivateKey.generate() for _ in range(12)]
-    with registry_process(tmp_path, *flags, env=env) as (proc, url):
+    with registry_process(tmp_path, *flags, env=env) as reg:
+        proc, url = reg.popen, reg.url
         with RegistryClient(url, token=TOKEN) as client:
             ids = [
                 client.register(
@@ -97,7 +70,8 @@ def test_sigkill_loses_nothing_acknowledged(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGKILL)
         assert proc.wait(10) == -signal.SIGKILL
 
-    with registry_process(tmp_path, *flags, env=env) as (proc, url):
+    with registry_process(tmp_path, *flags, env=env) as reg:
+        proc, url = reg.popen, reg.url
         with RegistryClient(url, token=TOKEN) as client:
             after = {i: client.resolve(i) for i in ids if i != ids[3]}
             assert after == before
@@ -123,20 +97,21 @@ def test_sigkill_loses_nothing_acknowledged(tmp_path: Path) -> None:
 
 def test_refuses_placeholder_token(tmp_path: Path) -> None:
     cmd = [sys.executable, "-m", "natroute.registry.main", "--listen", "127.0.0.1:0"]
-    cmd += ["--db", str(tmp_path / "r.db"), "--token", "changeme"]
+    cmd += ["--db", str(tmp_path / "r.db"), "--token", "changemechangeme"]
     done = subprocess.run(cmd, capture_output=True, env=_env(), timeout=30, check=False)
     assert done.returncode == 2
-    assert b"placeholder" in done.stderr
+    assert b"NATROUTE_REGISTRY_TOKEN (--token) is a well-known placeholder" in done.stderr
     assert not (tmp_path / "r.db").exists()
 
 
 def test_operator_token_policy(tmp_path: Path) -> None:
-    with pytest.raises(InsecureTokenError, match="no operator token"):
-        Settings(db=tmp_path / "r.db").operator_token()
-    for weak in ("changeme", "Secret", "short-token"):
-        with pytest.raises(InsecureTokenError):
-            Settings(token=SecretStr(weak)).operator_token()
+    with pytest.raises(ValidationError, match=r"NATROUTE_REGISTRY_TOKEN \(--token\) is empty"):
+        Settings(db=tmp_path / "r.db")
+    for weak in ("changeme", "Secret", "short-token", "a" * 16, " " * 16, "0" * 16):
+        with pytest.raises(ValidationError, match="NATROUTE_REGISTRY_TOKEN"):
+            Settings(token=SecretStr(weak))
     assert Settings(token=SecretStr(TOKEN)).operator_token() == TOKEN
+    assert Settings(token=SecretStr(f"  {TOKEN}\n")).operator_token() == TOKEN  # stripped
     assert Settings(dev=True).operator_token() == DEV_TOKEN
     assert Settings(dev=True, token=SecretStr("x")).operator_token() == "x"
 

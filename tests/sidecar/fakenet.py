@@ -1,23 +1,25 @@
-"""An in-memory network for the sidecar's sans-I/O peer logic.
+"""An in-memory internet with RFC 4787 NATs, for the sidecar's sans-I/O engine.
 
-Nodes (a real :class:`~natroute.sidecar.node.Node` driving a real routing
-``Manager`` on a shared :class:`FakeClock`) and a real sans-I/O
-:class:`~natroute.beacon.core.BeaconCore` exchange datagrams through a queue
-that :meth:`FakeNet.run` drains synchronously. Between a node and the rest
-sits a NAT model:
+Hosts run a real :class:`~natroute.sidecar.engine.Engine` driving a real
+routing ``Manager`` on one shared :class:`FakeClock`; two real sans-I/O
+:class:`~natroute.beacon.core.BeaconCore` beacons sit on the internet.
+Datagrams move through a queue that :meth:`FakeNet.run` drains synchronously.
 
-* ``NONE``: the node's address is public;
-* ``CONE``: endpoint-independent mapping (one public port per inside socket);
-* ``SYMMETRIC``: a new public port per destination.
+Between a host and the internet sit zero or more :class:`Router` s (two for
+carrier-grade NAT). Each router has a mapping behaviour (endpoint-independent,
+address-dependent or address-and-port-dependent), a filtering behaviour
+(same three) and hairpinning on or off, as RFC 4787 defines them;
+:data:`PRESETS` names the usual combinations. Several hosts may share one
+router's LAN. A datagram climbs from its host through the routers (each
+translating the source) until the destination is inside the current
+network, then descends through the routers on the destination's side (each
+filtering and translating back). Unroutable destinations and closed ports
+answer like the kernel would (an ICMP error reported to the sender's engine
+through ``send_failed``); filtered datagrams vanish silently, as on the lab's
+routers.
 
-Both NATs filter port-restricted: inbound datagrams pass only from addresses
-the inside socket has sent to. :meth:`FakeNet.blackhole` drops the direct
-path between two nodes while the beacon stays reachable; ``loss`` drops
-datagrams at random (seeded). Registry answers come from
-:attr:`FakeNet.registry`, synchronously or when a test says so.
-
-Addresses are from the documentation ranges (RFC 5737); nothing here
-touches a real socket.
+Addresses are from documentation and private ranges; nothing here touches a
+real socket.
 """
 
 from __future__ import annotations
@@ -27,35 +29,43 @@ import os
 import random
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from natroute.beacon.auth import sign_discover
 from natroute.beacon.config import BeaconConfig, RateLimit
 from natroute.beacon.core import BeaconCore
 from natroute.routing.config import ManagerConfig
 from natroute.routing.manager import Manager
 from natroute.routing.types import Addr
-from natroute.sidecar.node import NatType, Node, NodeConfig, PeerInfo
+from natroute.sidecar.candidates import Candidate, CandidateKind, SelfAddrs
+from natroute.sidecar.engine import Engine
+from natroute.sidecar.model import NatType, NodeConfig, PeerInfo
+from natroute.sidecar.observer import Observer
 from tests.routing.fakes import FakeClock
 
 __all__ = [
-    "BEACON_ADDR",
+    "BEACON_A",
+    "BEACON_B",
+    "PRESETS",
     "Datagram",
     "FakeClock",
-    "FakeIO",
     "FakeNet",
-    "FakeNode",
-    "FakeSocket",
-    "Nat",
-    "NatKind",
+    "Filtering",
+    "Host",
+    "Mapping",
+    "NatSpec",
+    "Router",
     "public_key",
 ]
 
-BEACON_ADDR: Addr = ("203.0.113.1", 7000)
-_NODE_PORT = 4000
+BEACON_A: Addr = ("203.0.113.1", 7000)
+BEACON_B: Addr = ("203.0.113.2", 7000)
+_WALL = 1_800_000_000.0
 _NO_LIMIT = RateLimit(0.0, 0.0)
 
 
@@ -64,41 +74,88 @@ def public_key(key: X25519PrivateKey) -> bytes:
     return key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
 
 
-class NatKind(Enum):
-    """The NAT in front of a node."""
+class Mapping(Enum):
+    """RFC 4787 mapping behaviour: what a new public port depends on."""
 
-    NONE = "none"
-    CONE = "cone"
-    SYMMETRIC = "symmetric"
+    ENDPOINT_INDEPENDENT = "eim"
+    ADDRESS_DEPENDENT = "adm"
+    ADDRESS_PORT_DEPENDENT = "apdm"
 
 
-class Nat:
-    """Mapping (cone or symmetric) and port-restricted filtering of one NAT."""
+class Filtering(Enum):
+    """RFC 4787 filtering behaviour: which outside sources may send in."""
 
-    def __init__(self, kind: NatKind, public_ip: str) -> None:
-        self.kind = kind
-        self.public_ip = public_ip
+    ENDPOINT_INDEPENDENT = "eif"
+    ADDRESS_DEPENDENT = "adf"
+    ADDRESS_PORT_DEPENDENT = "apdf"
+
+
+@dataclass(frozen=True, slots=True)
+class NatSpec:
+    """One NAT's behaviour."""
+
+    mapping: Mapping
+    filtering: Filtering
+    hairpin: bool = False
+
+
+PRESETS: dict[str, NatSpec] = {
+    "full-cone": NatSpec(Mapping.ENDPOINT_INDEPENDENT, Filtering.ENDPOINT_INDEPENDENT),
+    "address-restricted": NatSpec(Mapping.ENDPOINT_INDEPENDENT, Filtering.ADDRESS_DEPENDENT),
+    "port-restricted": NatSpec(Mapping.ENDPOINT_INDEPENDENT, Filtering.ADDRESS_PORT_DEPENDENT),
+    "symmetric": NatSpec(Mapping.ADDRESS_PORT_DEPENDENT, Filtering.ADDRESS_PORT_DEPENDENT),
+}
+
+
+class Router:
+    """A NAT between its LAN and the network it sits in (its WAN)."""
+
+    def __init__(self, net: FakeNet, name: str, spec: NatSpec, wan_ip: str, lan_prefix: str):
+        self.net = net
+        self.name = name
+        self.spec = spec
+        self.wan_ip = wan_ip
+        self.lan_prefix = lan_prefix
+        self.wan_network: str = ""  # set by FakeNet
         self._next_port = 40000
-        self._out: dict[tuple[Addr, Addr | None], int] = {}
-        self._in: dict[int, Addr] = {}
-        self._allowed: set[tuple[int, Addr]] = set()
+        self._map: dict[tuple[Addr, object], int] = {}
+        self._inside: dict[int, Addr] = {}
+        self._permits: set[tuple[int, object]] = set()
+
+    def _map_key(self, dst: Addr) -> object:
+        m = self.spec.mapping
+        if m is Mapping.ENDPOINT_INDEPENDENT:
+            return None
+        return dst[0] if m is Mapping.ADDRESS_DEPENDENT else dst
+
+    def _filter_key(self, src: Addr) -> object:
+        f = self.spec.filtering
+        if f is Filtering.ENDPOINT_INDEPENDENT:
+            return None
+        return src[0] if f is Filtering.ADDRESS_DEPENDENT else src
 
     def outbound(self, inside: Addr, dst: Addr) -> Addr:
-        """The public source of a datagram from ``inside`` to ``dst``; opens the filter."""
-        key = (inside, dst if self.kind is NatKind.SYMMETRIC else None)
-        port = self._out.get(key)
+        """The WAN source of a datagram from ``inside`` to ``dst``; opens the filter."""
+        key = (inside, self._map_key(dst))
+        port = self._map.get(key)
         if port is None:
-            port = self._out[key] = self._next_port
-            self._next_port += 1
-            self._in[port] = inside
-        self._allowed.add((port, dst))
-        return self.public_ip, port
+            port = self._map[key] = self._next_port
+            self._next_port += 1 if self.spec.mapping is Mapping.ENDPOINT_INDEPENDENT else 7
+            self._inside[port] = inside
+        self._permits.add((port, self._filter_key(dst)))
+        return self.wan_ip, port
 
     def inbound(self, port: int, src: Addr) -> Addr | None:
-        """The inside address a datagram from ``src`` to ``port`` goes to, or None (filtered)."""
-        if (port, src) not in self._allowed:
+        """Where a datagram from ``src`` to our ``port`` goes inside, or None (filtered)."""
+        if (port, self._filter_key(src)) not in self._permits:
             return None
-        return self._in.get(port)
+        return self._inside.get(port)
+
+    def forget(self) -> None:
+        """Drop every mapping (a router reboot)."""
+        self._map.clear()
+        self._inside.clear()
+        self._permits.clear()
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,254 +168,293 @@ class Datagram:
     dropped: str = ""
 
 
-class FakeSocket:
-    """A node's socket (a ``SocketSender``): hands datagrams to the network.
-
-    ``fail`` maps destinations to an errno raised (as ``OSError``) on send.
-    """
-
-    def __init__(self, net: FakeNet, inside: Addr) -> None:
-        self.net = net
-        self.inside = inside
-        self.sent: list[tuple[bytes, Addr]] = []
-        self.fail: dict[Addr, int] = {}
-
-    def sendto(self, data: bytes, addr: Addr, /) -> int:
-        code = self.fail.get(addr)
-        if code is not None:
-            raise OSError(code, os.strerror(code))
-        self.sent.append((data, addr))
-        self.net.send(self.inside, data, addr)
-        return len(data)
-
-
-class FakeIO:
-    """The node's shell: records deliveries, answers resolves from the registry table."""
-
-    def __init__(self, net: FakeNet) -> None:
-        self.net = net
-        self.node: Node | None = None
-        self.auto_resolve = True
-        self.delivered: list[tuple[int, bytes]] = []
-        self.resolves: list[int] = []
-        self.waiting: list[int] = []
-        self.observed: list[Addr] = []
-
-    def deliver(self, src: int, payload: bytes) -> None:
-        self.delivered.append((src, payload))
-
-    def resolve(self, node_id: int) -> None:
-        self.resolves.append(node_id)
-        if self.auto_resolve:
-            self.answer(node_id)
-        else:
-            self.waiting.append(node_id)
-
-    def answer(self, node_id: int) -> None:
-        """Answer one resolve from the registry table (unknown → failed)."""
-        assert self.node is not None
-        info = self.net.registry.get(node_id)
-        if info is None:
-            self.node.on_resolve_failed(node_id)
-        else:
-            self.node.on_resolved(info)
-
-    def answer_all(self) -> None:
-        """Answer every resolve that waits, in order."""
-        waiting, self.waiting = self.waiting, []
-        for node_id in waiting:
-            self.answer(node_id)
-
-    def endpoint_observed(self, addr: Addr) -> None:
-        self.observed.append(addr)
-
-
 @dataclass(eq=False)
-class FakeNode:
-    """One node of the fake network and its collaborators."""
+class Host:
+    """One node: its engine and what the test reads back."""
 
+    name: str
     node_id: int
-    key: X25519PrivateKey
-    epoch: int
-    manager: Manager
-    node: Node
-    io: FakeIO
-    sock: FakeSocket
     inside: Addr
-    nat: Nat | None
-    endpoint: Addr | None = None
+    network: str
+    engine: Engine
+    manager: Manager
+    x25519: X25519PrivateKey
+    ed25519: Ed25519PrivateKey
+    delivered: list[tuple[int, bytes]] = field(default_factory=list)
+    lookups: list[int] = field(default_factory=list)
+    open: bool = True  # False: the socket is closed (port unreachable)
 
     @property
-    def public_key(self) -> bytes:
-        """Our X25519 public key as published in the registry."""
-        return public_key(self.key)
+    def x25519_public(self) -> bytes:
+        """Raw X25519 public key, as the registry publishes it."""
+        return public_key(self.x25519)
+
+    def peer(self, other: Host) -> object:
+        """Our engine's record of ``other`` (asserted to exist)."""
+        peer = self.engine.peers.get(other.node_id)
+        assert peer is not None, f"{self.name} does not know {other.name}"
+        return peer
 
 
 class FakeNet:
-    """Nodes, a beacon and NATs on one fake clock; :meth:`run` delivers."""
+    """The internet, routers, hosts and two beacons on one fake clock."""
 
     def __init__(
         self,
         *,
         seed: int = 0,
-        manager_config: ManagerConfig | None = None,
         node_config: NodeConfig | None = None,
-        beacon_config: BeaconConfig | None = None,
+        manager_config: ManagerConfig | None = None,
     ) -> None:
         self.clock = FakeClock()
+        self.node_config = node_config or NodeConfig(keepalive_interval=5.0)
         self.manager_config = manager_config or ManagerConfig()
-        self.node_config = node_config or NodeConfig()
-        self.beacon = BeaconCore(
-            beacon_config
-            or BeaconConfig(beacon_id=1, discover_limit=_NO_LIMIT, punch_limit=_NO_LIMIT),
-            wall_clock=lambda: 1_800_000_000.0,
-        )
+        beacon_config = BeaconConfig(beacon_id=1, discover_limit=_NO_LIMIT, punch_limit=_NO_LIMIT)
+        self.beacons: dict[Addr, BeaconCore] = {
+            BEACON_A: BeaconCore(beacon_config, wall_clock=lambda: _WALL),
+            BEACON_B: BeaconCore(
+                BeaconConfig(beacon_id=2, discover_limit=_NO_LIMIT, punch_limit=_NO_LIMIT),
+                wall_clock=lambda: _WALL,
+            ),
+        }
         self.registry: dict[int, PeerInfo] = {}
-        self.nodes: dict[int, FakeNode] = {}
+        self.hosts: dict[str, Host] = {}
+        self.routers: dict[str, Router] = {}
+        self.auto_answer = True
         self.loss = 0.0
         self.delivered: list[Datagram] = []
         self.dropped: list[Datagram] = []
         self._rng = random.Random(seed)
-        self._hosts: dict[Addr, FakeNode] = {}
-        self._nats: dict[str, Nat] = {}
-        self._queue: deque[tuple[bytes, Addr, Addr, int | None]] = deque()
-        self._blackholes: set[tuple[int, int] | frozenset[int]] = set()
+        self._networks: dict[str, dict[str, Host | Router]] = {"internet": {}}
+        self._lan_of: dict[str, Router] = {}  # network name -> the router owning it
+        self._queue: deque[tuple[bytes, Addr, Addr, Host | None]] = deque()
+        self._blocked: set[tuple[str, str]] = set()
         self._count = 0
-        self.register_interval = 60.0
-        self._registered_at = self.clock.now
 
-    # -- building ------------------------------------------------------------
+    # -- building -------------------------------------------------------------
 
-    def add_node(
+    def router(
+        self, name: str, spec: NatSpec | str, *, behind: str | None = None, hairpin: bool = False
+    ) -> Router:
+        """A NAT router on the internet, or inside another router's LAN (CGN)."""
+        base = PRESETS[spec] if isinstance(spec, str) else spec
+        if hairpin:
+            base = NatSpec(base.mapping, base.filtering, True)
+        index = len(self.routers) + 1
+        network = "internet" if behind is None else f"lan-{behind}"
+        if behind is None:
+            wan_ip = f"198.51.100.{100 + index}"
+        else:
+            parent = self.routers[behind]
+            wan_ip = f"{parent.lan_prefix}{100 + index}"
+        router = Router(self, name, base, wan_ip, f"10.{index}.0.")
+        if behind is not None:
+            router.lan_prefix = f"192.168.{index}."
+        router.wan_network = network
+        self.routers[name] = router
+        self._networks[network][wan_ip] = router
+        self._networks[f"lan-{name}"] = {}
+        self._lan_of[f"lan-{name}"] = router
+        return router
+
+    def host(
         self,
-        nat: NatKind = NatKind.NONE,
+        name: str,
         *,
-        relay_only: bool = False,
-        nat_type: NatType | None = None,
-        register: bool = True,
-        node_id: int | None = None,
-        epoch: int = 1,
+        behind: str | None = None,
+        port: int = 4000,
         node_config: NodeConfig | None = None,
-        manager_config: ManagerConfig | None = None,
-    ) -> FakeNode:
-        """A new node behind ``nat``, registered with the beacon and the registry.
-
-        ``relay_only`` is what the registry publishes (and what the node set
-        for itself); ``nat_type`` is passed to ``Node.set_nat_type``.
-        """
+        relay_only: bool | None = None,
+        check_nat: bool = True,
+    ) -> Host:
+        """A node (public, or behind ``behind``), NAT-checked, registered, published."""
         self._count += 1
         n = self._count
-        nid = node_id if node_id is not None else 0x1000 + n
-        key = X25519PrivateKey.from_private_bytes(bytes([n]) * 32)
-        translator: Nat | None = None
-        if nat is NatKind.NONE:
-            inside: Addr = (f"198.51.100.{n}", _NODE_PORT)
+        if behind is None:
+            network, ip = "internet", f"198.51.100.{n}"
         else:
-            inside = (f"192.0.2.{n}", _NODE_PORT)
-            translator = Nat(nat, f"198.51.100.{100 + n}")
-            self._nats[translator.public_ip] = translator
-        manager = Manager(clock=self.clock, config=manager_config or self.manager_config)
-        manager.set_beacon_addr_udp(BEACON_ADDR)
-        io = FakeIO(self)
-        node = Node(
+            network = f"lan-{behind}"
+            ip = f"{self.routers[behind].lan_prefix}{10 + n}"
+        inside = (ip, port)
+        cfg = node_config or self.node_config
+        manager = Manager(clock=self.clock, config=self.manager_config)
+        manager.set_beacon_addr_udp(BEACON_A)
+        engine = Engine(
             manager,
-            io,
-            nid,
-            key,
-            epoch,
-            node_config or self.node_config,
-            clock=self.clock,
+            cfg,
             rng=random.Random(n),
+            self_addrs=SelfAddrs([inside]),
+            observer=Observer(local=inside),
         )
-        io.node = node
-        sock = FakeSocket(self, inside)
-        node.set_socket(sock)
-        if nat_type is not None or relay_only:
-            node.set_nat_type(nat_type or NatType.UNKNOWN, relay_only)
-        fake = FakeNode(nid, key, epoch, manager, node, io, sock, inside, translator)
-        self.nodes[nid] = fake
-        self._hosts[inside] = fake
-        if register:
-            manager.register_with_beacon()
-            self.run()
-            fake.endpoint = io.observed[-1]
-            self.publish(fake, relay_only=relay_only)
-        return fake
-
-    def publish(self, fake: FakeNode, *, relay_only: bool = False) -> None:
-        """(Re)write the node's registry entry (relay_only entries carry no endpoint)."""
-        endpoint = None if relay_only else fake.endpoint
-        self.registry[fake.node_id] = PeerInfo(fake.node_id, endpoint, relay_only, fake.public_key)
-
-    def blackhole(
-        self, a: FakeNode, b: FakeNode, on: bool = True, *, one_way: bool = False
-    ) -> None:
-        """Drop (or stop dropping) every datagram between ``a`` and ``b``.
-
-        With ``one_way`` only datagrams from ``a`` to ``b`` are dropped.
-        """
-        pair: tuple[int, int] | frozenset[int] = (
-            (a.node_id, b.node_id) if one_way else frozenset({a.node_id, b.node_id})
+        engine.beacons = {"beacon-a": BEACON_A, "beacon-b": BEACON_B}
+        host = Host(
+            name,
+            0x1000 + n,
+            inside,
+            network,
+            engine,
+            manager,
+            X25519PrivateKey.from_private_bytes(bytes([n]) * 32),
+            Ed25519PrivateKey.from_private_bytes(bytes([n + 100]) * 32),
         )
-        if on:
-            self._blackholes.add(pair)
+        self.hosts[name] = host
+        self._networks[network][ip] = host
+        engine.set_identity(host.node_id, host.x25519, epoch=1)
+        if check_nat:
+            self.check_nat(host)
+        self.keepalive(host)
+        self.publish(host, relay_only=relay_only)
+        return host
+
+    def check_nat(self, host: Host) -> NatType:
+        """Run a NAT check through both beacons; returns (and applies) the verdict."""
+        engine = host.engine
+        engine.check_nat([("beacon-a", BEACON_A), ("beacon-b", BEACON_B)], self.clock())
+        self.flush(host)
+        self.run()
+        verdict = engine.observer.verdict
+        nat_type = verdict.nat_type if verdict is not None else NatType.UNKNOWN
+        engine.set_nat_type(nat_type)
+        engine.set_local_candidates(self.candidates(host))
+        return nat_type
+
+    def candidates(self, host: Host) -> list[Candidate]:
+        """What the host offers: its own address, then what the beacon saw."""
+        out = [Candidate(host.inside, CandidateKind.HOST)]
+        seen = host.engine.observer.endpoint
+        if seen is not None and seen != host.inside:
+            out.append(Candidate(seen, CandidateKind.SRFLX))
+        return out
+
+    def keepalive(self, host: Host) -> None:
+        """A signed discover to beacon A: registers the node there."""
+        extra = sign_discover(host.ed25519, host.node_id, int(_WALL))
+        host.engine.send_discover("beacon-a", BEACON_A, self.clock(), extra)
+        self.flush(host)
+        self.run()
+
+    def publish(self, host: Host, *, relay_only: bool | None = None) -> None:
+        """(Re)write the host's registry entry from its current candidates."""
+        nat = host.engine.nat_type
+        flag = nat is NatType.ENDPOINT_DEPENDENT if relay_only is None else relay_only
+        cands = tuple(host.engine.local_candidates)
+        self.registry[host.node_id] = PeerInfo(
+            host.node_id, host.x25519_public, relay_only=flag, candidates=cands, name=host.name
+        )
+
+    # -- the shell's job --------------------------------------------------------
+
+    def flush(self, host: Host) -> None:
+        """Move a host's outputs: datagrams to the network, payloads, look-ups."""
+        engine = host.engine
+        now = self.clock()
+        for data, dst in engine.datagrams_to_send():
+            self.send(host, data, dst)
+        host.delivered.extend(engine.deliveries())
+        for node_id in engine.lookups_to_start(now):
+            host.lookups.append(node_id)
+            if self.auto_answer:
+                self.answer(host, node_id)
+
+    def answer(self, host: Host, node_id: int) -> None:
+        """Answer one look-up of ``host`` from the registry table."""
+        info = self.registry.get(node_id)
+        if info is None:
+            host.engine.resolve_failed(node_id, unknown=True, now=self.clock())
         else:
-            self._blackholes.discard(pair)
+            host.engine.resolved(info, self.clock())
+        self.flush(host)
 
-    # -- moving datagrams ----------------------------------------------------
+    def app_send(self, src: Host, dst: Host, payload: bytes) -> None:
+        """The application of ``src`` sends ``payload`` to ``dst``."""
+        src.engine.app_send(dst.node_id, payload, self.clock())
+        self.flush(src)
+        self.run()
 
-    def send(self, inside: Addr, data: bytes, dst: Addr) -> None:
-        """Queue a datagram sent from the inside address ``inside`` (or the beacon)."""
-        sender = self._hosts.get(inside)
-        src = inside
-        if sender is not None and sender.nat is not None:
-            src = sender.nat.outbound(inside, dst)
-        self._queue.append((data, src, dst, None if sender is None else sender.node_id))
+    # -- moving datagrams -------------------------------------------------------
+
+    def send(self, host: Host | None, data: bytes, dst: Addr, src: Addr | None = None) -> None:
+        """Queue a datagram from ``host`` (or from a beacon / a forged ``src``)."""
+        self._queue.append((data, src or (host.inside if host else BEACON_A), dst, host))
 
     def inject(self, data: bytes, src: Addr, dst: Addr) -> None:
-        """Queue a datagram with an arbitrary (spoofed) source address."""
+        """Queue a datagram with a forged source, already on the internet."""
         self._queue.append((data, src, dst, None))
 
-    def _target(self, src: Addr, dst: Addr) -> FakeNode | None:
-        nat = self._nats.get(dst[0])
-        if nat is not None:
-            inside = nat.inbound(dst[1], src)
-            return None if inside is None else self._hosts.get(inside)
-        return self._hosts.get(dst)
+    def block(self, a: Host, b: Host, *, one_way: bool = False) -> None:
+        """Drop every datagram between two hosts (only ``a`` → ``b`` with ``one_way``)."""
+        self._blocked.add((a.name, b.name))
+        if not one_way:
+            self._blocked.add((b.name, a.name))
 
-    @property
-    def queued(self) -> int:
-        """Datagrams waiting for delivery."""
-        return len(self._queue)
+    def unblock(self) -> None:
+        """Heal every block."""
+        self._blocked.clear()
+
+    def _icmp(self, host: Host | None, dst: Addr, code: int) -> None:
+        if host is not None:
+            host.engine.send_failed(dst, OSError(code, os.strerror(code)), self.clock())
+            self.flush(host)
 
     def step(self) -> Datagram:
         """Deliver (or drop) the next queued datagram and return it."""
         data, src, dst, sender = self._queue.popleft()
         if self.loss and self._rng.random() < self.loss:
             return self._drop(Datagram(data, src, dst, "loss"))
-        if dst == BEACON_ADDR:
-            self.delivered.append(Datagram(data, src, dst))
-            for out, to in self.beacon.handle_datagram(data, src, self.clock()):
-                self.send(BEACON_ADDR, out, to)
-            return self.delivered[-1]
-        target = self._target(src, dst)
-        if target is None:
-            return self._drop(Datagram(data, src, dst, "filtered"))
-        if sender is not None and (
-            frozenset({sender, target.node_id}) in self._blackholes
-            or (sender, target.node_id) in self._blackholes
+        network = sender.network if sender is not None else "internet"
+        cur_src, sent_to = src, dst
+        # climb until the destination lives in the current network
+        while dst[0] not in self._networks[network] and not (
+            network == "internet" and dst in self.beacons
         ):
-            return self._drop(Datagram(data, src, dst, "blackhole"))
-        datagram = Datagram(data, src, dst)
+            router = self._lan_of.get(network)
+            if router is None:
+                self._icmp(sender, sent_to, errno.EHOSTUNREACH)
+                return self._drop(Datagram(data, src, dst, "unroutable"))
+            if dst[0] == router.wan_ip:
+                if not router.spec.hairpin:
+                    return self._drop(Datagram(data, src, dst, "no_hairpin"))
+                cur_src = router.outbound(cur_src, dst)
+                inside = router.inbound(dst[1], cur_src)
+                if inside is None:
+                    return self._drop(Datagram(data, src, dst, "filtered"))
+                dst = inside
+                continue
+            cur_src = router.outbound(cur_src, dst)
+            network = router.wan_network
+        # descend through the routers on the destination's side
+        target: Host | Router | None = None
+        while True:
+            target = self._networks[network].get(dst[0])
+            if isinstance(target, Router):
+                inside = target.inbound(dst[1], cur_src)
+                if inside is None:
+                    return self._drop(Datagram(data, cur_src, dst, "filtered"))
+                dst = inside
+                network = f"lan-{target.name}"
+                continue
+            break
+        if dst in self.beacons and network == "internet":
+            self.delivered.append(Datagram(data, cur_src, dst))
+            for out, to in self.beacons[dst].handle_datagram(data, cur_src, self.clock()):
+                self.send(None, out, to, src=dst)
+            return self.delivered[-1]
+        if not isinstance(target, Host) or target.inside[1] != dst[1] or not target.open:
+            self._icmp(sender, sent_to, errno.ECONNREFUSED)
+            return self._drop(Datagram(data, cur_src, dst, "port_unreachable"))
+        if sender is not None and (sender.name, target.name) in self._blocked:
+            return self._drop(Datagram(data, cur_src, dst, "blocked"))
+        datagram = Datagram(data, cur_src, dst)
         self.delivered.append(datagram)
-        target.node.datagram_received(data, src)
+        target.engine.datagram_received(data, cur_src, self.clock())
+        self.flush(target)
         return datagram
 
     def _drop(self, datagram: Datagram) -> Datagram:
         self.dropped.append(datagram)
         return datagram
 
-    def run(self, max_datagrams: int = 100_000) -> int:
+    def run(self, max_datagrams: int = 200_000) -> int:
         """Deliver queued datagrams (and what they cause) until none are left.
 
         Raises:
@@ -373,33 +469,28 @@ class FakeNet:
         return done
 
     def tick(self) -> None:
-        """Run every node's upkeep once, then deliver."""
-        for node_id in sorted(self.nodes):
-            self.nodes[node_id].node.tick()
+        """Every host's upkeep once, then delivery."""
+        now = self.clock()
+        for host in self.hosts.values():
+            host.engine.tick(now)
+            self.flush(host)
         self.run()
 
     def advance(
-        self,
-        seconds: float,
-        step: float = 1.0,
-        each: Callable[[], object] | None = None,
+        self, seconds: float, step: float = 0.25, each: Callable[[], object] | None = None
     ) -> None:
-        """Move time in ``step``s; after each: ``each()``, every node's tick, delivery.
+        """Move time in ``step``s; after each: ``each()``, every host's tick, delivery.
 
-        Nodes re-register with the beacon every :attr:`register_interval`
-        seconds (the sidecar's keepalive), so long runs outlive its node TTL.
+        Hosts re-register with beacon A every 10 s (the sidecar's keepalive).
         """
         end = self.clock.now + seconds
+        last_keepalive = self.clock.now
         while self.clock.now + step <= end + 1e-9:
             self.clock.advance(step)
-            if self.clock.now - self._registered_at >= self.register_interval:
-                self._registered_at = self.clock.now
-                for node_id in sorted(self.nodes):
-                    self.nodes[node_id].manager.register_with_beacon()
+            if self.clock.now - last_keepalive >= 10.0:
+                last_keepalive = self.clock.now
+                for host in self.hosts.values():
+                    self.keepalive(host)
             if each is not None:
                 each()
             self.tick()
-
-    def icmp_refused(self) -> OSError:
-        """An ICMP port-unreachable error as the kernel reports it."""
-        return OSError(errno.ECONNREFUSED, os.strerror(errno.ECONNREFUSED))

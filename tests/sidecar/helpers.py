@@ -8,17 +8,24 @@ from collections.abc import Callable
 import pytest
 
 from natroute.sidecar.appclient import AsyncAppClient
-from natroute.sidecar.node import Node
+from natroute.sidecar.engine import Engine
 from natroute.sidecar.peers import Peer
 from natroute.sidecar.service import Sidecar
 
-__all__ = ["Pump", "node", "peer_of", "wait_for"]
+__all__ = ["Pump", "node", "node_id", "peer_of", "wait_for"]
 
 
-def node(sidecar: Sidecar) -> Node:
-    """The started sidecar's Node."""
-    assert sidecar.node is not None
-    return sidecar.node
+def node_id(sidecar: Sidecar) -> int:
+    """The started sidecar's node ID."""
+    value = sidecar.engine.node_id
+    assert value is not None
+    return value
+
+
+def node(sidecar: Sidecar) -> Engine:
+    """The started sidecar's engine (its node ID is set)."""
+    assert sidecar.engine.node_id is not None
+    return sidecar.engine
 
 
 async def wait_for(predicate: Callable[[], bool], what: str, limit: float) -> None:
@@ -42,8 +49,8 @@ class Pump:
         assert b.app_addr is not None
         self.app_a = AsyncAppClient(a.app_addr)
         self.app_b = AsyncAppClient(b.app_addr)
-        self.dst = node(b).node_id
-        self.src = node(a).node_id
+        self.dst = node_id(b)
+        self.src = node_id(a)
         self.received = 0
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -80,6 +87,6 @@ class Pump:
 
 def peer_of(a: Sidecar, b: Sidecar) -> Peer:
     """a's record of b (fails the test when a does not know b)."""
-    peer = node(a).peers.get(node(b).node_id)
+    peer = node(a).peers.get(node_id(b))
     assert peer is not None, "a does not know b"
     return peer

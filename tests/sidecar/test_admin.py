@@ -7,6 +7,7 @@ handler reads the live Node exactly as the served app does.
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -21,14 +22,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from natroute.routing.cache import save_beacon_cache
 from natroute.routing.errors import UsageError
 from natroute.sidecar.admin import PeerNotFoundError, create_app, error_status
-from natroute.sidecar.node import DropReason
+from natroute.sidecar.model import DropReason
 from natroute.sidecar.peers import PathReason
 from natroute.sidecar.service import Sidecar
 from natroute.sidecar.testing import Stack, running_sidecar, running_stack
 
-from .helpers import Pump
+from .helpers import Pump, wait_for
 
-TOKEN = "t" * 20
+TOKEN = "sidecar-admin-token-0123"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
@@ -41,13 +42,13 @@ class Pair:
 
     @property
     def a_id(self) -> int:
-        assert self.a.node is not None
-        return self.a.node.node_id
+        assert self.a.engine.node_id is not None
+        return self.a.engine.node_id
 
     @property
     def b_id(self) -> int:
-        assert self.b.node is not None
-        return self.b.node.node_id
+        assert self.b.engine.node_id is not None
+        return self.b.engine.node_id
 
 
 async def exchange(src: Sidecar, dst: Sidecar) -> None:
@@ -122,7 +123,10 @@ async def test_status_and_peers_after_an_exchange(tmp_path: Path) -> None:
         peer = peers[0]
         assert peer["node_id"] == p.b_id
         assert peer["path"] == "direct"
-        assert peer["reason"] == "punched"
+        assert peer["reason"] == "checked"
+        assert peer["state"] == "online"
+        assert peer["rtt_ms"] is not None
+        assert [c["chosen"] for c in peer["candidates"]].count(True) == 1
         assert peer["relay"] is False
         assert peer["pinned"] is False
         assert peer["addr"] is not None
@@ -131,7 +135,7 @@ async def test_status_and_peers_after_an_exchange(tmp_path: Path) -> None:
         assert peer["direct_recv"] >= 1
         assert peer["last_direct_recv_age"] is not None
         assert peer["last_send_age"] is not None
-        assert peer["events"][0]["reason"] == "punched"
+        assert [e["reason"] for e in peer["events"]][:2] == ["checking", "checked"]
         assert peer["events"][0]["age"] >= 0
 
         detail = await p.admin.get(f"/v1/peers/{p.b_id}")
@@ -160,10 +164,18 @@ async def test_unknown_and_bad_peer_ids(tmp_path: Path) -> None:
         missing = await p.admin.get("/v1/peers/99999")
         assert missing.status_code == 404
         assert error(missing)["code"] == "peer_not_found"
-        for bad in ("abc", "0", "4294967296", "-3", "0xZZ"):
+        for bad in ("ABC!", "0", "4294967296", "-3", "0xZZ", "-name", "x" * 64):
             resp = await p.admin.get(f"/v1/peers/{bad}")
             assert resp.status_code == 400, bad
             assert error(resp)["code"] == "invalid_peer_id"
+        # a name: a known peer's, or the registry's answer
+        by_name = await p.admin.get("/v1/peers/b")
+        assert by_name.status_code == 200
+        assert by_name.json()["node_id"] == p.b_id
+        assert by_name.json()["name"] == "b"
+        nobody = await p.admin.get("/v1/peers/nobody")
+        assert nobody.status_code == 404
+        assert "no node named 'nobody'" in error(nobody)["message"]
         put = await p.admin.put("/v1/peers/99999/relay", json={"relay": True}, headers=AUTH)
         assert put.status_code == 404
         assert error(put)["code"] == "peer_not_found"
@@ -203,25 +215,28 @@ async def test_operator_forced_relay_and_back(tmp_path: Path) -> None:
         await exchange(p.a, p.b)
         assert p.stack.beacons[0].snapshot().relayed_packets > relayed_before
         status = (await p.admin.get("/v1/status")).json()
-        assert (status["peers_relay"], status["peers_pinned"]) == (1, 1)
+        assert (status["peers_relay"], status["peers_offline"]) == (1, 0)
 
         back = await p.admin.put(
             f"/v1/peers/{p.b_id}/relay", json={"relay": False, "pinned": False}, headers=AUTH
         )
         assert back.status_code == 200
         peer = back.json()
-        assert (peer["path"], peer["reason"]) == ("direct", "operator")
-        assert (peer["relay"], peer["pinned"]) == (False, False)
+        # the checks run again at once; an answer makes the path direct
+        await wait_for(lambda: p.a.manager.is_relay_peer(p.b_id) is False, "direct again", 5)
         await exchange(p.a, p.b)
         final = (await p.admin.get(f"/v1/peers/{p.b_id}")).json()
         assert final["path"] == "direct"
         changes = [(e["path"], e["reason"]) for e in final["events"]]
-        assert changes[:3] == [("direct", "punched"), ("relay", "operator"), ("direct", "operator")]
-        # b may still relay towards a for a moment (it saw relayed frames): a
-        # then follows it (peer_relayed) until a direct frame restores the path
-        assert changes[-1][0] == "direct"
+        assert changes == [
+            ("relay", "checking"),
+            ("direct", "checked"),
+            ("relay", "operator"),
+            ("relay", "checking"),
+            ("direct", "direct_restored"),
+        ]
         metrics = (await p.admin.get("/metrics")).text
-        assert 'natroute_sidecar_path_changes_total{reason="operator"} 2.0' in metrics
+        assert 'natroute_sidecar_path_changes_total{reason="operator"} 1.0' in metrics
 
 
 @pytest.mark.asyncio
@@ -309,7 +324,7 @@ async def test_metrics_families_without_per_peer_labels(tmp_path: Path) -> None:
             "natroute_sidecar_beacon_refresh_age_seconds",
         ):
             assert name in families, name
-        allowed = {"reason", "path", "direction", "type", "source"}
+        allowed = {"reason", "path", "direction", "type", "source", "transport"}
         for family in families.values():
             for sample in family.samples:
                 assert set(sample.labels) <= allowed, (family.name, sample.labels)
@@ -325,7 +340,7 @@ async def test_metrics_families_without_per_peer_labels(tmp_path: Path) -> None:
         assert value("natroute_sidecar_peers", path="relay") == 0
         assert value("natroute_sidecar_ready") == 1
         assert value("natroute_sidecar_nat_type", type="none") == 1
-        assert value("natroute_sidecar_path_changes", reason="punched") == 1
+        assert value("natroute_sidecar_path_changes", reason="checked") == 1
         reasons = {s.labels["reason"] for s in families["natroute_sidecar_drops"].samples}
         assert reasons == {r.value for r in DropReason}
         changes = {s.labels["reason"] for s in families["natroute_sidecar_path_changes"].samples}
@@ -340,7 +355,7 @@ async def test_metrics_families_without_per_peer_labels(tmp_path: Path) -> None:
         families = after
         assert value("natroute_sidecar_peer_packets", direction="sent") == sent
         assert value("natroute_sidecar_peers", path="direct") == 0
-        assert value("natroute_sidecar_path_changes", reason="punched") == 1
+        assert value("natroute_sidecar_path_changes", reason="checked") == 1
 
 
 @pytest.mark.asyncio
@@ -352,11 +367,10 @@ async def test_health_readiness_and_html_page(tmp_path: Path) -> None:
         assert page.status_code == 200
         assert page.headers["content-type"].startswith("text/html")
         text = page.text
-        assert f"<td>{p.b_id}</td>" in text
+        assert f'"node_id":{p.b_id},' in text  # the peer, in the first data
         assert f"natroute sidecar {p.a_id}" in text
-        assert "punched" in text
-        assert "http://" not in text  # no external assets
-        assert "https://" not in text
+        assert '"reason":"checked"' in text  # the first data, as a JSON island
+        assert not re.search(r"""(src|href)\s*=\s*["']?https?:|@import|url\(""", text)
         schema = (await p.admin.get("/openapi.json")).json()
         assert "/v1/peers/{peer_id}/relay" in schema["paths"]
         assert "HTTPBearer" in schema["components"]["securitySchemes"]
@@ -379,7 +393,7 @@ async def test_not_ready_before_start(tmp_path: Path) -> None:
                 assert (await admin.get("/v1/peers")).json() == []
                 put = await admin.put("/v1/peers/7/relay", json={"relay": True}, headers=AUTH)
                 assert put.status_code == 503
-                assert "<h1>natroute sidecar</h1>" in (await admin.get("/")).text
+                assert "<title>natroute sidecar</title>" in (await admin.get("/")).text
                 assert (await admin.get("/metrics")).status_code == 200
         finally:
             await sidecar.stop()

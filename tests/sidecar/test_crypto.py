@@ -119,6 +119,39 @@ def test_replay_window_unit() -> None:
     assert not w.check(100)
 
 
+_COUNTERS = st.one_of(
+    st.integers(0, 3000),  # near each other: shifts inside the window
+    st.integers(0, 2**64 - 1),  # anywhere: jumps far beyond it
+)
+
+
+@given(st.lists(_COUNTERS, max_size=300), st.sampled_from([8, 64, REPLAY_WINDOW]))
+def test_replay_window_model(counters: list[int], size: int) -> None:
+    """Any counter sequence: accepted once at most, exactly when inside the window,
+    and the window never holds more than ``size`` bits (memory and time stay bounded)."""
+    window = ReplayWindow(size)
+    seen: set[int] = set()
+    highest = -1
+    for counter in counters:
+        fresh = counter not in seen and (counter > highest or highest - counter < size)
+        assert window.check(counter) is fresh
+        if fresh:
+            window.accept(counter)
+            seen.add(counter)
+            highest = max(highest, counter)
+        assert window.highest == highest
+        assert window._bits.bit_length() <= size
+
+
+def test_a_huge_counter_jump_is_one_reset() -> None:
+    window = ReplayWindow()
+    window.accept(5)
+    window.accept(2**63)  # O(1): a fresh window, nothing shifted bit by bit
+    assert window._bits == 1
+    assert window.check(2**63 - 1)
+    assert not window.check(5)
+
+
 def test_old_epoch_is_refused_after_a_newer_one_authenticated() -> None:
     _, b = pair()
     old = PeerCipher(A_ID, A_KEY, B_ID, public_key(B_KEY), 3)

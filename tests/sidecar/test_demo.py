@@ -17,7 +17,7 @@ from natroute.sidecar.demo import Demo, DemoSettings, main
 from natroute.sidecar.service import Sidecar
 from natroute.sidecar.testing import Stack, running_sidecar, running_stack
 
-from .helpers import node, wait_for
+from .helpers import node_id, wait_for
 
 
 @contextlib.asynccontextmanager
@@ -67,9 +67,9 @@ async def test_demo_apps_send_to_every_peer_and_count_deliveries(tmp_path: Path)
         finally:
             stop.set()
             await asyncio.gather(*tasks)
-        assert demo_a.node_id == node(a).node_id
-        assert sorted(demo_a.peers) == sorted([node(b).node_id, node(c).node_id])
-        assert set(demo_b.received) == {node(a).node_id, node(c).node_id}
+        assert demo_a.node_id == node_id(a)
+        assert sorted(demo_a.peers) == sorted([node_id(b), node_id(c)])
+        assert set(demo_b.received) == {node_id(a), node_id(c)}
 
 
 def test_demo_main_refuses_bad_settings() -> None:

@@ -8,10 +8,12 @@ from pathlib import Path
 import pytest
 
 from natroute.sidecar.appclient import AsyncAppClient
-from natroute.sidecar.node import NatType
+from natroute.sidecar.model import NatType
 from natroute.sidecar.peers import Path as PeerPath
 from natroute.sidecar.service import Sidecar
 from natroute.sidecar.testing import running_sidecar, running_stack
+
+from .helpers import node_id
 
 
 def _app(sidecar: Sidecar) -> AsyncAppClient:
@@ -20,13 +22,11 @@ def _app(sidecar: Sidecar) -> AsyncAppClient:
 
 
 async def _exchange(a: Sidecar, b: Sidecar, payload: bytes) -> None:
-    assert a.node is not None
-    assert b.node is not None
     async with _app(a) as app_a, _app(b) as app_b:
-        await app_b.send(a.node.node_id, b"hello")  # teaches b where its app is
+        await app_b.send(node_id(a), b"hello")  # teaches b where its app is
         async with asyncio.timeout(5):
             while True:
-                await app_a.send(b.node.node_id, payload)
+                await app_a.send(node_id(b), payload)
                 try:
                     async with asyncio.timeout(0.3):
                         src, got = await app_b.recv()
@@ -34,7 +34,7 @@ async def _exchange(a: Sidecar, b: Sidecar, payload: bytes) -> None:
                     continue
                 if got == payload:
                     break
-        assert src == a.node.node_id
+        assert src == node_id(a)
 
 
 @pytest.mark.asyncio
@@ -47,9 +47,7 @@ async def test_two_sidecars_exchange_datagrams_directly(tmp_path: Path) -> None:
         assert a.nat_type is NatType.NONE
         await _exchange(a, b, b"ping-1")
         await _exchange(b, a, b"ping-2")
-        assert a.node is not None
-        assert b.node is not None
-        peer = a.node.peers.get(b.node.node_id)
+        peer = a.engine.peers.get(node_id(b))
         assert peer is not None
         assert peer.path is PeerPath.DIRECT
-        assert not a.manager.is_relay_peer(b.node.node_id)
+        assert not a.manager.is_relay_peer(node_id(b))

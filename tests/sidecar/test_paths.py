@@ -16,16 +16,18 @@ import pytest
 from natroute.beacon.testing import running_beacon
 from natroute.registry.settings import DEV_TOKEN
 from natroute.routing.refresh import ListSource
+from natroute.routing.selection import pick_beacon
 from natroute.routing.wire import PunchCommand, RelayDeliver, encode_message
 from natroute.sidecar.appclient import AsyncAppClient
 from natroute.sidecar.crypto import FRAME_MAGIC
-from natroute.sidecar.node import DropReason
+from natroute.sidecar.identity import load_or_create_identity
+from natroute.sidecar.model import DropReason
 from natroute.sidecar.peers import Path as PeerPath
 from natroute.sidecar.peers import PathReason
 from natroute.sidecar.service import Sidecar
 from natroute.sidecar.testing import Stack, running_sidecar, running_stack
 
-from .helpers import Pump, node, peer_of, wait_for
+from .helpers import Pump, node, node_id, peer_of, wait_for
 from .impair import ImpairmentProxy
 
 # Thresholds shortened 8x (blackhole 8 s → 1 s) so a partition flips in ~1.5 s.
@@ -34,7 +36,7 @@ FAST = {
     "probe_initial_interval": 0.5,
     "probe_max_interval": 1.0,
     "peer_keepalive_interval": 0.5,
-    "dial_timeout": 3.0,
+    "check_window": 3.0,
 }
 
 
@@ -47,7 +49,12 @@ async def proxied_pair(
     addrs = [await p.start() for p in proxies]
     try:
         settings = [
-            stack.sidecar_settings(name, advertise=f"{addr[0]}:{addr[1]}", **{**FAST, **overrides})
+            stack.sidecar_settings(
+                name,
+                advertise=f"{addr[0]}:{addr[1]}",
+                host_candidates=False,
+                **{**FAST, **overrides},
+            )
             for name, addr in zip(("a", "b"), addrs, strict=True)
         ]
         async with running_sidecar(settings[0]) as a, running_sidecar(settings[1]) as b:
@@ -59,8 +66,8 @@ async def proxied_pair(
             p.close()
 
 
-def path_of(a: Sidecar, b: Sidecar) -> tuple[PeerPath, PathReason] | None:
-    peer = node(a).peers.get(node(b).node_id)
+def path_of(a: Sidecar, b: Sidecar) -> tuple[PeerPath | None, PathReason] | None:
+    peer = node(a).peers.get(node_id(b))
     return None if peer is None else (peer.path, peer.reason)
 
 
@@ -71,10 +78,10 @@ async def test_partition_flips_to_relay_and_heals_back_to_direct(tmp_path: Path)
         proxied_pair(stack) as (a, b, proxies),
         Pump(a, b) as pump,
     ):
-        b_id = node(b).node_id
+        b_id = node_id(b)
         await pump.delivered(5, limit=10)
         await wait_for(lambda: peer_of(a, b).direct_recv > 0, "a direct receipt from b", 5)
-        assert path_of(a, b) == (PeerPath.DIRECT, PathReason.PUNCHED)
+        assert path_of(a, b) == (PeerPath.DIRECT, PathReason.CHECKED)
         assert not a.manager.is_relay_peer(b_id)
 
         for p in proxies:
@@ -95,7 +102,12 @@ async def test_partition_flips_to_relay_and_heals_back_to_direct(tmp_path: Path)
         assert not a.manager.is_relay_pinned(b_id)
         await pump.delivered(5, limit=10)
         reasons = [e.reason for e in peer_of(a, b).events]
-        assert reasons[:3] == [PathReason.PUNCHED, PathReason.BLACKHOLE, PathReason.DIRECT_RESTORED]
+        assert reasons[:4] == [
+            PathReason.CHECKING,
+            PathReason.CHECKED,
+            PathReason.BLACKHOLE,
+            PathReason.DIRECT_RESTORED,
+        ]
 
 
 @pytest.mark.asyncio
@@ -128,9 +140,9 @@ async def test_spoofed_beacon_messages_and_forged_frames_change_nothing(tmp_path
         async with Pump(a, b) as pump:
             await pump.delivered(3, limit=10)
         assert a.bound_addr is not None
-        b_id = node(b).node_id
+        b_id = node_id(b)
         before = a.manager.peer_routing(b_id)
-        peer_addr = node(a).peers.get(b_id).addr  # type: ignore[union-attr]
+        peer_addr = node(a).peers.get(b_id).chosen  # type: ignore[union-attr]
         victim = _udp()
         attacker = _udp()
         try:
@@ -158,7 +170,7 @@ async def test_spoofed_beacon_messages_and_forged_frames_change_nothing(tmp_path
             after = a.manager.peer_routing(b_id)
             assert after.relay == before.relay
             assert after.pinned == before.pinned
-            assert node(a).peers.get(b_id).addr == peer_addr  # type: ignore[union-attr]
+            assert node(a).peers.get(b_id).chosen == peer_addr  # type: ignore[union-attr]
             assert after.last_direct_recv is not None
             assert before.last_direct_recv is not None
         finally:
@@ -171,7 +183,7 @@ async def test_cold_start_with_registry_down_uses_the_beacon_cache(tmp_path: Pat
     async with running_stack(tmp_path, advertise_host="localhost") as stack:
         settings = stack.sidecar_settings("a", beacons="")
         async with running_sidecar(settings) as a:
-            first_id = node(a).node_id
+            first_id = node_id(a)
             assert a.last_refresh is not None
             assert a.last_refresh.source is ListSource.REGISTRY
             beacon = a.selection.get_current_pick()
@@ -179,7 +191,7 @@ async def test_cold_start_with_registry_down_uses_the_beacon_cache(tmp_path: Pat
         assert (tmp_path / "a" / "beacons.json").exists()
         down = settings.model_copy(update={"registry_url": "http://127.0.0.1:9"})
         async with running_sidecar(down) as cold:
-            assert node(cold).node_id == first_id
+            assert node_id(cold) == first_id
             assert not cold.registered
             assert cold.last_refresh is not None
             assert cold.last_refresh.source is ListSource.CACHE
@@ -196,49 +208,95 @@ async def test_relay_only_node_is_relayed_from_the_first_datagram(tmp_path: Path
         Pump(a, s) as pump,
     ):
         await pump.delivered(3, limit=10)
-        assert path_of(a, s) == (PeerPath.RELAY, PathReason.RELAY_ONLY)
-        assert a.manager.is_relay_pinned(node(s).node_id)
+        assert path_of(a, s) is not None
+        assert path_of(a, s)[0] is PeerPath.RELAY  # type: ignore[index]
+        assert a.manager.is_relay_pinned(node_id(s))
         assert peer_of(a, s).direct_recv == 0
         assert peer_of(s, a).relay_recv > 0
-        assert [e.reason for e in peer_of(a, s).events] == [PathReason.RELAY_ONLY]
+        await wait_for(
+            lambda: path_of(a, s) == (PeerPath.RELAY, PathReason.RELAY_ONLY),
+            "a's checks of s to end",
+            10,
+        )
+        assert [e.reason for e in peer_of(a, s).events] == [
+            PathReason.NO_CANDIDATES,
+            PathReason.RELAY_ONLY,
+        ]
+        assert not peer_of(a, s).candidates  # a relay-only node publishes no address
+        assert peer_of(s, a).path is PeerPath.RELAY
+        assert peer_of(s, a).reason is PathReason.FORCED_RELAY
 
 
 @pytest.mark.asyncio
-async def test_icmp_unreachable_is_charged_to_the_peer_it_concerns(tmp_path: Path) -> None:
-    """IP_RECVERR attributes port-unreachable errors by destination (spec §10 D20)."""
+async def test_icmp_unreachable_is_charged_to_the_address_it_concerns(tmp_path: Path) -> None:
+    """IP_RECVERR attributes port-unreachable errors by destination (docs/decisions.md D20)."""
     closed = _udp()
     dead_addr = closed.getsockname()
     closed.close()  # nothing listens there now: the kernel answers ICMP port unreachable
     async with (
         running_stack(tmp_path) as stack,
-        running_sidecar(stack.sidecar_settings("a", dial_timeout=30.0)) as a,
+        running_sidecar(stack.sidecar_settings("a", check_window=30.0)) as a,
         running_sidecar(stack.sidecar_settings("b")) as b,
         running_sidecar(
-            stack.sidecar_settings("dead", advertise=f"{dead_addr[0]}:{dead_addr[1]}")
+            stack.sidecar_settings(
+                "dead", advertise=f"{dead_addr[0]}:{dead_addr[1]}", host_candidates=False
+            )
         ) as dead,
     ):
-        dead_id = node(dead).node_id
+        dead_id = node_id(dead)
         await dead.stop()  # keep its registration, silence its socket
         async with Pump(a, b) as good:
             await good.delivered(3, limit=10)
             app = AsyncAppClient(a.app_addr or ("", 0))
             try:
-                for _ in range(20):
-                    await app.send(dead_id, b"anyone there?")
-                    await asyncio.sleep(0.05)
-                    if a.manager.is_relay_peer(dead_id):
-                        break
+                await app.send(dead_id, b"anyone there?")
+                await wait_for(
+                    lambda: any(
+                        c.failed_at is not None
+                        for c in getattr(node(a).peers.get(dead_id), "candidates", {}).values()
+                    ),
+                    "the dead candidate to be marked failed",
+                    5,
+                )
             finally:
                 app.sock.close()
-            assert path_of_id(a, dead_id) == (PeerPath.RELAY, PathReason.ICMP_UNREACHABLE)
-            assert a.manager.is_relay_pinned(dead_id)
+            assert path_of_id(a, dead_id) == (PeerPath.RELAY, PathReason.CHECKING)
+            assert a.icmp_errors_attributed > 0
             # the healthy peer was never charged for the dead peer's errors
-            assert a.manager.send_err_count(node(b).node_id) == 0
-            assert not a.manager.is_relay_peer(node(b).node_id)
+            assert a.manager.send_err_count(node_id(b)) == 0
+            assert not a.manager.is_relay_peer(node_id(b))
             await good.delivered(3, limit=10)
 
 
-def path_of_id(a: Sidecar, node_id: int) -> tuple[PeerPath, PathReason] | None:
+@pytest.mark.asyncio
+async def test_icmp_unreachable_moves_a_direct_peer_to_the_relay(tmp_path: Path) -> None:
+    async with (
+        running_stack(tmp_path) as stack,
+        running_sidecar(stack.sidecar_settings("a", **FAST)) as a,
+    ):
+        b = Sidecar(stack.sidecar_settings("b", **FAST))
+        await b.start()
+        try:
+            async with Pump(a, b) as pump:
+                await pump.delivered(3, limit=10)
+                await wait_for(
+                    lambda: path_of(a, b) == (PeerPath.DIRECT, PathReason.CHECKED),
+                    "a direct path",
+                    10,
+                )
+                b_id = node_id(b)
+                await b.stop()  # its socket closes: a's sends now draw port unreachable
+                await wait_for(
+                    lambda: path_of_id(a, b_id) == (PeerPath.RELAY, PathReason.ICMP_UNREACHABLE),
+                    "a to move b to the relay on ICMP errors",
+                    10,
+                )
+                assert a.manager.is_relay_pinned(b_id)
+        finally:
+            await b.stop()
+
+
+def path_of_id(a: Sidecar, node_id: int) -> tuple[PeerPath | None, PathReason] | None:
     peer = node(a).peers.get(node_id)
     return None if peer is None else (peer.path, peer.reason)
 
@@ -277,3 +335,26 @@ async def test_dead_beacon_fails_over_and_relayed_pair_recovers(tmp_path: Path) 
             assert first not in a.health.quarantine
             assert a.selection.get_current_pick() == first  # the hash pick is back
             await pump.delivered(3, limit=10)
+
+
+@pytest.mark.asyncio
+async def test_an_unusable_beacon_is_skipped_and_named(tmp_path: Path) -> None:
+    """Issue 13: a bad bootstrap entry the hash picks never leaves the node beaconless."""
+    bad = "beacon.invalid:9001"
+    async with running_stack(tmp_path, advertise_host="localhost") as stack:
+        good = f"localhost:{stack.beacons[0].udp_addr[1]}"
+        merged = sorted([bad, good])
+        identity = tmp_path / "a" / "identity.json"
+
+        def unlucky_identity() -> None:
+            while True:  # an identity whose hash pick is the bad entry
+                key = load_or_create_identity(str(identity)).ed25519_public
+                if pick_beacon(merged, key) == bad:
+                    return
+                identity.unlink()
+
+        await asyncio.to_thread(unlucky_identity)
+        async with running_sidecar(stack.sidecar_settings("a", beacons=bad)) as a:
+            assert a.selection.get_current_pick() == good
+            assert bad in a.health.quarantine
+            assert a.ready

@@ -1,4 +1,4 @@
-"""Status snapshots and the metrics tally against a real Node and Manager on a fake clock."""
+"""Status snapshots and the metrics tally against real engines on the in-memory internet."""
 
 from __future__ import annotations
 
@@ -8,17 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from prometheus_client import generate_latest
 
 from natroute.routing.cache import save_beacon_cache
-from natroute.routing.manager import Manager
-from natroute.routing.types import Addr
-from natroute.sidecar.crypto import PeerCipher
-from natroute.sidecar.frames import InnerType
 from natroute.sidecar.metrics import SidecarMetrics
-from natroute.sidecar.node import DropReason, Node, PeerInfo
+from natroute.sidecar.model import DropReason, NodeConfig
 from natroute.sidecar.peers import PathReason
 from natroute.sidecar.service import Sidecar
 from natroute.sidecar.settings import Settings
@@ -30,62 +24,17 @@ from natroute.sidecar.status import (
     format_age,
     read_cache_age,
 )
-from tests.routing.fakes import FakeClock, RecordingSender
+from tests.routing.fakes import FakeClock
 
-PEER = 2
-PEER_ADDR: Addr = ("127.0.0.1", 5000)
-
-
-class RecordingIO:
-    """The Node's shell callbacks, recorded."""
-
-    def __init__(self) -> None:
-        self.delivered: list[tuple[int, bytes]] = []
-        self.resolves: list[int] = []
-
-    def deliver(self, src: int, payload: bytes) -> None:
-        self.delivered.append((src, payload))
-
-    def resolve(self, node_id: int) -> None:
-        self.resolves.append(node_id)
-
-    def endpoint_observed(self, addr: Addr) -> None:
-        pass
+from .fakenet import FakeNet, Host
 
 
-def _public(key: X25519PrivateKey) -> bytes:
-    return key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-
-
-NODE_KEY = X25519PrivateKey.from_private_bytes(bytes(range(32)))
-PEER_KEY = X25519PrivateKey.from_private_bytes(bytes(range(32, 64)))
-
-
-def make_node(clock: FakeClock) -> tuple[Node, Manager, RecordingSender]:
-    manager = Manager(clock)
-    node = Node(manager, RecordingIO(), 1, NODE_KEY, epoch=1, clock=clock)
-    sender = RecordingSender()
-    node.set_socket(sender)
-    return node, manager, sender
-
-
-def resolve(node: Node, peer: int = PEER, *, relay_only: bool = False) -> None:
-    """The registry answers; a direct peer then answers our dial (ends the hold)."""
-    endpoint = None if relay_only else PEER_ADDR
-    node.on_resolved(PeerInfo(peer, endpoint, relay_only, _public(PEER_KEY)))
-    if not relay_only:
-        _answers[peer] = _answers.get(peer, 0) + 1
-        cipher = PeerCipher(peer, PEER_KEY, node.node_id, _public(NODE_KEY), _answers[peer])
-        node.datagram_received(cipher.seal(bytes([InnerType.KEEPALIVE])), PEER_ADDR)
-
-
-_answers: dict[int, int] = {}  # epochs used per peer, so every answer is fresh
-
-
-def snapshot(node: Node, manager: Manager, clock: FakeClock, peer: int = PEER) -> PeerStatus:
-    record = node.peers.get(peer)
+def snapshot(net: FakeNet, a: Host, b: Host) -> PeerStatus:
+    record = a.engine.peers.get(b.node_id)
     assert record is not None
-    return build_peer_status(record, manager.peer_routing(peer), clock())
+    return build_peer_status(
+        record, a.manager.peer_routing(b.node_id), net.clock(), a.engine.config.offline_after
+    )
 
 
 @pytest.mark.parametrize(
@@ -121,47 +70,63 @@ def test_read_cache_age(tmp_path: Path) -> None:
     assert broken.error.startswith("parse beacon cache")
 
 
-def test_peer_status_ages_flags_and_events() -> None:
-    clock = FakeClock()
-    node, manager, sender = make_node(clock)
-    resolve(node)
-    clock.advance(3.0)
-    first = snapshot(node, manager, clock)
-    assert (first.node_id, first.path, first.reason) == (PEER, "direct", "punched")
-    assert (first.relay, first.pinned, first.relay_only) == (False, False, False)
-    assert first.addr == "127.0.0.1:5000"
+def test_peer_status_ages_flags_candidates_and_events() -> None:
+    net = FakeNet(node_config=NodeConfig(keepalive_interval=5.0, offline_after=20.0))
+    a = net.host("a")
+    b = net.host("b")
+    assert snapshot(net, a, b) if a.engine.peers.get(b.node_id) else True
+    net.app_send(a, b, b"hello")
+    net.clock.advance(3.0)
+    first = snapshot(net, a, b)
+    assert (first.node_id, first.name, first.path, first.reason) == (
+        b.node_id,
+        "b",
+        "direct",
+        "checked",
+    )
+    assert (first.relay, first.pinned, first.relay_only, first.state) == (
+        False,
+        False,
+        False,
+        "online",
+    )
+    assert first.addr == f"{b.inside[0]}:{b.inside[1]}"
     assert first.known_for == 3.0
-    assert first.last_direct_recv_age == 3.0  # the peer answered the dial at once
-    assert first.last_send_age == 3.0  # our keepalive answer to it
-    assert first.probes_sent == manager.config.direct_clears_required
-    assert [(e.path, e.reason, e.age) for e in first.events] == [("direct", "punched", 3.0)]
+    assert first.rtt_ms is not None
+    assert first.last_heard_age == 3.0
+    assert [(c.kind, c.chosen) for c in first.candidates] == [("host", True)]
+    assert [(e.path, e.reason) for e in first.events] == [
+        ("relay", "checking"),
+        ("direct", "checked"),
+    ]
 
-    node.send_app(PEER, b"payload")
-    clock.advance(2.0)
-    sent = snapshot(node, manager, clock)
-    assert sent.pkts_sent == 2  # the keepalive answer and the payload
-    assert sent.bytes_sent == sum(len(d) for d, _ in sender.sent[-2:])
-    assert sent.last_send_age == 2.0
-    assert sent.last_used_age == 2.0
-
-    assert node.set_relay(PEER, True, True)
-    forced = snapshot(node, manager, clock)
+    assert a.engine.set_relay(b.node_id, True, True, net.clock())
+    forced = snapshot(net, a, b)
     assert (forced.path, forced.reason, forced.relay, forced.pinned) == (
         "relay",
         "operator",
         True,
         True,
     )
+    assert forced.addr is None
     assert forced.events[-1].detail == "pinned"
     assert forced.events[-1].age == 0.0
-    assert first.events[0].reason == "punched"  # an earlier snapshot does not move
+    assert first.events[-1].reason == "checked"  # an earlier snapshot does not move
+
+    net.block(a, b)
+    b.open = False
+    net.clock.advance(25.0)
+    silent = snapshot(net, a, b)
+    assert silent.state == "offline"
 
 
-def test_relay_only_peer_is_pinned_in_its_status() -> None:
-    clock = FakeClock()
-    node, manager, _ = make_node(clock)
-    resolve(node, 3, relay_only=True)
-    status = snapshot(node, manager, clock, 3)
+def test_a_relay_only_peer_shows_why_it_is_relayed() -> None:
+    net = FakeNet()
+    a = net.host("a")
+    hidden = net.host("hidden", node_config=NodeConfig(force_relay=True), relay_only=True)
+    net.app_send(a, hidden, b"x")
+    net.advance(6.0)
+    status = snapshot(net, a, hidden)
     assert (status.path, status.reason, status.relay, status.pinned) == (
         "relay",
         "relay_only",
@@ -170,6 +135,8 @@ def test_relay_only_peer_is_pinned_in_its_status() -> None:
     )
     assert status.addr is None
     assert status.relay_only is True
+    assert status.candidates == ()
+    assert status.relay_rtt_ms is not None  # the relay keepalive probes measured it
 
 
 def test_metrics_outside_a_render_are_empty() -> None:
@@ -177,25 +144,23 @@ def test_metrics_outside_a_render_are_empty() -> None:
 
 
 def test_counters_count_each_path_change_once_and_keep_traffic_of_removed_peers() -> None:
-    clock = FakeClock()
-    node, _, _ = make_node(clock)
-    resolve(node)
-    node.send_app(PEER, b"x" * 10)
-    assert node.path_changes == {PathReason.PUNCHED: 1}
-    first = node.traffic_totals()
-    assert first[0] == 2  # the keepalive answer to the dial's answer, and the payload
-    node.set_relay(PEER, True, False)  # same instant as the punch event
-    node.set_relay(PEER, False, False)
-    assert node.path_changes == {PathReason.PUNCHED: 1, PathReason.OPERATOR: 2}
+    net = FakeNet()
+    a = net.host("a")
+    b = net.host("b")
+    net.app_send(a, b, b"x" * 10)
+    assert a.engine.path_changes == {PathReason.CHECKING: 1, PathReason.CHECKED: 1}
+    first = a.engine.traffic_totals()
+    assert first[0] >= 1
+    a.engine.set_relay(b.node_id, True, False, net.clock())
+    assert a.engine.path_changes[PathReason.OPERATOR] == 1
 
-    assert node.remove_peer(PEER)
-    assert node.traffic_totals() == first  # counters never go down
+    assert a.engine.remove_peer(b.node_id)
+    assert a.engine.traffic_totals() == first  # counters never go down
 
-    clock.advance(1.0)
-    resolve(node)  # the same node ID again: a new record, counted afresh
-    node.send_app(PEER, b"y")
-    assert node.path_changes == {PathReason.PUNCHED: 2, PathReason.OPERATOR: 2}
-    assert node.traffic_totals()[0] == first[0] + 2
+    net.clock.advance(1.0)
+    net.app_send(a, b, b"y")  # the same node ID again: a new record, counted afresh
+    assert a.engine.path_changes[PathReason.CHECKING] == 2
+    assert a.engine.traffic_totals()[0] > first[0]
 
 
 @pytest.mark.asyncio

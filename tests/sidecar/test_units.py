@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from pydantic import ValidationError
 
 from natroute.routing.errors import DiscoveryError
@@ -23,13 +22,10 @@ from natroute.routing.selection import BeaconSelectionState, compute_refresh_dec
 from natroute.routing.types import Addr
 from natroute.sidecar.appclient import AppClient, AsyncAppClient, decode_app, encode_app
 from natroute.sidecar.beacons import BeaconHealth, QuarantineLister, probe_alive
-from natroute.sidecar.crypto import PeerCipher
-from natroute.sidecar.frames import PROBE_LEN, InnerType, decode_inner, encode_probe
-from natroute.sidecar.peers import Path, PathReason, Peer, PeerTable
 from natroute.sidecar.settings import Settings, build_settings
 from natroute.sidecar.udp import AppEndpoint, DatagramPump, PeerSocket, bind_udp
 
-from .fakenet import FakeClock, public_key
+from .fakenet import FakeClock
 
 # -- udp: PeerSocket and ICMP attribution -------------------------------------------
 
@@ -157,8 +153,8 @@ def test_datagram_pump_feeds_datagrams_errors_and_survives_callback_bugs() -> No
 # -- udp: AppEndpoint and the data-plane clients ---------------------------------
 
 
-async def app_endpoint(on_send: Any, deliver_to: Addr | None) -> AppEndpoint:
-    app = AppEndpoint(bind_udp("127.0.0.1:0"), on_send, deliver_to)
+async def app_endpoint(on_send: Any, deliver_to: Addr | None, **kwargs: Any) -> AppEndpoint:
+    app = AppEndpoint(bind_udp("127.0.0.1:0"), on_send, deliver_to, **kwargs)
     app.start()
     return app
 
@@ -221,6 +217,42 @@ async def test_app_endpoint_fixed_delivery_address_and_send_failures() -> None:
                     app.recv(timeout=0.01)  # the app's own address is not used
         finally:
             proto.close()
+
+
+@pytest.mark.asyncio
+async def test_app_endpoint_keeps_its_application_while_it_lives() -> None:
+    """A second local socket never takes the deliveries while the first one is bound."""
+    clock = FakeClock()
+    gone: set[Addr] = set()
+    sent: list[tuple[int, bytes]] = []
+    own: set[Addr] = set()
+    proto = await app_endpoint(
+        lambda d, p: sent.append((d, p)),
+        None,
+        is_self=own.__contains__,
+        clock=clock,
+        port_free=gone.__contains__,
+    )
+    try:
+        app = ("127.0.0.1", 40001)
+        other = ("127.0.0.1", 40002)
+        proto._received(encode_app(1, b"a"), app)
+        assert proto.deliver_to == app
+        proto._received(encode_app(1, b"b"), other)
+        assert proto.deliver_to == app  # the application still holds its port
+        assert (proto.foreign_sources, proto.target_changes) == (1, 0)
+        assert sent == [(1, b"a"), (1, b"b")]  # sending stays open to local sockets
+        gone.add(app)  # the application closed its socket
+        clock.advance(1.0)
+        proto.deliver(7, b"x")  # the contender takes over on the next delivery
+        assert proto.deliver_to == other
+        assert proto.target_changes == 1
+        own.add(("127.0.0.1", 40003))
+        proto._received(encode_app(1, b"c"), ("127.0.0.1", 40003))
+        assert proto.dropped_self == 1  # our own sockets are never an application
+        assert sent[-1] == (1, b"b")
+    finally:
+        proto.close()
 
 
 def test_app_wire_format() -> None:
@@ -343,13 +375,18 @@ def test_probe_alive() -> None:
 
 def test_settings_defaults_and_derived_configs() -> None:
     s = Settings.model_validate(
-        {"blackhole_threshold": 2.0, "dial_timeout": 1.5, "max_relay_peers": 7}
+        {"blackhole_threshold": 2.0, "check_window": 1.5, "max_relay_peers": 7}
     )
     assert s.listen == "0.0.0.0:4000"
     m = s.manager_config()
     assert (m.blackhole_threshold, m.max_relay_peers) == (2.0, 7)
     n = s.node_config()
-    assert (n.dial_timeout, n.max_peers) == (1.5, 4096)
+    assert (n.check_window, n.max_peers) == (1.5, 4096)
+    assert not n.allow_loopback  # 0.0.0.0: a real network
+    assert not n.force_relay
+    loopback = Settings.model_validate({"listen": "127.0.0.1:0", "relay_only": True})
+    assert loopback.node_config().allow_loopback
+    assert loopback.node_config().force_relay
 
 
 @pytest.mark.parametrize(
@@ -396,80 +433,3 @@ def test_build_settings_flags_override_env(monkeypatch: pytest.MonkeyPatch) -> N
     assert s.nat_detect is True
     assert build_settings([]).blackhole_threshold == 5.0
     assert build_settings([]).relay_only is None
-
-
-# -- peers and frames -------------------------------------------------------------------
-
-
-def make_peer(node_id: int, addr: Addr | None) -> Peer:
-    key = X25519PrivateKey.from_private_bytes(b"\x05" * 32)
-    other = public_key(X25519PrivateKey.from_private_bytes(b"\x06" * 32))
-    return Peer(node_id, PeerCipher(1, key, node_id, other, 1), addr, False, 0.0)
-
-
-def test_peer_table_indexes_by_id_and_address() -> None:
-    table = PeerTable(max_peers=2)
-    a = make_peer(10, ("198.51.100.1", 1))
-    b = make_peer(11, None)
-    assert table.add(a)
-    assert table.add(b)
-    assert not table.add(make_peer(12, None))  # full
-    assert len(table) == 2
-    assert table.by_addr(("198.51.100.1", 1)) is a
-    assert table.by_addr(("198.51.100.9", 9)) is None
-    table.set_addr(b, ("198.51.100.2", 2))
-    table.set_addr(b, ("198.51.100.2", 2))  # unchanged
-    assert table.by_addr(("198.51.100.2", 2)) is b
-    # b moves onto a's address: a loses it in the index but keeps its own field
-    table.set_addr(b, ("198.51.100.1", 1))
-    assert table.by_addr(("198.51.100.1", 1)) is b
-    assert table.by_addr(("198.51.100.2", 2)) is None
-    table.set_addr(a, None)
-    assert table.by_addr(("198.51.100.1", 1)) is b  # not a's to remove
-    replacement = make_peer(11, ("198.51.100.3", 3))
-    assert table.add(replacement)  # same ID: replaced even when full
-    assert table.get(11) is replacement
-    assert table.by_addr(("198.51.100.3", 3)) is replacement
-    assert [p.node_id for p in table.values()] == [10, 11]
-    assert table.remove(11) is replacement
-    assert table.by_addr(("198.51.100.3", 3)) is None
-    assert table.remove(11) is None
-    assert table.remove(10) is a
-
-
-def test_peer_table_remove_keeps_an_address_another_peer_took() -> None:
-    table = PeerTable(max_peers=4)
-    a = make_peer(1, ("198.51.100.1", 1))
-    b = make_peer(2, None)
-    table.add(a)
-    table.add(b)
-    table.set_addr(b, ("198.51.100.1", 1))
-    table.remove(1)
-    assert table.by_addr(("198.51.100.1", 1)) is b
-    stale = make_peer(9, ("198.51.100.7", 7))
-    table.add(stale)
-    table.add(make_peer(9, None))
-    assert table.by_addr(("198.51.100.7", 7)) is None
-
-
-def test_peer_records_bounded_history() -> None:
-    p = make_peer(1, None)
-    for i in range(40):
-        p.record(float(i), Path.RELAY if i % 2 else Path.DIRECT, PathReason.OPERATOR, str(i))
-    assert len(p.events) == 32
-    assert p.events[0].at == 8.0
-    assert (p.path, p.reason) == (Path.RELAY, PathReason.OPERATOR)
-
-
-def test_inner_frames() -> None:
-    probe = encode_probe(InnerType.PROBE, 0x0102030405060708)
-    assert len(probe) == PROBE_LEN
-    assert decode_inner(probe) == (InnerType.PROBE, bytes(range(1, 9)))
-    assert decode_inner(encode_probe(InnerType.PROBE_ACK, 1)) == (
-        InnerType.PROBE_ACK,
-        (1).to_bytes(8, "big"),
-    )
-    assert decode_inner(b"\x01payload") == (InnerType.DATA, b"payload")
-    assert decode_inner(b"\x02") == (InnerType.KEEPALIVE, b"")
-    for bad in (b"", b"\x00", b"\x05", probe[:-1], probe + b"x", b"\x04"):
-        assert decode_inner(bad) is None

@@ -1,15 +1,40 @@
-"""Helpers shared by the service shells: structured logging and run helpers."""
+"""Helpers shared by the service shells: structured logging, run helpers, rate limits.
+
+Names are loaded on first use (PEP 562), so a service that imports one
+helper does not pay for the others (uvicorn, in particular, is only loaded
+by what serves HTTP).
+"""
 
 from __future__ import annotations
 
-from .logging import JsonFormatter, configure_logging
-from .run import EmbeddedHttpServer, bind_tcp, run, wait_for_signal
+import importlib
+from typing import Any
 
 __all__ = [
     "EmbeddedHttpServer",
     "JsonFormatter",
+    "RateLimit",
+    "TokenBuckets",
     "bind_tcp",
     "configure_logging",
     "run",
     "wait_for_signal",
 ]
+
+_HOME = {
+    "EmbeddedHttpServer": "run",
+    "JsonFormatter": "logging",
+    "RateLimit": "ratelimit",
+    "TokenBuckets": "ratelimit",
+    "bind_tcp": "run",
+    "configure_logging": "logging",
+    "run": "run",
+    "wait_for_signal": "run",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOME.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{home}"), name)

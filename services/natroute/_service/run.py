@@ -89,10 +89,17 @@ class _Server(uvicorn.Server):
 
 
 class EmbeddedHttpServer:
-    """An ASGI app served by uvicorn on the running event loop."""
+    """An ASGI app served by uvicorn on the running event loop.
 
-    def __init__(self, app: Any) -> None:
+    WebSocket routes run on uvicorn's sans-I/O ``websockets`` protocol.
+    ``options`` are further ``uvicorn.Config`` arguments (e.g.
+    ``ssl_certfile``/``ssl_keyfile`` for TLS, ``ws_ping_interval``,
+    ``ws_max_size``).
+    """
+
+    def __init__(self, app: Any, **options: Any) -> None:
         self._app = app
+        self._options = options
         self._server: _Server | None = None
         self._task: asyncio.Task[None] | None = None
         self.addr: Addr | None = None
@@ -107,7 +114,14 @@ class EmbeddedHttpServer:
         name = sock.getsockname()
         self.addr = (str(name[0]), int(name[1]))
         config = uvicorn.Config(
-            self._app, log_config=None, lifespan="off", access_log=False, http="h11"
+            self._app,
+            log_config=None,
+            lifespan="off",
+            access_log=False,
+            http="h11",
+            ws="websockets-sansio",
+            ws_per_message_deflate=False,
+            **self._options,
         )
         server = self._server = _Server(config)
         task = self._task = asyncio.create_task(server.serve(sockets=[sock]))

@@ -2,15 +2,134 @@
 
 from __future__ import annotations
 
+import re
+from typing import Final
+
+from pydantic import ValidationError
+
 from natroute.routing.addr import split_host_port
 
-__all__ = ["LOG_LEVELS", "check_host_port", "check_http_url", "check_log_level"]
+__all__ = [
+    "LOG_LEVELS",
+    "MIN_TOKEN_LEN",
+    "WeakTokenError",
+    "check_host_port",
+    "check_http_url",
+    "check_log_level",
+    "check_secret_token",
+    "describe_settings_error",
+]
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+#: Shortest secret token a service accepts as a server (outside dev mode).
+MIN_TOKEN_LEN: Final = 16
+#: Fewest distinct characters a token may use ("abababab…" is no secret).
+_MIN_DISTINCT: Final = 5
+# Words that mark a token someone forgot to replace, alone or repeated
+# ("changemechangeme"), compared without case and separators.
+_PLACEHOLDER_WORDS: Final = (
+    "changeme",
+    "replaceme",
+    "password",
+    "passwd",
+    "secret",
+    "token",
+    "natroute",
+    "admin",
+    "default",
+    "example",
+    "test",
+    "dev",
+    "letmein",
+    "qwerty",
+    "1234567890",
+    "0123456789",
+)
+_PLACEHOLDER: Final = re.compile("(?:" + "|".join(_PLACEHOLDER_WORDS) + ")+")
+_PLACEHOLDER_PREFIXES: Final = ("changeme", "replaceme", "your", "placeholder", "insert")
+_SEPARATORS: Final = re.compile(r"[\s_.\-]+")
+
+
+class WeakTokenError(ValueError):
+    """A secret token fails the strength rules; the message names the setting."""
+
+
+def check_secret_token(
+    value: str, *, env: str, flag: str, allow_empty: bool = False, hint: str = ""
+) -> str:
+    """The strength rules for a token a service accepts as a server.
+
+    The token is stripped of surrounding white space, then must be at least
+    :data:`MIN_TOKEN_LEN` characters, use at least five distinct characters
+    (so not ``aaaaaaaaaaaaaaaa`` or 16 spaces or ``0000000000000000``) and not
+    be a known placeholder (``changeme``, ``changemechangeme``,
+    ``your-token-here``, ``password``…). Services call it outside their dev
+    mode only.
+
+    Args:
+        value: the configured token.
+        env: its environment variable, e.g. ``NATROUTE_REGISTRY_TOKEN``.
+        flag: its command-line flag, e.g. ``--token``.
+        allow_empty: an empty token is accepted (the feature is then off).
+        hint: appended to the message (e.g. how to run without a token).
+
+    Returns:
+        The stripped token.
+
+    Raises:
+        WeakTokenError: the token breaks a rule; the message names ``env``
+            and ``flag`` and says which rule.
+    """
+    token = value.strip()
+    if not token:
+        if allow_empty:
+            return ""
+        problem = "is only white space" if value else "is empty"
+    elif len(token) < MIN_TOKEN_LEN:
+        problem = f"is shorter than {MIN_TOKEN_LEN} characters"
+    elif len(set(token)) < _MIN_DISTINCT:
+        problem = f"uses fewer than {_MIN_DISTINCT} distinct characters"
+    elif _is_placeholder(token):
+        problem = "is a well-known placeholder"
+    else:
+        return token
+    tail = f"; {hint}" if hint else ""
+    raise WeakTokenError(
+        f"{env} ({flag}) {problem}: use a random secret of at least {MIN_TOKEN_LEN} "
+        f"characters, e.g. `openssl rand -hex 20`{tail}"
+    )
+
+
+def _is_placeholder(token: str) -> bool:
+    compact = _SEPARATORS.sub("", token.lower())
+    return _PLACEHOLDER.fullmatch(compact) is not None or compact.startswith(_PLACEHOLDER_PREFIXES)
+
+
+def describe_settings_error(exc: ValidationError, env_prefix: str) -> str:
+    """One line per invalid setting, naming its flag and environment variable.
+
+    Args:
+        exc: pydantic's error for a service's Settings.
+        env_prefix: the service's prefix, e.g. ``NATROUTE_SIDECAR_``.
+    """
+    lines = []
+    for err in exc.errors():
+        loc = err.get("loc") or ("?",)
+        field = str(loc[0])
+        flag = "--" + field.replace("_", "-")
+        message = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        shown = err.get("input")
+        got = "" if isinstance(shown, dict) or shown is None else f" (got {str(shown)[:80]!r})"
+        lines.append(f"{flag} / {env_prefix}{field.upper()}: {message}{got}")
+    return "\n".join(lines)
 
 
 def check_host_port(value: str) -> str:
     """``host:port`` or ``[v6]:port`` with a non-empty host; returned unchanged.
+
+    A syntax check only (any host text, a wildcard bind address included), for
+    listen and peer settings; the registry's wire models have stricter rules of
+    their own (IP literals for node addresses).
 
     Raises:
         ValueError: no port, a bad port, or an empty host.

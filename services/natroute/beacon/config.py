@@ -10,9 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
+from natroute._service.ratelimit import RateLimit
+
 __all__ = [
     "DEFAULT_GOSSIP_INTERVAL",
     "DEFAULT_NODE_CAP",
+    "DEFAULT_NODE_QUOTA_HOST",
+    "DEFAULT_NODE_QUOTA_NET",
     "DEFAULT_NODE_TTL",
     "DEFAULT_REGISTER_INTERVAL",
     "DEFAULT_SWEEP_INTERVAL",
@@ -28,6 +32,10 @@ DEFAULT_NODE_TTL: Final = 600.0
 DEFAULT_SWEEP_INTERVAL: Final = 60.0
 #: Node table cap (spec §2 "beacon node cap").
 DEFAULT_NODE_CAP: Final = 500_000
+#: Node entries per IPv4 address or IPv6 /64 (beacon README "Node table").
+DEFAULT_NODE_QUOTA_HOST: Final = 256
+#: Node entries per IPv4 /24 or IPv6 /48.
+DEFAULT_NODE_QUOTA_NET: Final = 2048
 #: Period of Sync gossip to each peer beacon (spec §2, §3.10).
 DEFAULT_GOSSIP_INTERVAL: Final = 10.0
 #: Period of registration with the registry (spec §2, §4.2).
@@ -40,22 +48,6 @@ MAX_SYNC_IDS_PER_DATAGRAM: Final = 16_000
 
 
 @dataclass(frozen=True, slots=True)
-class RateLimit:
-    """A token bucket shape: ``rate`` tokens per second, at most ``burst`` saved.
-
-    A rate of 0 or less disables the limit.
-    """
-
-    rate: float
-    burst: float
-
-    @property
-    def enabled(self) -> bool:
-        """True when the limit is enforced."""
-        return self.rate > 0
-
-
-@dataclass(frozen=True, slots=True)
 class BeaconConfig:
     """Everything the core decides with, besides the datagrams and ``now``.
 
@@ -63,7 +55,14 @@ class BeaconConfig:
         beacon_id: this beacon's ID (u32, non-zero), sent in Sync (spec §3.10).
         strict: enforce sender/ownership checks (spec §10 D15); off = upstream.
         node_ttl: idle time after which a node entry expires.
-        node_cap: most node entries held; a new node at the cap is dropped.
+        node_cap: most node entries held; at the cap a new signed node evicts
+            the least recently seen unsigned entry, any other new node is dropped.
+        node_quota_host: most node entries per source IPv4 address or IPv6 /64
+            (0: no quota).
+        node_quota_net: most node entries per source IPv4 /24 or IPv6 /48
+            (0: no quota).
+        require_signature: strict mode only: an unsigned Discover or
+            PunchRequest never records a new node (it is still answered).
         gossip_ttl: a gossip entry not refreshed for this long expires (D27).
         gossip_cap: most gossip entries held.
         handoff_after: a local node entry not refreshed for this long yields to a
@@ -84,6 +83,9 @@ class BeaconConfig:
     strict: bool = True
     node_ttl: float = DEFAULT_NODE_TTL
     node_cap: int = DEFAULT_NODE_CAP
+    node_quota_host: int = DEFAULT_NODE_QUOTA_HOST
+    node_quota_net: int = DEFAULT_NODE_QUOTA_NET
+    require_signature: bool = False
     gossip_ttl: float = 3 * DEFAULT_GOSSIP_INTERVAL
     gossip_cap: int = DEFAULT_NODE_CAP
     handoff_after: float = 60.0
@@ -103,6 +105,8 @@ class BeaconConfig:
             raise ValueError("node_ttl, gossip_ttl and handoff_after must be positive")
         if self.node_cap < 1 or self.gossip_cap < 1 or self.limiter_cap < 1:
             raise ValueError("caps must be at least 1")
+        if self.node_quota_host < 0 or self.node_quota_net < 0:
+            raise ValueError("node quotas must be 0 (off) or positive")
         if not 1 <= self.sync_ids_per_datagram <= MAX_SYNC_IDS_PER_DATAGRAM:
             raise ValueError("sync_ids_per_datagram out of range")
         if self.relay_byte_limit.enabled and self.relay_byte_limit.burst < self.max_relay_payload:

@@ -30,43 +30,101 @@ unwrapped on entry, so a plain tuple comparison is address equality.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 from collections.abc import Callable, Iterable
 from enum import Enum
 from functools import lru_cache
 from types import MappingProxyType
-from typing import TypeAlias
+from typing import Final, NamedTuple, TypeAlias
 
+from natroute._service.ratelimit import TokenBuckets
 from natroute.routing.addr import canonical_ip, format_addr
 from natroute.routing.errors import WireError
 from natroute.routing.types import Addr
 from natroute.routing.wire import (
+    RELAY_HEADER_LEN,
     Discover,
     DiscoverReply,
     PunchCommand,
     PunchRequest,
-    Relay,
-    RelayDeliver,
     Sync,
     decode_message,
     encode_message,
-    is_beacon_message,
 )
 
 from .auth import DISCOVER_AUTH_LEN, DiscoverAuthError, SignedDiscover, verify_discover
 from .config import BeaconConfig
 from .gossip import GossipTable, chunk_ids
-from .ratelimit import RateLimiter
+from .prefix import source_key
+from .punch import (
+    MSG_PUNCH_FORWARD,
+    MSG_PUNCH_FORWARD_REPLY,
+    PunchForward,
+    decode_punch_forward,
+    encode_punch_forward,
+)
 from .stats import BeaconSnapshot, Counters, DropReason
-from .table import NodeEntry, NodeTable
+from .table import NodeEntry, NodeTable, Refusal
 
-__all__ = ["BeaconCore", "Outgoing", "source_key"]
+__all__ = [
+    "STREAM_HOST",
+    "Attach",
+    "AttachResult",
+    "BeaconCore",
+    "Outgoing",
+    "StreamOutput",
+    "is_stream",
+    "source_key",
+]
 
 _log = logging.getLogger(__name__)
 
 #: One datagram to send: (bytes, destination address).
 Outgoing: TypeAlias = tuple[bytes, Addr]
+
+#: Host part of a stream session's address. Not an IP literal (nor a valid
+#: host name), so a session address never equals a UDP source address.
+STREAM_HOST: Final = "~stream"
+_RELAY: Final = 0x05
+_DISCOVER: Final = 0x01
+
+
+def is_stream(addr: Addr) -> bool:
+    """True for a stream session's address (see :data:`STREAM_HOST`)."""
+    return addr[0] == STREAM_HOST
+
+
+class AttachResult(Enum):
+    """Outcome of :meth:`BeaconCore.stream_attach`."""
+
+    ATTACHED = "attached"
+    TAKEOVER_REJECTED = "takeover_rejected"
+    TABLE_FULL = "table_full"
+
+
+class Attach(NamedTuple):
+    """:meth:`BeaconCore.stream_attach`'s answer.
+
+    Attributes:
+        result: whether the session now holds the node's entry.
+        replaced: the stream session that held it before (the shell closes it).
+    """
+
+    result: AttachResult
+    replaced: Addr | None = None
+
+
+class StreamOutput(NamedTuple):
+    """:meth:`BeaconCore.handle_stream_message`'s answer.
+
+    Attributes:
+        out: datagrams to send.
+        attached: False once the session no longer holds its node's entry
+            (it moved to UDP or to another session): the shell closes it.
+    """
+
+    out: list[Outgoing]
+    attached: bool
 
 
 class _Record(Enum):
@@ -75,20 +133,29 @@ class _Record(Enum):
     FULL = "full"
 
 
+_canonical_ip = lru_cache(maxsize=4096)(canonical_ip)
+
+
 def _canonical(addr: Addr) -> Addr:
-    return canonical_ip(addr[0]), addr[1]
+    # IPv4 text from a socket is canonical already; IPv6 may be IPv4-mapped.
+    host = addr[0]
+    return addr if ":" not in host and "%" not in host else (_canonical_ip(host), addr[1])
 
 
-@lru_cache(maxsize=4096)
-def source_key(ip: str) -> str:
-    """The rate-limit key of a canonical source IP: itself, or its /64 for IPv6.
+def _may_take_over(entry: NodeEntry, signed: SignedDiscover | None) -> bool:
+    """Strict mode: a live entry moves only under the key that registered it.
 
-    One IPv6 host usually owns a whole /64, so per-address buckets would not
-    limit it.
+    An entry registered without a key moves for nobody until it expires;
+    one with a key only for a signature by that key with a time newer than
+    the last accepted one, so a captured signed discover cannot be replayed
+    from elsewhere.
     """
-    if ":" not in ip:
-        return ip
-    return str(ipaddress.IPv6Network((ip, 64), strict=False).network_address) + "/64"
+    return (
+        signed is not None
+        and entry.pubkey is not None
+        and signed.pubkey == entry.pubkey
+        and signed.unix_time > entry.auth_time
+    )
 
 
 class BeaconCore:
@@ -103,18 +170,15 @@ class BeaconCore:
         """
         self.config = config
         self._wall_clock = wall_clock
-        self.nodes = NodeTable(config.node_cap, config.node_ttl)
+        self.nodes = NodeTable(
+            config.node_cap, config.node_ttl, config.node_quota_host, config.node_quota_net
+        )
         self.gossip = GossipTable(config.gossip_cap, config.gossip_ttl)
-        self._discover_limiter: RateLimiter[str] = RateLimiter(
-            config.discover_limit, config.limiter_cap
-        )
-        self._punch_limiter: RateLimiter[str] = RateLimiter(config.punch_limit, config.limiter_cap)
-        self._relay_packets: RateLimiter[Addr] = RateLimiter(
-            config.relay_packet_limit, config.limiter_cap
-        )
-        self._relay_bytes: RateLimiter[Addr] = RateLimiter(
-            config.relay_byte_limit, config.limiter_cap
-        )
+        cap = config.limiter_cap
+        self._discover_limiter: TokenBuckets[str] = TokenBuckets(config.discover_limit, cap)
+        self._punch_limiter: TokenBuckets[str] = TokenBuckets(config.punch_limit, cap)
+        self._relay_packets: TokenBuckets[Addr] = TokenBuckets(config.relay_packet_limit, cap)
+        self._relay_bytes: TokenBuckets[Addr] = TokenBuckets(config.relay_byte_limit, cap)
         self.counters = Counters()
 
     # -- inputs from the shell -------------------------------------------------
@@ -131,16 +195,19 @@ class BeaconCore:
             Datagrams to send, possibly none. Never raises for any ``data``.
         """
         self.counters.received += 1
-        if not is_beacon_message(data):
+        if data[:1] == b"\x05" and len(data) >= RELAY_HEADER_LEN:
+            # The hot path: relay frames are handled on the raw bytes (spec §3.8).
+            return self._relay(data, _canonical(src), now)
+        if not data or data[0] >= 0x10:
             return self._drop(DropReason.NOT_BEACON_MESSAGE if data else DropReason.MALFORMED, src)
+        if data[0] in (MSG_PUNCH_FORWARD, MSG_PUNCH_FORWARD_REPLY):
+            return self._on_punch_forward(data, _canonical(src), now)
         try:
             msg = decode_message(data)
         except WireError:
             known = 0x01 <= data[0] <= 0x07
             return self._drop(DropReason.MALFORMED if known else DropReason.UNKNOWN_TYPE, src)
         src = _canonical(src)
-        if type(msg) is Relay:
-            return self._on_relay(msg, data, src, now)
         if type(msg) is Discover:
             return self._on_discover(msg, src, now)
         if type(msg) is PunchRequest:
@@ -187,9 +254,94 @@ class BeaconCore:
         """Replace the peer beacons learnt from the registry (IP literals)."""
         self.gossip.set_listed_peers(_canonical(a) for a in addrs)
 
-    def note_send_failed(self) -> None:
-        """Count a datagram the shell could not send."""
-        self.counters.drops[DropReason.SEND_FAILED] += 1
+    def note_send_failed(self, count: int = 1) -> None:
+        """Count datagrams the shell could not send."""
+        self.counters.drops[DropReason.SEND_FAILED] += count
+
+    # -- stream sessions (beacon README "Stream relay") ------------------------
+
+    def stream_attach(
+        self,
+        session: Addr,
+        node_id: int,
+        pubkey: bytes,
+        peer_ip: str,
+        now: float,
+        *,
+        authoritative: bool,
+    ) -> Attach:
+        """Record ``node_id`` at a stream session whose hello proved ``pubkey``.
+
+        The session becomes the node's entry, like a signed discover from a
+        new address: a live entry moves only under the key bound to it,
+        unless ``authoritative`` (the registry confirmed ``pubkey`` is the
+        node's key, so it wins over a squatter or an older key).
+
+        Args:
+            session: the session's address (host :data:`STREAM_HOST`).
+            node_id: the node the hello named.
+            pubkey: its verified Ed25519 key.
+            peer_ip: the TCP peer's IP, charged to the node quotas.
+            now: monotonic seconds.
+            authoritative: ``pubkey`` is the registry's key for ``node_id``.
+        """
+        table = self.nodes
+        ip = _canonical_ip(peer_ip)
+        entry = table.get(node_id, now)
+        if entry is None:
+            added = table.add(node_id, session, now, ip=ip, pubkey=pubkey)
+            if isinstance(added, Refusal):
+                self._refused(added, session)
+                return Attach(AttachResult.TABLE_FULL)
+            self.counters.registrations += 1
+            return Attach(AttachResult.ATTACHED)
+        if entry.pubkey != pubkey and not authoritative:
+            self._drop(DropReason.TAKEOVER_REJECTED, session)
+            return Attach(AttachResult.TAKEOVER_REJECTED)
+        before = entry.addr
+        refused = table.move(node_id, entry, session, now, ip=ip)
+        if refused is not None:
+            self._refused(refused, session)
+            return Attach(AttachResult.TABLE_FULL)
+        if entry.pubkey != pubkey:
+            table.unbind(node_id, entry)
+            table.bind(node_id, entry, pubkey, -1)
+        if before != session:
+            self.counters.registrations += 1
+        replaced = before if is_stream(before) and before != session else None
+        return Attach(AttachResult.ATTACHED, replaced)
+
+    def stream_detach(self, session: Addr, node_id: int) -> None:
+        """A session closed: forget its node's entry unless it moved elsewhere."""
+        self.nodes.remove(node_id, session)
+
+    def handle_stream_message(
+        self, session: Addr, node_id: int, data: bytes, now: float
+    ) -> StreamOutput:
+        """One binary message from an attached session of ``node_id``.
+
+        ``05|src|dst|frame`` is relayed exactly as from UDP (``src`` must be
+        the session's node, the session's own budgets apply);
+        ``01|node_id`` refreshes the entry (the stream's keepalive; no reply).
+        Anything else is dropped and counted.
+        """
+        self.counters.received += 1
+        entry = self.nodes.get(node_id, now)
+        if entry is None or entry.addr != session:
+            return StreamOutput([], False)
+        kind = data[0] if data else -1
+        if kind == _RELAY and len(data) >= RELAY_HEADER_LEN:
+            if int.from_bytes(data[1:5], "big") != node_id:
+                return StreamOutput(self._drop(DropReason.RELAY_SENDER_MISMATCH, session), True)
+            return StreamOutput(self._relay(data, session, now), True)
+        if kind == _DISCOVER and len(data) >= 5 and int.from_bytes(data[1:5], "big") == node_id:
+            if self._relay_packets.allow(session, now):
+                self.nodes.touch(node_id, entry, now)
+            return StreamOutput([], True)
+        # A short frame, a keepalive for another ID, or not a beacon message at all.
+        unexpected = 0 <= kind < 0x10 and kind not in (_RELAY, _DISCOVER)
+        reason = DropReason.UNEXPECTED_TYPE if unexpected else DropReason.MALFORMED
+        return StreamOutput(self._drop(reason, session), True)
 
     def snapshot(self) -> BeaconSnapshot:
         """An immutable copy of the state the admin API shows."""
@@ -198,6 +350,7 @@ class BeaconCore:
             beacon_id=self.config.beacon_id,
             strict=self.config.strict,
             nodes=len(self.nodes),
+            signed_nodes=self.nodes.signed,
             gossip_entries=len(self.gossip),
             peers=tuple(sorted(format_addr(p) for p in self.gossip.peers)),
             received=c.received,
@@ -206,6 +359,7 @@ class BeaconCore:
             registrations=c.registrations,
             authenticated=c.authenticated,
             punches=c.punches,
+            punches_forwarded=c.punches_forwarded,
             relayed_packets=c.relayed_packets,
             relayed_bytes=c.relayed_bytes,
             forwarded_packets=c.forwarded_packets,
@@ -213,6 +367,7 @@ class BeaconCore:
             syncs_received=c.syncs_received,
             syncs_sent=c.syncs_sent,
             expired_nodes=c.expired_nodes,
+            evicted_nodes=self.nodes.evictions,
             drops=MappingProxyType({r.value: n for r, n in c.drops.items()}),
         )
 
@@ -251,54 +406,54 @@ class BeaconCore:
     def _record(
         self, node_id: int, src: Addr, now: float, signed: SignedDiscover | None
     ) -> _Record:
-        """Bind ``node_id`` to ``src`` if allowed (spec §3.4, strict rules §10 D15)."""
+        """Bind ``node_id`` to ``src`` if allowed (beacon README "Strict mode")."""
         table = self.nodes
+        config = self.config
         entry = table.get(node_id, now)
         if entry is None:
-            entry = table.put(node_id, src, now)
-            if entry is None:
-                self._drop(DropReason.TABLE_FULL, src)
-                return _Record.FULL
+            if signed is None and config.strict and config.require_signature:
+                self._drop(DropReason.UNSIGNED_REFUSED, src)
+                return _Record.REJECTED
+            added = (
+                table.add(node_id, src, now)
+                if signed is None
+                else table.add(node_id, src, now, pubkey=signed.pubkey, auth_time=signed.unix_time)
+            )
+            if isinstance(added, Refusal):
+                return self._refused(added, src)
             self.counters.registrations += 1
             if signed is not None:
-                self._bind(entry, signed)
+                self.counters.authenticated += 1
             return _Record.RECORDED
         if entry.addr == src:
-            # A keepalive from the registered address; a signature may bind a
-            # key the first time (first authenticated registration wins).
+            # A keepalive from the registered address. A signature binds its key
+            # the first time (the address is the credential of an unsigned entry).
             table.touch(node_id, entry, now)
             if signed is not None and entry.pubkey in (None, signed.pubkey):
-                self._bind(entry, signed)
+                self._bind(node_id, entry, signed)
             return _Record.RECORDED
-        if self.config.strict and not self._may_take_over(entry, signed):
+        if config.strict and not _may_take_over(entry, signed):
             self._drop(DropReason.TAKEOVER_REJECTED, src)
             return _Record.REJECTED
-        entry.addr = src
-        entry.pubkey = None
-        entry.auth_time = -1
-        table.touch(node_id, entry, now)
+        refused = table.move(node_id, entry, src, now)
+        if refused is not None:
+            return self._refused(refused, src)
         self.counters.registrations += 1
-        if signed is not None:
-            self._bind(entry, signed)
+        if signed is None:
+            table.unbind(node_id, entry)  # non-strict: upstream's plain overwrite
+        elif entry.pubkey != signed.pubkey:
+            table.unbind(node_id, entry)  # non-strict: the new key replaces the old
+            self._bind(node_id, entry, signed)
+        else:
+            self._bind(node_id, entry, signed)
         return _Record.RECORDED
 
-    @staticmethod
-    def _may_take_over(entry: NodeEntry, signed: SignedDiscover | None) -> bool:
-        """Strict mode: a live mapping moves only for a signature by its key.
+    def _refused(self, refusal: Refusal, src: Addr) -> _Record:
+        self._drop(DropReason.TABLE_FULL if refusal is Refusal.FULL else DropReason.QUOTA, src)
+        return _Record.FULL
 
-        An entry without a bound key yields to any valid signature; one with a
-        key only to that key, and only for a time newer than the last accepted
-        one, so a captured signed discover cannot be replayed from elsewhere.
-        """
-        if signed is None:
-            return False
-        if entry.pubkey is None:
-            return True
-        return signed.pubkey == entry.pubkey and signed.unix_time > entry.auth_time
-
-    def _bind(self, entry: NodeEntry, signed: SignedDiscover) -> None:
-        entry.pubkey = signed.pubkey
-        entry.auth_time = max(entry.auth_time, signed.unix_time)
+    def _bind(self, node_id: int, entry: NodeEntry, signed: SignedDiscover) -> None:
+        self.nodes.bind(node_id, entry, signed.pubkey, signed.unix_time)
         self.counters.authenticated += 1
 
     def _on_punch(self, msg: PunchRequest, src: Addr, now: float) -> list[Outgoing]:
@@ -311,43 +466,81 @@ class BeaconCore:
             return []
         target = self.nodes.get(msg.target, now)
         if target is None:
-            return self._drop(DropReason.PUNCH_TARGET_UNKNOWN, src)
+            peer = self.gossip.lookup(msg.target, now)
+            if peer is None or is_stream(src):
+                return self._drop(DropReason.PUNCH_TARGET_UNKNOWN, src)
+            # the target lives at a peer beacon: it sends the target's command
+            self.counters.punches_forwarded += 1
+            forward = PunchForward(False, msg.requester, msg.target, src)
+            return [(encode_punch_forward(forward), peer)]
+        if is_stream(target.addr):
+            return self._drop(DropReason.PUNCH_TARGET_STREAM, src)  # no UDP path to punch
         self.counters.punches += 1
         return [
             (encode_message(PunchCommand(target.addr)), src),
             (encode_message(PunchCommand(src)), target.addr),
         ]
 
-    def _on_relay(self, msg: Relay, data: bytes, src: Addr, now: float) -> list[Outgoing]:
-        """Spec §3.8 with a per-source budget, strict sender check and hop limit 1."""
-        size = len(msg.payload)
-        if size > self.config.max_relay_payload:
+    def _on_punch_forward(self, data: bytes, src: Addr, now: float) -> list[Outgoing]:
+        """A punch request forwarded by a peer beacon, or its answer (:mod:`.punch`)."""
+        if src not in self.gossip.peers:
+            return self._drop(DropReason.SYNC_UNKNOWN_PEER, src)
+        try:
+            msg = decode_punch_forward(data)
+        except WireError:
+            return self._drop(DropReason.MALFORMED, src)
+        if not msg.reply:
+            target = self.nodes.get(msg.target, now)
+            if target is None or is_stream(target.addr):
+                return self._drop(DropReason.PUNCH_TARGET_UNKNOWN, src)
+            self.counters.punches += 1
+            reply = PunchForward(True, msg.requester, msg.target, target.addr)
+            return [
+                (encode_message(PunchCommand(msg.endpoint)), target.addr),
+                (encode_punch_forward(reply), src),
+            ]
+        requester = self.nodes.get(msg.requester, now)
+        if requester is None or is_stream(requester.addr):
+            return self._drop(DropReason.PUNCH_REQUESTER_UNKNOWN, src)
+        return [(encode_message(PunchCommand(msg.endpoint)), requester.addr)]
+
+    def _relay(self, data: bytes, src: Addr, now: float) -> list[Outgoing]:
+        """Spec §3.8 on the raw ``05|src|dst|payload`` bytes (no decoding).
+
+        A per-source budget, the strict sender check and hop limit 1 (§10
+        D27). ``06|src|payload`` is built by slicing, never by decoding.
+        """
+        size = len(data) - RELAY_HEADER_LEN
+        config = self.config
+        if size > config.max_relay_payload:
             return self._drop(DropReason.RELAY_TOO_LARGE, src)
+        nodes = self.nodes
         from_peer = src in self.gossip.peers
         if not from_peer:
             if not (
                 self._relay_packets.allow(src, now) and self._relay_bytes.allow(src, now, size)
             ):
                 return self._drop(DropReason.RATE_LIMITED_RELAY, src)
-            if self.config.strict:
-                sender = self.nodes.get(msg.src, now)
+            if config.strict:
+                sender = nodes.get(int.from_bytes(data[1:5], "big"), now)
                 if sender is None or sender.addr != src:
                     return self._drop(DropReason.RELAY_SENDER_MISMATCH, src)
-        dst = self.nodes.get(msg.dst, now)
+        dst_id = int.from_bytes(data[5:9], "big")
+        dst = nodes.get(dst_id, now)
         # A peer beacon announcing the node wins over a local entry the node has
         # stopped refreshing: it moved to that beacon (hand-off).
-        peer = None if from_peer else self.gossip.lookup(msg.dst, now)
-        if dst is not None and (peer is None or now - dst.last_seen <= self.config.handoff_after):
-            c = self.counters
+        peer = None if from_peer else self.gossip.lookup(dst_id, now)
+        c = self.counters
+        if dst is not None and (peer is None or now - dst.last_seen <= config.handoff_after):
             c.relayed_packets += 1
             c.relayed_bytes += size
-            return [(encode_message(RelayDeliver(msg.src, msg.payload)), dst.addr)]
+            view = memoryview(data)
+            return [(b"".join((b"\x06", view[1:5], view[RELAY_HEADER_LEN:])), dst.addr)]
         if from_peer:
             # Never forward a frame another beacon forwarded to us (§10 D27).
             return self._drop(DropReason.RELAY_HOP_LIMIT, src)
         if peer is None:
             return self._drop(DropReason.RELAY_UNKNOWN_DST, src)
-        c = self.counters
         c.forwarded_packets += 1
         c.forwarded_bytes += size
         return [(data, peer)]

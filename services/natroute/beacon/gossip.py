@@ -24,6 +24,8 @@ from collections.abc import Iterable, Iterator
 
 from natroute.routing.types import Addr
 
+from .expiry import sweep_oldest
+
 __all__ = ["GossipTable", "chunk_ids"]
 
 
@@ -91,15 +93,8 @@ class GossipTable:
         Returns:
             How many entries were removed.
         """
-        removed = 0
-        entries = self._entries
-        while entries:
-            node_id, (_, stamp) = next(iter(entries.items()))
-            if stamp + self.ttl > now:
-                break
-            del entries[node_id]
-            removed += 1
-        return removed
+        ttl = self.ttl
+        return sweep_oldest(self._entries, lambda entry: entry[1] + ttl <= now)
 
 
 def chunk_ids(ids: Iterable[int], size: int) -> Iterator[tuple[int, ...]]:

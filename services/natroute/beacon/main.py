@@ -1,28 +1,35 @@
-"""``natroute-beacon``: build Settings (env + flags), configure logging, run.
+"""``natroute-beacon``: answer UDP at once, then build Settings, configure logging, run.
 
-Uses uvloop when it is installed. SIGINT/SIGTERM stop the service cleanly
-(exit status 0).
+Start-up order (beacon README "Start-up"): the UDP listen address is bound
+and an :class:`~natroute.beacon.early.EarlyResponder` answers discovers
+before anything heavy is imported; then the settings (env + flags) are
+built, logging is configured and the service takes the socket over. Uses
+uvloop when it is installed. SIGINT/SIGTERM stop the service cleanly (exit
+status 0).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from pydantic import ValidationError
+from .early import EarlyResponder
 
-from natroute._service.logging import configure_logging
-from natroute._service.run import run, wait_for_signal
-
-from .service import BeaconService
-from .settings import Settings, build_settings
+if TYPE_CHECKING:
+    from .settings import Settings
 
 __all__ = ["main", "serve"]
 
 
-async def serve(settings: Settings) -> None:
+async def serve(settings: Settings, early: EarlyResponder | None = None) -> None:
     """Run a beacon until SIGINT or SIGTERM."""
-    async with BeaconService(settings):
+    from natroute._service.run import wait_for_signal
+
+    from .service import BeaconService
+
+    async with BeaconService(settings, early=early):
         await wait_for_signal()
 
 
@@ -32,13 +39,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns:
         0 after a clean stop, 2 for invalid settings.
     """
+    args = list(sys.argv[1:] if argv is None else argv)
+    early = EarlyResponder.start(args, os.environ)
     try:
-        settings = build_settings(argv)
-    except ValidationError as exc:
-        print(f"natroute-beacon: invalid settings:\n{exc}", file=sys.stderr)
-        return 2
-    configure_logging(settings.log_level)
-    run(serve(settings))  # uvloop when installed
+        from pydantic import ValidationError
+
+        from .settings import build_settings
+
+        try:
+            settings = build_settings(args)
+        except ValidationError as exc:
+            print(f"natroute-beacon: invalid settings:\n{exc}", file=sys.stderr)
+            return 2
+        from natroute._service.logging import configure_logging
+        from natroute._service.run import run
+
+        configure_logging(settings.log_level)
+        handed, early = early, None
+        run(serve(settings, handed))  # uvloop when installed
+    finally:
+        if early is not None:
+            early.close()
     return 0
 
 

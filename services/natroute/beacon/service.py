@@ -12,6 +12,7 @@ next period; they never stop the beacon.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ipaddress
 import logging
 import socket
@@ -27,17 +28,21 @@ from natroute.routing.errors import RegistryError
 from natroute.routing.types import Addr
 
 from .admin import create_app
+from .batchio import BatchSocket
 from .config import BeaconConfig
-from .core import BeaconCore
+from .core import BeaconCore, Outgoing
+from .early import Early, EarlyResponder, bind_udp
+from .nodekeys import NodeKeys
 from .registry import RegistryClient
 from .settings import Settings, derive_beacon_id
 from .stats import BeaconSnapshot
-from .udp import BeaconProtocol
+from .streamproto import STREAM_PATH
+from .streams import StreamHub
+from .udp import BatchedUdp, BeaconProtocol
 
 __all__ = ["BeaconService"]
 
 _log = logging.getLogger(__name__)
-_SOCKET_BUFFER = 4 << 20
 
 
 class BeaconService:
@@ -51,6 +56,7 @@ class BeaconService:
         clock: Callable[[], float] | None = None,
         wall_clock: Callable[[], float] = time.time,
         http_client: httpx.AsyncClient | None = None,
+        early: EarlyResponder | None = None,
     ) -> None:
         """Prepare (nothing is bound until :meth:`start`).
 
@@ -60,6 +66,8 @@ class BeaconService:
             clock: monotonic seconds for the core (default: the loop's clock).
             wall_clock: Unix time for signed discovers.
             http_client: client for registry calls (default: one owned here).
+            early: a responder already answering on the listen address; the
+                service takes its socket and its backlog over.
         """
         self.settings = settings
         self._config = config
@@ -68,16 +76,21 @@ class BeaconService:
         self._http_client = http_client
         self._owns_client = http_client is None
         self._core: BeaconCore | None = None
-        self._protocol: BeaconProtocol | None = None
+        self._protocol: BeaconProtocol | BatchedUdp | None = None
         self._transport: asyncio.DatagramTransport | None = None
+        self._sock: socket.socket | None = None
         self._http: EmbeddedHttpServer | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._registry: RegistryClient | None = None
+        self._hub: StreamHub | None = None
         self.udp_addr: Addr = ("", 0)
         self.http_addr: Addr | None = None
         self.advertise = ""
+        #: The stream relay URL registered (None: no stream relay, or no usable host).
+        self.stream_url: str | None = None
         self._family = socket.AF_INET
         self._static_peers: tuple[str, ...] = settings.peers
+        self._early = early
 
     # -- public view -----------------------------------------------------------
 
@@ -93,7 +106,7 @@ class BeaconService:
         return self._core
 
     @property
-    def protocol(self) -> BeaconProtocol:
+    def protocol(self) -> BeaconProtocol | BatchedUdp:
         """The UDP shell (e.g. to send extra datagrams in tests).
 
         Raises:
@@ -106,11 +119,29 @@ class BeaconService:
     @property
     def ready(self) -> bool:
         """True while the UDP socket is bound and serving."""
+        if isinstance(self._protocol, BatchedUdp):
+            return not self._protocol.closed
         return self._transport is not None and not self._transport.is_closing()
 
+    @property
+    def registry(self) -> RegistryClient | None:
+        """The registry client, when a registry is configured."""
+        return self._registry
+
+    @property
+    def hub(self) -> StreamHub | None:
+        """The stream relay's sessions, when the relay is served."""
+        return self._hub
+
     def snapshot(self) -> BeaconSnapshot:
-        """An immutable snapshot of the core (for the admin app)."""
-        return self.core.snapshot()
+        """An immutable snapshot of the core and the stream relay (for the admin app)."""
+        snap = self.core.snapshot()
+        hub = self._hub
+        if hub is None:
+            return snap
+        return dataclasses.replace(
+            snap, stream_url=self.stream_url, stream_sessions=hub.sessions, stream=hub.snapshot()
+        )
 
     def now(self) -> float:
         """The clock the core is fed with."""
@@ -138,7 +169,11 @@ class BeaconService:
         """
         loop = asyncio.get_running_loop()
         settings = self.settings
-        sock = await _bind_udp(settings.listen)
+        early, self._early = self._early, None
+        if early is not None and early.listen != settings.listen:
+            early.close()  # bound for another address than the settings say
+            early = None
+        sock = early.sock if early is not None else bind_udp(settings.listen)
         self._family = sock.family
         self.udp_addr = _sockname(sock)
         self.advertise = settings.advertise or format_addr(self.udp_addr)
@@ -147,14 +182,14 @@ class BeaconService:
             beacon_id = settings.beacon_id or derive_beacon_id(self.advertise)
             config = settings.core_config(beacon_id)
         core = self._core = BeaconCore(config, wall_clock=self._wall_clock)
-        protocol = BeaconProtocol(core, self.now, settings.send_buffer_limit)
-        transport, _ = await loop.create_datagram_endpoint(lambda: protocol, sock=sock)
-        self._protocol, self._transport = protocol, transport
-        try:
-            await self._start_http()
-        except BaseException:
-            await self.stop()
-            raise
+        batch = BatchSocket.create(sock, gso=settings.udp_gso) if settings.udp_batch else None
+        protocol: BeaconProtocol | BatchedUdp
+        if batch is not None:
+            protocol = BatchedUdp(core, self.now, batch)
+            self._sock = sock
+        else:
+            protocol = BeaconProtocol(core, self.now, settings.send_buffer_limit)
+        self._protocol = protocol
         if settings.registry_url is not None:
             if self._http_client is None:
                 self._http_client = httpx.AsyncClient(timeout=5.0)
@@ -164,6 +199,28 @@ class BeaconService:
                 settings.registry_url,
                 token.get_secret_value() if token is not None else None,
             )
+        if settings.stream and settings.http:
+            keys = None if self._registry is None else NodeKeys(self._registry.node_key, self.now)
+            hub = StreamHub(core, protocol.send, self.now, settings.stream_limits(), keys)
+            protocol.stream_send = hub.send
+            self._hub = hub
+        # The early responder stops reading before the shell starts (one reader at a
+        # time); its backlog is replayed before anything the shell reads.
+        backlog = early.handover()[1] if early is not None else []
+        if isinstance(protocol, BatchedUdp):
+            protocol.start(sock)
+        else:
+            self._transport, _ = await loop.create_datagram_endpoint(lambda: protocol, sock=sock)
+        if early is not None:
+            protocol.send(_replay(core, backlog, self.now()))
+            counts = {"answered": early.replies, "dropped": early.dropped}
+            _log.info("beacon_early_handover", extra=counts | {"backlog": len(backlog)})
+        try:
+            await self._start_http()
+        except BaseException:
+            await self.stop()
+            raise
+        self.stream_url = self._stream_url()
         await self._refresh_static_peers()
         self._tasks = [
             asyncio.create_task(self._every(settings.sweep_interval, self._sweep, "sweep")),
@@ -177,6 +234,9 @@ class BeaconService:
                 )
             ),
         ]
+        if self._hub is not None:
+            every = settings.stream_idle_timeout / 3
+            self._tasks.append(asyncio.create_task(self._every(every, self._close_idle, "idle")))
         _log.info(
             "beacon_started",
             extra={
@@ -184,6 +244,9 @@ class BeaconService:
                 "udp_addr": format_addr(self.udp_addr),
                 "http_addr": format_addr(self.http_addr) if self.http_addr else None,
                 "advertise": self.advertise,
+                "stream_url": self.stream_url,
+                "udp_io": "batched" if batch is not None else "asyncio",
+                "gso": batch is not None and batch.gso,
                 "strict": config.strict,
                 "registry": settings.registry_url,
                 "peers": list(settings.peers),
@@ -196,23 +259,64 @@ class BeaconService:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self._hub is not None:
+            await self._hub.close_all()
         if self._http is not None:
             await self._http.stop()
             self._http = None
         if self._owns_client and self._http_client is not None:
             await self._http_client.aclose()
             self._http_client = None
+        stopped = self._transport is not None or self._sock is not None
+        if isinstance(self._protocol, BatchedUdp):
+            self._protocol.close()
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
         if self._transport is not None:
             self._transport.close()
             self._transport = None
+        if stopped:
             _log.info("beacon_stopped", extra={"beacon_id": self.core.config.beacon_id})
 
     async def _start_http(self) -> None:
-        if not self.settings.http:
+        settings = self.settings
+        if not settings.http:
             return
-        server = EmbeddedHttpServer(create_app(self))
-        self.http_addr = await server.start(self.settings.http)
+        options: dict[str, object] = {}
+        if self._hub is not None:
+            options = {
+                "ws_ping_interval": settings.stream_ping_interval,
+                "ws_ping_timeout": settings.stream_ping_interval,
+                # One relay frame: the 9-byte header and the largest payload.
+                "ws_max_size": 9 + self.core.config.max_relay_payload,
+            }
+        if settings.tls_cert is not None:
+            options |= {"ssl_certfile": settings.tls_cert, "ssl_keyfile": settings.tls_key}
+        server = EmbeddedHttpServer(create_app(self, self._hub), **options)
+        self.http_addr = await server.start(settings.http)
         self._http = server
+
+    def _stream_url(self) -> str | None:
+        """``advertise_stream``, else ``ws(s)://<advertised host>:<HTTP port>/v1/relay``.
+
+        None without a stream relay, or when the advertised host is a wildcard.
+        """
+        settings = self.settings
+        if self._hub is None or self.http_addr is None:
+            return None
+        if settings.advertise_stream is not None:
+            return settings.advertise_stream
+        host = split_host_port(self.advertise)[0]
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            ip = None
+        if ip is not None and ip.is_unspecified:
+            return None
+        scheme = "wss" if settings.tls_cert is not None else "ws"
+        netloc = format_addr((host, self.http_addr[1]))
+        return f"{scheme}://{netloc}{STREAM_PATH}"
 
     # -- periodic work ---------------------------------------------------------
 
@@ -235,6 +339,10 @@ class BeaconService:
     async def _sweep(self) -> None:
         self.core.sweep(self.now())
 
+    async def _close_idle(self) -> None:
+        if self._hub is not None:
+            self._hub.close_idle()
+
     async def _gossip(self) -> None:
         if self._protocol is not None:
             self._protocol.send(self.core.gossip_datagrams(self.now()))
@@ -255,7 +363,7 @@ class BeaconService:
             return
         beacon_id = self.core.config.beacon_id
         try:
-            await registry.register(beacon_id, self.advertise)
+            await registry.register(beacon_id, self.advertise, self.stream_url)
             listed = await registry.list_beacons()
         except RegistryError as exc:
             _log.warning("beacon_registry_failed", extra={"error": str(exc)})
@@ -300,26 +408,17 @@ class BeaconService:
             return None
 
 
-async def _bind_udp(hostport: str) -> socket.socket:
-    """A non-blocking UDP socket bound to ``hostport`` (the IPv6 wildcard is dual-stack)."""
-    host, port = split_host_port(hostport)
-    loop = asyncio.get_running_loop()
-    infos = await loop.getaddrinfo(
-        host or None, port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE
-    )
-    family, _, _, _, sockaddr = infos[0]
-    sock = socket.socket(family, socket.SOCK_DGRAM)
-    try:
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-            sock.setsockopt(socket.SOL_SOCKET, option, _SOCKET_BUFFER)
-        sock.bind(sockaddr)
-        sock.setblocking(False)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
+def _replay(core: BeaconCore, backlog: list[Early], now: float) -> list[Outgoing]:
+    """Feed the early responder's backlog to the core, in order.
+
+    Discovers it answered are recorded now; their second DiscoverReply (the
+    only 0x02 the core sends) is left out.
+    """
+    out: list[Outgoing] = []
+    for data, src, answered in backlog:
+        replies = core.handle_datagram(data, src, now)
+        out.extend(r for r in replies if not (answered and r[0][:1] == b"\x02"))
+    return out
 
 
 def _sockname(sock: socket.socket) -> Addr:

@@ -11,10 +11,11 @@ import argparse
 from collections.abc import Sequence
 from typing import Annotated, Any
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from natroute._service.settings import check_host_port, check_http_url, check_log_level
+from natroute.routing.selection import fnv1a32
 
 from .config import (
     DEFAULT_GOSSIP_INTERVAL,
@@ -23,12 +24,15 @@ from .config import (
     BeaconConfig,
     RateLimit,
 )
+from .early import DEFAULT_LISTEN
+from .streamlimits import StreamLimits
 
 __all__ = ["Settings", "build_settings", "derive_beacon_id", "parse_args"]
 
 _DISABLED = ("", "off", "none", "false", "0")
-# Core defaults, so each default is written once (in config.py).
+# Core and hub defaults, so each default is written once (config.py, streams.py).
 _D = BeaconConfig(beacon_id=1)
+_S = StreamLimits()
 
 
 def derive_beacon_id(text: str) -> int:
@@ -37,10 +41,7 @@ def derive_beacon_id(text: str) -> int:
     Used when no ``--beacon-id`` is set: the advertised address names the
     beacon, so the same deployment keeps the same ID across restarts.
     """
-    value = 0x811C9DC5
-    for byte in text.encode():
-        value = ((value ^ byte) * 0x01000193) & 0xFFFFFFFF
-    return value or 1
+    return fnv1a32(text.encode()) or 1
 
 
 class Settings(BaseSettings):
@@ -48,7 +49,7 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="NATROUTE_BEACON_", extra="ignore")
 
-    listen: str = Field(default="0.0.0.0:9001", description="UDP listen address host:port")
+    listen: str = Field(default=DEFAULT_LISTEN, description="UDP listen address host:port")
     http: str = Field(
         default="0.0.0.0:8001", description="admin HTTP listen host:port, 'off' disables"
     )
@@ -64,8 +65,13 @@ class Settings(BaseSettings):
         default=None, description="address registered; default: bound address"
     )
     strict: bool = True
+    require_signature: bool = Field(
+        default=_D.require_signature, description="strict: only signed discovers record a node"
+    )
     node_ttl: float = Field(default=_D.node_ttl, gt=0)
     node_cap: int = Field(default=_D.node_cap, ge=1)
+    node_quota_host: int = Field(default=_D.node_quota_host, ge=0)
+    node_quota_net: int = Field(default=_D.node_quota_net, ge=0)
     sweep_interval: float = Field(default=DEFAULT_SWEEP_INTERVAL, gt=0)
     gossip_interval: float = Field(default=DEFAULT_GOSSIP_INTERVAL, gt=0)
     gossip_ttl: float = Field(default=_D.gossip_ttl, gt=0)
@@ -84,6 +90,27 @@ class Settings(BaseSettings):
     send_buffer_limit: int = Field(
         default=4 << 20, ge=0, description="drop sends past this backlog"
     )
+    udp_batch: bool = Field(
+        default=True, description="recvmmsg/sendmmsg on Linux (off: asyncio datagram transport)"
+    )
+    udp_gso: bool = Field(default=True, description="send runs of datagrams with UDP GSO")
+    stream: bool = Field(default=True, description="serve the stream relay on the HTTP port")
+    advertise_stream: str | None = Field(
+        default=None,
+        description="stream relay URL registered; default ws(s)://<advertised host>:<HTTP port>"
+        "/v1/relay",
+    )
+    stream_max_sessions: int = Field(default=_S.max_sessions, ge=1)
+    stream_hello_timeout: float = Field(default=_S.hello_timeout, gt=0)
+    stream_idle_timeout: float = Field(default=_S.idle_timeout, gt=0)
+    stream_ping_interval: float = Field(default=20.0, gt=0)
+    stream_send_queue: int = Field(default=_S.send_queue, ge=1)
+    stream_trust_first_key: bool = Field(
+        default=_S.trust_first_key,
+        description="accept a stream hello on its signature alone when no registry answers",
+    )
+    tls_cert: str | None = Field(default=None, description="PEM certificate: HTTPS/WSS")
+    tls_key: str | None = Field(default=None, description="PEM private key of tls_cert")
     log_level: str = "info"
 
     @field_validator("peers", mode="before")
@@ -120,6 +147,36 @@ class Settings(BaseSettings):
             return None
         return check_http_url(value) or None
 
+    @field_validator("advertise_stream")
+    @classmethod
+    def _check_stream_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if not value.startswith(("ws://", "wss://")):
+            raise ValueError(f"advertise_stream must be a ws:// or wss:// URL: {value!r}")
+        return value
+
+    @field_validator("tls_cert", "tls_key")
+    @classmethod
+    def _empty_is_none(cls, value: str | None) -> str | None:
+        return value or None
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Settings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together")
+        return self
+
+    def stream_limits(self) -> StreamLimits:
+        """The stream hub's limits."""
+        return StreamLimits(
+            max_sessions=self.stream_max_sessions,
+            hello_timeout=self.stream_hello_timeout,
+            idle_timeout=self.stream_idle_timeout,
+            send_queue=self.stream_send_queue,
+            trust_first_key=self.stream_trust_first_key,
+        )
+
     @field_validator("log_level")
     @classmethod
     def _check_level(cls, value: str) -> str:
@@ -130,8 +187,11 @@ class Settings(BaseSettings):
         return BeaconConfig(
             beacon_id=beacon_id,
             strict=self.strict,
+            require_signature=self.require_signature,
             node_ttl=self.node_ttl,
             node_cap=self.node_cap,
+            node_quota_host=self.node_quota_host,
+            node_quota_net=self.node_quota_net,
             gossip_ttl=self.gossip_ttl,
             handoff_after=self.handoff_after,
             gossip_cap=self.node_cap,
@@ -155,6 +215,18 @@ _FLAGS: tuple[tuple[str, str, type, str], ...] = (
     ("--advertise", "advertise", str, "HOST:PORT registered (default: the bound address)"),
     ("--node-ttl", "node_ttl", float, "seconds before an idle node expires (600)"),
     ("--node-cap", "node_cap", int, "most nodes held (500000)"),
+    (
+        "--node-quota-host",
+        "node_quota_host",
+        int,
+        "most nodes per source IPv4 address or IPv6 /64 (256; 0: off)",
+    ),
+    (
+        "--node-quota-net",
+        "node_quota_net",
+        int,
+        "most nodes per IPv4 /24 or IPv6 /48 (2048; 0: off)",
+    ),
     ("--sweep-interval", "sweep_interval", float, "seconds between expiry sweeps (60)"),
     ("--gossip-interval", "gossip_interval", float, "seconds between Sync rounds (10)"),
     ("--gossip-ttl", "gossip_ttl", float, "seconds before unrefreshed gossip expires (30)"),
@@ -175,6 +247,19 @@ _FLAGS: tuple[tuple[str, str, type, str], ...] = (
     ("--relay-byte-burst", "relay_byte_burst", float, "relay byte burst per source"),
     ("--limiter-cap", "limiter_cap", int, "most sources tracked per rate limiter"),
     ("--auth-max-skew", "auth_max_skew", float, "accepted clock skew of signed discovers (120)"),
+    (
+        "--advertise-stream",
+        "advertise_stream",
+        str,
+        "stream relay URL registered (default ws://<advertised host>:<HTTP port>/v1/relay)",
+    ),
+    ("--stream-max-sessions", "stream_max_sessions", int, "most stream sessions (1024)"),
+    ("--stream-hello-timeout", "stream_hello_timeout", float, "seconds to answer the hello (5)"),
+    ("--stream-idle-timeout", "stream_idle_timeout", float, "seconds a silent session lives (75)"),
+    ("--stream-ping-interval", "stream_ping_interval", float, "WebSocket ping period (20)"),
+    ("--stream-send-queue", "stream_send_queue", int, "messages queued per session (256)"),
+    ("--tls-cert", "tls_cert", str, "PEM certificate: serve HTTPS and WSS"),
+    ("--tls-key", "tls_key", str, "PEM private key of --tls-cert"),
     ("--log-level", "log_level", str, "debug, info, warning or error"),
 )
 
@@ -198,6 +283,38 @@ def parse_args(argv: Sequence[str] | None = None) -> dict[str, Any]:
         dest="strict",
         action=argparse.BooleanOptionalAction,
         help="strict sender/ownership checks (default on; --no-strict for upstream behaviour)",
+    )
+    parser.add_argument(
+        "--udp-batch",
+        dest="udp_batch",
+        action=argparse.BooleanOptionalAction,
+        help="batched UDP system calls (recvmmsg/sendmmsg) where available (default on)",
+    )
+    parser.add_argument(
+        "--udp-gso",
+        dest="udp_gso",
+        action=argparse.BooleanOptionalAction,
+        help="send runs of datagrams to one destination with UDP GSO (default on)",
+    )
+    parser.add_argument(
+        "--stream",
+        dest="stream",
+        action=argparse.BooleanOptionalAction,
+        help="serve the stream relay (WebSocket) on the HTTP port (default on)",
+    )
+    parser.add_argument(
+        "--stream-trust-first-key",
+        dest="stream_trust_first_key",
+        action=argparse.BooleanOptionalAction,
+        help="accept a stream hello on its signature alone when no registry answers "
+        "(dev; default off: fail closed)",
+    )
+    parser.add_argument(
+        "--require-signature",
+        dest="require_signature",
+        action=argparse.BooleanOptionalAction,
+        help="strict mode: only signed discovers record a new node (default off: "
+        "upstream daemons do not sign)",
     )
     return vars(parser.parse_args(argv))
 

@@ -24,10 +24,13 @@ class DropReason(Enum):
     RATE_LIMITED_PUNCH = "rate_limited_punch"
     RATE_LIMITED_RELAY = "rate_limited_relay"
     TABLE_FULL = "table_full"
+    QUOTA = "quota_exceeded"
+    UNSIGNED_REFUSED = "unsigned_refused"
     AUTH_INVALID = "auth_invalid"
     TAKEOVER_REJECTED = "takeover_rejected"
     PUNCH_REQUESTER_UNKNOWN = "punch_requester_unknown"
     PUNCH_TARGET_UNKNOWN = "punch_target_unknown"
+    PUNCH_TARGET_STREAM = "punch_target_stream"
     RELAY_TOO_LARGE = "relay_too_large"
     RELAY_SENDER_MISMATCH = "relay_sender_mismatch"
     RELAY_UNKNOWN_DST = "relay_unknown_dst"
@@ -50,6 +53,7 @@ class Counters:
     registrations: int = 0
     authenticated: int = 0
     punches: int = 0
+    punches_forwarded: int = 0
     relayed_packets: int = 0
     relayed_bytes: int = 0
     forwarded_packets: int = 0
@@ -68,15 +72,21 @@ class BeaconSnapshot:
         beacon_id: this beacon's ID.
         strict: whether strict mode is on.
         nodes: node entries held (expired ones not yet swept included).
+        signed_nodes: the part of ``nodes`` with a bound key.
         gossip_entries: node IDs known from peer beacons.
         peers: peer beacon addresses (``host:port``), sorted.
-        received .. expired_nodes: totals since start (see :class:`Counters`).
+        received .. evicted_nodes: totals since start (see :class:`Counters`;
+            ``evicted_nodes`` counts live unsigned entries evicted for signed ones).
         drops: drop counts by reason value, every reason present.
+        stream_url: the stream relay URL advertised, None when the relay is off.
+        stream_sessions: stream relay sessions open.
+        stream: stream relay event counters (see ``StreamHub.snapshot``).
     """
 
     beacon_id: int
     strict: bool
     nodes: int
+    signed_nodes: int
     gossip_entries: int
     peers: tuple[str, ...]
     received: int
@@ -85,6 +95,7 @@ class BeaconSnapshot:
     registrations: int
     authenticated: int
     punches: int
+    punches_forwarded: int
     relayed_packets: int
     relayed_bytes: int
     forwarded_packets: int
@@ -92,7 +103,11 @@ class BeaconSnapshot:
     syncs_received: int
     syncs_sent: int
     expired_nodes: int
+    evicted_nodes: int
     drops: MappingProxyType[str, int]
+    stream_url: str | None = None
+    stream_sessions: int = 0
+    stream: MappingProxyType[str, int] = field(default_factory=lambda: MappingProxyType({}))
 
     @property
     def dropped_total(self) -> int:

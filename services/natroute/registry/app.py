@@ -17,6 +17,7 @@ outcomes to HTTP.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
 import random
@@ -30,15 +31,17 @@ from typing import Annotated, Any, Final
 from fastapi import Depends, FastAPI, Header, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 
-from natroute.routing.addr import MAX_NODE_ID
+from natroute.routing.addr import MAX_NODE_ID, split_host_port
 
 from .http import ApiError, BodyLimitMiddleware, RequestMetricsMiddleware, install_error_handlers
 from .metrics import RegistryMetrics
 from .models import (
+    NAME_PATTERN,
     BeaconEntry,
     BeaconListResponse,
     BeaconRegisterRequest,
     BeaconRegisterResponse,
+    CandidateEntry,
     ErrorBody,
     HeartbeatRequest,
     HeartbeatResponse,
@@ -48,6 +51,7 @@ from .models import (
     RegisterResponse,
     RelayOnlyRequest,
     RelayOnlyResponse,
+    address_problem,
 )
 from .ratelimit import RateLimiter
 from .settings import Settings
@@ -63,6 +67,7 @@ from .signing import (
 from .store import (
     ClockSkewError,
     IdSpaceExhaustedError,
+    NameTakenError,
     NodeNotFoundError,
     NodeRecord,
     ReplayError,
@@ -78,6 +83,7 @@ _ERRORS: Final[dict[int | str, dict[str, Any]]] = {
     status: {"model": ErrorBody} for status in (400, 401, 403, 404, 409, 413, 422, 429)
 }
 NodeIdPath = Annotated[int, Path(ge=1, le=MAX_NODE_ID, description="32-bit node ID (non-zero)")]
+NodeNamePath = Annotated[str, Path(max_length=63, pattern=NAME_PATTERN, description="node name")]
 
 
 def node_view(record: NodeRecord, relay_addr: str | None, now: float) -> NodeView:
@@ -91,9 +97,12 @@ def node_view(record: NodeRecord, relay_addr: str | None, now: float) -> NodeVie
     relay = record.relay_only
     return NodeView(
         node_id=record.node_id,
+        name=record.name,
         endpoint=relay_addr if relay else record.endpoint,
         lan_addrs=None if relay else list(record.lan_addrs),
+        candidates=[CandidateEntry(addr=addr, kind=kind) for addr, kind in record.candidates],
         relay_only=True if relay else None,
+        transport=record.transport,
         ed25519_public_key=b64encode(record.ed25519_public_key),
         x25519_public_key=(
             None if record.x25519_public_key is None else b64encode(record.x25519_public_key)
@@ -101,6 +110,29 @@ def node_view(record: NodeRecord, relay_addr: str | None, now: float) -> NodeVie
         last_seen=record.last_seen,
         key_age_days=max(0, int((now - record.created_at) // _DAY)),
     )
+
+
+def _check_addresses(
+    allow_local: bool,
+    endpoint: str | None,
+    lan_addrs: list[str] | None,
+    candidates: list[CandidateEntry] | None,
+) -> None:
+    """Refuse loopback and link-local node addresses unless ``allow_local``.
+
+    The models already refused what is never valid (multicast, broadcast,
+    unspecified); this is the part that depends on the registry's settings.
+    """
+    if allow_local:
+        return
+    fields: list[tuple[str, str]] = [] if endpoint is None else [("endpoint", endpoint)]
+    fields += [(f"lan_addrs.{i}", a) for i, a in enumerate(lan_addrs or ())]
+    fields += [(f"candidates.{i}.addr", c.addr) for i, c in enumerate(candidates or ())]
+    for field, text in fields:
+        host, _ = split_host_port(text)
+        problem = address_problem(ipaddress.ip_address(host), allow_local=False)
+        if problem is not None:
+            raise ApiError(422, "invalid_request", f"{field}: {text} {problem}")
 
 
 def _check_signature(key: bytes, signature_b64: str, action: str, fields: dict[str, Any]) -> None:
@@ -129,9 +161,6 @@ def create_app(
 
     Returns:
         The app; its lifespan shutdown closes the database (``app.state.store``).
-
-    Raises:
-        InsecureTokenError: empty/placeholder operator token outside dev mode.
     """
     now_fn = clock if clock is not None else time.time
     token = settings.operator_token().encode()
@@ -155,6 +184,7 @@ def create_app(
     beacon_ttl = max(1, round(settings.beacon_ttl))
     retry_after = str(max(1, math.ceil(1 / settings.register_rate)))
     heartbeat_interval = max(1, node_ttl // 3)
+    allow_local = settings.local_endpoints_allowed()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -199,6 +229,7 @@ def create_app(
                 "too many registrations from this address",
                 {"Retry-After": retry_after},
             )
+        _check_addresses(allow_local, body.endpoint, body.lan_addrs, body.candidates)
         key = b64decode_exact(body.ed25519_public_key, KEY_LEN)
         _check_signature(
             key,
@@ -218,9 +249,14 @@ def create_app(
                 lan_addrs=body.lan_addrs,
                 relay_only=body.relay_only,
                 timestamp_us=body.timestamp_us,
+                candidates=[(c.addr, c.kind) for c in body.candidates],
+                transport=body.transport,
+                name=body.name,
             )
         except (ClockSkewError, ReplayError) as exc:
             raise _timestamp_error(exc, now_fn()) from exc
+        except NameTakenError as exc:
+            raise ApiError(409, "name_taken", str(exc)) from exc
         except IdSpaceExhaustedError as exc:
             raise ApiError(503, "id_space_exhausted", str(exc)) from exc
         metrics.registrations.labels(kind="new" if created else "again").inc()
@@ -234,7 +270,8 @@ def create_app(
 
     @app.post("/v1/nodes/{node_id}/heartbeat", response_model=HeartbeatResponse, tags=["nodes"])
     def heartbeat(node_id: NodeIdPath, body: HeartbeatRequest) -> HeartbeatResponse:
-        """Keep a node alive; may update its endpoint and own ``relay_only``."""
+        """Keep a node alive; may update its endpoint, candidates, transport and ``relay_only``."""
+        _check_addresses(allow_local, body.endpoint, None, body.candidates)
         key = store.identity_key(node_id)
         if key is None:
             raise ApiError(404, "not_found", f"node {node_id} is not registered")
@@ -246,6 +283,10 @@ def create_app(
                 timestamp_us=body.timestamp_us,
                 endpoint=body.endpoint,
                 relay_only=body.relay_only,
+                candidates=(
+                    None if body.candidates is None else [(c.addr, c.kind) for c in body.candidates]
+                ),
+                transport=body.transport,
             )
         except NodeNotFoundError as exc:
             raise ApiError(404, "not_found", f"{exc}; register again") from exc
@@ -271,6 +312,20 @@ def create_app(
         """Resolve a live node (spec §4.3); relay-only nodes get a beacon address."""
         try:
             record = store.resolve(node_id)
+        except NodeNotFoundError as exc:
+            raise ApiError(404, "not_found", str(exc)) from exc
+        return node_view(record, relay_addr() if record.relay_only else None, now_fn())
+
+    @app.get(
+        "/v1/names/{name}",
+        response_model=NodeView,
+        response_model_exclude_none=True,
+        tags=["nodes"],
+    )
+    def resolve_name(name: NodeNamePath) -> NodeView:
+        """Resolve the live node registered under ``name``."""
+        try:
+            record = store.resolve_name(name)
         except NodeNotFoundError as exc:
             raise ApiError(404, "not_found", str(exc)) from exc
         return node_view(record, relay_addr() if record.relay_only else None, now_fn())
@@ -318,21 +373,32 @@ def create_app(
     @app.post(
         "/v1/beacons",
         response_model=BeaconRegisterResponse,
+        response_model_exclude_none=True,
         dependencies=[Operator],
         tags=["beacons"],
     )
     def register_beacon(body: BeaconRegisterRequest) -> BeaconRegisterResponse:
         """A beacon (re-)registers; it is listed for ``ttl`` seconds (spec §4.2)."""
-        store.register_beacon(body.beacon_id, body.addr)
+        store.register_beacon(body.beacon_id, body.addr, body.stream_url)
         metrics.beacon_registrations.inc()
         _log.debug("beacon_registered", extra={"beacon_id": body.beacon_id, "addr": body.addr})
-        return BeaconRegisterResponse(beacon_id=body.beacon_id, addr=body.addr, ttl=beacon_ttl)
+        return BeaconRegisterResponse(
+            beacon_id=body.beacon_id, addr=body.addr, stream_url=body.stream_url, ttl=beacon_ttl
+        )
 
-    @app.get("/v1/beacons", response_model=BeaconListResponse, tags=["beacons"])
+    @app.get(
+        "/v1/beacons",
+        response_model=BeaconListResponse,
+        response_model_exclude_none=True,
+        tags=["beacons"],
+    )
     def list_beacons() -> BeaconListResponse:
         """Live beacons (registered within the beacon TTL), by ID (spec §4.2)."""
         return BeaconListResponse(
-            beacons=[BeaconEntry(id=b.beacon_id, addr=b.addr) for b in store.live_beacons()]
+            beacons=[
+                BeaconEntry(id=b.beacon_id, addr=b.addr, stream_url=b.stream_url)
+                for b in store.live_beacons()
+            ]
         )
 
     @app.get("/healthz", tags=["ops"])

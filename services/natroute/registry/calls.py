@@ -8,10 +8,11 @@ or a :class:`RegistryClientError`. Also home of the clients' result types.
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Generic, TypeVar
+from typing import Any, Final, Generic, NamedTuple, TypeVar
 
 import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -20,6 +21,7 @@ from pydantic import BaseModel, ValidationError
 from natroute.routing.errors import RegistryError, UsageError
 
 from .models import (
+    NAME_PATTERN,
     BeaconListResponse,
     BeaconRegisterResponse,
     HeartbeatResponse,
@@ -43,6 +45,7 @@ __all__ = [
     "BeaconRegistration",
     "Call",
     "Calls",
+    "Candidate",
     "HeartbeatResult",
     "Registration",
     "RegistryClientError",
@@ -55,6 +58,7 @@ __all__ = [
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
 DEFAULT_TIMEOUT: Final = 5.0
+_NAME: Final = re.compile(NAME_PATTERN)
 
 
 class RegistryClientError(RegistryError):
@@ -103,10 +107,22 @@ class HeartbeatResult:
     ttl: int
 
 
+class Candidate(NamedTuple):
+    """A candidate endpoint: ``addr`` (``ip:port``) and ``kind`` (``host`` or ``srflx``).
+
+    A named tuple, so ``("203.0.113.7:4000", "srflx")`` compares equal to it.
+    """
+
+    addr: str
+    kind: str
+
+
 @dataclass(frozen=True, slots=True)
 class Resolved:
     """A resolved peer (spec §4.3). For relay-only peers ``endpoint`` is a beacon
-    address (``None`` if the registry knows none) and ``lan_addrs`` is empty."""
+    address (``None`` if the registry knows none) and ``lan_addrs`` is empty;
+    ``candidates`` are the node's own in every case. ``transport`` is ``udp``
+    or ``stream``; ``name`` is ``None`` when the node registered none."""
 
     node_id: int
     endpoint: str | None
@@ -116,14 +132,18 @@ class Resolved:
     x25519_public_key: bytes | None
     last_seen: float
     key_age_days: int
+    candidates: tuple[Candidate, ...] = ()
+    transport: str = "udp"
+    name: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Beacon:
-    """A live beacon."""
+    """A live beacon; ``stream_url`` (``ws://``/``wss://``) when it offers a stream relay."""
 
     id: int
     addr: str
+    stream_url: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +153,7 @@ class BeaconRegistration:
     beacon_id: int
     addr: str
     ttl: int
+    stream_url: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,15 +201,32 @@ def _parse_resolved(data: Any) -> Resolved:
         x25519_public_key=x,
         last_seen=view.last_seen,
         key_age_days=view.key_age_days,
+        candidates=tuple(Candidate(c.addr, c.kind) for c in view.candidates),
+        transport=view.transport,
+        name=view.name,
     )
 
 
 def _parse_beacons(data: Any) -> list[Beacon]:
-    return [Beacon(b.id, b.addr) for b in _model(BeaconListResponse, data).beacons]
+    return [Beacon(b.id, b.addr, b.stream_url) for b in _model(BeaconListResponse, data).beacons]
 
 
 def _beacon_list_message(beacons: list[Beacon]) -> dict[str, Any]:
-    return {"type": "beacon_list_ok", "beacons": [{"id": b.id, "addr": b.addr} for b in beacons]}
+    entries: list[dict[str, Any]] = []
+    for b in beacons:
+        entry: dict[str, Any] = {"id": b.id, "addr": b.addr}
+        if b.stream_url is not None:
+            entry["stream_url"] = b.stream_url
+        entries.append(entry)
+    return {"type": "beacon_list_ok", "beacons": entries}
+
+
+def _candidate_fields(candidates: Sequence[tuple[str, str]]) -> list[dict[str, str]]:
+    out = []
+    for candidate in candidates:
+        addr, kind = candidate
+        out.append({"addr": addr, "kind": kind})
+    return out
 
 
 def _ignore(data: Any) -> None:
@@ -219,6 +257,9 @@ class Calls:
         endpoint: str | None,
         lan_addrs: Sequence[str],
         relay_only: bool,
+        candidates: Sequence[tuple[str, str]] = (),
+        transport: str = "udp",
+        name: str | None = None,
     ) -> Call[Registration]:
         if x25519_public_key is not None and len(x25519_public_key) != KEY_LEN:
             raise UsageError(f"x25519_public_key must be {KEY_LEN} bytes")
@@ -232,6 +273,14 @@ class Calls:
             "relay_only": relay_only,
             "timestamp_us": self._timestamp_us(),
         }
+        # The newer fields are sent only when they say something, so a client
+        # that does not use them still talks to an older registry.
+        if candidates:
+            fields["candidates"] = _candidate_fields(candidates)
+        if transport != "udp":
+            fields["transport"] = transport
+        if name is not None:
+            fields["name"] = name
         body = fields | {"signature": sign(key, ACTION_REGISTER, fields)}
 
         def parse(data: Any) -> Registration:
@@ -246,12 +295,18 @@ class Calls:
         node_id: int,
         endpoint: str | None,
         relay_only: bool | None,
+        candidates: Sequence[tuple[str, str]] | None = None,
+        transport: str | None = None,
     ) -> Call[HeartbeatResult]:
         fields: dict[str, Any] = {
             "endpoint": endpoint,
             "relay_only": relay_only,
             "timestamp_us": self._timestamp_us(),
         }
+        if candidates is not None:
+            fields["candidates"] = _candidate_fields(candidates)
+        if transport is not None:
+            fields["transport"] = transport
         signature = sign(key, ACTION_HEARTBEAT, fields | {"node_id": node_id})
 
         def parse(data: Any) -> HeartbeatResult:
@@ -263,6 +318,11 @@ class Calls:
 
     def resolve(self, node_id: int) -> Call[Resolved]:
         return Call("GET", f"/v1/nodes/{_node_id(node_id)}", _parse_resolved)
+
+    def resolve_name(self, name: str) -> Call[Resolved]:
+        if not isinstance(name, str) or _NAME.fullmatch(name) is None:
+            raise UsageError(f"not a node name (a lower-case DNS label): {name!r}")
+        return Call("GET", f"/v1/names/{name}", _parse_resolved)
 
     def nodes(self, limit: int) -> Call[list[Resolved]]:
         def parse(data: Any) -> list[Resolved]:
@@ -285,12 +345,16 @@ class Calls:
             )
         return Call("GET", "/v1/beacons", lambda d: _beacon_list_message(_parse_beacons(d)))
 
-    def register_beacon(self, beacon_id: int, addr: str) -> Call[BeaconRegistration]:
+    def register_beacon(
+        self, beacon_id: int, addr: str, stream_url: str | None = None
+    ) -> Call[BeaconRegistration]:
         def parse(data: Any) -> BeaconRegistration:
             r = _model(BeaconRegisterResponse, data)
-            return BeaconRegistration(r.beacon_id, r.addr, r.ttl)
+            return BeaconRegistration(r.beacon_id, r.addr, r.ttl, r.stream_url)
 
-        body = {"beacon_id": beacon_id, "addr": addr}
+        body: dict[str, Any] = {"beacon_id": beacon_id, "addr": addr}
+        if stream_url is not None:
+            body["stream_url"] = stream_url
         return Call("POST", "/v1/beacons", parse, body, operator=True)
 
     def set_relay_only(self, node_id: int, force: bool | None) -> Call[RelayOnlyState]:

@@ -33,6 +33,7 @@ from .calls import (
     BeaconRegistration,
     Call,
     Calls,
+    Candidate,
     HeartbeatResult,
     Registration,
     RegistryClientError,
@@ -46,6 +47,7 @@ __all__ = [
     "AsyncRegistryClient",
     "Beacon",
     "BeaconRegistration",
+    "Candidate",
     "HeartbeatResult",
     "Registration",
     "RegistryClient",
@@ -123,20 +125,40 @@ class RegistryClient:
         endpoint: str | None = None,
         lan_addrs: Sequence[str] = (),
         relay_only: bool = False,
+        candidates: Sequence[tuple[str, str]] = (),
+        transport: str = "udp",
+        name: str | None = None,
     ) -> Registration:
         """Register (or re-register) this node; the same key always gets the same ID.
 
         Re-registering replaces every field, so ``relay_only=False`` clears a
-        previous self-set mark (spec §4.3).
+        previous self-set mark (spec §4.3), and leaving ``name`` out drops the name.
+
+        Args:
+            identity_private_key: the node's Ed25519 key (signs the request).
+            x25519_public_key: the node's 32-byte X25519 key, published to peers.
+            endpoint: public ``ip:port``.
+            lan_addrs: LAN ``ip:port`` addresses (at most 16).
+            relay_only: peers should start on the relay.
+            candidates: ``(addr, kind)`` pairs, kind ``host`` or ``srflx`` (at most 8).
+            transport: ``udp``, or ``stream`` when attached to the beacon over TCP.
+            name: a lower-case DNS label, unique among live nodes.
 
         Raises:
             RegistryClientError: refused (``code``: ``invalid_request``,
-                ``bad_signature``, ``clock_skew``, ``replayed``, ``rate_limited``)
-                or failed.
+                ``bad_signature``, ``clock_skew``, ``replayed``, ``name_taken``,
+                ``rate_limited``) or failed.
             UsageError: ``x25519_public_key`` is not 32 bytes.
         """
         call = self._calls.register(
-            identity_private_key, x25519_public_key, endpoint, lan_addrs, relay_only
+            identity_private_key,
+            x25519_public_key,
+            endpoint,
+            lan_addrs,
+            relay_only,
+            candidates,
+            transport,
+            name,
         )
         return self._run(call)
 
@@ -147,14 +169,21 @@ class RegistryClient:
         *,
         endpoint: str | None = None,
         relay_only: bool | None = None,
+        candidates: Sequence[tuple[str, str]] | None = None,
+        transport: str | None = None,
     ) -> HeartbeatResult:
         """Keep ``node_id`` alive; ``None`` arguments leave stored values alone.
+
+        A ``candidates`` list replaces the stored one (``[]`` clears it).
 
         Raises:
             RegistryNotFoundError: the node must register again.
             RegistryClientError: any other refusal or failure.
         """
-        return self._run(self._calls.heartbeat(identity_private_key, node_id, endpoint, relay_only))
+        call = self._calls.heartbeat(
+            identity_private_key, node_id, endpoint, relay_only, candidates, transport
+        )
+        return self._run(call)
 
     def resolve(self, node_id: int) -> Resolved:
         """Look a live node up (spec §4.3).
@@ -165,6 +194,16 @@ class RegistryClient:
         """
         return self._run(self._calls.resolve(node_id))
 
+    def resolve_name(self, name: str) -> Resolved:
+        """Look up the live node registered under ``name``.
+
+        Raises:
+            RegistryNotFoundError: no live node has that name.
+            RegistryClientError: any other failure.
+            UsageError: ``name`` is not a lower-case DNS label.
+        """
+        return self._run(self._calls.resolve_name(name))
+
     def beacons(self) -> list[Beacon]:
         """The live beacons, ordered by ID."""
         return self._run(self._calls.beacons())
@@ -173,9 +212,11 @@ class RegistryClient:
         """Operator: the live nodes, by ID (at most ``limit``)."""
         return self._run(self._calls.nodes(limit))
 
-    def register_beacon(self, beacon_id: int, addr: str) -> BeaconRegistration:
-        """(Re-)register a beacon (operator token)."""
-        return self._run(self._calls.register_beacon(beacon_id, addr))
+    def register_beacon(
+        self, beacon_id: int, addr: str, stream_url: str | None = None
+    ) -> BeaconRegistration:
+        """(Re-)register a beacon (operator token); ``stream_url``: its ws(s):// relay."""
+        return self._run(self._calls.register_beacon(beacon_id, addr, stream_url))
 
     def set_relay_only(self, node_id: int, force: bool | None) -> RelayOnlyState:
         """Operator: force ``relay_only`` on/off, or ``None`` to clear the force."""
@@ -240,10 +281,20 @@ class AsyncRegistryClient:
         endpoint: str | None = None,
         lan_addrs: Sequence[str] = (),
         relay_only: bool = False,
+        candidates: Sequence[tuple[str, str]] = (),
+        transport: str = "udp",
+        name: str | None = None,
     ) -> Registration:
         """See :meth:`RegistryClient.register`."""
         call = self._calls.register(
-            identity_private_key, x25519_public_key, endpoint, lan_addrs, relay_only
+            identity_private_key,
+            x25519_public_key,
+            endpoint,
+            lan_addrs,
+            relay_only,
+            candidates,
+            transport,
+            name,
         )
         return await self._run(call)
 
@@ -254,14 +305,22 @@ class AsyncRegistryClient:
         *,
         endpoint: str | None = None,
         relay_only: bool | None = None,
+        candidates: Sequence[tuple[str, str]] | None = None,
+        transport: str | None = None,
     ) -> HeartbeatResult:
         """See :meth:`RegistryClient.heartbeat`."""
-        call = self._calls.heartbeat(identity_private_key, node_id, endpoint, relay_only)
+        call = self._calls.heartbeat(
+            identity_private_key, node_id, endpoint, relay_only, candidates, transport
+        )
         return await self._run(call)
 
     async def resolve(self, node_id: int) -> Resolved:
         """See :meth:`RegistryClient.resolve`."""
         return await self._run(self._calls.resolve(node_id))
+
+    async def resolve_name(self, name: str) -> Resolved:
+        """See :meth:`RegistryClient.resolve_name`."""
+        return await self._run(self._calls.resolve_name(name))
 
     async def beacons(self) -> list[Beacon]:
         """See :meth:`RegistryClient.beacons`."""
@@ -271,9 +330,11 @@ class AsyncRegistryClient:
         """See :meth:`RegistryClient.nodes`."""
         return await self._run(self._calls.nodes(limit))
 
-    async def register_beacon(self, beacon_id: int, addr: str) -> BeaconRegistration:
+    async def register_beacon(
+        self, beacon_id: int, addr: str, stream_url: str | None = None
+    ) -> BeaconRegistration:
         """See :meth:`RegistryClient.register_beacon`."""
-        return await self._run(self._calls.register_beacon(beacon_id, addr))
+        return await self._run(self._calls.register_beacon(beacon_id, addr, stream_url))
 
     async def set_relay_only(self, node_id: int, force: bool | None) -> RelayOnlyState:
         """See :meth:`RegistryClient.set_relay_only`."""

@@ -24,7 +24,7 @@ from natroute._service.logging import configure_logging
 from natroute._service.run import bind_tcp, run
 
 from .app import create_app
-from .settings import ENV_PREFIX, InsecureTokenError, Settings
+from .settings import ENV_PREFIX, Settings
 
 __all__ = ["build_settings", "main", "parse_args"]
 
@@ -73,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the registry until SIGINT/SIGTERM.
 
     Returns:
-        0 on a clean stop, 2 on bad settings (an insecure token included).
+        0 on a clean stop, 2 on bad settings (a weak operator token included).
     """
     args = parse_args(argv)
     try:
@@ -82,12 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"natroute-registry: invalid settings:\n{exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level)
-    try:
-        app = create_app(settings)
-    except InsecureTokenError as exc:
-        _log.error("registry_refused_start", extra={"reason": str(exc)})
-        print(f"natroute-registry: {exc}", file=sys.stderr)
-        return 2
+    app = create_app(settings)
     host, _ = settings.listen_addr()
     sock = bind_tcp(settings.listen)
     bound_port = int(sock.getsockname()[1])

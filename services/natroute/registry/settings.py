@@ -1,37 +1,29 @@
 """Registry settings: environment (``NATROUTE_REGISTRY_*``) overridden by flags.
 
 Built once in ``main()`` and passed down (``create_app(settings)``); nothing
-reads the environment at import time.
+reads the environment at import time. The operator token is checked when the
+settings are built (outside dev mode), so a weak token never starts a server.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Final, Literal
+from typing import Annotated, Final, Literal, Self
 
-from pydantic import AfterValidator, Field, SecretStr
+from pydantic import AfterValidator, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from natroute._service.settings import check_host_port as check_listen
+from natroute._service.settings import check_host_port as check_listen_addr
+from natroute._service.settings import check_secret_token
 from natroute.routing.addr import split_host_port
 
-from .models import check_host_port
+from .models import check_name_or_ip_port
 
-__all__ = ["DEV_TOKEN", "ENV_PREFIX", "MIN_TOKEN_LEN", "InsecureTokenError", "Settings"]
+__all__ = ["DEV_TOKEN", "ENV_PREFIX", "Settings"]
 
 ENV_PREFIX: Final = "NATROUTE_REGISTRY_"
 #: The operator token used in ``--dev`` mode when none is configured.
 DEV_TOKEN: Final = "dev"
-#: Shortest operator token accepted outside dev mode.
-MIN_TOKEN_LEN: Final = 16
-# Well-known placeholder tokens that are refused outside dev mode.
-_DEFAULT_TOKENS: Final = frozenset(
-    {"changeme", "change-me", "change_me", "dev", "secret", "token", "natroute", "password"}
-)
-
-
-class InsecureTokenError(ValueError):
-    """The operator token is empty, a placeholder or too short (outside dev mode)."""
 
 
 class Settings(BaseSettings):
@@ -39,11 +31,12 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid")
 
-    listen: Annotated[str, AfterValidator(check_listen)] = "0.0.0.0:9000"
+    listen: Annotated[str, AfterValidator(check_listen_addr)] = "0.0.0.0:9000"
     db: Path = Path("registry.db")
     token: SecretStr = SecretStr("")
     dev: bool = False
-    beacon_addr: Annotated[str, AfterValidator(check_host_port)] | None = None
+    allow_local_endpoints: bool | None = None
+    beacon_addr: Annotated[str, AfterValidator(check_name_or_ip_port)] | None = None
     node_ttl: float = Field(default=90.0, gt=0)
     beacon_ttl: float = Field(default=60.0, gt=0)
     retention: float = Field(default=30 * 86400.0, gt=0)
@@ -56,29 +49,38 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     port_file: Path | None = None
 
+    @model_validator(mode="after")
+    def _check_token(self) -> Self:
+        if not self.dev:
+            token = check_secret_token(
+                self.token.get_secret_value(),
+                env=f"{ENV_PREFIX}TOKEN",
+                flag="--token",
+                hint="or run with --dev for a local test registry",
+            )
+            self.token = SecretStr(token)
+        return self
+
     def listen_addr(self) -> tuple[str, int]:
         """``listen`` split into host and port (brackets removed)."""
         return split_host_port(self.listen)
 
     def operator_token(self) -> str:
-        """The bearer token operator endpoints require.
+        """The bearer token operator endpoints require (stripped).
 
         Returns:
             The configured token, or :data:`DEV_TOKEN` in dev mode when none is set.
-
-        Raises:
-            InsecureTokenError: outside dev mode, the token is empty, a
-                well-known placeholder or shorter than :data:`MIN_TOKEN_LEN`.
         """
-        token = self.token.get_secret_value()
-        if self.dev:
-            return token or DEV_TOKEN
-        if not token:
-            raise InsecureTokenError(
-                f"no operator token: set --token or {ENV_PREFIX}TOKEN (or run with --dev)"
-            )
-        if token.lower() in _DEFAULT_TOKENS or len(token) < MIN_TOKEN_LEN:
-            raise InsecureTokenError(
-                f"operator token is a placeholder or shorter than {MIN_TOKEN_LEN} characters"
-            )
-        return token
+        token = self.token.get_secret_value().strip()
+        return token or DEV_TOKEN
+
+    def local_endpoints_allowed(self) -> bool:
+        """Whether nodes may register loopback and link-local addresses.
+
+        ``allow_local_endpoints`` when set, else dev mode: a registry on a
+        developer's machine serves sidecars on 127.0.0.1, a real one must not
+        (a node could aim its peers at their own loopback services).
+        """
+        if self.allow_local_endpoints is not None:
+            return self.allow_local_endpoints
+        return self.dev

@@ -45,6 +45,7 @@ __all__ = [
     "BeaconRecord",
     "ClockSkewError",
     "IdSpaceExhaustedError",
+    "NameTakenError",
     "NodeNotFoundError",
     "NodeRecord",
     "ReplayError",
@@ -79,13 +80,20 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     );
     CREATE INDEX beacons_last_seen ON beacons(last_seen);
     """,
+    """
+    ALTER TABLE nodes ADD COLUMN candidates TEXT NOT NULL DEFAULT '[]';
+    ALTER TABLE nodes ADD COLUMN transport TEXT NOT NULL DEFAULT 'udp';
+    ALTER TABLE nodes ADD COLUMN name TEXT;
+    CREATE UNIQUE INDEX nodes_name ON nodes(name) WHERE name IS NOT NULL;
+    ALTER TABLE beacons ADD COLUMN stream_url TEXT;
+    """,
 )
 
 _ID_TRIES: Final = 64
 _PURGE_INTERVAL: Final = 3600.0
 _NODE_COLUMNS: Final = (
     "n.node_id, i.ed25519, n.x25519, n.endpoint, n.lan_addrs, n.relay_only, "
-    "n.relay_only_forced, i.created_at, n.last_seen"
+    "n.relay_only_forced, i.created_at, n.last_seen, n.candidates, n.transport, n.name"
 )
 
 
@@ -103,6 +111,10 @@ class ReplayError(StoreError):
 
 class ClockSkewError(StoreError):
     """The timestamp is outside ``±signature_skew`` of the registry's clock."""
+
+
+class NameTakenError(StoreError):
+    """Another live node (another key) holds the name."""
 
 
 class IdSpaceExhaustedError(StoreError):
@@ -133,6 +145,9 @@ class NodeRecord:
     relay_only_forced: bool | None
     created_at: float
     last_seen: float
+    candidates: tuple[tuple[str, str], ...] = ()
+    transport: str = "udp"
+    name: str | None = None
 
     @property
     def relay_only(self) -> bool:
@@ -149,6 +164,7 @@ class BeaconRecord:
     beacon_id: int
     addr: str
     last_seen: float
+    stream_url: str | None = None
 
 
 class Store:
@@ -245,6 +261,9 @@ class Store:
         lan_addrs: Sequence[str],
         relay_only: bool,
         timestamp_us: int,
+        candidates: Sequence[tuple[str, str]] = (),
+        transport: str = "udp",
+        name: str | None = None,
     ) -> tuple[NodeRecord, bool]:
         """Register (or re-register) the node owning ``ed25519_public_key``.
 
@@ -258,6 +277,7 @@ class Store:
 
         Raises:
             ClockSkewError, ReplayError: the timestamp is not acceptable.
+            NameTakenError: a live node of another key holds ``name``.
             IdSpaceExhaustedError: no free ID could be drawn.
         """
         now = self._clock()
@@ -280,12 +300,16 @@ class Store:
                     "UPDATE identities SET last_ts_us = ? WHERE node_id = ?",
                     (timestamp_us, node_id),
                 )
+            if name is not None:
+                self._claim_name(name, node_id, now)
             self._db.execute(
-                "INSERT INTO nodes (node_id, x25519, endpoint, lan_addrs, relay_only, last_seen) "
-                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(node_id) DO UPDATE SET "
+                "INSERT INTO nodes (node_id, x25519, endpoint, lan_addrs, relay_only, last_seen, "
+                "candidates, transport, name) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(node_id) DO UPDATE SET "
                 "x25519 = excluded.x25519, endpoint = excluded.endpoint, "
                 "lan_addrs = excluded.lan_addrs, relay_only = excluded.relay_only, "
-                "last_seen = excluded.last_seen",
+                "last_seen = excluded.last_seen, candidates = excluded.candidates, "
+                "transport = excluded.transport, name = excluded.name",
                 (
                     node_id,
                     x25519_public_key,
@@ -293,12 +317,27 @@ class Store:
                     json.dumps(list(lan_addrs)),
                     int(relay_only),
                     now,
+                    _encode_candidates(candidates),
+                    transport,
+                    name,
                 ),
             )
             record = self._node(node_id)
         self._maybe_purge(now)
         assert record is not None
         return record, row is None
+
+    def _claim_name(self, name: str, node_id: int, now: float) -> None:
+        # A name belongs to a live node; an expired holder loses it to the claimant.
+        row = self._db.execute(
+            "SELECT node_id, last_seen FROM nodes WHERE name = ? AND node_id != ?",
+            (name, node_id),
+        ).fetchone()
+        if row is None:
+            return
+        if now - float(row[1]) <= self._config.node_ttl:
+            raise NameTakenError(f"name {name!r} is held by another live node")
+        self._db.execute("UPDATE nodes SET name = NULL WHERE node_id = ?", (int(row[0]),))
 
     def _allocate_id(self) -> int:
         for _ in range(_ID_TRIES):
@@ -317,6 +356,8 @@ class Store:
         timestamp_us: int,
         endpoint: str | None = None,
         relay_only: bool | None = None,
+        candidates: Sequence[tuple[str, str]] | None = None,
+        transport: str | None = None,
     ) -> NodeRecord:
         """Mark ``node_id`` alive now; ``None`` arguments keep the stored value.
 
@@ -343,8 +384,16 @@ class Store:
             )
             self._db.execute(
                 "UPDATE nodes SET last_seen = ?, endpoint = coalesce(?, endpoint), "
-                "relay_only = coalesce(?, relay_only) WHERE node_id = ?",
-                (now, endpoint, None if relay_only is None else int(relay_only), node_id),
+                "relay_only = coalesce(?, relay_only), candidates = coalesce(?, candidates), "
+                "transport = coalesce(?, transport) WHERE node_id = ?",
+                (
+                    now,
+                    endpoint,
+                    None if relay_only is None else int(relay_only),
+                    None if candidates is None else _encode_candidates(candidates),
+                    transport,
+                    node_id,
+                ),
             )
             record = self._node(node_id)
         assert record is not None
@@ -361,6 +410,20 @@ class Store:
             record = self._node(node_id)
         if record is None or now - record.last_seen > self._config.node_ttl:
             raise NodeNotFoundError(f"node {node_id} is not registered or has expired")
+        return record
+
+    def resolve_name(self, name: str) -> NodeRecord:
+        """The live record of the node called ``name``.
+
+        Raises:
+            NodeNotFoundError: no live node has that name.
+        """
+        now = self._clock()
+        with self._lock:
+            row = self._db.execute("SELECT node_id FROM nodes WHERE name = ?", (name,)).fetchone()
+            record = None if row is None else self._node(int(row[0]))
+        if record is None or now - record.last_seen > self._config.node_ttl:
+            raise NodeNotFoundError(f"no live node is called {name!r}")
         return record
 
     def live_nodes(self, limit: int) -> list[NodeRecord]:
@@ -422,33 +485,38 @@ class Store:
             relay_only_forced=None if row[6] is None else bool(row[6]),
             created_at=float(row[7]),
             last_seen=float(row[8]),
+            candidates=tuple((str(c[0]), str(c[1])) for c in json.loads(row[9])),
+            transport=str(row[10]),
+            name=row[11],
         )
 
     # -- beacons (spec §4.2) ----------------------------------------------------
 
-    def register_beacon(self, beacon_id: int, addr: str) -> BeaconRecord:
+    def register_beacon(
+        self, beacon_id: int, addr: str, stream_url: str | None = None
+    ) -> BeaconRecord:
         """Insert or refresh a beacon; it stays listed for ``beacon_ttl`` seconds."""
         now = self._clock()
         with self._lock, self._transaction():
             self._db.execute(
-                "INSERT INTO beacons (beacon_id, addr, last_seen) VALUES (?, ?, ?) "
+                "INSERT INTO beacons (beacon_id, addr, last_seen, stream_url) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT(beacon_id) DO UPDATE SET addr = excluded.addr, "
-                "last_seen = excluded.last_seen",
-                (beacon_id, addr, now),
+                "last_seen = excluded.last_seen, stream_url = excluded.stream_url",
+                (beacon_id, addr, now, stream_url),
             )
         self._maybe_purge(now)
-        return BeaconRecord(beacon_id, addr, now)
+        return BeaconRecord(beacon_id, addr, now, stream_url)
 
     def live_beacons(self) -> list[BeaconRecord]:
         """Beacons registered within ``beacon_ttl``, ordered by ID."""
         cutoff = self._clock() - self._config.beacon_ttl
         with self._lock:
             rows = self._db.execute(
-                "SELECT beacon_id, addr, last_seen FROM beacons WHERE last_seen >= ? "
+                "SELECT beacon_id, addr, last_seen, stream_url FROM beacons WHERE last_seen >= ? "
                 "ORDER BY beacon_id",
                 (cutoff,),
             ).fetchall()
-        return [BeaconRecord(int(r[0]), str(r[1]), float(r[2])) for r in rows]
+        return [BeaconRecord(int(r[0]), str(r[1]), float(r[2]), r[3]) for r in rows]
 
     # -- housekeeping -----------------------------------------------------------
 
@@ -487,6 +555,10 @@ class Store:
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self._db)
+
+
+def _encode_candidates(candidates: Sequence[tuple[str, str]]) -> str:
+    return json.dumps([[addr, kind] for addr, kind in candidates])
 
 
 class _Transaction:

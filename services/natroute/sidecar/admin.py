@@ -33,8 +33,9 @@ every non-2xx answer has the body ``{"error": {"code", "message"}}``.
 from __future__ import annotations
 
 import asyncio
-import html
+import contextlib
 import logging
+import re
 import secrets
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
@@ -43,15 +44,18 @@ from fastapi import FastAPI, Request, Response, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from natroute.registry.client import RegistryClientError
 from natroute.registry.models import ErrorBody
-from natroute.routing.addr import MAX_NODE_ID
+from natroute.routing.addr import MAX_NODE_ID, format_addr
 from natroute.routing.errors import RoutingError
 
+from .engine import Engine
 from .metrics import CONTENT_TYPE_LATEST, SidecarMetrics
-from .node import Node
+from .page import render_page
+from .peers import Peer
 from .service import Sidecar
 from .status import (
     BeaconStatus,
@@ -62,7 +66,6 @@ from .status import (
     build_peers,
     build_refresh_result,
     build_status,
-    format_age,
     read_cache_age,
 )
 
@@ -74,11 +77,13 @@ __all__ = [
     "MutationsDisabledError",
     "NotReadyError",
     "PeerNotFoundError",
+    "PingRequest",
+    "PingResponse",
+    "PingResult",
     "RelayRequest",
     "create_app",
     "error_status",
     "parse_peer_id",
-    "render_page",
 ]
 
 _log = logging.getLogger(__name__)
@@ -127,6 +132,33 @@ _ERROR_STATUS: dict[type[Exception], tuple[int, str]] = {
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 401: "auth_required"}
 
 
+class PingRequest(BaseModel):
+    """``POST /v1/peers/{id}/ping``: how many rounds and how long to wait for each."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    count: int = Field(3, ge=1, le=20)
+    timeout: float = Field(1.0, gt=0, le=10)
+
+
+class PingResult(BaseModel):
+    """One probe of a ping round: the path it took and its round trip (None: no answer)."""
+
+    seq: int
+    path: str
+    via: str | None
+    rtt_ms: float | None
+
+
+class PingResponse(BaseModel):
+    """The peer, its current path, and every probe's answer."""
+
+    node_id: int
+    name: str
+    path: str
+    results: list[PingResult]
+
+
 class RelayRequest(BaseModel):
     """``PUT /v1/peers/{id}/relay``: force relay (optionally pinned) or back to direct."""
 
@@ -134,6 +166,9 @@ class RelayRequest(BaseModel):
 
     relay: bool
     pinned: bool = False
+
+
+_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
 
 def parse_peer_id(text: str) -> int:
@@ -147,11 +182,36 @@ def parse_peer_id(text: str) -> int:
         value = int(raw, 16) if raw[:2].lower() == "0x" else int(raw, 10)
     except ValueError:
         raise InvalidPeerIdError(
-            f"peer ID {text[:40]!r} is not a node ID (decimal or 0x hex)"
+            f"peer ID {text[:40]!r} is not a node ID (decimal or 0x hex) or a node name"
         ) from None
     if not 1 <= value <= MAX_NODE_ID:
         raise InvalidPeerIdError(f"peer ID {value} is out of range 1..{MAX_NODE_ID}")
     return value
+
+
+async def peer_node_id(sidecar: Sidecar, text: str) -> int:
+    """A node ID from a path segment: a node ID, or a node name (a known peer's, else
+    the registry's answer for it).
+
+    Raises:
+        InvalidPeerIdError: neither a node ID nor a valid name.
+        PeerNotFoundError: no node has that name.
+    """
+    raw = text.strip()
+    if raw[:1].isdigit():
+        return parse_peer_id(raw)
+    if not _NAME.match(raw):
+        raise InvalidPeerIdError(
+            f"peer ID {text[:40]!r} is not a node ID (decimal or 0x hex) or a node name"
+        )
+    for peer in sidecar.engine.peers.values():
+        if peer.name == raw:
+            return peer.node_id
+    try:
+        resolved = await sidecar.registry.client.resolve_name(raw)
+    except RegistryClientError as exc:
+        raise PeerNotFoundError(f"no node named {raw!r} ({exc})") from exc
+    return resolved.node_id
 
 
 def _describe_validation(exc: RequestValidationError) -> str:
@@ -215,11 +275,10 @@ def _require_token(sidecar: Sidecar) -> Callable[..., Awaitable[None]]:
     return check
 
 
-def _node(sidecar: Sidecar) -> Node:
-    node = sidecar.node
-    if node is None:
-        raise NotReadyError("the sidecar is still starting (no node yet)")
-    return node
+def _engine(sidecar: Sidecar) -> Engine:
+    if sidecar.engine.node_id is None:
+        raise NotReadyError("the sidecar is still starting (no node ID yet)")
+    return sidecar.engine
 
 
 async def _full_status(sidecar: Sidecar, *, include_peers: bool) -> SidecarStatus:
@@ -232,6 +291,54 @@ def _peer(sidecar: Sidecar, peer_id: int) -> PeerStatus:
     if peer is None:
         raise PeerNotFoundError(f"no peer with node ID {peer_id}")
     return peer
+
+
+async def _until(done: Callable[[], bool], limit: float) -> None:
+    """Wait until ``done()`` or ``limit`` seconds; the engine has no events to await,
+    so its state is polled every 5 ms (only for an operator's request)."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(limit):
+            while not done():  # noqa: ASYNC110
+                await asyncio.sleep(0.005)
+
+
+async def _ping(sidecar: Sidecar, node_id: int, request: PingRequest) -> list[PingResult]:
+    """``count`` rounds of probes over the direct path (if any) and the relay."""
+    engine = sidecar.engine
+    results: list[PingResult] = []
+    for seq in range(request.count):
+        peer = engine.peers.get(node_id)
+        if peer is None:
+            break
+        via = {
+            "direct": format_addr(peer.chosen) if peer.chosen else None,
+            "relay": format_addr(b) if (b := sidecar.manager.beacon_addr()) else None,
+        }
+        sent = engine.ping(node_id, sidecar.clock())
+        sidecar.flush()
+        nonces = frozenset(nonce for nonce, _ in sent)
+
+        def answers(p: Peer = peer, wanted: frozenset[int] = nonces) -> dict[int, float]:
+            return {n: rtt for n, _, rtt in p.ping_results if n in wanted}
+
+        def complete(wanted: frozenset[int] = nonces) -> bool:
+            return len(answers()) == len(wanted)
+
+        await _until(complete, request.timeout)
+        got = answers()
+        for nonce, path in sent:
+            rtt = got.get(nonce)
+            results.append(
+                PingResult(
+                    seq=seq,
+                    path=path,
+                    via=via[path],
+                    rtt_ms=None if rtt is None else round(rtt * 1000.0, 3),
+                )
+            )
+        if seq + 1 < request.count:
+            await asyncio.sleep(0.2)
+    return results
 
 
 def create_app(sidecar: Sidecar) -> FastAPI:
@@ -283,7 +390,7 @@ def create_app(sidecar: Sidecar) -> FastAPI:
 
     @app.get("/v1/peers/{peer_id}", response_model=PeerStatus, responses=errors)
     async def peer(peer_id: str) -> PeerStatus:
-        return _peer(sidecar, parse_peer_id(peer_id))
+        return _peer(sidecar, await peer_node_id(sidecar, peer_id))
 
     @app.put(
         "/v1/peers/{peer_id}/relay",
@@ -292,8 +399,10 @@ def create_app(sidecar: Sidecar) -> FastAPI:
         dependencies=[Security(auth)],
     )
     async def set_relay(peer_id: str, body: RelayRequest) -> PeerStatus:
-        node_id = parse_peer_id(peer_id)
-        if not _node(sidecar).set_relay(node_id, body.relay, body.pinned):
+        node_id = await peer_node_id(sidecar, peer_id)
+        done = _engine(sidecar).set_relay(node_id, body.relay, body.pinned, sidecar.clock())
+        sidecar.flush()
+        if not done:
             raise PeerNotFoundError(f"no peer with node ID {node_id}")
         _log.info(
             "operator_set_relay",
@@ -305,8 +414,8 @@ def create_app(sidecar: Sidecar) -> FastAPI:
         "/v1/peers/{peer_id}", status_code=204, responses=errors, dependencies=[Security(auth)]
     )
     async def remove_peer(peer_id: str) -> Response:
-        node_id = parse_peer_id(peer_id)
-        if not _node(sidecar).remove_peer(node_id):
+        node_id = await peer_node_id(sidecar, peer_id)
+        if not _engine(sidecar).remove_peer(node_id):
             raise PeerNotFoundError(f"no peer with node ID {node_id}")
         _log.info("operator_removed_peer", extra={"peer": node_id})
         return Response(status_code=204)
@@ -319,11 +428,34 @@ def create_app(sidecar: Sidecar) -> FastAPI:
         dependencies=[Security(auth)],
     )
     async def punch(peer_id: str) -> PeerStatus:
-        node_id = parse_peer_id(peer_id)
-        if not _node(sidecar).punch(node_id):
+        node_id = await peer_node_id(sidecar, peer_id)
+        done = _engine(sidecar).punch(node_id, sidecar.clock())
+        sidecar.flush()
+        if not done:
             raise PeerNotFoundError(f"no peer with node ID {node_id}")
         _log.info("operator_punch", extra={"peer": node_id})
         return _peer(sidecar, node_id)
+
+    @app.post(
+        "/v1/peers/{peer_id}/ping",
+        response_model=PingResponse,
+        responses=errors,
+        dependencies=[Security(auth)],
+    )
+    async def ping(peer_id: str, body: PingRequest | None = None) -> PingResponse:
+        node_id = await peer_node_id(sidecar, peer_id)
+        request = body or PingRequest()
+        engine = _engine(sidecar)
+        if engine.peers.get(node_id) is None:
+            # not a peer yet: look it up (as a first datagram would) and wait a little
+            engine.look_up(node_id, sidecar.clock())
+            sidecar.flush()
+            await _until(lambda: engine.peers.get(node_id) is not None, 3.0)
+            if engine.peers.get(node_id) is None:
+                raise PeerNotFoundError(f"no node with node ID {node_id} (registry look-up)")
+        results = await _ping(sidecar, node_id, request)
+        peer = _peer(sidecar, node_id)
+        return PingResponse(node_id=node_id, name=peer.name, path=peer.path, results=results)
 
     @app.get("/v1/beacons", response_model=BeaconStatus)
     async def beacons() -> BeaconStatus:
@@ -345,71 +477,3 @@ def create_app(sidecar: Sidecar) -> FastAPI:
         return HTMLResponse(render_page(await _full_status(sidecar, include_peers=True)))
 
     return app
-
-
-_CSS = (
-    "body{font:14px system-ui,sans-serif;margin:1.5em;color:#222}"
-    "table{border-collapse:collapse;margin:.5em 0 1.5em}"
-    "td,th{border:1px solid #ccc;padding:.2em .6em;text-align:left}"
-    "th{background:#f3f3f3}.relay{color:#a40}.direct{color:#070}"
-)
-
-
-def _row(cells: list[str], tag: str = "td", cls: str = "") -> str:
-    attr = f' class="{cls}"' if cls else ""
-    inner = "".join(f"<{tag}>{html.escape(c)}</{tag}>" for c in cells)
-    return f"<tr{attr}>{inner}</tr>"
-
-
-def _kv_table(rows: list[tuple[str, str]]) -> str:
-    return "<table>" + "".join(_row([k, v]) for k, v in rows) + "</table>"
-
-
-def render_page(s: SidecarStatus) -> str:
-    """The ``GET /`` page: status and peer table, escaped, refreshed every 5 s."""
-    b = s.beacon
-    reason = b.reason or "-"
-    rtt = ", ".join(f"{a} {ms:.1f}ms" for a, ms in b.rtt_ms.items()) or "-"
-    summary = _kv_table(
-        [
-            ("node", str(s.node_id) if s.node_id is not None else "-"),
-            ("ready / registered", f"{s.ready} / {s.registered}"),
-            ("public endpoint", s.public_endpoint or "-"),
-            ("local address", s.local_addr or "-"),
-            ("NAT", s.nat.type + (" (relay_only)" if s.relay_only else "")),
-            ("beacon", f"{b.pick or '-'} ({reason}, list from {b.source})"),
-            ("beacons", ", ".join(b.beacons) or "-"),
-            ("RTT", rtt),
-            ("cache age", format_age(b.cache_age)),
-            ("last refresh", format_age(b.last_refresh_age)),
-            ("uptime", format_age(s.uptime)),
-            (
-                "peers",
-                f"{s.peers_total} ({s.peers_direct} direct, {s.peers_relay} relay, "
-                f"{s.peers_pinned} pinned)",
-            ),
-            ("dropped", str(s.counters.dropped_total)),
-        ]
-    )
-    head = ["peer", "path", "reason", "pinned", "addr", "last direct", "misses", "sent/recv pkts"]
-    rows = [_row(head, "th")]
-    for p in s.peers:
-        cells = [
-            str(p.node_id),
-            "relay" if p.relay else "direct",
-            p.reason,
-            "yes" if p.pinned else "",
-            p.addr or "-",
-            format_age(p.last_direct_recv_age),
-            str(p.blackhole_misses),
-            f"{p.pkts_sent}/{p.pkts_recv}",
-        ]
-        rows.append(_row(cells, cls="relay" if p.relay else "direct"))
-    title = f"natroute sidecar {s.node_id if s.node_id is not None else ''}".strip()
-    return (
-        "<!doctype html><html><head><meta charset=utf-8>"
-        '<meta http-equiv="refresh" content="5">'
-        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>"
-        f"<h1>{html.escape(title)}</h1>{summary}<h2>Peers</h2><table>{''.join(rows)}</table>"
-        "</body></html>"
-    )

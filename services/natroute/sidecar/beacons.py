@@ -46,9 +46,13 @@ class BeaconHealth:
             self.since = self._clock()
             self.last_reply = None
 
-    def replied(self) -> None:
-        """The current beacon answered a keepalive."""
-        self.last_reply = self._clock()
+    def replied(self, at: float | None = None) -> None:
+        """The current beacon answered a keepalive (at ``at``, default now)."""
+        stamp = self._clock() if at is None else at
+        if stamp < self.since:
+            return  # a reply from before this beacon was picked (again)
+        if self.last_reply is None or stamp > self.last_reply:
+            self.last_reply = stamp
 
     def is_dead(self) -> bool:
         """The current beacon has been silent for longer than ``dead_after``."""

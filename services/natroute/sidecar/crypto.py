@@ -65,7 +65,10 @@ def frame_sender(frame: bytes) -> int | None:
 class ReplayWindow:
     """Sliding window over 64-bit counters: each counter is accepted once.
 
-    Counters more than ``size`` behind the highest seen are refused.
+    Counters more than ``size`` behind the highest seen are refused. Every
+    operation is O(size) at worst and the bitmap never holds more than
+    ``size`` bits, whatever the counters: a jump of ``size`` or more starts
+    a fresh window instead of shifting the old one out bit by bit.
     """
 
     __slots__ = ("_bits", "_size", "highest")
@@ -86,7 +89,10 @@ class ReplayWindow:
         """Mark ``counter`` as seen; call only after ``check`` and authentication."""
         if counter > self.highest:
             shift = counter - self.highest
-            self._bits = ((self._bits << shift) | 1) & ((1 << self._size) - 1)
+            if shift >= self._size:
+                self._bits = 1  # nothing of the old window is still inside the new one
+            else:
+                self._bits = ((self._bits << shift) | 1) & ((1 << self._size) - 1)
             self.highest = counter
         else:
             self._bits |= 1 << (self.highest - counter)
@@ -112,6 +118,7 @@ class PeerCipher:
         our_id: our node ID; ``peer_id``: theirs.
         our_key: our X25519 private key; ``peer_key``: their public key bytes.
         epoch: our send epoch (strictly increasing across our restarts).
+        first_counter: the first send counter (0 for a new epoch).
     """
 
     __slots__ = (
@@ -126,16 +133,27 @@ class PeerCipher:
     )
 
     def __init__(
-        self, our_id: int, our_key: X25519PrivateKey, peer_id: int, peer_key: bytes, epoch: int
+        self,
+        our_id: int,
+        our_key: X25519PrivateKey,
+        peer_id: int,
+        peer_key: bytes,
+        epoch: int,
+        first_counter: int = 0,
     ) -> None:
         self._our_id = our_id
         self._peer_id = peer_id
         self._shared = our_key.exchange(X25519PublicKey.from_public_bytes(peer_key))
         self._epoch = epoch
         self._send = _derive(self._shared, our_id, peer_id, epoch)
-        self._counter = 0
+        self._counter = first_counter
         self._recv: _RecvState | None = None
         self._aad_tail = _U32.pack(our_id)
+
+    @property
+    def next_counter(self) -> int:
+        """The counter of the next sealed frame."""
+        return self._counter
 
     def seal(self, plaintext: bytes) -> bytes:
         """An encrypted frame carrying ``plaintext`` to the peer."""

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from natroute._service.logging import configure_logging
 from natroute._service.run import EmbeddedHttpServer, run, wait_for_signal
+from natroute._service.settings import describe_settings_error
 
 from .admin import create_app
 from .identity import IdentityError
@@ -24,14 +25,32 @@ _log = logging.getLogger(__name__)
 
 
 async def serve(settings: Settings) -> None:
-    """Run a sidecar (and its admin API) until SIGINT or SIGTERM."""
-    sidecar = Sidecar(settings)
+    """Run a sidecar (and its admin API) until SIGINT or SIGTERM.
+
+    Raises:
+        SidecarError: start-up failed (the message names the setting to change).
+    """
+    try:
+        sidecar = Sidecar(settings)
+    except OSError as exc:  # the identity directory cannot be created or written
+        raise SidecarError(
+            f"cannot use the identity file {settings.identity}: {exc.strerror or exc} "
+            "(set --identity / NATROUTE_SIDECAR_IDENTITY to a writable path)"
+        ) from exc
     http: EmbeddedHttpServer | None = None
     try:
         if settings.admin_listen:
             # first, so /healthz answers (and /readyz says 503) during start-up
             http = EmbeddedHttpServer(create_app(sidecar))
-            addr = await http.start(settings.admin_listen)
+            try:
+                addr = await http.start(settings.admin_listen)
+            except OSError as exc:
+                http = None
+                raise SidecarError(
+                    f"cannot bind admin_listen {settings.admin_listen}: {exc.strerror or exc} "
+                    "(set --admin-listen / NATROUTE_SIDECAR_ADMIN_LISTEN, or 'off')"
+                ) from exc
+            sidecar.self_addrs.add(addr)
             _log.info("admin_listening", extra={"addr": f"{addr[0]}:{addr[1]}"})
         starting = asyncio.ensure_future(sidecar.start())
         stop = asyncio.ensure_future(wait_for_signal())
@@ -55,13 +74,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = build_settings(sys.argv[1:] if argv is None else argv)
     except ValidationError as exc:
-        print(f"natroute-sidecar: invalid settings:\n{exc}", file=sys.stderr)
+        detail = describe_settings_error(exc, "NATROUTE_SIDECAR_")
+        print(f"natroute-sidecar: invalid settings:\n{detail}", file=sys.stderr)
         return 2
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, fmt=settings.log_format)
     try:
         # stdlib loop: libuv stops polling a socket with IP_RECVERR errors (see run())
         run(serve(settings), use_uvloop=False)
     except (SidecarError, IdentityError) as exc:
+        _log.debug("start_failed", exc_info=True)
         print(f"natroute-sidecar: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -6,7 +6,7 @@ handed to :meth:`SidecarMetrics.render` into metric families, so the core
 never keeps counters twice.
 
 Label sets are bounded by enums and fixed words only: drop reasons
-(:class:`~.node.DropReason`), path reasons (:class:`~.peers.PathReason`),
+(:class:`~.model.DropReason`), path reasons (:class:`~.peers.PathReason`),
 NAT types, list sources, ``path``/``direction``. There are no per-peer or
 per-beacon labels.
 
@@ -25,7 +25,7 @@ from prometheus_client.registry import Collector
 
 from natroute.routing.refresh import ListSource, PickReason
 
-from .node import NatType
+from .model import NatType
 from .status import SidecarStatus
 
 __all__ = ["CONTENT_TYPE_LATEST", "SidecarMetrics"]
@@ -72,6 +72,13 @@ def _node_families(s: SidecarStatus) -> Iterator[Metric]:
     yield _gauge("relay_only", "1 when this node registered as relay_only", float(s.relay_only))
     yield _gauge("uptime_seconds", "Seconds since the sidecar started", s.uptime)
     yield _one_hot(
+        "transport",
+        "How the node reaches its beacon (1 for the current transport)",
+        "transport",
+        ("udp", "stream"),
+        s.transport,
+    )
+    yield _one_hot(
         "nat_type",
         "NAT classification (1 for the current type)",
         "type",
@@ -84,7 +91,7 @@ def _node_families(s: SidecarStatus) -> Iterator[Metric]:
     peers.add_metric(["direct"], s.peers_direct)
     peers.add_metric(["relay"], s.peers_relay)
     yield peers
-    yield _gauge("peers_pinned", "Peers pinned to the relay", s.peers_pinned)
+    yield _gauge("peers_offline", "Peers silent for longer than offline_after", s.peers_offline)
 
 
 def _traffic_families(s: SidecarStatus) -> Iterator[Metric]:
@@ -145,8 +152,44 @@ def _traffic_families(s: SidecarStatus) -> Iterator[Metric]:
         "app_dropped",
         "Data-plane datagrams dropped, by reason",
         "reason",
-        (("short", c.app_dropped_short), ("no_app", c.app_dropped_no_app)),
+        (
+            ("short", c.app_dropped_short),
+            ("no_app", c.app_dropped_no_app),
+            ("own_socket", c.app_dropped_self),
+        ),
     )
+    yield CounterMetricFamily(
+        "natroute_sidecar_app_foreign_sources",
+        "Data-plane datagrams from a socket other than the learned application",
+        value=c.app_foreign_sources,
+    )
+    yield CounterMetricFamily(
+        "natroute_sidecar_app_target_changes",
+        "Times the delivery target moved to a new application socket (the old one was gone)",
+        value=c.app_target_changes,
+    )
+    yield CounterMetricFamily(
+        "natroute_sidecar_lookups_started",
+        "Registry look-ups started",
+        value=c.lookups_started,
+    )
+    yield _gauge("lookups_queued", "Registry look-ups waiting for a worker", c.lookups_queued)
+    yield _gauge("lookups_in_flight", "Registry look-ups running", c.lookups_in_flight)
+    yield _gauge("held_frames", "Frames of unknown senders waiting for a look-up", c.held_frames)
+    yield _gauge(
+        "held_payloads", "Payloads to unknown peers waiting for a look-up", c.held_payloads
+    )
+    yield CounterMetricFamily(
+        "natroute_sidecar_dial_budget_refused_bytes",
+        "Bytes not sent to unverified addresses (dialling budget)",
+        value=c.dial_budget_refused_bytes,
+    )
+    yield CounterMetricFamily(
+        "natroute_sidecar_endpoint_changes_rejected",
+        "Public endpoint changes rejected for lack of confirmation",
+        value=c.endpoint_changes_rejected,
+    )
+    yield _gauge("asyncio_tasks", "The sidecar's asyncio tasks", c.tasks)
 
 
 def _beacon_families(s: SidecarStatus) -> Iterator[Metric]:

@@ -1,27 +1,33 @@
-"""The vocabulary of the sidecar's peer logic: NAT types, drop reasons, config, I/O.
+"""The vocabulary of the sidecar's peer engine: NAT types, drop reasons, config, answers.
 
-Kept apart from :mod:`.node` so the shells, the status views and the tests
-can name these without the logic (``node`` re-exports them).
+Kept apart from :mod:`.engine` so the shells, the status views and the tests
+can name these without the logic.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
-from typing import Protocol
 
-from natroute.routing.types import Addr
+from .candidates import Candidate
 
-__all__ = ["DropReason", "NatType", "NodeConfig", "NodeIO", "PeerInfo"]
+__all__ = ["DropReason", "NatType", "NodeConfig", "PeerInfo", "Transport"]
 
 
 class NatType(Enum):
-    """What kind of NAT the node sits behind, from two beacons' observations."""
+    """How the NAT in front of the node maps, from two beacons' observations."""
 
     UNKNOWN = "unknown"
     NONE = "none"
     ENDPOINT_INDEPENDENT = "endpoint_independent"
     ENDPOINT_DEPENDENT = "endpoint_dependent"
+
+
+class Transport(Enum):
+    """How the node reaches its beacon."""
+
+    UDP = "udp"
+    STREAM = "stream"  # a WebSocket to the beacon: UDP is blocked
 
 
 class DropReason(Enum):
@@ -33,54 +39,56 @@ class DropReason(Enum):
     MALFORMED = "malformed"
     NOT_FROM_BEACON = "not_from_beacon"
     UNEXPECTED_BEACON_MSG = "unexpected_beacon_msg"
+    UNSOLICITED_REPLY = "unsolicited_reply"
     AUTH_FAILED = "auth_failed"
     UNKNOWN_SENDER = "unknown_sender"
     RELAY_SRC_MISMATCH = "relay_src_mismatch"
-    RELAY_CAP = "relay_cap"
     PENDING_FULL = "pending_full"
+    PENDING_EXPIRED = "pending_expired"
+    LOOKUP_REFUSED = "lookup_refused"
     PEER_TABLE_FULL = "peer_table_full"
     UNRESOLVED = "unresolved"
     NO_ADDRESS = "no_address"
+    NO_BEACON = "no_beacon"
     SEND_ERROR = "send_error"
+    SELF_ADDRESSED = "self_addressed"
+    DIAL_BUDGET = "dial_budget"
     BAD_INNER = "bad_inner"
+    BAD_CANDIDATE = "bad_candidate"
 
 
 @dataclass(frozen=True, slots=True)
 class NodeConfig:
-    """Timers (seconds) and caps of the peer logic; services set them from settings."""
+    """Timers (seconds) and caps of the peer engine; services set them from settings."""
 
     max_peers: int = 4096
     pending_per_peer: int = 64
     max_pending_senders: int = 256
     pending_inbound_per_sender: int = 8
-    resolve_retry_interval: float = 3.0
+    hold_timeout: float = 10.0
     peer_refresh_interval: float = 60.0
     peer_idle_timeout: float = 600.0
     keepalive_interval: float = 15.0
-    dial_timeout: float = 5.0
-    dial_probe_interval: float = 0.5
+    check_window: float = 5.0
+    check_interval: float = 0.5
+    nominate_window: float = 1.0
     probe_initial_interval: float = 5.0
     probe_max_interval: float = 120.0
+    reevaluate_interval: float = 60.0
+    one_way_rounds: int = 3
+    offline_after: float = 45.0
+    better_path_ratio: float = 0.7
+    allow_loopback: bool = False
+    force_relay: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class PeerInfo:
-    """A registry resolve answer (spec §4.3)."""
+    """A registry resolve answer, as the engine needs it."""
 
     node_id: int
-    endpoint: Addr | None
-    relay_only: bool
     x25519_key: bytes
-
-
-class NodeIO(Protocol):
-    """What the peer logic asks of its shell."""
-
-    def deliver(self, src: int, payload: bytes) -> None:
-        """Hand an application payload from ``src`` to the local application."""
-
-    def resolve(self, node_id: int) -> None:
-        """Resolve ``node_id``; answer with ``on_resolved`` or ``on_resolve_failed``."""
-
-    def endpoint_observed(self, addr: Addr) -> None:
-        """The beacon reported our public endpoint (a keepalive's reply)."""
+    relay_only: bool = False
+    candidates: tuple[Candidate, ...] = field(default=())
+    name: str = ""
+    transport: Transport = Transport.UDP

@@ -1,20 +1,25 @@
-"""The sidecar process: start-up (spec §7.1), timers, registry and beacon upkeep.
+"""The sidecar process: sockets, start-up, timers; the engine does the deciding.
 
-Start-up, in order, each step logged:
+Start-up, in order, each step logged (docs/protocol.md, "Start-up"):
 
 1. identity keys and node state from disk (created on first start);
-2. the node's UDP socket; the first beacon refresh tick (registry list, or
-   the on-disk cache when the registry is down; spec §5.12);
-3. endpoint discovery through two beacons on that same socket, which also
-   classifies the NAT (endpoint-independent vs endpoint-dependent mapping);
-4. registration at the registry (node ID; ``relay_only`` behind a symmetric
-   NAT), or the remembered node ID when the registry is down;
-5. the receive loop, the data plane, beacon registration, and the timers:
-   peer upkeep, beacon keepalive (signed discovers), registry heartbeat, the
-   beacon refresh loop.
+2. every socket is bound (peer socket, data plane), so a taken address fails
+   before anything is registered; the receive loops start;
+3. the first beacon refresh tick (registry list, or the on-disk cache when
+   the registry is down, or the bootstrap list);
+4. a NAT check through two beacons from the peer socket: our public endpoint
+   and the mapping behaviour;
+5. registration at the registry with our candidates (``relay_only`` behind an
+   endpoint-dependent NAT, as a hint: peers start on the relay but still
+   probe), or the remembered node ID when the registry is down;
+6. timers: engine upkeep, beacon keepalives (signed discovers), registry
+   heartbeats, the beacon refresh loop with a NAT re-check each time.
 
-Blocking work (discovery, the sync registry call of a refresh tick, file
-writes) runs in worker threads; the Node is touched only on the loop thread.
+The shell only moves bytes and time: every datagram and payload goes
+through :class:`~.engine.Engine`, whose outputs are drained by
+:meth:`Sidecar.flush` after every input. Blocking work (DNS, the refresh
+tick's registry call, file writes) runs in worker threads; the engine is
+touched only on the loop thread.
 """
 
 from __future__ import annotations
@@ -25,37 +30,29 @@ import logging
 import socket
 import time
 from collections.abc import Callable, Coroutine
-from concurrent.futures import ThreadPoolExecutor
-from functools import partial
 from typing import Any
 
-from natroute.beacon.auth import sign_discover
-from natroute.registry.client import (
-    AsyncRegistryClient,
-    RegistryClient,
-    RegistryClientError,
-    RegistryNotFoundError,
-)
+from natroute.registry.client import RegistryClient, RegistryClientError
 from natroute.routing.addr import format_addr, split_host_port
-from natroute.routing.constants import BEACON_REFRESH_JITTER, RTT_PROBE_TIMEOUT
-from natroute.routing.discover import probe_beacon_rtt
-from natroute.routing.errors import RoutingError
 from natroute.routing.manager import Manager
-from natroute.routing.refresh import RefreshOutcome, refresh_tick
+from natroute.routing.refresh import RefreshOutcome
 from natroute.routing.selection import (
     BeaconSelectionState,
-    compute_refresh_decision,
-    initial_jitter,
     parse_beacon_list,
 )
 from natroute.routing.types import Addr
-from natroute.routing.wire import Discover, encode_message
 
-from .beacons import BeaconHealth, QuarantineLister, probe_alive
+from .beacons import BeaconHealth, QuarantineLister
+from .candidates import Candidate, CandidateKind, SelfAddrs
+from .engine import Engine
 from .identity import NodeState, load_or_create_identity
-from .nat import detect_nat
-from .node import NatType, Node, PeerInfo
+from .interfaces import host_candidates, local_ips
+from .keeper import BeaconKeeping
+from .model import NatType, PeerInfo, Transport
+from .observer import Observer, Outcome
+from .registrylink import Publication, RegistryLink
 from .settings import Settings
+from .transport import StreamLink, Transports
 from .udp import AppEndpoint, DatagramPump, PeerSocket, bind_udp
 
 __all__ = ["Sidecar", "SidecarError"]
@@ -64,7 +61,7 @@ _log = logging.getLogger(__name__)
 
 
 class SidecarError(Exception):
-    """The sidecar cannot start (bad configuration, no registry and no node ID)."""
+    """The sidecar cannot start (bad configuration, an address in use, no registry)."""
 
 
 def _parse_endpoint(text: str | None) -> Addr | None:
@@ -77,13 +74,24 @@ def _parse_endpoint(text: str | None) -> Addr | None:
     return (host, port) if host and port else None
 
 
-class Sidecar:
-    """One node: the Manager, the Node, the sockets, the timers.
+def _bind(setting: str, value: str, *, recverr: bool = False) -> socket.socket:
+    try:
+        return bind_udp(value, recverr=recverr)
+    except OSError as exc:
+        raise SidecarError(
+            f"cannot bind {setting} {value}: {exc.strerror or exc} "
+            f"(set --{setting.replace('_', '-')} / NATROUTE_SIDECAR_{setting.upper()})"
+        ) from exc
+
+
+class Sidecar(BeaconKeeping, Transports):
+    """One node: the Manager, the engine, the sockets, the timers.
 
     Args:
         settings: the sidecar's settings.
-        clock: monotonic seconds (Manager and Node).
-        wall_clock: Unix seconds (signed discovers).
+        clock: monotonic seconds (Manager and engine).
+        wall_clock: Unix seconds (signed discovers, epochs).
+        admin_addr: the admin API's bound address (never a destination).
     """
 
     def __init__(
@@ -92,6 +100,7 @@ class Sidecar:
         *,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        admin_addr: Addr | None = None,
     ) -> None:
         if not settings.registry_url:
             raise SidecarError("a registry URL is required (--registry-url)")
@@ -102,33 +111,79 @@ class Sidecar:
         self.state = NodeState(settings.identity)
         self.manager = Manager(clock, settings.manager_config())
         self.selection = BeaconSelectionState(parse_beacon_list(settings.beacons))
-        self.node: Node | None = None
+        self.self_addrs = SelfAddrs([admin_addr] if admin_addr else [])
+        self.engine = Engine(
+            self.manager,
+            settings.node_config(),
+            self_addrs=self.self_addrs,
+            observer=Observer(reply_window=settings.discover_timeout),
+        )
         self.nat_type = NatType.UNKNOWN
-        self.nat_observations: dict[str, Addr] = {}
-        self.public_endpoint: Addr | None = None
+        self.public_endpoint: Addr | None = _parse_endpoint(settings.advertise)
         self.local_addr: Addr | None = None
         self.bound_addr: Addr | None = None
-        self.registered = False
         self.relay_only = False
         self.last_refresh: RefreshOutcome | None = None
         self.last_refresh_at: float | None = None
         self.started_at = clock()
-        self.ready = False
+        self.started = False
         self.app: AppEndpoint | None = None
         self.app_addr: Addr | None = None
         self._sock: socket.socket | None = None
         self._peer_socket: PeerSocket | None = None
         self._pumps: list[DatagramPump | AppEndpoint] = []
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._registry = AsyncRegistryClient(settings.registry_url)
+        self.registry = RegistryLink(
+            settings.registry_url,
+            self.identity.ed25519,
+            self.identity.x25519_public,
+            self.engine.lookups.config.max_in_flight,
+        )
         self._registry_sync = RegistryClient(settings.registry_url)
         self.health = BeaconHealth(clock, settings.beacon_dead_after, settings.beacon_quarantine)
         self._lister = QuarantineLister(self._registry_sync, self.health)
-        self._resolve_slots = asyncio.Semaphore(16)
+        self.stream = StreamLink(
+            self.identity.ed25519,
+            self._on_stream_datagram,
+            retry_interval=settings.udp_retry_interval,
+            retry_max=settings.udp_retry_max_interval,
+            ca_file=settings.stream_ca_file,
+        )
+        self._last_udp_answer = clock()
+        self._switching = False
+        self._host_candidates: list[Candidate] = []
+        self._name = settings.node_name()
         self._refresh_lock = asyncio.Lock()
         self._first_tick_done = False
+        self._republish = False
 
-    # -- lifecycle ----------------------------------------------------------
+    # -- views ------------------------------------------------------------------
+
+    @property
+    def node_id(self) -> int | None:
+        """Our node ID once known."""
+        return self.engine.node_id
+
+    @property
+    def registered(self) -> bool:
+        """Did the registry accept our registration (this run)?"""
+        return self.registry.registered
+
+    @property
+    def transport(self) -> Transport:
+        """How the node reaches its beacon now."""
+        return self.engine.transport
+
+    @property
+    def ready(self) -> bool:
+        """Can this node deliver: start-up done and the beacon answers (or the stream is up)."""
+        if not self.started or self.engine.node_id is None:
+            return False
+        if self.engine.transport is Transport.STREAM:
+            return self.stream.open
+        return not self.health.is_dead()
+
+    # -- lifecycle --------------------------------------------------------------
 
     async def __aenter__(self) -> Sidecar:
         await self.start()
@@ -138,46 +193,55 @@ class Sidecar:
         await self.stop()
 
     async def start(self) -> None:
-        """Run start-up steps 2-5; returns once traffic can flow."""
+        """Run start-up steps 2-6; returns once traffic can flow."""
         s = self.settings
-        self._sock = bind_udp(s.listen, recverr=True)
+        engine = self.engine
+        self._sock = _bind("listen", s.listen, recverr=True)
+        app_sock = _bind("app_listen", s.app_listen)
         bound = self._sock.getsockname()
         self.bound_addr = (str(bound[0]), int(bound[1]))
+        ips = await asyncio.to_thread(local_ips)
+        self.self_addrs.set_local_ips(ips)
+        self.self_addrs.add(self.bound_addr)
+        app_name = app_sock.getsockname()
+        self.self_addrs.add((str(app_name[0]), int(app_name[1])))
         _log.info("sidecar_starting", extra={"listen": format_addr(self.bound_addr)})
-        await self.refresh_now()
-        if not self.selection.get_current_pick():
-            await asyncio.to_thread(self._pick_from_bootstrap)
-        await asyncio.to_thread(self._discover)
-        node_id = await self._register_initial()
-        self.state.set_node_id(node_id)
-        epoch = self.state.next_epoch(time.time_ns())
-        node = Node(
-            self.manager,
-            self,
-            node_id,
-            self.identity.x25519,
-            epoch,
-            s.node_config(),
-            clock=self.clock,
-        )
-        self.node = node
-        self._peer_socket = PeerSocket(self._sock, node.on_icmp_error)
-        pump = DatagramPump(self._sock, node.datagram_received, self._on_socket_error)
+        self._peer_socket = PeerSocket(self._sock, self._on_icmp)
+        pump = DatagramPump(self._sock, self._on_datagram, self._on_socket_error)
         pump.start()
         self._pumps.append(pump)
-        node.set_socket(self._peer_socket)
-        node.set_nat_type(self.nat_type, self.relay_only)
-        app = AppEndpoint(bind_udp(s.app_listen), node.send_app, _parse_endpoint(s.app_deliver))
+        app = AppEndpoint(
+            app_sock,
+            self._on_app,
+            _parse_endpoint(s.app_deliver),
+            is_self=self.self_addrs.__contains__,
+            clock=self.clock,
+        )
         app.start()
         self._pumps.append(app)
         self.app = app
         self.app_addr = app.addr
+        self._host_candidates = self._gather_host_candidates(ips)
+        await self.refresh_now()
+        if not self.selection.get_current_pick():
+            await asyncio.to_thread(self._pick_from_bootstrap)
+        await self._check_nat()
+        udp_silent = not self.engine.observer.observations
+        if udp_silent and s.stream:
+            self.relay_only = True  # no beacon answered over UDP: relay everything
+        node_id = await self._register_initial()
+        self.state.set_node_id(node_id)
+        epoch = self.state.next_epoch(int(self.wall_clock() * 1e9))
+        engine.set_identity(node_id, self.identity.x25519, epoch)
+        self.registry.start(self._on_resolved, self._on_resolve_failed)
+        if udp_silent and s.stream:
+            await self.use_stream("no beacon answered over UDP")
         self.beacon_keepalive()
-        self._spawn(self._every(s.tick_interval, node.tick), "tick")
+        self._spawn(self._every(s.tick_interval, self._tick), "tick")
         self._spawn(self._every(s.beacon_keepalive_interval, self.beacon_keepalive), "keepalive")
         self._spawn(self._heartbeat_loop(), "heartbeat")
         self._spawn(self._refresh_loop(), "refresh")
-        self.ready = True
+        self.started = True
         _log.info(
             "sidecar_ready",
             extra={
@@ -186,16 +250,18 @@ class Sidecar:
                 "public_endpoint": format_addr(self.public_endpoint)
                 if self.public_endpoint
                 else None,
+                "candidates": [format_addr(c.addr) for c in self.candidates()],
                 "beacon": self.selection.get_current_pick(),
                 "relay_only": self.relay_only,
                 "registered": self.registered,
-                "app": f"{self.app_addr[0]}:{self.app_addr[1]}",
+                "app": format_addr(app.addr),
             },
         )
 
     async def stop(self) -> None:
         """Cancel the timers, close sockets and clients."""
-        self.ready = False
+        self.started = False
+        await self.stream.detach()
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):
@@ -206,7 +272,7 @@ class Sidecar:
         if not self._pumps and self._sock is not None:
             self._sock.close()
         self._pumps.clear()
-        await self._registry.aclose()
+        await self.registry.close()
         self._registry_sync.close()
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
@@ -222,177 +288,135 @@ class Sidecar:
             except Exception:
                 _log.exception("timer_failed", extra={"timer": getattr(fn, "__name__", "?")})
 
-    # -- beacons --------------------------------------------------------------
+    @property
+    def task_count(self) -> int:
+        """The sidecar's own asyncio tasks (timers and look-up workers)."""
+        return len(self._tasks) + len(self.registry._tasks)
 
-    def _probe_rtts(self, addrs: list[str]) -> dict[str, float]:
-        def probe(addr: str) -> tuple[str, float | None]:
-            try:
-                return addr, probe_beacon_rtt(addr, 0, RTT_PROBE_TIMEOUT)
-            except RoutingError:
-                return addr, None
+    # -- the engine's inputs and outputs --------------------------------------------
 
-        with ThreadPoolExecutor(max_workers=min(16, len(addrs))) as pool:
-            results = list(pool.map(probe, addrs))
-        return {a: t for a, t in results if t is not None}
+    def _on_datagram(self, data: bytes, src: Addr) -> None:
+        self.engine.datagram_received(data, src, self.clock())
+        self.flush()
 
-    async def refresh_now(self) -> RefreshOutcome:
-        """Run one beacon refresh tick (spec §5.12) now; register after a swap."""
-        async with self._refresh_lock:
-            await self._release_revived_beacons()
-            first = not self._first_tick_done
-            view = self.health.view(self.selection)
-            outcome = await asyncio.to_thread(
-                refresh_tick,
-                view,
-                self.manager,
-                self._lister,
-                self.identity.ed25519_public,
-                self.settings.identity,
-                first_tick=first,
-                prober=self._probe_rtts if self.settings.beacon_rtt_probe else None,
-            )
-            self._first_tick_done = True
-            if outcome.decision is not None:
-                self.health.commit(self.selection, outcome.decision, outcome.swapped)
-            self.health.picked(self.selection.get_current_pick())
-            self.last_refresh = outcome
-            self.last_refresh_at = self.clock()
-            log = _log.warning if outcome.errors else _log.info
-            log(
-                "beacon_refresh",
-                extra={
-                    "source": outcome.source.value,
-                    "pick": self.selection.get_current_pick(),
-                    "reason": outcome.reason.value,
-                    "swapped": outcome.swapped,
-                    "beacons": outcome.decision.new_list if outcome.decision else [],
-                    "errors": list(outcome.errors),
-                },
-            )
-            if outcome.swapped and self.node is not None:
-                self.beacon_keepalive()
-            return outcome
+    def _on_stream_datagram(self, data: bytes) -> None:
+        src = self.stream.beacon_addr
+        if src is not None:  # it comes from the beacon, as a UDP datagram from it would
+            self.engine.datagram_received(data, src, self.clock())
+            self.flush()
 
-    async def _refresh_loop(self) -> None:
-        # start() ran the first tick; the jitter spreads the fleet's later ticks.
-        s = self.settings
-        await asyncio.sleep(initial_jitter() * s.refresh_jitter / BEACON_REFRESH_JITTER)
+    def _on_app(self, dst: int, payload: bytes) -> None:
+        self.engine.app_send(dst, payload, self.clock())
+        self.flush()
+
+    def _on_icmp(self, dst: Addr, err: OSError) -> None:
+        self.engine.send_failed(dst, err, self.clock())
+
+    def _on_resolved(self, info: PeerInfo) -> None:
+        self.engine.resolved(info, self.clock())
+        self.flush()
+
+    def _on_resolve_failed(self, node_id: int, unknown: bool) -> None:
+        self.engine.resolve_failed(node_id, unknown=unknown, now=self.clock())
+        self.flush()
+
+    def _tick(self) -> None:
+        now = self.clock()
+        self.engine.tick(now)
+        self.flush()
+
+    def flush(self) -> None:
+        """Send what the engine queued, deliver its payloads, start its look-ups."""
+        engine = self.engine
+        sock = self._peer_socket
         while True:
-            await asyncio.sleep(s.refresh_interval)
-            try:
-                await self.refresh_now()
-            except Exception:
-                _log.exception("beacon_refresh_failed")
+            out = engine.datagrams_to_send()
+            if not out:
+                break
+            stream = self.stream
+            for data, addr in out:
+                if stream.open and addr == stream.beacon_addr and stream.send(data):
+                    continue
+                if sock is None:
+                    continue
+                try:
+                    sock.sendto(data, addr)
+                except OSError as exc:
+                    engine.send_failed(addr, exc, self.clock())
+        deliveries = engine.deliveries()
+        app = self.app
+        if app is not None:
+            for src, payload in deliveries:
+                app.deliver(src, payload)
+        starting = engine.lookups_to_start(self.clock())
+        if starting:
+            self.registry.look_up(starting)
+        if engine.endpoint_changes:
+            self._endpoint_changed()
 
-    def _pick_from_bootstrap(self) -> None:
-        """No list from the registry or the cache: pick among the configured beacons (§7.1)."""
-        decision = compute_refresh_decision(self.selection, [], self.identity.ed25519_public)
-        if not decision.new_pick:
-            _log.warning("no_beacon", extra={"reason": "no registry list, cache or bootstrap"})
-            return
-        try:
-            self.manager.set_beacon_addr(decision.new_pick)
-        except RoutingError as exc:
-            _log.warning(
-                "beacon_unresolvable", extra={"beacon": decision.new_pick, "error": str(exc)}
-            )
-            return
-        self.selection.apply_refresh_decision(decision)
-        self.health.picked(decision.new_pick)
-        _log.info("beacon_picked_from_bootstrap", extra={"beacon": decision.new_pick})
+    def _endpoint_changed(self) -> None:
+        changes, self.engine.endpoint_changes = self.engine.endpoint_changes, []
+        if self.settings.advertise:
+            return  # the operator's endpoint wins
+        for change in changes:
+            if change.outcome in (Outcome.FIRST, Outcome.ADOPTED) and change.new is not None:
+                self.public_endpoint = change.new
+                self._republish = True
+        self.engine.set_local_candidates(self.candidates())
 
-    async def _release_revived_beacons(self) -> None:
-        """Probe quarantined beacons that are due; release those that answer."""
-        for addr in self.health.due_for_probe():
-            probe = partial(probe_beacon_rtt, node_id=0, timeout=1.0)
-            if await asyncio.to_thread(probe_alive, probe, addr):
-                _log.info("beacon_revived", extra={"beacon": addr})
-                self.health.release(addr)
+    def _on_socket_error(self, exc: OSError) -> None:
+        if self._peer_socket is not None:
+            self._peer_socket.drain_errors()
+            self.flush()
 
-    def _check_beacon_alive(self) -> None:
-        """Fail over when the current beacon stopped answering keepalives."""
-        if not self.health.is_dead() or self._refresh_lock.locked():
-            return
-        dead = self.health.mark_dead()
-        _log.warning("beacon_dead", extra={"beacon": dead, "silent_for": self.health.dead_after})
-        self._spawn(self._failover(), "failover")
+    # -- candidates and registry ---------------------------------------------------
 
-    async def _failover(self) -> None:
-        outcome = await self.refresh_now()
-        _log.warning(
-            "beacon_failover",
-            extra={"pick": self.selection.get_current_pick(), "swapped": outcome.swapped},
-        )
-
-    def beacon_keepalive(self) -> None:
-        """Register with the beacon (a signed Discover): endpoint record and NAT keepalive."""
-        self._check_beacon_alive()
-        beacon = self.manager.beacon_addr()
-        node = self.node
-        if beacon is None or node is None or self._peer_socket is None:
-            return
-        extra = sign_discover(self.identity.ed25519, node.node_id, int(self.wall_clock()))
-        try:
-            self._peer_socket.sendto(encode_message(Discover(node.node_id, extra)), beacon)
-        except OSError as exc:
-            _log.warning("beacon_keepalive_failed", extra={"error": str(exc)})
-
-    def _beacon_candidates(self) -> list[str]:
-        _, current, pick = self.selection.snapshot()
-        rest = [b for b in current if b != pick]
-        return ([pick] if pick else []) + rest
-
-    def _discover(self) -> None:
-        """Step 3: our public endpoint and NAT type, via up to two beacons (blocking)."""
-        assert self._sock is not None
+    def _gather_host_candidates(self, ips: list[str]) -> list[Candidate]:
         s = self.settings
-        report = detect_nat(
-            self._sock, self._beacon_candidates(), s.discover_timeout, 2 if s.nat_detect else 1
-        )
-        self.nat_type = report.nat_type
-        self.nat_observations = dict(report.observations)
-        self.local_addr = report.local_addr
-        self.public_endpoint = _parse_endpoint(s.advertise) or report.public_endpoint
-        self.relay_only = (
-            s.relay_only
-            if s.relay_only is not None
-            else self.nat_type is NatType.ENDPOINT_DEPENDENT
-        )
-        _log.info(
-            "nat_classified",
-            extra={
-                "nat_type": self.nat_type.value,
-                "observed": {k: format_addr(v) for k, v in self.nat_observations.items()},
-                "relay_only": self.relay_only,
-            },
-        )
+        if s.lan_addrs:
+            listed = [_parse_endpoint(a) for a in parse_beacon_list(s.lan_addrs)]
+            return [Candidate(a, CandidateKind.HOST) for a in listed if a is not None]
+        if not s.host_candidates or self.bound_addr is None:
+            return []
+        return host_candidates(self.bound_addr, ips)
 
-    # -- registry -------------------------------------------------------------
+    def candidates(self) -> list[Candidate]:
+        """Our candidates: host addresses, then the public endpoint (none when we
+        relay every peer by setting: a relay-only node hides its addresses)."""
+        if self.settings.relay_only:
+            return []
+        out = list(self._host_candidates)
+        if self.public_endpoint is not None and all(c.addr != self.public_endpoint for c in out):
+            out.append(Candidate(self.public_endpoint, CandidateKind.SRFLX))
+        return out
 
-    def _endpoint_text(self) -> str | None:
-        return format_addr(self.public_endpoint) if self.public_endpoint else None
-
-    async def _register(self) -> int:
-        reg = await self._registry.register(
-            self.identity.ed25519,
-            x25519_public_key=self.identity.x25519_public,
-            endpoint=self._endpoint_text(),
-            lan_addrs=parse_beacon_list(self.settings.lan_addrs),
-            relay_only=self.relay_only,
+    def publication(self) -> Publication:
+        """What we tell the registry about ourselves."""
+        endpoint = None if self.settings.relay_only else self.public_endpoint
+        return Publication(
+            endpoint,
+            tuple(self.candidates()),
+            self.relay_only,
+            self.engine.transport,
+            self._name,
         )
-        self.registered = True
-        _log.info("registered", extra={"node_id": reg.node_id, "relay_only": reg.relay_only})
-        return reg.node_id
 
     async def _register_initial(self) -> int:
-        """Step 4: register; fall back to the remembered node ID, else retry."""
+        """Register; fall back to the remembered node ID, else retry."""
         delay = 1.0
         attempt = 0
         while True:
             attempt += 1
             try:
-                return await self._register()
+                return await self.registry.register(self.publication())
             except RegistryClientError as exc:
+                if exc.code == "name_taken" and self._name is not None:
+                    _log.warning(
+                        "name_taken",
+                        extra={"node_name": self._name, "hint": "set --name to a free name"},
+                    )
+                    self._name = None  # register without a name rather than not at all
+                    continue
                 if self.state.node_id:
                     _log.warning(
                         "registry_unavailable_using_saved_id",
@@ -401,83 +425,37 @@ class Sidecar:
                     return self.state.node_id
                 _log.warning(
                     "registry_unavailable",
-                    extra={"attempt": attempt, "retry_in": delay, "error": str(exc)},
+                    extra={
+                        "attempt": attempt,
+                        "retry_in": delay,
+                        "registry": self.settings.registry_url,
+                        "error": str(exc),
+                    },
                 )
             await asyncio.sleep(delay)
             delay = min(delay * 2, 30.0)
 
     async def _heartbeat_loop(self) -> None:
         while True:
-            await asyncio.sleep(self.settings.heartbeat_interval if self.registered else 2.0)
-            node = self.node
-            if node is None:
+            interval = self.settings.heartbeat_interval if self.registered else 2.0
+            waited = 0.0
+            while waited < interval and not self._republish:
+                await asyncio.sleep(min(0.5, interval - waited))
+                waited += 0.5
+            node_id = self.engine.node_id
+            if node_id is None:
                 continue
+            self._republish = False
             try:
-                if not self.registered:
-                    node.node_id = await self._register()
-                    self.state.set_node_id(node.node_id)
-                else:
-                    await self._registry.heartbeat(
-                        self.identity.ed25519,
-                        node.node_id,
-                        endpoint=self._endpoint_text(),
-                        relay_only=self.relay_only,
-                    )
-            except RegistryNotFoundError:
-                self.registered = False
+                await self.registry.heartbeat(node_id, self.publication())
             except RegistryClientError as exc:
                 _log.warning("heartbeat_failed", extra={"error": str(exc)})
-            else:
-                self.beacon_keepalive()
-
-    # -- NodeIO -----------------------------------------------------------------
-
-    def deliver(self, src: int, payload: bytes) -> None:
-        """Node → application."""
-        if self.app is not None:
-            self.app.deliver(src, payload)
-
-    def resolve(self, node_id: int) -> None:
-        """Node asks for a registry resolve; the answer comes back on the loop."""
-        self._spawn(self._resolve(node_id), f"resolve-{node_id}")
-
-    async def _resolve(self, node_id: int) -> None:
-        node = self.node
-        if node is None:
-            return
-        async with self._resolve_slots:
-            try:
-                peer = await self._registry.resolve(node_id)
-            except RegistryClientError as exc:
-                _log.info("resolve_failed", extra={"peer": node_id, "error": str(exc)})
-                node.on_resolve_failed(node_id)
-                return
-        if peer.x25519_public_key is None:
-            _log.info("resolve_without_key", extra={"peer": node_id})
-            node.on_resolve_failed(node_id)
-            return
-        endpoint = None if peer.relay_only else _parse_endpoint(peer.endpoint)
-        node.on_resolved(PeerInfo(node_id, endpoint, peer.relay_only, peer.x25519_public_key))
-
-    def endpoint_observed(self, addr: Addr) -> None:
-        """The beacon answered a keepalive; notice a changed public endpoint."""
-        self.health.replied()
-        if self.public_endpoint != addr and not self.settings.advertise:
-            _log.info(
-                "public_endpoint_changed",
-                extra={"old": self._endpoint_text(), "new": format_addr(addr)},
-            )
-            self.public_endpoint = addr
-
-    def _on_socket_error(self, exc: OSError) -> None:
-        if self._peer_socket is not None:
-            self._peer_socket.drain_errors()
 
     # -- operator helpers ---------------------------------------------------------
 
     @property
     def icmp_errors_attributed(self) -> int:
-        """ICMP errors read from the error queue and charged to the peer they concern."""
+        """ICMP errors read from the error queue and charged to the address they concern."""
         return self._peer_socket.errors_attributed if self._peer_socket is not None else 0
 
     @property

@@ -30,8 +30,9 @@ from natroute.routing.manager import PeerRouting
 from natroute.routing.refresh import ListSource, PickReason, RefreshOutcome
 from natroute.routing.types import Addr
 
-from .node import DropReason, Node
-from .peers import PathReason, Peer
+from .engine import Engine
+from .model import DropReason
+from .peers import Path, PathReason, Peer
 
 if TYPE_CHECKING:  # the service is only needed for typing; views stay light to import
     from .service import Sidecar
@@ -39,12 +40,14 @@ if TYPE_CHECKING:  # the service is only needed for typing; views stay light to 
 __all__ = [
     "BeaconStatus",
     "CacheAge",
+    "CandidateStatus",
     "CounterStatus",
     "NatStatus",
     "PathEventStatus",
     "PeerStatus",
     "RefreshResult",
     "SidecarStatus",
+    "StreamStatus",
     "build_peer",
     "build_peer_status",
     "build_peers",
@@ -82,24 +85,51 @@ class PathEventStatus:
 
 
 @dataclass(frozen=True, slots=True)
-class PeerStatus:
-    """One peer: its path and why, the Manager's counters, traffic and history.
+class CandidateStatus:
+    """One remote candidate of a peer and what probing it showed."""
 
-    ``path``/``reason`` are the sidecar's view (``direct``/``relay`` and a
-    :class:`~.peers.PathReason` value); ``relay``/``pinned`` are the
-    Manager's flags (spec §6.5-§6.8), which decide where frames go.
-    ``next_probe_in`` is the time to the next direct re-probe of a peer
-    relayed by a heuristic (negative: due at the next tick; None: none planned).
+    addr: str
+    kind: str
+    probes_sent: int
+    acks: int
+    rtt_ms: float | None
+    last_ack_age: float | None
+    failed: bool
+    chosen: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PeerStatus:
+    """One peer: its path and why, liveness, RTTs, candidates, counters and history.
+
+    ``path``/``reason`` are the engine's view (``direct``/``relay`` and a
+    :class:`~.peers.PathReason` value); ``relay``/``pinned`` are the routing
+    Manager's flags, which decide where frames go (the engine pins every
+    relayed peer, so that only an answered probe brings it back);
+    ``operator_pinned`` is an operator's pin, which stops the checks. ``state`` is ``online``
+    while authenticated frames keep arriving, ``offline`` once the peer has
+    been silent for ``offline_after`` seconds, ``new`` before it was ever heard.
+    ``addr`` is the direct address in use (None on the relay).
     """
 
     node_id: int
+    name: str
     path: str
     reason: str
+    detail: str
+    state: str
     relay: bool
     pinned: bool
+    operator_pinned: bool
     relay_only: bool
     addr: str | None
+    rtt_ms: float | None
+    relay_rtt_ms: float | None
+    checking: bool
+    next_check_in: float | None
+    candidates: tuple[CandidateStatus, ...]
     known_for: float
+    last_heard_age: float | None
     last_direct_recv_age: float | None
     last_send_age: float | None
     last_used_age: float
@@ -114,7 +144,6 @@ class PeerStatus:
     relay_recv: int
     probes_sent: int
     acks_recv: int
-    next_probe_in: float | None
     events: tuple[PathEventStatus, ...]
     created_at: float
 
@@ -162,12 +191,39 @@ class CounterStatus:
     app_delivered: int
     app_dropped_short: int
     app_dropped_no_app: int
+    app_dropped_self: int
+    app_foreign_sources: int
+    app_target_changes: int
     icmp_errors_attributed: int
     path_changes: dict[str, int]
     pkts_sent: int
     bytes_sent: int
     pkts_recv: int
     bytes_recv: int
+    lookups_started: int
+    lookups_queued: int
+    lookups_in_flight: int
+    held_frames: int
+    held_payloads: int
+    dial_budget_refused_bytes: int
+    endpoint_changes_rejected: int
+    tasks: int
+
+
+@dataclass(frozen=True, slots=True)
+class StreamStatus:
+    """The stream relay session (a WebSocket to the beacon while UDP is blocked)."""
+
+    url: str | None
+    beacon: str | None
+    open: bool
+    attached_for: float | None
+    attaches: int
+    next_udp_try_in: float | None
+    sent: int
+    received: int
+    dropped: int
+    last_error: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,12 +239,14 @@ class SidecarStatus:
     local_addr: str | None
     app_addr: str | None
     nat: NatStatus
+    transport: str
+    stream: StreamStatus
     beacon: BeaconStatus
     counters: CounterStatus
     peers_total: int
     peers_direct: int
     peers_relay: int
-    peers_pinned: int
+    peers_offline: int
     peers: tuple[PeerStatus, ...] = field(default=())
     taken_at: float = 0.0
 
@@ -253,23 +311,59 @@ def read_cache_age(identity_path: str, wall_now: float) -> CacheAge:
     return CacheAge(max(0.0, wall_now - entry.saved_at.timestamp()), len(entry.addrs))
 
 
-def build_peer_status(peer: Peer, routing: PeerRouting, now: float) -> PeerStatus:
-    """Snapshot one peer from its sidecar record and the Manager's snapshot.
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000.0, 3)
+
+
+def _liveness(peer: Peer, now: float, offline_after: float) -> str:
+    if peer.last_heard is None:
+        return "offline" if now - peer.created_at > offline_after else "new"
+    return "offline" if now - peer.last_heard > offline_after else "online"
+
+
+def build_peer_status(
+    peer: Peer, routing: PeerRouting, now: float, offline_after: float = 45.0
+) -> PeerStatus:
+    """Snapshot one peer from the engine's record and the Manager's snapshot.
 
     Args:
-        peer: the Node's record (read on the loop thread).
+        peer: the engine's record (read on the loop thread).
         routing: ``manager.peer_routing(peer.node_id)``.
         now: the sidecar's monotonic clock.
+        offline_after: silence after which the peer counts as offline.
     """
+    direct = peer.path is Path.DIRECT
     return PeerStatus(
         node_id=peer.node_id,
-        path=peer.path.value,
+        name=peer.name,
+        path=peer.path.value if peer.path is not None else "relay",
         reason=peer.reason.value,
+        detail=peer.events[-1].detail if peer.events else "",
+        state=_liveness(peer, now, offline_after),
         relay=routing.relay,
         pinned=routing.pinned,
+        operator_pinned=peer.pinned_by_operator,
         relay_only=peer.relay_only,
-        addr=_addr(peer.addr),
+        addr=_addr(peer.chosen) if direct else None,
+        rtt_ms=_ms(peer.rtt),
+        relay_rtt_ms=_ms(peer.relay_rtt),
+        checking=peer.check_until is not None,
+        next_check_in=None if peer.next_check_at is None else peer.next_check_at - now,
+        candidates=tuple(
+            CandidateStatus(
+                addr=format_addr(c.addr),
+                kind=c.candidate.kind.value,
+                probes_sent=c.probes_sent,
+                acks=c.acks,
+                rtt_ms=_ms(c.rtt),
+                last_ack_age=_age(now, c.last_ack_at),
+                failed=c.failed_at is not None,
+                chosen=direct and c.addr == peer.chosen,
+            )
+            for c in peer.candidates.values()
+        ),
         known_for=max(0.0, now - peer.created_at),
+        last_heard_age=_age(now, peer.last_heard),
         last_direct_recv_age=_age(now, routing.last_direct_recv),
         last_send_age=_age(now, routing.last_outbound_send),
         last_used_age=max(0.0, now - peer.last_used),
@@ -284,7 +378,6 @@ def build_peer_status(peer: Peer, routing: PeerRouting, now: float) -> PeerStatu
         relay_recv=peer.relay_recv,
         probes_sent=peer.probes_sent,
         acks_recv=peer.acks_recv,
-        next_probe_in=None if peer.next_probe_at is None else peer.next_probe_at - now,
         events=tuple(
             PathEventStatus(e.path.value, e.reason.value, e.detail, max(0.0, now - e.at), e.at)
             for e in peer.events
@@ -294,49 +387,64 @@ def build_peer_status(peer: Peer, routing: PeerRouting, now: float) -> PeerStatu
 
 
 def build_peer(sidecar: Sidecar, node_id: int) -> PeerStatus | None:
-    """One peer of the sidecar, or None when it has no such peer (or no node yet)."""
-    node = sidecar.node
-    peer = node.peers.get(node_id) if node is not None else None
+    """One peer of the sidecar, or None when it has no such peer."""
+    engine = sidecar.engine
+    peer = engine.peers.get(node_id)
     if peer is None:
         return None
-    return build_peer_status(peer, sidecar.manager.peer_routing(node_id), sidecar.clock())
-
-
-def build_peers(sidecar: Sidecar, now: float | None = None) -> tuple[PeerStatus, ...]:
-    """Every peer of the sidecar, by node ID (empty before start-up finished)."""
-    node = sidecar.node
-    if node is None:
-        return ()
-    at = sidecar.clock() if now is None else now
-    manager = sidecar.manager
-    return tuple(
-        build_peer_status(p, manager.peer_routing(p.node_id), at) for p in node.peers.values()
+    return build_peer_status(
+        peer,
+        sidecar.manager.peer_routing(node_id),
+        sidecar.clock(),
+        engine.config.offline_after,
     )
 
 
-def _counters(node: Node | None, sidecar: Sidecar) -> CounterStatus:
-    drops = {r.value: (node.drops[r] if node is not None else 0) for r in DropReason}
+def build_peers(sidecar: Sidecar, now: float | None = None) -> tuple[PeerStatus, ...]:
+    """Every peer of the sidecar, by node ID."""
+    engine = sidecar.engine
+    at = sidecar.clock() if now is None else now
+    manager = sidecar.manager
+    offline_after = engine.config.offline_after
+    return tuple(
+        build_peer_status(p, manager.peer_routing(p.node_id), at, offline_after)
+        for p in engine.peers.values()
+    )
+
+
+def _counters(engine: Engine, sidecar: Sidecar) -> CounterStatus:
+    drops = {r.value: engine.drops[r] for r in DropReason}
     app = sidecar.app
-    totals = node.traffic_totals() if node is not None else (0, 0, 0, 0)
+    totals = engine.traffic_totals()
+    lookups = engine.lookups
     return CounterStatus(
         drops=drops,
         dropped_total=sum(drops.values()),
-        direct_in=node.direct_in if node else 0,
-        relayed_in=node.relayed_in if node else 0,
-        punches_received=node.punches_received if node else 0,
-        punch_commands=node.punch_commands if node else 0,
+        direct_in=engine.direct_in,
+        relayed_in=engine.relayed_in,
+        punches_received=engine.punches_received,
+        punch_commands=engine.punch_commands,
         app_received=app.received if app else 0,
         app_delivered=app.delivered if app else 0,
         app_dropped_short=app.dropped_short if app else 0,
         app_dropped_no_app=app.dropped_no_app if app else 0,
+        app_dropped_self=app.dropped_self if app else 0,
+        app_foreign_sources=app.foreign_sources if app else 0,
+        app_target_changes=app.target_changes if app else 0,
         icmp_errors_attributed=sidecar.icmp_errors_attributed,
-        path_changes={
-            r.value: (node.path_changes[r] if node is not None else 0) for r in PathReason
-        },
+        path_changes={r.value: engine.path_changes[r] for r in PathReason},
         pkts_sent=totals[0],
         bytes_sent=totals[1],
         pkts_recv=totals[2],
         bytes_recv=totals[3],
+        lookups_started=lookups.started,
+        lookups_queued=lookups.queued,
+        lookups_in_flight=lookups.in_flight,
+        held_frames=engine.waiting.held_frames,
+        held_payloads=engine.waiting.held_payloads,
+        dial_budget_refused_bytes=engine.budget.refused_bytes,
+        endpoint_changes_rejected=engine.observer.rejected,
+        tasks=sidecar.task_count,
     )
 
 
@@ -369,6 +477,25 @@ def _beacon(sidecar: Sidecar, now: float, cache: CacheAge) -> BeaconStatus:
     )
 
 
+def _stream(sidecar: Sidecar, now: float) -> StreamStatus:
+    link = sidecar.stream
+    client = link.client
+    counters = client.counters if client is not None else None
+    on_stream = sidecar.transport.value == "stream"
+    return StreamStatus(
+        url=link.target.url if link.target else None,
+        beacon=link.target.beacon if link.target else None,
+        open=link.open,
+        attached_for=_age(now, link.attached_at),
+        attaches=link.attaches,
+        next_udp_try_in=link.next_udp_try - now if on_stream else None,
+        sent=counters.sent if counters else 0,
+        received=counters.received if counters else 0,
+        dropped=(counters.dropped_queue_full + counters.dropped_closed) if counters else 0,
+        last_error=link.last_error,
+    )
+
+
 def build_status(
     sidecar: Sidecar,
     *,
@@ -388,10 +515,10 @@ def build_status(
         A :class:`SidecarStatus` whose ages are relative to ``taken_at``.
     """
     now = (clock or sidecar.clock)()
-    node = sidecar.node
+    engine = sidecar.engine
     peers = build_peers(sidecar, now)
     return SidecarStatus(
-        node_id=node.node_id if node is not None else None,
+        node_id=engine.node_id,
         ready=sidecar.ready,
         registered=sidecar.registered,
         relay_only=sidecar.relay_only,
@@ -403,12 +530,14 @@ def build_status(
             sidecar.nat_type.value,
             {beacon: format_addr(a) for beacon, a in sorted(sidecar.nat_observations.items())},
         ),
+        transport=sidecar.transport.value,
+        stream=_stream(sidecar, now),
         beacon=_beacon(sidecar, now, cache or CacheAge()),
-        counters=_counters(node, sidecar),
+        counters=_counters(engine, sidecar),
         peers_total=len(peers),
-        peers_direct=sum(1 for p in peers if not p.relay),
-        peers_relay=sum(1 for p in peers if p.relay),
-        peers_pinned=sum(1 for p in peers if p.pinned),
+        peers_direct=sum(1 for p in peers if p.path == "direct"),
+        peers_relay=sum(1 for p in peers if p.path != "direct"),
+        peers_offline=sum(1 for p in peers if p.state == "offline"),
         peers=peers if include_peers else (),
         taken_at=now,
     )

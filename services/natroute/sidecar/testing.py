@@ -65,6 +65,7 @@ class Stack:
             "app_listen": "127.0.0.1:0",
             "admin_listen": "off",
             "identity": str(self.directory / name / "identity.json"),
+            "name": name,
             "registry_url": self.registry_url,
             "beacons": ",".join(self.beacon_addrs),
             "refresh_jitter": 0.0,

@@ -15,13 +15,14 @@ import errno
 import logging
 import socket
 import struct
+import time
 from collections.abc import Callable
 from typing import Final
 
-from natroute.routing.addr import split_host_port
+from natroute.routing.addr import format_addr, split_host_port
 from natroute.routing.types import Addr
 
-__all__ = ["AppEndpoint", "DatagramPump", "PeerSocket", "bind_udp"]
+__all__ = ["AppEndpoint", "DatagramPump", "PeerSocket", "bind_udp", "port_is_free"]
 
 _log = logging.getLogger(__name__)
 
@@ -151,11 +152,39 @@ class DatagramPump:
                 _log.exception("datagram_handler_failed")
 
 
+def port_is_free(addr: Addr) -> bool:
+    """True when no UDP socket of this network namespace is bound to ``addr``'s port.
+
+    Binds a throw-away socket to ``addr`` (without ``SO_REUSEADDR``): the bind
+    fails with ``EADDRINUSE`` while the application still holds its socket.
+    """
+    family = socket.AF_INET6 if ":" in addr[0] else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.bind(addr)
+        except OSError:
+            return False
+    return True
+
+
 class AppEndpoint:
     """The local data plane: ``[dst u32][payload]`` in, ``[src u32][payload]`` out.
 
-    Received payloads go to ``deliver_to`` or, when unset, to the address the
-    application last sent from.
+    Received payloads go to ``deliver_to`` when it is set (``--app-deliver``).
+    Otherwise the first application that sends becomes the delivery target and
+    keeps it (README, "The local data plane"): a datagram from another local
+    socket is still sent on, but never takes the deliveries, unless the
+    learned application's port is free again (it went away). Datagrams from
+    the sidecar's own sockets are dropped: another node could otherwise make
+    our peer socket "become" the application.
+
+    Args:
+        sock: the bound data-plane socket.
+        on_send: ``(dst, payload)`` to the engine.
+        deliver_to: a fixed delivery address, or None to learn it.
+        is_self: is an address one of the sidecar's own sockets?
+        clock: monotonic seconds (paces the "application gone" check).
+        port_free: the "application gone" check (tests inject one).
     """
 
     def __init__(
@@ -163,15 +192,27 @@ class AppEndpoint:
         sock: socket.socket,
         on_send: Callable[[int, bytes], None],
         deliver_to: Addr | None,
+        *,
+        is_self: Callable[[Addr], bool] = lambda addr: False,
+        clock: Callable[[], float] = time.monotonic,
+        port_free: Callable[[Addr], bool] = port_is_free,
     ) -> None:
         self.sock = sock
         self._on_send = on_send
         self._deliver_to = deliver_to
         self._fixed = deliver_to is not None
+        self._is_self = is_self
+        self._clock = clock
+        self._port_free = port_free
+        self._next_gone_check = 0.0
+        self._contender: Addr | None = None
         self._pump = DatagramPump(sock, self._received, self._error)
         self.dropped_short = 0
         self.dropped_no_app = 0
         self.dropped_busy = 0
+        self.dropped_self = 0
+        self.foreign_sources = 0
+        self.target_changes = 0
         self.received = 0
         self.delivered = 0
 
@@ -180,6 +221,11 @@ class AppEndpoint:
         """The bound data-plane address."""
         name = self.sock.getsockname()
         return str(name[0]), int(name[1])
+
+    @property
+    def deliver_to(self) -> Addr | None:
+        """Where payloads from peers go now."""
+        return self._deliver_to
 
     def start(self) -> None:
         """Start reading on the running loop."""
@@ -193,16 +239,56 @@ class AppEndpoint:
         _log.debug("app_socket_error", extra={"error": str(exc)})
 
     def _received(self, data: bytes, addr: Addr) -> None:
+        if self._is_self(addr):
+            self.dropped_self += 1
+            return
         if len(data) < 4:
             self.dropped_short += 1
             return
         self.received += 1
-        if not self._fixed:
-            self._deliver_to = addr
+        if not self._fixed and addr != self._deliver_to:
+            self._learn(addr)
         self._on_send(int.from_bytes(data[:4], "big"), data[4:])
+
+    def _learn(self, addr: Addr) -> None:
+        if self._deliver_to is not None:
+            if addr != self._contender:
+                self.foreign_sources += 1
+                _log.warning(
+                    "app_foreign_source",
+                    extra={"source": format_addr(addr), "app": format_addr(self._deliver_to)},
+                )
+            self._contender = addr
+            if not self._current_gone():
+                return
+        self._switch(addr)
+
+    def _switch(self, addr: Addr) -> None:
+        previous = self._deliver_to
+        if previous is not None:
+            self.target_changes += 1
+        _log.info(
+            "app_target_learned",
+            extra={
+                "app": format_addr(addr),
+                "previous": format_addr(previous) if previous else None,
+            },
+        )
+        self._deliver_to = addr
+        self._contender = None
+
+    def _current_gone(self) -> bool:
+        """Has the learned application closed its socket? (checked at most 10 times a second)"""
+        now = self._clock()
+        if self._deliver_to is None or now < self._next_gone_check:
+            return False
+        self._next_gone_check = now + 0.1
+        return self._port_free(self._deliver_to)
 
     def deliver(self, src: int, payload: bytes) -> None:
         """Hand a payload from node ``src`` to the application."""
+        if self._contender is not None and self._current_gone():
+            self._switch(self._contender)
         if self._deliver_to is None:
             self.dropped_no_app += 1
             return

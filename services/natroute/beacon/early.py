@@ -1,0 +1,197 @@
+"""Answer discovers from a beacon's first milliseconds, while the rest loads.
+
+An upstream daemon sends one Discover about a second after its beacon starts
+and never retries; loading the beacon (settings, the core, the HTTP app)
+takes longer than that on a cold start. So ``natroute-beacon`` binds its UDP
+socket first, with nothing but the standard library and the wire codec
+loaded, and an :class:`EarlyResponder` thread answers each Discover with the
+observed endpoint at once (the reply does not depend on any setting or
+table). Every datagram is also kept, in order, in a bounded backlog that the
+real core processes when it takes over (:meth:`BeaconService.start`): the
+discovers are then recorded (their replies are not sent a second time),
+relays and punches are handled late rather than lost.
+
+While it runs, nothing is rate-limited or recorded: that window lasts only
+until the core is up (a fraction of a second), and the backlog is capped
+(:data:`BACKLOG_CAP` datagrams; more are counted and dropped).
+
+:func:`listen_from` reads the listen address the way the settings will
+(``--listen`` wins over ``NATROUTE_BEACON_LISTEN``, default
+:data:`~natroute.beacon.config.DEFAULT_LISTEN`) without loading them.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Final, NamedTuple
+
+from natroute.routing.addr import canonical_ip, split_host_port
+from natroute.routing.errors import WireError
+from natroute.routing.types import Addr
+from natroute.routing.wire import DiscoverReply, encode_message
+
+__all__ = [
+    "BACKLOG_CAP",
+    "DEFAULT_LISTEN",
+    "Early",
+    "EarlyResponder",
+    "bind_udp",
+    "early_reply",
+    "listen_from",
+]
+
+#: Datagrams kept for the core while it loads.
+BACKLOG_CAP: Final = 4096
+#: The UDP listen address when none is configured (``Settings.listen``).
+DEFAULT_LISTEN: Final = "0.0.0.0:9001"
+_SOCKET_BUFFER: Final = 4 << 20
+_HELP: Final = frozenset({"-h", "--help", "--version"})
+
+
+class Early(NamedTuple):
+    """One datagram received before the core took over.
+
+    Attributes:
+        data: the datagram.
+        src: its source (host, port).
+        answered: a DiscoverReply was already sent for it.
+    """
+
+    data: bytes
+    src: Addr
+    answered: bool
+
+
+def early_reply(data: bytes, src: Addr) -> bytes | None:
+    """The DiscoverReply any beacon sends for ``data``, or None when it is not a Discover.
+
+    The reply carries the observed endpoint (spec §3.4); it depends on nothing
+    but the source, so it is the same before and after the core exists.
+    """
+    if len(data) < 5 or data[0] != 0x01:
+        return None
+    try:
+        return encode_message(DiscoverReply((canonical_ip(src[0]), src[1])))
+    except WireError:
+        return None
+
+
+def listen_from(argv: Sequence[str], env: Mapping[str, str]) -> str | None:
+    """The UDP listen address the settings will use, or None for "do not bind early".
+
+    None when the command line asks for help or a version (nothing is served).
+    """
+    if any(arg in _HELP for arg in argv):
+        return None
+    listen = env.get("NATROUTE_BEACON_LISTEN", DEFAULT_LISTEN)
+    for i, arg in enumerate(argv):
+        if arg == "--listen" and i + 1 < len(argv):
+            listen = argv[i + 1]
+        elif arg.startswith("--listen="):
+            listen = arg.partition("=")[2]
+    return listen
+
+
+def bind_udp(hostport: str) -> socket.socket:
+    """A non-blocking UDP socket bound to ``hostport`` (the IPv6 wildcard is dual-stack).
+
+    Raises:
+        OSError: the address cannot be resolved or bound.
+        ValueError: not ``host:port``.
+    """
+    host, port = split_host_port(hostport)
+    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE)
+    family, _, _, _, sockaddr = infos[0]
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+            sock.setsockopt(socket.SOL_SOCKET, option, _SOCKET_BUFFER)
+        sock.bind(sockaddr)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class EarlyResponder:
+    """A thread answering discovers on a bound socket until the core takes over."""
+
+    def __init__(self, sock: socket.socket, listen: str, cap: int = BACKLOG_CAP) -> None:
+        """Args:
+        sock: the bound, non-blocking UDP socket (kept open by :meth:`handover`).
+        listen: the address it was bound for (the service checks it matches).
+        cap: most datagrams kept for the core.
+        """
+        self.sock = sock
+        self.listen = listen
+        self.cap = cap
+        self.replies = 0
+        self.dropped = 0
+        self._backlog: list[Early] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="beacon-early", daemon=True)
+
+    @classmethod
+    def start(
+        cls, argv: Sequence[str], env: Mapping[str, str], cap: int = BACKLOG_CAP
+    ) -> EarlyResponder | None:
+        """Bind the listen address of ``argv``/``env`` and start answering.
+
+        Returns:
+            The running responder, or None when nothing should or could be
+            bound early (help asked, a bad address, a bind error: the service
+            then binds, and reports errors, as usual).
+        """
+        listen = listen_from(argv, env)
+        if listen is None:
+            return None
+        try:
+            sock = bind_udp(listen)
+        except (OSError, ValueError, UnicodeError):
+            return None
+        responder = cls(sock, listen, cap)
+        responder._thread.start()
+        return responder
+
+    def handover(self) -> tuple[socket.socket, list[Early]]:
+        """Stop answering; returns the socket and the datagrams received so far."""
+        self._stop.set()
+        self._thread.join()
+        backlog, self._backlog = self._backlog, []
+        return self.sock, backlog
+
+    def close(self) -> None:
+        """Stop and close the socket (the beacon will not start)."""
+        sock, _ = self.handover()
+        sock.close()
+
+    def _serve(self) -> None:
+        sock, backlog = self.sock, self._backlog
+        sock.settimeout(0.02)  # wake up to see the stop flag
+        try:
+            while not self._stop.is_set():
+                try:
+                    data, addr = sock.recvfrom(65_535)
+                except TimeoutError:
+                    continue
+                src = (str(addr[0]), int(addr[1]))
+                reply = early_reply(data, src)
+                if reply is not None:
+                    try:
+                        sock.sendto(reply, addr)
+                        self.replies += 1
+                    except OSError:
+                        reply = None
+                if len(backlog) < self.cap:
+                    backlog.append(Early(data, src, reply is not None))
+                else:
+                    self.dropped += 1
+        except OSError:
+            pass  # the socket was closed under us: the service reports it
+        finally:
+            sock.settimeout(0.0)
