@@ -343,7 +343,7 @@ async def test_relay_punch_refresh_and_forget(tmp_path: Path) -> None:
         forget = await arun("forget", b_id, *admin)
         assert forget.code == 0
         assert a.engine.peers.get(node_id(b)) is None
-        again = await arun("forget", b_id, *admin)
+        again = await arun("forget", "424242", *admin)  # never a peer
         assert again.code == 1
         assert "peer_not_found" in again.err
         # ping by name a node that is no peer (any more): looked up, then probed

@@ -1,134 +1,189 @@
-"""A real beacon process attacked over UDP from many loopback addresses (issue 10 items 5, 6).
+"""Beacons attacked over UDP from many loopback addresses (issue 10 items 5 and 6).
 
-Every test runs ``natroute-beacon`` as a child process on 127.0.0.1, keeps a
-legitimate signed pair relaying through it (:class:`RelayStream`) and
-attacks it from other 127/8 addresses. Each asserts what must hold: the
-victims' state is unchanged, the legitimate traffic keeps flowing during and
-after the attack, and the process's memory stays bounded. Bounded in count
-(a few thousand datagrams) and time (seconds).
+Each test starts a :class:`~tests.adversarial.harness.World` (a registry, two
+beacons and two sidecars as real processes on 127.0.0.1) where sidecar b is
+``relay_only``, so the legitimate a → b stream goes through the beacons'
+relay, and then attacks the beacons from other 127/8 addresses (Linux routes
+all of 127/8 to ``lo``). What must hold: the victims' entries do not move, the
+stream keeps delivering during and after the attack, the beacons' memory stays
+bounded. Bounded in count (a few thousand datagrams) and time (seconds).
 """
 
 from __future__ import annotations
 
-import asyncio
+import socket
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
-import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from natroute.beacon.auth import sign_discover
+from natroute.routing.addr import split_host_port
+from natroute.routing.types import Addr
 from natroute.routing.wire import Discover, PunchRequest, encode_message, encode_relay
 
-from .beaconproc import RelayStream, UdpNode, beacon_process
-
-pytestmark = pytest.mark.asyncio
+from .harness import BeaconProcess, SidecarProcess, Stream, World
 
 _MIB = 1 << 20
+#: Attack rounds: within every per-address rate limit (punch burst 10 for 3 victims).
+ROUNDS = 3
 
 
-async def _drain(node: UdpNode) -> list[bytes]:
-    """Everything waiting on a node's socket (nothing more arrives within 0.2 s)."""
-    out = []
-    while (data := await node.recv(0.2)) is not None:
-        out.append(data)
-    return out
+class Node:
+    """A node's UDP socket on any loopback address, optionally signing its discovers."""
+
+    def __init__(self, host: str = "127.0.0.1", *, signed: bool = True) -> None:
+        self.key = Ed25519PrivateKey.generate() if signed else None
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        self.sock.bind((host, 0))
+        self.sock.settimeout(2.0)
+
+    def discover(self, node_id: int, *, signed: bool = True) -> bytes:
+        extra = b""
+        if signed and self.key is not None:
+            extra = sign_discover(self.key, node_id, int(time.time()))
+        return encode_message(Discover(node_id, extra))
+
+    def register(self, node_id: int, beacon: Addr) -> bool:
+        """Send our discover; True when the DiscoverReply comes back."""
+        self.sock.sendto(self.discover(node_id), beacon)
+        return any(data[:1] == b"\x02" for data in self.drain(0.5))
+
+    def drain(self, quiet: float = 0.2) -> list[bytes]:
+        """Everything that arrives until ``quiet`` seconds pass without a datagram."""
+        out = []
+        self.sock.settimeout(quiet)
+        try:
+            while True:
+                out.append(self.sock.recv(70_000))
+        except TimeoutError:
+            return out
+        finally:
+            self.sock.settimeout(2.0)
+
+    def close(self) -> None:
+        self.sock.close()
 
 
-async def _assert_stream_recovers(stream: RelayStream) -> None:
-    """After an attack, the legitimate pair still delivers (nearly) every frame."""
-    start, sent = time.monotonic(), stream.sent
-    await asyncio.sleep(1.0)
-    expected = stream.sent - sent
-    assert stream.delivered_since(start) >= 0.9 * expected > 0
+@contextmanager
+def relayed_world(tmp_path: Path, *beacon_flags: str) -> Iterator[tuple[World, Stream]]:
+    """A world whose a → b stream goes through the beacons (b is relay_only), delivering."""
+    with World.start(tmp_path, sidecars=0, beacon_flags=beacon_flags) as world:
+        a = world.add_sidecar("sidecar-a")
+        b = world.add_sidecar("sidecar-b", ["--relay-only", "true"])
+        with Stream(a, b) as stream:
+            stream.wait_delivered(20, timeout=20)
+            yield world, stream
 
 
-@pytest.mark.timeout(60)
-async def test_live_entries_are_not_taken_over_from_other_addresses() -> None:
-    """Item 5: an unsigned and a signed entry survive takeover attempts with other keys."""
-    async with beacon_process() as beacon, RelayStream(beacon.udp) as stream:
-        with (
-            UdpNode(11, signed=False) as upstream,  # an upstream daemon: never signs
-            UdpNode(12) as signed_node,
-            UdpNode(13) as peer,
-        ):
-            for node in (upstream, signed_node, peer):
-                assert await node.register(beacon.udp)
-            captured = signed_node.discover()  # a signed discover an attacker kept
-            before = await beacon.status()
-            attack_start = time.monotonic()
-            attackers = [UdpNode(99, f"127.0.66.{i}") for i in range(1, 17)]
-            try:
-                for _ in range(5):
-                    for attacker in attackers:
-                        for victim_id in (upstream.node_id, signed_node.node_id):
-                            attacker.send(attacker.discover(victim_id), beacon.udp)  # own key
-                            attacker.send(encode_message(Discover(victim_id)), beacon.udp)
-                            attacker.send(
-                                encode_message(PunchRequest(victim_id, peer.node_id)), beacon.udp
-                            )
-                        attacker.send(captured, beacon.udp)
-                    await asyncio.sleep(0.05)
-                assert stream.delivered_since(attack_start) > 0
-                # The victims' relays still reach them, and only them.
-                for victim in (upstream, signed_node):
-                    for i in range(20):
-                        frame = encode_relay(peer.node_id, victim.node_id, bytes([i]))
-                        peer.send(frame, beacon.udp)
-                    got = [d for d in await _drain(victim) if d[:1] == b"\x06"]
-                    assert len(got) == 20
-                    assert await victim.register(beacon.udp)  # keepalives answered
+def beacon_of(world: World, sidecar: SidecarProcess) -> BeaconProcess:
+    """The beacon a sidecar uses now."""
+    pick = split_host_port(sidecar.get("/v1/status")["beacon"]["pick"])
+    return next(b for b in world.beacons if b.udp_addr == pick)
+
+
+def test_live_entries_are_not_taken_over_from_other_addresses(tmp_path: Path) -> None:
+    """Item 5: unsigned and signed live entries survive takeover attempts with other keys."""
+    with relayed_world(tmp_path) as (world, stream):
+        beacon = world.beacons[0]
+        upstream, peer = Node(signed=False), Node()  # an upstream daemon never signs
+        assert upstream.register(0x0F0F0001, beacon.udp_addr)
+        # The peer's signed discover, accepted by the beacon and captured by an attacker.
+        captured = peer.discover(0x0F0F0002)
+        peer.sock.sendto(captured, beacon.udp_addr)
+        assert any(data[:1] == b"\x02" for data in peer.drain(0.5))
+        # Each victim ID is attacked at the beacon that holds it.
+        a, b = world.sidecars
+        victims = [
+            (0x0F0F0001, beacon),
+            (a.node_id, beacon_of(world, a)),
+            (b.node_id, beacon_of(world, b)),
+        ]
+        before = {x.http_url: x.status() for x in world.beacons}
+        attackers = [Node(f"127.0.66.{i}") for i in range(1, 17)]
+        try:
+            for _ in range(ROUNDS):
                 for attacker in attackers:
-                    kinds = {d[:1] for d in await _drain(attacker)}
-                    assert kinds <= {b"\x02"}  # discover replies only: no relay, no punch
-            finally:
-                for attacker in attackers:
-                    attacker.sock.close()
-            after = await beacon.status()
-            assert after["nodes"] == before["nodes"]
-            assert after["counters"]["registrations"] == before["counters"]["registrations"]
-            rejected = after["drops"]["takeover_rejected"] - before["drops"]["takeover_rejected"]
-            # 16 attackers x 5 rounds x (2 signed + 2 unsigned + 2 punch + 1 replay)
-            assert rejected == 16 * 5 * 7
-        await _assert_stream_recovers(stream)
+                    for victim, at in victims:
+                        attacker.sock.sendto(attacker.discover(victim), at.udp_addr)  # own key
+                        attacker.sock.sendto(attacker.discover(victim, signed=False), at.udp_addr)
+                        attacker.sock.sendto(
+                            encode_message(PunchRequest(victim, 0x0F0F0002)), at.udp_addr
+                        )
+                    attacker.sock.sendto(captured, beacon.udp_addr)
+                stream.wait_delivered(5, timeout=10)  # during the attack
+            # The upstream node still gets its relays, and only it; its keepalives answered.
+            for i in range(20):
+                frame = encode_relay(0x0F0F0002, 0x0F0F0001, bytes([i]))
+                peer.sock.sendto(frame, beacon.udp_addr)
+            assert sum(1 for d in upstream.drain() if d[:1] == b"\x06") == 20
+            assert upstream.register(0x0F0F0001, beacon.udp_addr)
+            for attacker in attackers:
+                kinds = {data[:1] for data in attacker.drain(0.05)}
+                assert kinds <= {b"\x02"}, kinds  # discover replies only: no relay, no punch
+        finally:
+            for node in (*attackers, upstream, peer):
+                node.close()
+        stream.wait_delivered(20, timeout=15)  # after the attack
+        for x in world.beacons:
+            now, then = x.status(), before[x.http_url]
+            attacked = sum(1 for _, at in victims if at is x)
+            rejected = now["drops"]["takeover_rejected"] - then["drops"]["takeover_rejected"]
+            # 16 attackers x ROUNDS x 3 kinds per victim (+ the replays at beacon 0)
+            replays = 16 * ROUNDS if x is beacon else 0
+            assert rejected == 16 * ROUNDS * 3 * attacked + replays
+            assert now["nodes"] == then["nodes"]
 
 
-@pytest.mark.timeout(90)
-async def test_table_flood_from_many_sources_leaves_room_for_signed_nodes() -> None:
-    """Item 6: quotas bound a signed flood; an unsigned flood yields to a signed node."""
+def test_table_flood_from_many_sources_leaves_room_for_signed_nodes(tmp_path: Path) -> None:
+    """Item 6: quotas bound a signed flood; an unsigned flood yields to signed newcomers."""
     cap = 3000
     flags = ("--node-cap", str(cap), "--node-quota-host", "8", "--node-quota-net", "64")
-    async with beacon_process(*flags) as beacon, RelayStream(beacon.udp) as stream:
-        rss_before = beacon.rss()
-        attack_start = time.monotonic()
+    with relayed_world(tmp_path, *flags) as (world, stream):
+        beacon = world.beacons[0]
+        rss_before = beacon.process.rss_bytes()
         node_id = 1_000_000
-        # Signed flood (attacker keys are free): 16 /24s x 16 addresses x 12 IDs = 3072.
+        # A signed flood (attacker keys cost nothing): 16 /24s x 16 addresses x 12 IDs.
         for net in range(16):
             for host in range(1, 17):
-                with UdpNode(0, f"127.1.{net}.{host}") as attacker:
-                    for _ in range(12):
-                        node_id += 1
-                        attacker.send(attacker.discover(node_id), beacon.udp)
-            await asyncio.sleep(0.01)
-        signed = await beacon.status()
+                attacker = Node(f"127.1.{net}.{host}")
+                for _ in range(12):
+                    node_id += 1
+                    attacker.sock.sendto(attacker.discover(node_id), beacon.udp_addr)
+                attacker.close()
+            time.sleep(0.005)
+        signed = beacon.status()
         assert signed["drops"]["quota_exceeded"] > 0
-        assert signed["signed_nodes"] <= 16 * 64 + 2  # the quotas held (+ the legitimate pair)
-        # Unsigned flood from 64 more /24s: 64 x 8 addresses x 8 IDs = 4096.
+        assert signed["signed_nodes"] <= 16 * 64 + 4  # the quotas held (+ the world's nodes)
+        stream.wait_delivered(5, timeout=10)
+        # An unsigned flood from 64 more /24s: 64 x 8 addresses x 8 IDs fills the table.
         for net in range(64):
             for host in range(1, 9):
-                with UdpNode(0, f"127.2.{net}.{host}", signed=False) as attacker:
-                    for _ in range(8):
-                        node_id += 1
-                        attacker.send(attacker.discover(node_id), beacon.udp)
-            await asyncio.sleep(0.01)
-        full = await beacon.status()
+                attacker = Node(f"127.2.{net}.{host}", signed=False)
+                for _ in range(8):
+                    node_id += 1
+                    attacker.sock.sendto(attacker.discover(node_id), beacon.udp_addr)
+                attacker.close()
+            time.sleep(0.005)
+        full = beacon.status()
         assert full["nodes"] == cap  # the table really is full
         assert full["drops"]["table_full"] > 0
-        assert stream.delivered_since(attack_start) > 0
+        stream.wait_delivered(5, timeout=10)
         # A new legitimate signed node still registers, gets its reply and its relays.
-        with UdpNode(0x1E6171, "127.0.0.1") as newcomer:
-            assert await newcomer.register(beacon.udp)
-            stream.a.send(encode_relay(stream.a.node_id, newcomer.node_id, b"hi"), beacon.udp)
-            assert any(d[:1] == b"\x06" for d in await _drain(newcomer))
-        after = await beacon.status()
-        assert after["counters"]["evicted_nodes"] >= 1
+        newcomer, sender = Node(), Node()
+        try:
+            assert newcomer.register(0x1E6171, beacon.udp_addr)
+            assert sender.register(0x1E6172, beacon.udp_addr)
+            sender.sock.sendto(encode_relay(0x1E6172, 0x1E6171, b"hi"), beacon.udp_addr)
+            assert any(data[:1] == b"\x06" for data in newcomer.drain())
+        finally:
+            newcomer.close()
+            sender.close()
+        after = beacon.status()
+        assert after["counters"]["evicted_nodes"] >= 2
         assert after["nodes"] == cap
-        assert beacon.rss() - rss_before < 64 * _MIB
-        await _assert_stream_recovers(stream)
+        assert beacon.process.rss_bytes() - rss_before < 64 * _MIB
+        stream.wait_delivered(20, timeout=15)

@@ -50,4 +50,6 @@ async def in_process_registry(tmp_path: Path) -> AsyncIterator[InProcessRegistry
         ):
             yield InProcessRegistry(http, client)
     finally:
-        app.state.store.close()
+        store = app.state.services.store
+        if store is not None:
+            await store.close()

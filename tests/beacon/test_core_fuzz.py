@@ -9,6 +9,11 @@ from hypothesis import strategies as st
 from natroute.beacon.auth import sign_discover
 from natroute.beacon.config import BeaconConfig, RateLimit
 from natroute.beacon.core import BeaconCore
+from natroute.beacon.punch import (
+    MSG_PUNCH_FORWARD,
+    MSG_PUNCH_FORWARD_REPLY,
+    decode_punch_forward,
+)
 from natroute.routing.wire import (
     Discover,
     DiscoverReply,
@@ -67,6 +72,10 @@ def test_core_never_raises_and_keeps_invariants(
     for index, (data, source, step) in enumerate(script):
         out = core.handle_datagram(data, SOURCES[source], clock.advance(step))
         for datagram, dst in out:
+            if datagram[0] in (MSG_PUNCH_FORWARD, MSG_PUNCH_FORWARD_REPLY):
+                decode_punch_forward(datagram)  # only ever to a peer beacon
+                assert dst == PEER
+                continue
             sent = decode_message(datagram)
             assert type(sent) in (DiscoverReply, PunchCommand, RelayDeliver, Relay)
             assert dst in SOURCES

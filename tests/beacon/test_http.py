@@ -55,9 +55,11 @@ async def test_endpoints_via_asgi_transport() -> None:
         assert 'natroute_beacon_dropped_total{reason="unknown_type"} 1.0' in text
         assert "natroute_beacon_gossip_peers 0.0" in text
         assert "natroute_beacon_punches_coordinated_total 0.0" in text
-        # A per-app registry: nothing from the global default registry leaks in.
+        # A per-app registry: nothing from the global default registry leaks in;
+        # the build and this process are described (natroute_build_info, process_*).
         assert "python_gc" not in text
-        assert "process_" not in text
+        assert 'natroute_build_info{version="' in text
+        assert "process_resident_memory_bytes" in text
 
 
 @pytest.mark.asyncio

@@ -152,7 +152,7 @@ async def test_a_punch_for_a_node_on_the_peer_beacon_is_forwarded() -> None:
             forged = encode_punch_forward(PunchForward(False, 100, 200, stranger.addr))
             stranger.send(forged, two.udp_addr)
             stranger.send(b"\x08\x00", two.udp_addr)
-            await wait_until(lambda: two.snapshot().drops["sync_unknown_peer"] >= 2)
+            await wait_until(lambda: two.snapshot().drops["forward_unknown_peer"] >= 2)
             assert two.snapshot().punches == 1
 
 

@@ -105,7 +105,7 @@ def test_core_logs_drops_and_sweeps_at_debug(caplog: pytest.LogCaptureFixture) -
     clock = FakeClock()
     core = BeaconCore(BeaconConfig(beacon_id=1, node_ttl=5.0), wall_clock=clock)
     with caplog.at_level(logging.DEBUG, logger="natroute.beacon.core"):
-        core.handle_datagram(b"\x09", A, clock())
+        core.handle_datagram(b"\x0b", A, clock())
         core.handle_datagram(encode_message(Discover(3)), A, clock())
         core.sweep(clock.advance(10))
     events = [(r.getMessage(), getattr(r, "reason", None)) for r in caplog.records]
@@ -113,6 +113,6 @@ def test_core_logs_drops_and_sweeps_at_debug(caplog: pytest.LogCaptureFixture) -
     assert any(message == "beacon_swept" for message, _ in events)
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="natroute.beacon.core"):
-        core.handle_datagram(b"\x09", A, clock())
+        core.handle_datagram(b"\x0b", A, clock())
         core.sweep(clock())
     assert caplog.records == []

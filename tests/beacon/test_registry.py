@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
 from typing import Any
 
@@ -9,7 +11,7 @@ import httpx
 import pytest
 from fastapi import FastAPI, Header, HTTPException
 
-from natroute.beacon.registry import RegistryClient, parse_beacon_entries
+from natroute.beacon.registry import STREAM_URL_RETRY, RegistryClient, parse_beacon_entries
 from natroute.beacon.settings import derive_beacon_id
 from natroute.beacon.testing import running_beacon
 from natroute.routing.addr import format_addr
@@ -159,3 +161,50 @@ def test_parse_beacon_entries_skips_malformed() -> None:
     for bad in bad_bodies:
         with pytest.raises(RegistryError):
             parse_beacon_entries(bad)
+
+
+@pytest.mark.asyncio
+async def test_stream_url_is_sent_and_a_refusing_registry_is_retried_later() -> None:
+    seen: list[dict[str, Any]] = []
+    refuse = True
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        seen.append(body)
+        if refuse and "stream_url" in body:  # an older registry: unknown fields are refused
+            return httpx.Response(422, json={"detail": "extra field"})
+        return httpx.Response(200, json={"beacon_id": 1, "addr": "a:1", "ttl": 60})
+
+    url = "ws://a:8001/v1/relay"
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+        client = RegistryClient(http, "http://r", "t")
+        assert await client.register(1, "a:1", url) == 60
+        assert [("stream_url" in b) for b in seen] == [True, False]
+        assert client.stream_url_accepted is False
+        for _ in range(STREAM_URL_RETRY):  # registered without it meanwhile
+            await client.register(1, "a:1", url)
+        assert not any("stream_url" in b for b in seen[2:])
+        refuse = False
+        await client.register(1, "a:1", url)
+        assert seen[-1] == {"beacon_id": 1, "addr": "a:1", "stream_url": url}
+        assert client.stream_url_accepted is True
+
+
+@pytest.mark.asyncio
+async def test_node_key_lookup() -> None:
+    key = bytes(range(32))
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        node = request.url.path.rsplit("/", 1)[1]
+        if node == "404":
+            return httpx.Response(404, json={"error": "not_found"})
+        if node == "7":
+            return httpx.Response(200, json={"ed25519_public_key": base64.b64encode(key).decode()})
+        return httpx.Response(200, json={"ed25519_public_key": "bm90IGEga2V5"})
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+        client = RegistryClient(http, "http://r", None)
+        assert await client.node_key(7) == key
+        assert await client.node_key(404) is None
+        with pytest.raises(RegistryError, match="ed25519_public_key"):
+            await client.node_key(8)

@@ -27,6 +27,7 @@ from websockets.exceptions import ConnectionClosed
 
 from natroute.beacon.auth import sign_discover
 from natroute.beacon.service import BeaconService
+from natroute.beacon.streamlimits import StreamLimits
 from natroute.beacon.streamproto import (
     Challenge,
     HelloReject,
@@ -360,3 +361,10 @@ async def test_no_stream_url_for_a_wildcard_address_and_none_when_off() -> None:
         assert beacon.hub is None
     async with running_beacon(http="127.0.0.1:0", advertise_stream="wss://relay.example/r") as b:
         assert b.stream_url == "wss://relay.example/r"
+
+
+async def test_stream_limits_are_validated() -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        StreamLimits(max_sessions=0)
+    with pytest.raises(ValueError, match="positive"):
+        StreamLimits(idle_timeout=0)

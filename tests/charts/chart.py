@@ -92,6 +92,8 @@ REGISTRY_CONFIG: Final[dict[str, Any]] = {
     "retention": 2592000,
     "signatureSkew": 30,
     "sqliteSynchronous": "NORMAL",
+    "databasePoolSize": 20,
+    "keyCacheSize": 200000,
     "maxBodyBytes": 32768,
     "registerRate": 0.25,
     "registerBurst": 20,
@@ -149,6 +151,24 @@ VALUE_SETS: Final[dict[str, dict[str, Any]]] = {
                 "annotations": {"service.beta.kubernetes.io/aws-load-balancer-type": "nlb"},
             },
             "pdb": {"enabled": True},
+        },
+    },
+    "postgres": {
+        "registry": {
+            "replicas": 3,
+            "database": {
+                "url": "postgresql://natroute:db-password-0123@pg.example.net:5432/registry",
+                "networkPolicyTo": [{"podSelector": {"matchLabels": {"app": "postgresql"}}}],
+            },
+        },
+    },
+    "postgres-existing-secret": {
+        "registry": {
+            "database": {
+                "existingSecret": "ops-database",
+                "existingSecretKey": "dsn",
+                "port": 6432,
+            },
         },
     },
     "existing-secrets": {

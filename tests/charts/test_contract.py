@@ -42,7 +42,7 @@ REPO = CHART_DIR.parents[1]
 
 #: Settings the chart sets itself (wiring, secrets, paths), not through `config`.
 _MANAGED = {
-    "registry": {"listen", "db", "token", "dev", "port_file"},
+    "registry": {"listen", "db", "database_url", "token", "dev", "port_file"},
     "beacon": {
         "listen",
         "http",
@@ -144,6 +144,20 @@ def test_rendered_env_builds_the_service_settings(
         got = dumped[field]
         got = got.get_secret_value() if hasattr(got, "get_secret_value") else got
         assert got == expected or str(got) == str(expected), (field, got, expected)
+
+
+def test_registry_on_postgres_builds_its_settings(rendered: dict[str, list[Manifest]]) -> None:
+    manifests = rendered["postgres"]
+    env = _resolve(
+        env_of(container(pod_spec(manifests, "Deployment", "demo-natroute-registry"), "registry")),
+        _secrets(manifests),
+    )
+    settings = _settings("registry", env)
+    assert isinstance(settings, RegistrySettings)
+    assert settings.postgres_url() == (
+        "postgresql://natroute:db-password-0123@pg.example.net:5432/registry"
+    )
+    assert "NATROUTE_REGISTRY_DB" not in env
 
 
 def test_registry_accepts_the_generated_token(rendered: dict[str, list[Manifest]]) -> None:

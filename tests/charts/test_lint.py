@@ -44,6 +44,8 @@ def test_release_name_is_valid() -> None:
     [
         ({"beacon": {"replicas": "two"}}, "/beacon/replicas"),
         ({"registry": {"replicas": 2}}, "/registry/replicas"),
+        ({"registry": {"database": {"url": "mysql://db/x"}}}, "/registry/database/url"),
+        ({"registry": {"database": {"port": 0}}}, "/registry/database/port"),
         ({"registry": {"bogus": True}}, "bogus"),
         ({"sidecar": {"config": {"natDetect": "maybe"}}}, "/sidecar/config/natDetect"),
         ({"sidecar": {"config": {"adminToken": "x" * 20}}}, "adminToken"),

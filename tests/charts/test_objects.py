@@ -149,6 +149,57 @@ def test_registry_without_persistence_uses_an_emptydir(
     assert volumes["data"] == {"name": "data", "emptyDir": {}}
 
 
+def test_registry_on_postgres_is_a_deployment_of_replicas(
+    rendered: dict[str, list[Manifest]],
+) -> None:
+    manifests = rendered["postgres"]
+    assert not [
+        d for d in manifests if d["kind"] == "StatefulSet" and "registry" in d["metadata"]["name"]
+    ]
+    deployment = find(manifests, "Deployment", f"{FULL}-registry")
+    assert deployment["spec"]["replicas"] == 3
+    assert deployment["spec"]["strategy"]["rollingUpdate"] == {"maxUnavailable": 0, "maxSurge": 1}
+    spec = deployment["spec"]["template"]["spec"]
+    registry = container(spec, "registry")
+    env = env_of(registry)
+    assert env["NATROUTE_REGISTRY_DATABASE_URL"] == {
+        "secretKeyRef": {"name": f"{FULL}-registry-database", "key": "url"}
+    }
+    assert "NATROUTE_REGISTRY_DB" not in env
+    assert {m["name"] for m in registry["volumeMounts"]} == {"tmp"}
+    assert {v["name"] for v in spec["volumes"]} == {"tmp"}
+    url = _secret_value(manifests, f"{FULL}-registry-database", "url")
+    assert url == "postgresql://natroute:db-password-0123@pg.example.net:5432/registry"
+    assert find(manifests, "PodDisruptionBudget", f"{FULL}-registry")["spec"]["maxUnavailable"] == 1
+    names = {d["metadata"]["name"] for d in manifests if d["kind"] == "Service"}
+    assert f"{FULL}-registry" in names
+    assert f"{FULL}-registry-headless" not in names
+    assert not [d for d in manifests if d["kind"] == "PersistentVolumeClaim"]
+    policy = _policy(manifests, f"{FULL}-registry")
+    assert policy["egress"][0] == {
+        "ports": [{"port": 5432, "protocol": "TCP"}],
+        "to": [{"podSelector": {"matchLabels": {"app": "postgresql"}}}],
+    }
+    assert _ports(policy["egress"]) == {(5432, "TCP"), (53, "UDP"), (53, "TCP")}
+
+
+def test_registry_on_an_existing_database_secret(rendered: dict[str, list[Manifest]]) -> None:
+    manifests = rendered["postgres-existing-secret"]
+    assert not any(d["metadata"]["name"].endswith("-registry-database") for d in manifests)
+    deployment = find(manifests, "Deployment", f"{FULL}-registry")
+    assert deployment["spec"]["replicas"] == 1
+    env = env_of(container(deployment["spec"]["template"]["spec"], "registry"))
+    assert env["NATROUTE_REGISTRY_DATABASE_URL"] == {
+        "secretKeyRef": {"name": "ops-database", "key": "dsn"}
+    }
+    assert not any(
+        d["kind"] == "PodDisruptionBudget" and "registry" in d["metadata"]["name"]
+        for d in manifests
+    )
+    egress = _policy(manifests, f"{FULL}-registry")["egress"]
+    assert egress[0] == {"ports": [{"port": 6432, "protocol": "TCP"}]}  # no `to`: any address
+
+
 # --- tokens -------------------------------------------------------------------------
 
 

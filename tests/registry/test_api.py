@@ -19,7 +19,7 @@ from natroute.registry.client import (
 from natroute.registry.signing import ACTION_REGISTER, b64encode, public_key_bytes, sign
 from natroute.routing.errors import RegistryError
 
-from .conftest import TOKEN, FakeClock, app_for, make_settings
+from .conftest import SQLITE_ONLY, TOKEN, FakeClock, app_with, make_settings
 
 XPUB = bytes(range(32))
 
@@ -123,16 +123,18 @@ async def test_relay_only_uses_first_live_beacon(
 
 @pytest.mark.asyncio
 async def test_relay_only_uses_configured_beacon_addr(
-    tmp_path: Path, clock: FakeClock, key: Ed25519PrivateKey
+    tmp_path: Path, database_url: str | None, clock: FakeClock, key: Ed25519PrivateKey
 ) -> None:
-    settings = make_settings(tmp_path, beacon_addr="beacon.example.net:9001")
-    with app_for(settings, clock) as app:
-        async with AsyncRegistryClient(
+    settings = make_settings(tmp_path, database_url, beacon_addr="beacon.example.net:9001")
+    async with (
+        app_with(settings, clock) as app,
+        AsyncRegistryClient(
             "http://r", token=TOKEN, transport=httpx.ASGITransport(app=app), clock=clock
-        ) as client:
-            await client.register_beacon(1, "203.0.113.1:9001")
-            reg = await client.register(key, endpoint="203.0.113.5:4000", relay_only=True)
-            peer = await client.resolve(reg.node_id)
+        ) as client,
+    ):
+        await client.register_beacon(1, "203.0.113.1:9001")
+        reg = await client.register(key, endpoint="203.0.113.5:4000", relay_only=True)
+        peer = await client.resolve(reg.node_id)
     assert peer.relay_only
     assert peer.endpoint == "beacon.example.net:9001"
 
@@ -226,6 +228,7 @@ async def test_beacons_register_and_expire(
     }
 
 
+@SQLITE_ONLY
 @pytest.mark.parametrize(
     ("headers", "status", "code"),
     [
@@ -309,6 +312,7 @@ async def test_stale_or_future_timestamp_rejected(
     assert_error(await http.post("/v1/nodes", json=future), 401, "clock_skew")
 
 
+@SQLITE_ONLY
 @pytest.mark.parametrize(
     ("change", "field"),
     [
@@ -346,6 +350,7 @@ async def test_malformed_registration_is_422(
     assert field in response.json()["error"]["message"]
 
 
+@SQLITE_ONLY
 @pytest.mark.parametrize(
     ("body", "problem"),
     [
@@ -370,6 +375,7 @@ async def test_malformed_beacon_registration_is_422(
     assert problem in response.json()["error"]["message"]
 
 
+@SQLITE_ONLY
 @pytest.mark.asyncio
 async def test_malformed_json_paths_and_methods(http: httpx.AsyncClient) -> None:
     json_type = {"Content-Type": "application/json"}
@@ -389,6 +395,7 @@ async def test_malformed_json_paths_and_methods(http: httpx.AsyncClient) -> None
     assert 400 <= response.status_code < 500
 
 
+@SQLITE_ONLY
 @pytest.mark.asyncio
 async def test_body_limit_413(http: httpx.AsyncClient) -> None:
     big = b'{"pad": "' + b"x" * 20000 + b'"}'
@@ -403,10 +410,10 @@ async def test_body_limit_413(http: httpx.AsyncClient) -> None:
 
 @pytest.mark.asyncio
 async def test_registration_rate_limit_per_ip(
-    tmp_path: Path, clock: FakeClock, key: Ed25519PrivateKey
+    tmp_path: Path, database_url: str | None, clock: FakeClock, key: Ed25519PrivateKey
 ) -> None:
-    settings = make_settings(tmp_path, register_burst=2, register_rate=0.5)
-    with app_for(settings, clock) as app:
+    settings = make_settings(tmp_path, database_url, register_burst=2, register_rate=0.5)
+    async with app_with(settings, clock) as app:
         transport = httpx.ASGITransport(app=app, client=("192.0.2.1", 1234))
         async with AsyncRegistryClient("http://r", transport=transport, clock=clock) as client:
             await client.register(key)
@@ -444,8 +451,11 @@ async def test_ops_endpoints_and_openapi(
 
 @pytest.mark.asyncio
 async def test_readyz_503_when_database_closed(http: httpx.AsyncClient, app: Any) -> None:
-    app.state.store.close()
+    await app.state.services.store.close()
     assert_error(await http.get("/readyz"), 503, "not_ready")
+    # Any other call says the store is unavailable (503), never 500.
+    assert_error(await http.get("/v1/nodes/5"), 503, "store_unavailable")
+    assert (await http.get("/metrics")).status_code == 200
 
 
 @pytest.mark.asyncio

@@ -10,7 +10,6 @@ from typing import Any
 import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from fastapi import FastAPI
 
 from natroute.registry.client import (
     AsyncRegistryClient,
@@ -20,18 +19,13 @@ from natroute.registry.client import (
 )
 from natroute.routing.errors import RegistryError, UsageError
 
-from .conftest import TOKEN, FakeClock, serve_app
+from .conftest import TOKEN, FakeClock
 
 
 @pytest.fixture
-def base_url(app: FastAPI) -> Iterator[str]:
-    with serve_app(app) as url:
-        yield url
-
-
-@pytest.fixture
-def client(base_url: str, clock: FakeClock) -> Iterator[RegistryClient]:
-    with RegistryClient(base_url, token=TOKEN, clock=clock, timeout=5) as c:
+def client(served: str, clock: FakeClock) -> Iterator[RegistryClient]:
+    """The sync client against a real uvicorn, on each backend."""
+    with RegistryClient(served, token=TOKEN, clock=clock, timeout=5) as c:
         yield c
 
 

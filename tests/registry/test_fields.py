@@ -20,7 +20,7 @@ from natroute.registry.models import MAX_CANDIDATES
 from natroute.registry.signing import ACTION_HEARTBEAT, sign
 from natroute.routing.errors import UsageError
 
-from .conftest import TOKEN, FakeClock, app_for, make_settings
+from .conftest import SQLITE_ONLY, TOKEN, FakeClock, app_with, make_settings
 from .test_api import assert_error, register_body
 
 CANDIDATES = [("203.0.113.5:4000", "srflx"), ("10.0.0.5:4000", "host"), ("[fd00::5]:4000", "host")]
@@ -113,6 +113,7 @@ async def test_candidate_signature_covers_every_field(
     assert (await http.post("/v1/nodes", json=body)).status_code == 200
 
 
+@SQLITE_ONLY
 @pytest.mark.parametrize(
     ("change", "needle"),
     [
@@ -240,6 +241,7 @@ async def test_beacon_stream_url(
 LOCAL = ["127.0.0.1:4100", "[::1]:4100", "169.254.1.1:4000", "[fe80::1]:4000"]
 
 
+@SQLITE_ONLY
 @pytest.mark.parametrize("addr", LOCAL)
 @pytest.mark.asyncio
 async def test_local_addresses_refused_outside_dev(
@@ -288,23 +290,26 @@ async def test_local_addresses_refused_in_heartbeats(
 @pytest.mark.asyncio
 async def test_local_addresses_follow_the_setting(
     tmp_path: Path,
+    database_url: str | None,
     clock: FakeClock,
     key: Ed25519PrivateKey,
     overrides: dict[str, Any],
     allowed: bool,
 ) -> None:
-    settings = make_settings(tmp_path, **overrides)
-    with app_for(settings, clock) as app:
-        async with AsyncRegistryClient(
+    settings = make_settings(tmp_path, database_url, **overrides)
+    async with (
+        app_with(settings, clock) as app,
+        AsyncRegistryClient(
             "http://r", transport=httpx.ASGITransport(app=app), clock=clock
-        ) as client:
-            call = client.register(
-                key, endpoint="127.0.0.1:4000", candidates=[("[fe80::1]:4000", "host")]
-            )
-            if not allowed:
-                with pytest.raises(RegistryClientError) as info:
-                    await call
-                assert info.value.code == "invalid_request"
-                return
-            reg = await call
-            assert (await client.resolve(reg.node_id)).endpoint == "127.0.0.1:4000"
+        ) as client,
+    ):
+        call = client.register(
+            key, endpoint="127.0.0.1:4000", candidates=[("[fe80::1]:4000", "host")]
+        )
+        if not allowed:
+            with pytest.raises(RegistryClientError) as info:
+                await call
+            assert info.value.code == "invalid_request"
+            return
+        reg = await call
+        assert (await client.resolve(reg.node_id)).endpoint == "127.0.0.1:4000"

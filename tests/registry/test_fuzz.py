@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from natroute.registry.app import create_app
 from natroute.registry.models import address_problem
 from natroute.registry.signing import (
     ACTION_HEARTBEAT,
@@ -24,7 +25,7 @@ from natroute.registry.signing import (
     sign,
 )
 
-from .conftest import START, TOKEN, FakeClock, app_for, make_settings, serve_app
+from .conftest import START, TOKEN, FakeClock, make_settings, serve_app
 
 KEY = Ed25519PrivateKey.generate()
 KEY_B64 = b64encode(public_key_bytes(KEY))
@@ -155,12 +156,11 @@ def _body(
     return json.dumps(body).encode()
 
 
-def test_no_input_gives_500(tmp_path: Path) -> None:
-    clock = FakeClock()
-    app_settings = make_settings(tmp_path, register_burst=10**6, register_rate=1000.0)
+def test_no_input_gives_500(tmp_path: Path, database_url: str | None) -> None:
+    clock = FakeClock(START)
+    app_settings = make_settings(tmp_path, database_url, register_burst=10**6, register_rate=1000.0)
     with (
-        app_for(app_settings, clock) as app,
-        serve_app(app) as url,
+        serve_app(create_app(app_settings, clock=clock)) as url,
         httpx.Client(base_url=url) as client,
     ):
         first = _signed(
@@ -225,12 +225,11 @@ def test_no_input_gives_500(tmp_path: Path) -> None:
     assert 'natroute_registry_registrations_total{kind="again"}' in metrics
 
 
-def test_every_method_on_every_route(tmp_path: Path) -> None:
+def test_every_method_on_every_route(tmp_path: Path, database_url: str | None) -> None:
     """Exhaustive: each method on each path shape gets an answer, never a 500."""
-    clock = FakeClock()
+    clock = FakeClock(START)
     with (
-        app_for(make_settings(tmp_path), clock) as app,
-        serve_app(app) as url,
+        serve_app(create_app(make_settings(tmp_path, database_url), clock=clock)) as url,
         httpx.Client(base_url=url) as client,
     ):
         for _, template, _, _ in ROUTES:
@@ -247,11 +246,11 @@ def _acceptable(addr: str) -> bool:
     return address_problem(ipaddress.ip_address(host), allow_local=False) is None
 
 
-def test_valid_fuzzed_registrations_resolve(tmp_path: Path) -> None:
+def test_valid_fuzzed_registrations_resolve(tmp_path: Path, database_url: str | None) -> None:
     """Any address the policy accepts is stored and resolved as sent; any other
     address is refused with 422 naming the field (never stored)."""
-    clock = FakeClock()
-    app_settings = make_settings(tmp_path, register_burst=10**6, register_rate=1000.0)
+    clock = FakeClock(START)
+    app_settings = make_settings(tmp_path, database_url, register_burst=10**6, register_rate=1000.0)
     ip_ports = st.tuples(
         st.ip_addresses(v=4).map(str) | st.ip_addresses(v=6).map(lambda ip: f"[{ip}]"),
         st.integers(min_value=1, max_value=65535),
@@ -262,8 +261,7 @@ def test_valid_fuzzed_registrations_resolve(tmp_path: Path) -> None:
         unique_by=lambda c: c[0],
     )
     with (
-        app_for(app_settings, clock) as app,
-        serve_app(app) as url,
+        serve_app(create_app(app_settings, clock=clock)) as url,
         httpx.Client(base_url=url) as client,
     ):
 

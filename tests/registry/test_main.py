@@ -3,8 +3,10 @@ durability across SIGKILL (nothing acknowledged is lost)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -33,21 +35,56 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
-def _heartbeat_body(key: Ed25519PrivateKey, node_id: int) -> dict[str, Any]:
+def _heartbeat_body(
+    key: Ed25519PrivateKey, node_id: int, endpoint: str | None = None
+) -> dict[str, Any]:
     fields: dict[str, Any] = {
-        "endpoint": None,
+        "endpoint": endpoint,
         "relay_only": None,
         "timestamp_us": int(time.time() * 1e6),
     }
     return fields | {"signature": sign(key, ACTION_HEARTBEAT, fields | {"node_id": node_id})}
 
 
-def test_sigkill_loses_nothing_acknowledged(tmp_path: Path) -> None:
+async def _heartbeat_burst(
+    url: str,
+    beats: list[tuple[int, dict[str, Any]]],
+    proc: subprocess.Popen[bytes],
+    kill_after: int,
+) -> dict[int, str]:
+    """Send ``beats`` 16 at a time; SIGKILL the registry once ``kill_after`` are acknowledged.
+
+    Returns:
+        node ID → endpoint of every heartbeat the registry acknowledged (200).
+    """
+    acked: dict[int, str] = {}
+    queue = list(beats)
+    async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+
+        async def worker() -> None:
+            while queue:
+                node_id, body = queue.pop(0)
+                try:
+                    response = await client.post(f"/v1/nodes/{node_id}/heartbeat", json=body)
+                except httpx.HTTPError:
+                    continue  # killed: not acknowledged
+                if response.status_code == 200:
+                    acked[node_id] = body["endpoint"]
+                    if len(acked) == kill_after:
+                        proc.send_signal(signal.SIGKILL)
+
+        await asyncio.gather(*(worker() for _ in range(16)))
+    return acked
+
+
+def test_sigkill_loses_nothing_acknowledged(tmp_path: Path, database_url: str | None) -> None:
     db = tmp_path / "registry.db"
     # Env gives token and a listen address; the --listen flag must win over it.
     env = _env(NATROUTE_REGISTRY_TOKEN=TOKEN, NATROUTE_REGISTRY_LISTEN="127.0.0.1:1")
-    flags = ("--db", str(db), "--register-burst", "100")
+    store_flags = ("--db", str(db)) if database_url is None else ("--database-url", database_url)
+    flags = (*store_flags, "--register-burst", "1000")
     keys = [Ed25519PrivateKey.generate() for _ in range(12)]
+    burst_keys = [Ed25519PrivateKey.generate() for _ in range(150)]
     with registry_process(tmp_path, *flags, env=env) as reg:
         proc, url = reg.popen, reg.url
         with RegistryClient(url, token=TOKEN) as client:
@@ -57,18 +94,27 @@ def test_sigkill_loses_nothing_acknowledged(tmp_path: Path) -> None:
                     x25519_public_key=bytes([i]) * 32,
                     endpoint=f"203.0.113.{i + 1}:{4000 + i}",
                     lan_addrs=[f"10.0.0.{i + 1}:4000"],
+                    candidates=[(f"10.0.0.{i + 1}:4000", "host")],
                     relay_only=(i == 1),
+                    name=f"node-{i}",
                 ).node_id
                 for i, k in enumerate(keys)
             ]
-            client.register_beacon(77, "203.0.113.77:9001")
+            client.register_beacon(77, "203.0.113.77:9001", "wss://b77.example/relay")
             client.set_relay_only(ids[2], True)
             client.delete_node(ids[3])
             beat = _heartbeat_body(keys[4], ids[4])
             assert httpx.post(f"{url}/v1/nodes/{ids[4]}/heartbeat", json=beat).status_code == 200
             before = {i: client.resolve(i) for i in ids if i != ids[3]}
-        proc.send_signal(signal.SIGKILL)
+            burst_ids = [client.register(k).node_id for k in burst_keys]
+        # Heartbeats in flight when the process dies: each acknowledged one must survive.
+        beats = [
+            (n, _heartbeat_body(k, n, endpoint=f"198.51.{i // 250}.{i % 250 + 1}:5000"))
+            for i, (k, n) in enumerate(zip(burst_keys, burst_ids, strict=True))
+        ]
+        acked = asyncio.run(_heartbeat_burst(url, beats, proc, kill_after=60))
         assert proc.wait(10) == -signal.SIGKILL
+        assert len(acked) >= 60
 
     with registry_process(tmp_path, *flags, env=env) as reg:
         proc, url = reg.popen, reg.url
@@ -79,9 +125,14 @@ def test_sigkill_loses_nothing_acknowledged(tmp_path: Path) -> None:
             assert after[ids[1]].endpoint == "203.0.113.77:9001"
             assert after[ids[2]].relay_only
             assert after[ids[0]].x25519_public_key == bytes([0]) * 32
+            assert after[ids[0]].name == "node-0"
             with pytest.raises(RegistryNotFoundError):
                 client.resolve(ids[3])
-            assert [(b.id, b.addr) for b in client.beacons()] == [(77, "203.0.113.77:9001")]
+            assert [(b.id, b.addr, b.stream_url) for b in client.beacons()] == [
+                (77, "203.0.113.77:9001", "wss://b77.example/relay")
+            ]
+            for node_id, endpoint in acked.items():
+                assert client.resolve(node_id).endpoint == endpoint
             # Same key, same ID after the restart; the deleted node's ID stays its own.
             assert client.register(keys[0]).node_id == ids[0]
             assert client.register(keys[3]).node_id == ids[3]
@@ -91,8 +142,9 @@ def test_sigkill_loses_nothing_acknowledged(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGTERM)
         # uvicorn shuts down gracefully, then re-raises the signal it captured.
         assert proc.wait(10) in (0, -signal.SIGTERM)
-    # The lifespan closed the store: the last connection checkpointed the WAL away.
-    assert not db.with_name(db.name + "-wal").exists()
+    if database_url is None:
+        # The lifespan closed the store: the last connection checkpointed the WAL away.
+        assert not db.with_name(db.name + "-wal").exists()
 
 
 def test_refuses_placeholder_token(tmp_path: Path) -> None:
@@ -138,3 +190,46 @@ def test_flags_build_settings() -> None:
 def test_bad_flags_are_validation_errors(argv: list[str]) -> None:
     with pytest.raises(ValidationError):
         build_settings(parse_args(argv))
+
+
+def _run_main(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[bytes]:
+    cmd = [sys.executable, "-m", "natroute.registry.main", *args]
+    return subprocess.run(cmd, capture_output=True, env=_env(), timeout=timeout, check=False)
+
+
+def test_taken_port_is_one_line_naming_the_setting(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        done = _run_main("--dev", "--db", str(tmp_path / "r.db"), "--listen", f"127.0.0.1:{port}")
+    assert done.returncode == 2
+    setting = f"cannot listen on NATROUTE_REGISTRY_LISTEN (--listen) 127.0.0.1:{port}"
+    assert done.stderr.startswith(f"natroute-registry: {setting}".encode()), done.stderr
+    assert b"Traceback" not in done.stderr
+
+
+def test_unopenable_database_is_one_line_naming_the_setting(tmp_path: Path) -> None:
+    done = _run_main("--dev", "--listen", "127.0.0.1:0", "--db", str(tmp_path / "no" / "r.db"))
+    assert done.returncode == 2
+    assert b"cannot open the database NATROUTE_REGISTRY_DB (--db)" in done.stderr, done.stderr
+    assert b"Traceback" not in done.stderr
+    url = "postgresql://natroute:hunter2-password@127.0.0.1:1/registry"
+    done = _run_main("--dev", "--listen", "127.0.0.1:0", "--database-url", url)
+    assert done.returncode == 2
+    assert b"NATROUTE_REGISTRY_DATABASE_URL (--database-url)" in done.stderr, done.stderr
+    assert b"hunter2" not in done.stderr
+    assert b"Traceback" not in done.stderr
+
+
+def test_database_url_must_be_postgresql() -> None:
+    with pytest.raises(ValidationError, match="must be a postgresql:// URL"):
+        build_settings(parse_args(["--dev", "--database-url", "mysql://x/y"]))
+    assert build_settings(parse_args(["--dev", "--database-url", " "])).database_url is None
+    args = parse_args(
+        ["--dev", "--database-url", "postgres://u:p@db/r", "--allow-local-endpoints", "no"]
+    )
+    settings = build_settings(args)
+    assert settings.postgres_url() == "postgres://u:p@db/r"
+    assert settings.allow_local_endpoints is False
+    assert "u:p@" not in repr(settings)

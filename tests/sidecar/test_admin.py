@@ -20,8 +20,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from natroute.routing.cache import save_beacon_cache
-from natroute.routing.errors import UsageError
-from natroute.sidecar.admin import PeerNotFoundError, create_app, error_status
+from natroute.sidecar.admin import AuthRequiredError, PeerNotFoundError, create_app
 from natroute.sidecar.model import DropReason
 from natroute.sidecar.peers import PathReason
 from natroute.sidecar.service import Sidecar
@@ -182,7 +181,7 @@ async def test_unknown_and_bad_peer_ids(tmp_path: Path) -> None:
         wrong_body = await p.admin.put(
             f"/v1/peers/{p.b_id}/relay", json={"relay": "yes"}, headers=AUTH
         )
-        assert wrong_body.status_code == 400
+        assert wrong_body.status_code == 422
         err = error(wrong_body)
         assert err["code"] == "invalid_request"
         assert "relay" in err["message"]
@@ -324,7 +323,7 @@ async def test_metrics_families_without_per_peer_labels(tmp_path: Path) -> None:
             "natroute_sidecar_beacon_refresh_age_seconds",
         ):
             assert name in families, name
-        allowed = {"reason", "path", "direction", "type", "source", "transport"}
+        allowed = {"reason", "path", "direction", "type", "source", "transport", "version"}
         for family in families.values():
             for sample in family.samples:
                 assert set(sample.labels) <= allowed, (family.name, sample.labels)
@@ -373,7 +372,11 @@ async def test_health_readiness_and_html_page(tmp_path: Path) -> None:
         assert not re.search(r"""(src|href)\s*=\s*["']?https?:|@import|url\(""", text)
         schema = (await p.admin.get("/openapi.json")).json()
         assert "/v1/peers/{peer_id}/relay" in schema["paths"]
+        assert "/v1/peers/{peer_id}/ping" in schema["paths"]
         assert "HTTPBearer" in schema["components"]["securitySchemes"]
+        docs = await p.admin.get("/docs")
+        assert docs.status_code == 200
+        assert not re.search(r"""(src|href)\s*=\s*["']?https?:""", docs.text)  # no CDN
 
 
 @pytest.mark.asyncio
@@ -399,13 +402,8 @@ async def test_not_ready_before_start(tmp_path: Path) -> None:
             await sidecar.stop()
 
 
-def test_errors_map_to_status_codes_in_one_place() -> None:
-    assert error_status(PeerNotFoundError("no peer")) == (404, "peer_not_found", "no peer")
-    assert error_status(UsageError("node ID out of range: -1")) == (
-        400,
-        "routing_error",
-        "node ID out of range: -1",
-    )
-    status, code, message = error_status(ValueError("secret internals"))
-    assert (status, code) == (500, "internal_error")
-    assert "secret" not in message
+def test_admin_refusals_carry_their_status_and_code() -> None:
+    missing = PeerNotFoundError("no peer")
+    assert (missing.status, missing.code, missing.message) == (404, "peer_not_found", "no peer")
+    auth = AuthRequiredError("token please")
+    assert (auth.status, auth.headers) == (401, {"WWW-Authenticate": "Bearer"})

@@ -21,10 +21,12 @@ from natroute.routing.wire import PunchCommand, RelayDeliver, encode_message
 from natroute.sidecar.appclient import AsyncAppClient
 from natroute.sidecar.crypto import FRAME_MAGIC
 from natroute.sidecar.identity import load_or_create_identity
+from natroute.sidecar.metrics import SidecarMetrics
 from natroute.sidecar.model import DropReason
 from natroute.sidecar.peers import Path as PeerPath
 from natroute.sidecar.peers import PathReason
 from natroute.sidecar.service import Sidecar
+from natroute.sidecar.status import build_status
 from natroute.sidecar.testing import Stack, running_sidecar, running_stack
 
 from .helpers import Pump, node, node_id, peer_of, wait_for
@@ -358,3 +360,17 @@ async def test_an_unusable_beacon_is_skipped_and_named(tmp_path: Path) -> None:
             assert a.selection.get_current_pick() == good
             assert bad in a.health.quarantine
             assert a.ready
+
+
+@pytest.mark.asyncio
+async def test_a_beacon_listed_under_two_names_counts_once(tmp_path: Path) -> None:
+    async with (
+        running_stack(tmp_path, advertise_host="localhost") as stack,
+        running_sidecar(stack.sidecar_settings("a")) as a,
+    ):
+        status = build_status(a)
+        port = stack.beacons[0].udp_addr[1]
+        assert set(status.beacon.beacons) == {f"127.0.0.1:{port}", f"localhost:{port}"}
+        assert status.beacon.distinct == 1
+        text = SidecarMetrics().render(status).decode()
+        assert "natroute_sidecar_beacons 1.0" in text

@@ -24,6 +24,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from pydantic import BaseModel
 
+from natroute._service.docs import mount_offline_docs
+from natroute._service.http import install_error_handlers
+from natroute._service.metrics import register_service_metrics
+
 from .stats import BeaconSnapshot
 from .streamproto import STREAM_PATH
 from .streams import StreamHub
@@ -265,9 +269,12 @@ def create_app(view: BeaconView, hub: StreamHub | None = None) -> FastAPI:
         docs_url=None,
         redoc_url=None,
     )
+    install_error_handlers(app, log_event="beacon_admin_request_failed")
+    mount_offline_docs(app)
     app.state.view = view
     app.state.metrics = CollectorRegistry()
     app.state.metrics.register(SnapshotCollector(view))
+    register_service_metrics(app.state.metrics)
     app.include_router(router)
     if hub is not None:
         app.state.hub = hub

@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterable
 from enum import Enum
 from functools import lru_cache
 from types import MappingProxyType
-from typing import Final, NamedTuple, TypeAlias
+from typing import Final, TypeAlias
 
 from natroute._service.ratelimit import TokenBuckets
 from natroute.routing.addr import canonical_ip, format_addr
@@ -63,6 +63,7 @@ from .punch import (
     decode_punch_forward,
     encode_punch_forward,
 )
+from .sessions import STREAM_HOST, Attach, AttachResult, StreamOutput, is_stream
 from .stats import BeaconSnapshot, Counters, DropReason
 from .table import NodeEntry, NodeTable, Refusal
 
@@ -82,49 +83,8 @@ _log = logging.getLogger(__name__)
 #: One datagram to send: (bytes, destination address).
 Outgoing: TypeAlias = tuple[bytes, Addr]
 
-#: Host part of a stream session's address. Not an IP literal (nor a valid
-#: host name), so a session address never equals a UDP source address.
-STREAM_HOST: Final = "~stream"
 _RELAY: Final = 0x05
 _DISCOVER: Final = 0x01
-
-
-def is_stream(addr: Addr) -> bool:
-    """True for a stream session's address (see :data:`STREAM_HOST`)."""
-    return addr[0] == STREAM_HOST
-
-
-class AttachResult(Enum):
-    """Outcome of :meth:`BeaconCore.stream_attach`."""
-
-    ATTACHED = "attached"
-    TAKEOVER_REJECTED = "takeover_rejected"
-    TABLE_FULL = "table_full"
-
-
-class Attach(NamedTuple):
-    """:meth:`BeaconCore.stream_attach`'s answer.
-
-    Attributes:
-        result: whether the session now holds the node's entry.
-        replaced: the stream session that held it before (the shell closes it).
-    """
-
-    result: AttachResult
-    replaced: Addr | None = None
-
-
-class StreamOutput(NamedTuple):
-    """:meth:`BeaconCore.handle_stream_message`'s answer.
-
-    Attributes:
-        out: datagrams to send.
-        attached: False once the session no longer holds its node's entry
-            (it moved to UDP or to another session): the shell closes it.
-    """
-
-    out: list[Outgoing]
-    attached: bool
 
 
 class _Record(Enum):
@@ -467,7 +427,7 @@ class BeaconCore:
         target = self.nodes.get(msg.target, now)
         if target is None:
             peer = self.gossip.lookup(msg.target, now)
-            if peer is None or is_stream(src):
+            if peer is None or is_stream(src) or msg.target == 0:  # no node is ever ID 0
                 return self._drop(DropReason.PUNCH_TARGET_UNKNOWN, src)
             # the target lives at a peer beacon: it sends the target's command
             self.counters.punches_forwarded += 1
@@ -484,7 +444,7 @@ class BeaconCore:
     def _on_punch_forward(self, data: bytes, src: Addr, now: float) -> list[Outgoing]:
         """A punch request forwarded by a peer beacon, or its answer (:mod:`.punch`)."""
         if src not in self.gossip.peers:
-            return self._drop(DropReason.SYNC_UNKNOWN_PEER, src)
+            return self._drop(DropReason.FORWARD_UNKNOWN_PEER, src)
         try:
             msg = decode_punch_forward(data)
         except WireError:

@@ -36,6 +36,7 @@ class DropReason(Enum):
     RELAY_UNKNOWN_DST = "relay_unknown_dst"
     RELAY_HOP_LIMIT = "relay_hop_limit"
     SYNC_UNKNOWN_PEER = "sync_unknown_peer"
+    FORWARD_UNKNOWN_PEER = "forward_unknown_peer"
     SYNC_GOSSIP_FULL = "sync_gossip_full"
     SEND_FAILED = "send_failed"
 

@@ -1,7 +1,9 @@
 """natroute registry: node identities, resolve and the beacon list (spec §4).
 
-Service modules: ``store`` (SQLite core), ``app`` (FastAPI shell), ``main``
-(``natroute-registry``). Clients for other components are re-exported here.
+Service modules: ``store`` (the storage interface and its rules) with the
+``sqlite`` and ``postgres`` backends, ``app`` and ``routes`` (the FastAPI
+shell), ``main`` (``natroute-registry``). Clients for other components are
+re-exported here.
 """
 
 from __future__ import annotations

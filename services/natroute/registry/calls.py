@@ -28,6 +28,7 @@ from .models import (
     NodeView,
     RegisterResponse,
     RelayOnlyResponse,
+    beacon_entry,
 )
 from .signing import (
     ACTION_HEARTBEAT,
@@ -212,12 +213,7 @@ def _parse_beacons(data: Any) -> list[Beacon]:
 
 
 def _beacon_list_message(beacons: list[Beacon]) -> dict[str, Any]:
-    entries: list[dict[str, Any]] = []
-    for b in beacons:
-        entry: dict[str, Any] = {"id": b.id, "addr": b.addr}
-        if b.stream_url is not None:
-            entry["stream_url"] = b.stream_url
-        entries.append(entry)
+    entries = [beacon_entry(b.id, b.addr, b.stream_url) for b in beacons]
     return {"type": "beacon_list_ok", "beacons": entries}
 
 

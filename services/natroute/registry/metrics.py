@@ -6,20 +6,30 @@ One registry per app (never the global default), so two apps in one process
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from natroute._service.metrics import LATENCY_BUCKETS, register_service_metrics
 
 __all__ = ["RegistryMetrics"]
 
 
 class RegistryMetrics:
-    """Counters and gauges of the registry service."""
+    """Counters, gauges and the latency histogram of the registry service."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        register_service_metrics(self.registry)
         self.requests = Counter(
             "natroute_registry_requests",
             "HTTP responses by route template and status code",
             ["route", "status"],
+            registry=self.registry,
+        )
+        self.request_duration = Histogram(
+            "natroute_registry_request_duration_seconds",
+            "Time from request to complete response, by route template and method",
+            ["route", "method"],
+            buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
         self.errors = Counter(
@@ -44,6 +54,11 @@ class RegistryMetrics:
             "Accepted beacon (re-)registrations",
             registry=self.registry,
         )
+        self.beacon_list_builds = Counter(
+            "natroute_registry_beacon_list_builds",
+            "Times the pre-encoded beacon list was rebuilt from the database",
+            registry=self.registry,
+        )
         self.live_nodes = Gauge(
             "natroute_registry_live_nodes",
             "Nodes heard from within the node TTL (updated on scrape)",
@@ -54,6 +69,10 @@ class RegistryMetrics:
             "Beacons registered within the beacon TTL (updated on scrape)",
             registry=self.registry,
         )
+
+    def count_error(self, code: str) -> None:
+        """Count one refused or failed request."""
+        self.errors.labels(code=code).inc()
 
     def render(self) -> bytes:
         """The text exposition of every metric."""

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Annotated, Final, Literal
+from typing import Annotated, Any, Final, Literal
 from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from natroute._service.http import ErrorBody, ErrorDetail
 from natroute.routing.addr import MAX_NODE_ID, split_host_port
 
 from .signing import KEY_LEN, SIGNATURE_LEN, b64decode_exact
@@ -54,6 +55,7 @@ __all__ = [
     "StreamUrl",
     "Transport",
     "address_problem",
+    "beacon_entry",
     "check_ip_port",
     "check_name_or_ip_port",
     "check_stream_url",
@@ -384,6 +386,14 @@ class BeaconEntry(BaseModel):
     stream_url: str | None = None
 
 
+def beacon_entry(beacon_id: int, addr: str, stream_url: str | None) -> dict[str, Any]:
+    """One ``GET /v1/beacons`` entry as plain JSON data (``stream_url`` only when set)."""
+    entry: dict[str, Any] = {"id": beacon_id, "addr": addr}
+    if stream_url is not None:
+        entry["stream_url"] = stream_url
+    return entry
+
+
 class BeaconListResponse(BaseModel):
     """``GET /v1/beacons``: live beacons only, ordered by ID."""
 
@@ -404,16 +414,3 @@ class RelayOnlyResponse(BaseModel):
     node_id: int
     relay_only: bool
     forced: bool | None = None
-
-
-class ErrorDetail(BaseModel):
-    """Machine-readable ``code`` (snake_case) and a human ``message``."""
-
-    code: str
-    message: str
-
-
-class ErrorBody(BaseModel):
-    """Every non-2xx response: ``{"error": {"code": ..., "message": ...}}``."""
-
-    error: ErrorDetail

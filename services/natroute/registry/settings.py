@@ -26,6 +26,18 @@ ENV_PREFIX: Final = "NATROUTE_REGISTRY_"
 DEV_TOKEN: Final = "dev"
 
 
+def _check_database_url(value: SecretStr) -> SecretStr | None:
+    url = value.get_secret_value().strip()
+    if not url:
+        return None
+    if not url.startswith(("postgresql://", "postgres://")):
+        raise ValueError(
+            f"{ENV_PREFIX}DATABASE_URL (--database-url) must be a postgresql:// URL; "
+            f"leave it unset for SQLite at {ENV_PREFIX}DB (--db)"
+        )
+    return SecretStr(url)
+
+
 class Settings(BaseSettings):
     """Every registry setting; env name = ``NATROUTE_REGISTRY_`` + field name upper-cased."""
 
@@ -33,6 +45,9 @@ class Settings(BaseSettings):
 
     listen: Annotated[str, AfterValidator(check_listen_addr)] = "0.0.0.0:9000"
     db: Path = Path("registry.db")
+    database_url: Annotated[SecretStr, AfterValidator(_check_database_url)] | None = None
+    database_pool_size: int = Field(default=10, ge=1, le=200)
+    key_cache_size: int = Field(default=131072, ge=0)
     token: SecretStr = SecretStr("")
     dev: bool = False
     allow_local_endpoints: bool | None = None
@@ -60,6 +75,10 @@ class Settings(BaseSettings):
             )
             self.token = SecretStr(token)
         return self
+
+    def postgres_url(self) -> str | None:
+        """The PostgreSQL URL, or ``None`` for SQLite at ``db``."""
+        return None if self.database_url is None else self.database_url.get_secret_value()
 
     def listen_addr(self) -> tuple[str, int]:
         """``listen`` split into host and port (brackets removed)."""

@@ -23,10 +23,12 @@ constant time; 401 without it or with a wrong one); with no token configured
 mutations are refused (403) rather than open. Bind the API elsewhere only behind a network policy.
 
 The app only reads :mod:`.status` snapshots and calls the sidecar's operator
-entry points (``node.set_relay``, ``node.remove_peer``, ``node.punch``,
-``sidecar.refresh_now``). Every handler is ``async``, so it runs on the
-event-loop thread that owns the Node. Domain and HTTP errors are mapped to
-status codes in one place (:data:`_ERROR_STATUS`, :func:`error_status`);
+entry points (``engine.set_relay``, ``engine.remove_peer``, ``engine.punch``,
+``engine.ping``, ``sidecar.refresh_now``). Every handler is ``async``, so it
+runs on the event-loop thread that owns the engine. OpenAPI is at
+``/openapi.json``, with Swagger UI at ``/docs`` and ReDoc at ``/redoc`` from
+local assets. Domain and HTTP errors are mapped to
+status codes in one place (the shared handlers of :mod:`natroute._service.http`);
 every non-2xx answer has the body ``{"error": {"code", "message"}}``.
 """
 
@@ -40,15 +42,14 @@ import secrets
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Request, Response, Security
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi import FastAPI, Response, Security
+from fastapi.responses import HTMLResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from natroute._service.docs import mount_offline_docs
+from natroute._service.http import ApiError, ErrorBody, install_error_handlers
 from natroute.registry.client import RegistryClientError
-from natroute.registry.models import ErrorBody
 from natroute.routing.addr import MAX_NODE_ID, format_addr
 from natroute.routing.errors import RoutingError
 
@@ -82,7 +83,6 @@ __all__ = [
     "PingResult",
     "RelayRequest",
     "create_app",
-    "error_status",
     "parse_peer_id",
 ]
 
@@ -90,46 +90,56 @@ _log = logging.getLogger(__name__)
 _TOKEN_ENV = "NATROUTE_SIDECAR_ADMIN_TOKEN"
 
 
-class AdminError(Exception):
-    """A refusal of the admin API; its status and code come from :data:`_ERROR_STATUS`."""
+class AdminError(ApiError):
+    """A refusal of the admin API, with its status and snake_case code."""
+
+    status_code: int = 400
+    error_code: str = "bad_request"
+
+    def __init__(self, message: str) -> None:
+        headers = {"WWW-Authenticate": "Bearer"} if self.status_code == 401 else None
+        super().__init__(self.status_code, self.error_code, message, headers)
 
 
 class InvalidPeerIdError(AdminError):
-    """The path's peer ID is not a node ID."""
+    """The path's peer ID is neither a node ID nor a node name."""
+
+    status_code, error_code = 400, "invalid_peer_id"
 
 
 class PeerNotFoundError(AdminError):
-    """No peer with that node ID."""
+    """No peer with that node ID (or no node with that name)."""
+
+    status_code, error_code = 404, "peer_not_found"
 
 
 class AuthRequiredError(AdminError):
     """A mutation without a bearer token."""
 
+    status_code, error_code = 401, "auth_required"
+
 
 class AuthInvalidError(AdminError):
     """A mutation with the wrong bearer token."""
+
+    status_code, error_code = 401, "auth_invalid"
 
 
 class MutationsDisabledError(AdminError):
     """No admin token is configured, so mutations are off."""
 
+    status_code, error_code = 403, "mutations_disabled"
+
 
 class NotReadyError(AdminError):
     """The sidecar has not finished start-up."""
 
+    status_code, error_code = 503, "not_ready"
 
-#: The one place where errors become status codes and error codes.
-_ERROR_STATUS: dict[type[Exception], tuple[int, str]] = {
-    InvalidPeerIdError: (400, "invalid_peer_id"),
-    RequestValidationError: (400, "invalid_request"),
-    RoutingError: (400, "routing_error"),
-    AuthRequiredError: (401, "auth_required"),
-    AuthInvalidError: (401, "auth_invalid"),
-    MutationsDisabledError: (403, "mutations_disabled"),
-    PeerNotFoundError: (404, "peer_not_found"),
-    NotReadyError: (503, "not_ready"),
-}
-_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 401: "auth_required"}
+
+#: Domain errors of the core that reach a handler, and what they become
+#: (admin refusals carry their own status; the shared handlers do the rest).
+_ERROR_STATUS: dict[type[Exception], tuple[int, str]] = {RoutingError: (400, "routing_error")}
 
 
 class PingRequest(BaseModel):
@@ -212,46 +222,6 @@ async def peer_node_id(sidecar: Sidecar, text: str) -> int:
     except RegistryClientError as exc:
         raise PeerNotFoundError(f"no node named {raw!r} ({exc})") from exc
     return resolved.node_id
-
-
-def _describe_validation(exc: RequestValidationError) -> str:
-    errors = list(exc.errors())
-    if any(err.get("type") == "json_invalid" for err in errors):
-        return "request body is not valid JSON"
-    parts = []
-    for err in errors[:3]:
-        loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
-        parts.append(f"{loc}: {err.get('msg', 'invalid')}")
-    return "; ".join(parts) + (f" (+{len(errors) - 3} more)" if len(errors) > 3 else "")
-
-
-def error_status(exc: Exception) -> tuple[int, str, str]:
-    """``(status, code, message)`` for any exception a handler let through."""
-    if isinstance(exc, StarletteHTTPException):
-        code = _HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
-        return exc.status_code, code, str(exc.detail)
-    for kind in type(exc).__mro__:
-        if kind in _ERROR_STATUS:
-            status, code = _ERROR_STATUS[kind]
-            if isinstance(exc, RequestValidationError):
-                return status, code, _describe_validation(exc)
-            return status, code, str(exc)
-    return 500, "internal_error", "internal error (logged by the sidecar)"
-
-
-async def _handle_error(request: Request, exc: Exception) -> JSONResponse:
-    status, code, message = error_status(exc)
-    if status >= 500 and code == "internal_error":
-        _log.error("admin_request_failed", exc_info=exc, extra={"path": request.url.path})
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    body = {"error": {"code": code, "message": message[:500]}}
-    return JSONResponse(body, status_code=status, headers=headers)
-
-
-def _install_error_handlers(app: FastAPI) -> None:
-    for kind in (AdminError, RoutingError, RequestValidationError, StarletteHTTPException):
-        app.add_exception_handler(kind, _handle_error)
-    app.add_exception_handler(Exception, _handle_error)
 
 
 def _require_token(sidecar: Sidecar) -> Callable[..., Awaitable[None]]:
@@ -354,11 +324,12 @@ def create_app(sidecar: Sidecar) -> FastAPI:
     app = FastAPI(
         title="natroute sidecar admin",
         summary="Relay state, beacon picks and counters of one natroute node",
-        docs_url=None,  # the Swagger/ReDoc pages load assets from a CDN
+        docs_url=None,  # served from local assets below (no CDN)
         redoc_url=None,
         responses={400: {"model": ErrorBody}},
     )
-    _install_error_handlers(app)
+    install_error_handlers(app, codes=_ERROR_STATUS, log_event="admin_request_failed")
+    mount_offline_docs(app)
     metrics = SidecarMetrics()
     auth = _require_token(sidecar)
     errors: dict[int | str, dict[str, Any]] = {

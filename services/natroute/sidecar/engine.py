@@ -68,6 +68,9 @@ __all__ = ["Engine", "SendRefusedError"]
 _log = logging.getLogger(__name__)
 
 _PUNCH = b"PILP"
+#: The Manager hears of direct receipts and sends at most this often per peer on
+#: the busy path (its timestamps feed heuristics that count in seconds).
+_SYNC_INTERVAL = 0.25
 _KEEPALIVE = bytes([InnerType.KEEPALIVE])
 _DATA = bytes([InnerType.DATA])
 
@@ -384,7 +387,8 @@ class Engine(Checks):
         peer.last_heard = now
         peer.pkts_recv += 1
         peer.bytes_recv += len(frame)
-        self.manager.clear_send_err_count(node_id)
+        if now - peer.synced_recv_at >= _SYNC_INTERVAL or relayed:
+            self.manager.clear_send_err_count(node_id)
         if relayed:
             peer.relay_recv += 1
             self.relayed_in += 1
@@ -409,10 +413,14 @@ class Engine(Checks):
             self._maybe_answer(peer, now)
 
     def _direct_receipt(self, peer: Peer, src: Addr, now: float) -> None:
-        mgr = self.manager
-        node_id = peer.node_id
         peer.direct_recv += 1
         self.direct_in += 1
+        peer.last_direct_at = now
+        if src == peer.chosen and now - peer.synced_recv_at < _SYNC_INTERVAL:
+            return  # the busy path: a verified, known address; the Manager heard lately
+        peer.synced_recv_at = now
+        mgr = self.manager
+        node_id = peer.node_id
         self.budget.verify(src)
         mgr.clear_relay_on_direct(node_id, src)  # resets blackhole misses
         mgr.record_direct_recv(node_id, now)
@@ -421,8 +429,7 @@ class Engine(Checks):
 
     def _maybe_answer(self, peer: Peer, now: float) -> None:
         """Keep the peer's receipt times fresh when traffic is one-way."""
-        last = self.manager.last_outbound_send(peer.node_id)
-        if last is None or now - last > self.manager.config.blackhole_threshold / 2:
+        if now - peer.last_sent_at > self.manager.config.blackhole_threshold / 2:
             self._write(peer, _KEEPALIVE, now)
 
     # -- outbound ---------------------------------------------------------------
@@ -444,9 +451,30 @@ class Engine(Checks):
         self._request_lookup(dst, now)
 
     def _write(self, peer: Peer, plaintext: bytes, now: float) -> None:
-        """Seal and send through ``Manager.write_frame`` (it picks direct or relay)."""
+        """Seal and send through ``Manager.write_frame`` (it picks direct or relay).
+
+        The busy path skips the Manager while its answer is known: a direct peer
+        heard from within the blackhole threshold cannot be flipped by
+        ``write_frame``'s check, and its chosen address passed the gate when it
+        answered. The Manager still hears of the sends, a few times a second.
+        """
         frame = peer.cipher.seal(plaintext)
-        addr = peer.chosen if peer.path is Path.DIRECT else None
+        chosen = peer.chosen
+        mgr = self.manager
+        if (
+            peer.path is Path.DIRECT
+            and chosen is not None
+            and now - peer.last_direct_at <= mgr.config.blackhole_threshold
+        ):
+            self._out.append((frame, chosen))
+            peer.pkts_sent += 1
+            peer.bytes_sent += len(frame)
+            peer.last_sent_at = now
+            if now - peer.synced_send_at >= _SYNC_INTERVAL:
+                peer.synced_send_at = now
+                mgr.record_outbound_send(peer.node_id, now)
+            return
+        addr = chosen if peer.path is Path.DIRECT else None
         try:
             outcome = self.manager.write_frame(peer.node_id, addr, frame, peer)
         except NoAddressError:
@@ -457,9 +485,14 @@ class Engine(Checks):
         except (OSError, RoutingError):
             self.drops[DropReason.SEND_ERROR] += 1
             return
+        peer.last_sent_at = peer.synced_send_at = now
         if outcome.was_relay and peer.path is Path.DIRECT:
             # write_frame's blackhole check flipped the peer
             self._to_relay(peer, PeerEvent.HEURISTIC, PathReason.BLACKHOLE, now)
+
+    def count_send_drops(self, count: int) -> None:
+        """Datagrams a batched send lost (the shell cannot say which): counted only."""
+        self.drops[DropReason.SEND_ERROR] += count
 
     def send_failed(self, dst: Addr, err: OSError, now: float) -> None:
         """A datagram to ``dst`` failed (a send error or an ICMP error from the kernel)."""

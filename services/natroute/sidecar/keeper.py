@@ -225,13 +225,36 @@ class BeaconKeeping:
                 "errors": list(outcome.errors),
             },
         )
-        pick = self.selection.get_current_pick()
-        beacon = self.manager.beacon_addr()
-        if pick and beacon is not None:
-            self.engine.beacons[pick] = beacon
+        await self._resolve_beacons()
         if outcome.swapped and self.engine.node_id is not None:
             self.beacon_keepalive()
         return outcome
+
+    async def _resolve_beacons(self) -> None:
+        """Resolve every listed beacon (in a thread): discovers may go to each of them,
+        and one beacon listed under two names (an IP and a host name) counts once."""
+        _, current, pick = self.selection.snapshot()
+        names = list(dict.fromkeys([*current, pick] if pick else current))
+
+        def resolve_all() -> dict[str, Addr]:
+            out: dict[str, Addr] = {}
+            for name in names[:32]:
+                try:
+                    out[name] = resolve_udp_addr(name, socket.AF_INET)
+                except RoutingError:
+                    continue  # an unusable entry: the refresh names it when it is picked
+            return out
+
+        resolved = await asyncio.to_thread(resolve_all)
+        beacon = self.manager.beacon_addr()
+        if pick and beacon is not None:
+            resolved[pick] = beacon
+        self.engine.beacons = resolved
+
+    @property
+    def distinct_beacons(self) -> int:
+        """Beacons in the list, each counted once whatever names it is listed under."""
+        return len(set(self.engine.beacons.values()))
 
     async def _refresh_loop(self) -> None:
         # start() ran the first tick; the jitter spreads the fleet's later ticks.

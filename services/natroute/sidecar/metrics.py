@@ -23,6 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from natroute._service.metrics import register_service_metrics
 from natroute.routing.refresh import ListSource, PickReason
 
 from .model import NatType
@@ -194,7 +195,9 @@ def _traffic_families(s: SidecarStatus) -> Iterator[Metric]:
 
 def _beacon_families(s: SidecarStatus) -> Iterator[Metric]:
     b = s.beacon
-    yield _gauge("beacons", "Beacons in the merged list", len(b.beacons))
+    yield _gauge(
+        "beacons", "Beacons in the merged list, each counted once (by address)", b.distinct
+    )
     yield _gauge("beacon_picked", "1 while a beacon is picked", float(bool(b.pick)))
     yield _one_hot(
         "beacon_pick_reason",
@@ -238,6 +241,7 @@ class SidecarMetrics:
         self.current: SidecarStatus | None = None
         self._lock = threading.Lock()
         self.registry.register(_SnapshotCollector(self))
+        register_service_metrics(self.registry)
 
     def render(self, status: SidecarStatus) -> bytes:
         """The text exposition of ``status``."""

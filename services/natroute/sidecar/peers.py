@@ -171,6 +171,10 @@ class Peer:
     ping_results: deque[tuple[int, str, float]] = field(default_factory=lambda: deque(maxlen=16))
     # liveness and traffic
     last_heard: float | None = None
+    last_direct_at: float = float("-inf")  # the last authenticated direct receipt
+    last_sent_at: float = float("-inf")  # the last frame written to the peer
+    synced_recv_at: float = float("-inf")  # the Manager last told of a direct receipt
+    synced_send_at: float = float("-inf")  # the Manager last told of a send
     last_used: float = 0.0
     last_resolved: float = 0.0
     pkts_sent: int = 0

@@ -32,6 +32,7 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from natroute.beacon.batchio import BatchSocket
 from natroute.registry.client import RegistryClient, RegistryClientError
 from natroute.routing.addr import format_addr, split_host_port
 from natroute.routing.manager import Manager
@@ -132,6 +133,7 @@ class Sidecar(BeaconKeeping, Transports):
         self._sock: socket.socket | None = None
         self._peer_socket: PeerSocket | None = None
         self._pumps: list[DatagramPump | AppEndpoint] = []
+        self._peer_batch: BatchSocket | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.registry = RegistryLink(
             settings.registry_url,
@@ -207,8 +209,12 @@ class Sidecar(BeaconKeeping, Transports):
         self.self_addrs.add((str(app_name[0]), int(app_name[1])))
         _log.info("sidecar_starting", extra={"listen": format_addr(self.bound_addr)})
         self._peer_socket = PeerSocket(self._sock, self._on_icmp)
-        pump = DatagramPump(self._sock, self._on_datagram, self._on_socket_error)
-        pump.start()
+        # the engine's outputs are flushed once per batch of datagrams read
+        pump = DatagramPump(
+            self._sock, self._on_datagram, self._on_socket_error, on_batch_end=self.flush
+        )
+        pump.start(batched=s.udp_batch)
+        self._peer_batch = pump.batched
         self._pumps.append(pump)
         app = AppEndpoint(
             app_sock,
@@ -216,8 +222,9 @@ class Sidecar(BeaconKeeping, Transports):
             _parse_endpoint(s.app_deliver),
             is_self=self.self_addrs.__contains__,
             clock=self.clock,
+            on_batch_end=self.flush,
         )
-        app.start()
+        app.start(batched=s.udp_batch)
         self._pumps.append(app)
         self.app = app
         self.app_addr = app.addr
@@ -297,7 +304,6 @@ class Sidecar(BeaconKeeping, Transports):
 
     def _on_datagram(self, data: bytes, src: Addr) -> None:
         self.engine.datagram_received(data, src, self.clock())
-        self.flush()
 
     def _on_stream_datagram(self, data: bytes) -> None:
         src = self.stream.beacon_addr
@@ -307,7 +313,6 @@ class Sidecar(BeaconKeeping, Transports):
 
     def _on_app(self, dst: int, payload: bytes) -> None:
         self.engine.app_send(dst, payload, self.clock())
-        self.flush()
 
     def _on_icmp(self, dst: Addr, err: OSError) -> None:
         self.engine.send_failed(dst, err, self.clock())
@@ -328,31 +333,46 @@ class Sidecar(BeaconKeeping, Transports):
     def flush(self) -> None:
         """Send what the engine queued, deliver its payloads, start its look-ups."""
         engine = self.engine
+        out = engine.datagrams_to_send()
         sock = self._peer_socket
-        while True:
-            out = engine.datagrams_to_send()
-            if not out:
-                break
+        if out and sock is not None:
             stream = self.stream
-            for data, addr in out:
-                if stream.open and addr == stream.beacon_addr and stream.send(data):
-                    continue
-                if sock is None:
-                    continue
-                try:
-                    sock.sendto(data, addr)
-                except OSError as exc:
-                    engine.send_failed(addr, exc, self.clock())
+            via_stream = stream.open
+            beacon = stream.beacon_addr
+            while out:
+                if via_stream:
+                    out = [(d, a) for d, a in out if not (a == beacon and stream.send(d))]
+                self._send_out(sock, out)
+                out = engine.datagrams_to_send()
         deliveries = engine.deliveries()
-        app = self.app
-        if app is not None:
-            for src, payload in deliveries:
-                app.deliver(src, payload)
+        if deliveries and self.app is not None:
+            self.app.deliver_all(deliveries)
         starting = engine.lookups_to_start(self.clock())
         if starting:
             self.registry.look_up(starting)
         if engine.endpoint_changes:
             self._endpoint_changed()
+
+    def _send_out(self, sock: PeerSocket, out: list[tuple[bytes, Addr]]) -> None:
+        """One ``sendmmsg`` for the lot where available, else one ``sendto`` each.
+
+        A batch the kernel partly refused (a full buffer, or an ICMP error
+        pending on the socket, which fails the next send once) counts what it
+        lost, and the error queue is drained so each error is charged to the
+        peer it concerns (IP_RECVERR).
+        """
+        batched = self._peer_batch
+        if batched is not None and len(out) > 1:
+            dropped = batched.send(out).dropped
+            if dropped:
+                sock.drain_errors()
+                self.engine.count_send_drops(dropped)
+            return
+        for data, addr in out:
+            try:
+                sock.sendto(data, addr)
+            except OSError as exc:
+                self.engine.send_failed(addr, exc, self.clock())
 
     def _endpoint_changed(self) -> None:
         changes, self.engine.endpoint_changes = self.engine.endpoint_changes, []

@@ -165,6 +165,7 @@ class BeaconStatus:
     reason: str | None
     source: str
     beacons: tuple[str, ...]
+    distinct: int
     bootstrap: tuple[str, ...]
     discovered: tuple[str, ...]
     rtt_ms: dict[str, float]
@@ -464,6 +465,7 @@ def _beacon(sidecar: Sidecar, now: float, cache: CacheAge) -> BeaconStatus:
         reason=reason.value if reason is not None else None,
         source=(last.source if last is not None else ListSource.NONE).value,
         beacons=tuple(current),
+        distinct=sidecar.distinct_beacons,
         bootstrap=tuple(bootstrap),
         discovered=tuple(last.discovered) if last is not None else (),
         rtt_ms=_rtt_ms(last),
