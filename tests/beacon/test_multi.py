@@ -49,10 +49,9 @@ async def test_gossip_and_forwarded_relay() -> None:
 @pytest.mark.asyncio
 async def test_a_new_node_is_known_to_the_peer_beacon_before_the_timed_round() -> None:
     """Early gossip: the first relays to a node new on the peer are forwarded, not dropped."""
-    early = {"early_gossip_spacing": 0.25}  # the timed rounds stay an hour apart
-    async with (
-        running_beacon(beacon_id=1, **early) as one,
-        running_beacon(beacon_id=2, **early) as two,
+    async with (  # the timed rounds stay an hour apart
+        running_beacon(beacon_id=1, early_gossip_spacing=0.25) as one,
+        running_beacon(beacon_id=2, early_gossip_spacing=0.25) as two,
     ):
         await one.set_static_peers([format_addr(two.udp_addr)])
         await two.set_static_peers([format_addr(one.udp_addr)])
