@@ -372,6 +372,13 @@ class Sidecar(BeaconKeeping, Transports):
         opening = engine.sockets_to_open()
         if opening:
             engine.sockets_opened(self.sprays.open(opening), self.clock())
+        # spray sockets first: a spray's GO (peer socket, through the relay) must not
+        # overtake the datagrams that open the mappings it announces
+        extra = engine.extra_datagrams_to_send()
+        while extra:
+            for index, addr, exc in self.sprays.send(extra):
+                engine.send_failed(addr, exc, self.clock(), index)
+            extra = engine.extra_datagrams_to_send()
         out = engine.datagrams_to_send()
         sock = self._peer_socket
         if out and sock is not None:
@@ -383,15 +390,10 @@ class Sidecar(BeaconKeeping, Transports):
                     out = [(d, a) for d, a in out if not (a == beacon and stream.send(d))]
                 self._send_out(sock, out)
                 out = engine.datagrams_to_send()
-        extra = engine.extra_datagrams_to_send()
-        while extra:
+        extra = engine.extra_datagrams_to_send()  # answers to what was just sent
+        if extra:
             for index, addr, exc in self.sprays.send(extra):
                 engine.send_failed(addr, exc, self.clock(), index)
-            extra = engine.extra_datagrams_to_send()
-        if sock is not None:
-            out = engine.datagrams_to_send()  # what a failed spray send queued
-            if out:
-                self._send_out(sock, out)
         closing = engine.sockets_to_close()
         if closing:
             self.sprays.close(closing)
