@@ -18,7 +18,11 @@ All clocks are the host's: containers share ``CLOCK_MONOTONIC`` and the wall
 clock, so times from different containers compare. It prints the matrix
 (rows senders, columns receivers), a summary line ``direct achieved/possible
 = X/Y; delivered pairs = A/B`` over ordered pairs, and writes the matrix as a
-PNG heat-map. Not a test: nothing is asserted. Every wait is bounded and
+PNG heat-map. With ``--predict`` every sidecar runs port prediction
+(``NATROUTE_SIDECAR_PREDICT=true``, docs/protocol.md "Port prediction") and a
+second summary line counts the pairs the NATs alone keep on the relay
+(endpoint-dependent mapping against a port-dependent filter) that went direct
+by a spray (``predicted``). Not a test: nothing is asserted. Every wait is bounded and
 everything is removed at the end.
 """
 
@@ -61,6 +65,8 @@ class Cell:
     path: str | None  # what src's sidecar settled on
     first_delivery: float | None  # seconds after both sidecars were ready
     direct_after: float | None  # seconds after both were ready, when it went direct
+    reason: str | None = None  # src's reason code for its path
+    why: str = ""  # why the NATs allow (or not) a direct path
     #: seconds from the sender's probe first sending to this receiver to the
     #: first delivery: the routing's share, without the probe learning the peer
     first_send_to_delivery: float | None = None
@@ -114,8 +120,8 @@ def _first_sends(world: World) -> dict[tuple[str, str], float]:
     return first
 
 
-def _paths(world: World) -> dict[tuple[str, str], tuple[str, float | None]]:
-    """(a, b) -> (a's path for b, monotonic time of its first ``direct`` event)."""
+def _paths(world: World) -> dict[tuple[str, str], tuple[str, float | None, str]]:
+    """(a, b) -> (a's path for b, monotonic time of its first ``direct`` event, reason)."""
     names = world.by_id()
     paths = {}
     for a in world.nodes:
@@ -124,7 +130,7 @@ def _paths(world: World) -> dict[tuple[str, str], tuple[str, float | None]]:
             if b is None:
                 continue
             direct = [e["at"] for e in peer.get("events", []) if e.get("path") == "direct"]
-            paths[(a, b)] = (peer["path"], min(direct) if direct else None)
+            paths[(a, b)] = (peer["path"], min(direct) if direct else None, peer["reason"])
     return paths
 
 
@@ -147,7 +153,7 @@ def measure(world: World, deliver_timeout: float, settle: float) -> list[Cell]:
     for src, dst in pairs:
         expected = expected_path(MATRIX_PLAN, src, dst)
         start = max(ready.get(src, float("nan")), ready.get(dst, float("nan")))
-        path, direct_at = paths.get((src, dst), (None, None))
+        path, direct_at, reason = paths.get((src, dst), (None, None, None))
         delivered = first.get((src, dst))
         sent = sends.get((src, dst))
         cells.append(
@@ -159,6 +165,8 @@ def measure(world: World, deliver_timeout: float, settle: float) -> list[Cell]:
                 path,
                 None if delivered is None else max(0.0, delivered - start),
                 None if direct_at is None or path != "direct" else max(0.0, direct_at - start),
+                reason,
+                expected.reason,
                 None if delivered is None or sent is None else max(0.0, delivered - sent),
             )
         )
@@ -217,6 +225,27 @@ def summary(cells: Sequence[Cell]) -> str:
     if directs:
         line += (
             f"; direct after median {statistics.median(directs):.1f} s, max {max(directs):.1f} s"
+        )
+    return line
+
+
+#: The reason expected_path gives for the pairs only port prediction can make direct.
+PREDICTABLE = "endpoint-dependent mapping vs port-dependent filter"
+
+
+def predicted_summary(cells: Sequence[Cell]) -> str:
+    """How many pairs only port prediction can make direct went direct, and when."""
+    cand = [c for c in cells if c.why == PREDICTABLE]
+    went = [c for c in cand if c.path == "direct"]
+    line = (
+        f"port prediction: {len(went)}/{len(cand)} endpoint-dependent vs port-restricted "
+        f"ordered pairs direct ({sum(c.reason == 'predicted' for c in went)} predicted)"
+    )
+    times = [c.direct_after for c in went if c.direct_after is not None]
+    if times:
+        line += (
+            f"; direct after median {statistics.median(times):.1f} s, "
+            f"min {min(times):.1f} s, max {max(times):.1f} s"
         )
     return line
 
@@ -287,7 +316,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds to let paths settle after the first deliveries")  # fmt: skip
     parser.add_argument("--deliver-timeout", type=float, default=90.0)
     parser.add_argument("--probe-interval", type=float, default=0.1)
+    parser.add_argument("--predict", action="store_true",
+                        help="port prediction on in every sidecar")  # fmt: skip
     args = parser.parse_args(argv)
+    sidecar_env = dict(FAST_SIDECAR_ENV)
+    if args.predict:
+        sidecar_env["NATROUTE_SIDECAR_PREDICT"] = "true"
     client = engine_client()
     if client is None:
         print("no Docker engine answers (run .ci/docker-setup)", file=sys.stderr)
@@ -297,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
         with Lab(client) as lab:
             started = time.monotonic()
             world = build_world(
-                lab, images, MATRIX.routers, MATRIX.nodes, sidecar_env=FAST_SIDECAR_ENV,
+                lab, images, MATRIX.routers, MATRIX.nodes, sidecar_env=sidecar_env,
                 ready_timeout=120.0, app_command=("natroute-probe",),
                 app_prefix="NATROUTE_PROBE_", demo_interval=args.probe_interval,
                 report_interval=5.0, app_env={"NATROUTE_PROBE_PEER_REFRESH_INTERVAL": "0.2"},
@@ -311,6 +345,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         client.close()
     print(render(cells))
+    if args.predict:
+        print(predicted_summary(cells))
     if args.json:
         args.json.write_text(json.dumps([asdict(c) for c in cells], indent=1) + "\n")
     draw(cells, args.png)

@@ -231,6 +231,12 @@ def _rtt(ms: float | None) -> str:
     return "-" if ms is None else f"{ms:.1f}ms"
 
 
+def _peer_addr(p: dict[str, Any]) -> str:
+    """The direct address, and the spray socket that carries it (port prediction)."""
+    socket = f" (spray socket {p['socket']})" if p.get("socket") else ""
+    return (p["addr"] or "-") + socket
+
+
 def _peer_table(peers: list[dict[str, Any]]) -> Table:
     table = Table(title=f"peers ({len(peers)})", title_justify="left")
     for name in ("peer", "name", "path", "reason", "state", "addr", "rtt", "last heard"):
@@ -244,7 +250,7 @@ def _peer_table(peers: list[dict[str, Any]]) -> Table:
             Text(p["path"], style="green" if direct else "yellow"),
             p["reason"],
             Text(p["state"], style="red" if p["state"] == "offline" else ""),
-            p["addr"] or "-",
+            _peer_addr(p),
             _rtt(p["rtt_ms"] if direct else p["relay_rtt_ms"]),
             format_age(p["last_heard_age"]),
             f"{p['pkts_sent']}/{p['pkts_recv']}",
@@ -312,6 +318,15 @@ def render_status(console: Console, s: dict[str, Any]) -> None:
         ),
         ("drops", drops),
     ]
+    predict = s.get("predict")
+    if predict and predict["enabled"]:
+        rows.append(
+            (
+                "port prediction",
+                f"sprays {predict['started']} started / {predict['succeeded']} succeeded / "
+                f"{predict['failed']} failed; spray sockets open {predict['sockets_open']}",
+            )
+        )
     console.print(_kv(rows))
     console.print(_peer_table(s["peers"]))
 
@@ -324,7 +339,7 @@ def render_peer(console: Console, p: dict[str, Any]) -> None:
     )
     rows = [
         ("state", p["state"]),
-        ("address", p["addr"] or "-"),
+        ("address", _peer_addr(p)),
         ("rtt direct / relay", f"{_rtt(p['rtt_ms'])} / {_rtt(p['relay_rtt_ms'])}"),
         ("last heard", format_age(p["last_heard_age"])),
         ("relay flag / pinned", f"{_yes(p['relay'])} / {_yes(p['pinned'])}"),

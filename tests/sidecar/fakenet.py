@@ -13,7 +13,11 @@ address-dependent or address-and-port-dependent), a filtering behaviour
 router's LAN. A datagram climbs from its host through the routers (each
 translating the source) until the destination is inside the current
 network, then descends through the routers on the destination's side (each
-filtering and translating back). Unroutable destinations and closed ports
+filtering and translating back). A mapping that depends on the destination
+takes a random free port (1024-65535) from the router's own seeded RNG, as
+the lab's symmetric preset does (``masquerade fully-random``). A host owns
+its peer socket (index 0) and the spray sockets its engine asks for
+(port prediction), each with its own port. Unroutable destinations and closed ports
 answer like the kernel would (an ICMP error reported to the sender's engine
 through ``send_failed``); filtered datagrams vanish silently, as on the lab's
 routers.
@@ -27,7 +31,7 @@ from __future__ import annotations
 import errno
 import os
 import random
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
@@ -44,7 +48,7 @@ from natroute.routing.manager import Manager
 from natroute.routing.types import Addr
 from natroute.sidecar.candidates import Candidate, CandidateKind, SelfAddrs
 from natroute.sidecar.engine import Engine
-from natroute.sidecar.model import NatType, NodeConfig, PeerInfo
+from natroute.sidecar.model import NatType, NodeConfig, PeerInfo, PredictConfig
 from natroute.sidecar.observer import Observer
 from tests.routing.fakes import FakeClock
 
@@ -118,6 +122,7 @@ class Router:
         self.lan_prefix = lan_prefix
         self.wan_network: str = ""  # set by FakeNet
         self._next_port = 40000
+        self._rng = random.Random(f"{net.seed}-{name}")
         self._map: dict[tuple[Addr, object], int] = {}
         self._inside: dict[int, Addr] = {}
         self._permits: set[tuple[int, object]] = set()
@@ -139,8 +144,14 @@ class Router:
         key = (inside, self._map_key(dst))
         port = self._map.get(key)
         if port is None:
-            port = self._map[key] = self._next_port
-            self._next_port += 1 if self.spec.mapping is Mapping.ENDPOINT_INDEPENDENT else 7
+            if self.spec.mapping is Mapping.ENDPOINT_INDEPENDENT:
+                port = self._next_port
+                self._next_port += 1
+            else:  # a random free port per destination
+                port = self._rng.randint(1024, 65535)
+                while port in self._inside:
+                    port = self._rng.randint(1024, 65535)
+            self._map[key] = port
             self._inside[port] = inside
         self._permits.add((port, self._filter_key(dst)))
         return self.wan_ip, port
@@ -183,6 +194,17 @@ class Host:
     delivered: list[tuple[int, bytes]] = field(default_factory=list)
     lookups: list[int] = field(default_factory=list)
     open: bool = True  # False: the socket is closed (port unreachable)
+    sockets: dict[int, Addr] = field(default_factory=dict)  # spray socket index -> address
+    socket_limit: int = 1024  # spray sockets the host can open at once (then EMFILE)
+    most_sockets: int = 0  # the most spray sockets open at once
+    sent_from: Counter[int] = field(default_factory=Counter)  # datagrams per local socket
+    next_port: int = 50000
+
+    def socket_of(self, port: int) -> int | None:
+        """The local socket index bound to ``port`` (0: the peer socket), or None."""
+        if port == self.inside[1]:
+            return 0 if self.open else None
+        return next((i for i, a in self.sockets.items() if a[1] == port), None)
 
     @property
     def x25519_public(self) -> bytes:
@@ -205,8 +227,10 @@ class FakeNet:
         seed: int = 0,
         node_config: NodeConfig | None = None,
         manager_config: ManagerConfig | None = None,
+        predict: PredictConfig | None = None,
     ) -> None:
         self.clock = FakeClock()
+        self.predict = predict
         self.node_config = node_config or NodeConfig(keepalive_interval=5.0)
         self.manager_config = manager_config or ManagerConfig()
         beacon_config = BeaconConfig(beacon_id=1, discover_limit=_NO_LIMIT, punch_limit=_NO_LIMIT)
@@ -224,6 +248,7 @@ class FakeNet:
         self.loss = 0.0
         self.delivered: list[Datagram] = []
         self.dropped: list[Datagram] = []
+        self.seed = seed
         self._rng = random.Random(seed)
         self._networks: dict[str, dict[str, Host | Router]] = {"internet": {}}
         self._lan_of: dict[str, Router] = {}  # network name -> the router owning it
@@ -266,6 +291,7 @@ class FakeNet:
         node_config: NodeConfig | None = None,
         relay_only: bool | None = None,
         check_nat: bool = True,
+        predict: PredictConfig | None = None,
     ) -> Host:
         """A node (public, or behind ``behind``), NAT-checked, registered, published."""
         self._count += 1
@@ -285,6 +311,7 @@ class FakeNet:
             rng=random.Random(n),
             self_addrs=SelfAddrs([inside]),
             observer=Observer(local=inside),
+            predict=predict or self.predict,
         )
         engine.beacons = {"beacon-a": BEACON_A, "beacon-b": BEACON_B}
         host = Host(
@@ -348,13 +375,38 @@ class FakeNet:
         """Move a host's outputs: datagrams to the network, payloads, look-ups."""
         engine = host.engine
         now = self.clock()
+        self._sockets(host)
         for data, dst in engine.datagrams_to_send():
+            host.sent_from[0] += 1
             self.send(host, data, dst)
+        for index, data, dst in engine.extra_datagrams_to_send():
+            src = host.sockets.get(index)
+            if src is not None:
+                host.sent_from[index] += 1
+                self.send(host, data, dst, src=src)
         host.delivered.extend(engine.deliveries())
         for node_id in engine.lookups_to_start(now):
             host.lookups.append(node_id)
             if self.auto_answer:
                 self.answer(host, node_id)
+
+    def _sockets(self, host: Host) -> None:
+        """Open and close the spray sockets the engine asks for (the shell's job)."""
+        engine = host.engine
+        for index in engine.sockets_to_close():
+            host.sockets.pop(index, None)
+        wanted = engine.sockets_to_open()
+        if not wanted:
+            return
+        opened = []
+        for index in wanted:
+            if len(host.sockets) >= host.socket_limit:
+                continue
+            host.sockets[index] = (host.inside[0], host.next_port)
+            host.next_port += 1
+            opened.append(index)
+        host.most_sockets = max(host.most_sockets, len(host.sockets))
+        engine.sockets_opened(opened, self.clock())
 
     def answer(self, host: Host, node_id: int) -> None:
         """Answer one look-up of ``host`` from the registry table."""
@@ -391,9 +443,10 @@ class FakeNet:
         """Heal every block."""
         self._blocked.clear()
 
-    def _icmp(self, host: Host | None, dst: Addr, code: int) -> None:
+    def _icmp(self, host: Host | None, dst: Addr, code: int, src: Addr) -> None:
         if host is not None:
-            host.engine.send_failed(dst, OSError(code, os.strerror(code)), self.clock())
+            local = host.socket_of(src[1]) or 0
+            host.engine.send_failed(dst, OSError(code, os.strerror(code)), self.clock(), local)
             self.flush(host)
 
     def step(self) -> Datagram:
@@ -409,7 +462,7 @@ class FakeNet:
         ):
             router = self._lan_of.get(network)
             if router is None:
-                self._icmp(sender, sent_to, errno.EHOSTUNREACH)
+                self._icmp(sender, sent_to, errno.EHOSTUNREACH, src)
                 return self._drop(Datagram(data, src, dst, "unroutable"))
             if dst[0] == router.wan_ip:
                 if not router.spec.hairpin:
@@ -439,14 +492,15 @@ class FakeNet:
             for out, to in self.beacons[dst].handle_datagram(data, cur_src, self.clock()):
                 self.send(None, out, to, src=dst)
             return self.delivered[-1]
-        if not isinstance(target, Host) or target.inside[1] != dst[1] or not target.open:
-            self._icmp(sender, sent_to, errno.ECONNREFUSED)
+        local = target.socket_of(dst[1]) if isinstance(target, Host) else None
+        if not isinstance(target, Host) or local is None:
+            self._icmp(sender, sent_to, errno.ECONNREFUSED, src)
             return self._drop(Datagram(data, cur_src, dst, "port_unreachable"))
         if sender is not None and (sender.name, target.name) in self._blocked:
             return self._drop(Datagram(data, cur_src, dst, "blocked"))
         datagram = Datagram(data, cur_src, dst)
         self.delivered.append(datagram)
-        target.engine.datagram_received(data, cur_src, self.clock())
+        target.engine.datagram_received(data, cur_src, self.clock(), local)
         self.flush(target)
         return datagram
 

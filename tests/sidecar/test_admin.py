@@ -321,9 +321,20 @@ async def test_metrics_families_without_per_peer_labels(tmp_path: Path) -> None:
             "natroute_sidecar_nat_type",
             "natroute_sidecar_beacon_pick_reason",
             "natroute_sidecar_beacon_refresh_age_seconds",
+            "natroute_sidecar_predict_sprays",
+            "natroute_sidecar_spray_sockets_open",
         ):
             assert name in families, name
-        allowed = {"reason", "path", "direction", "type", "source", "transport", "version"}
+        allowed = {
+            "reason",
+            "path",
+            "direction",
+            "type",
+            "source",
+            "transport",
+            "version",
+            "outcome",
+        }
         for family in families.values():
             for sample in family.samples:
                 assert set(sample.labels) <= allowed, (family.name, sample.labels)

@@ -125,6 +125,14 @@ class SelfAddrs:
         else:
             self._exact.add((ip, addr[1]))
 
+    def discard(self, addr: Addr) -> None:
+        """Forget a socket that was closed."""
+        ip = canonical_ip(addr[0])
+        if ip in ("0.0.0.0", "::"):
+            self._any_ports.discard(addr[1])
+        else:
+            self._exact.discard((ip, addr[1]))
+
     def set_local_ips(self, ips: Iterable[str]) -> None:
         """Replace the host's interface addresses (they change with the network)."""
         self._local_ips = {canonical_ip(ip) for ip in ips}

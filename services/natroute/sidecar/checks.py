@@ -33,7 +33,7 @@ from natroute.routing.types import Addr
 from .candidates import Candidate, CandidateKind, address_problem
 from .frames import InnerType, encode_call_me_maybe, encode_probe
 from .model import DropReason, NatType, NodeConfig, Transport
-from .peers import RELAY_PATH, Path, PathReason, Peer, PeerEvent, PeerTable
+from .peers import RELAY_PATH, CandidateState, Path, PathReason, Peer, PeerEvent, PeerTable
 
 if TYPE_CHECKING:
     from collections import Counter
@@ -62,8 +62,18 @@ class Checks:
     self_addrs: SelfAddrs
     _rng: random.Random
 
-    def _emit(self, data: bytes, addr: Addr, now: float, peer: int | None = None) -> bool:
+    def _emit(
+        self, data: bytes, addr: Addr, now: float, peer: int | None = None, via: int = 0
+    ) -> bool:
         raise NotImplementedError
+
+    if TYPE_CHECKING:  # port prediction's hooks (:class:`~.prediction.Prediction`)
+
+        def spray_ack(self, peer: Peer, nonce: int, src: Addr, local: int, now: float) -> bool: ...
+
+        def path_nominated(self, peer: Peer, now: float) -> None: ...
+
+        def mark_predicted(self, peer: Peer, state: CandidateState) -> None: ...
 
     def _send_relayed(self, peer: Peer, plaintext: bytes, now: float) -> bool:
         raise NotImplementedError
@@ -108,6 +118,7 @@ class Checks:
             return
         cfg = self.config
         peer.check_until = now + cfg.check_window
+        peer.window_started_at = now
         peer.next_check_at = None
         peer.probe_rounds = 0
         if call_me_maybe and (
@@ -134,7 +145,7 @@ class Checks:
                 continue
             nonce = self._rng.getrandbits(64)
             frame = peer.cipher.seal(encode_probe(InnerType.PROBE, nonce))
-            if self._emit(frame, state.addr, now, peer.node_id):
+            if self._emit(frame, state.addr, now, peer.node_id, state.via):
                 state.probes_sent += 1
                 peer.probes_sent += 1
                 peer.remember_probe(nonce, state.addr, now)
@@ -174,10 +185,14 @@ class Checks:
 
     # -- answers ------------------------------------------------------------
 
-    def on_probe_ack(self, peer: Peer, nonce: int, src: Addr, relayed: bool, now: float) -> None:
+    def on_probe_ack(
+        self, peer: Peer, nonce: int, src: Addr, relayed: bool, now: float, local: int = 0
+    ) -> None:
         """An authenticated PROBE_ACK: an RTT sample, and maybe a (better) direct path."""
         entry = peer.outstanding.pop(nonce, None)
         if entry is None:
+            if not relayed:
+                self.spray_ack(peer, nonce, src, local, now)
             return  # an answer to a probe we no longer remember (or a duplicate)
         where, sent_at = entry
         sample = max(0.0, now - sent_at)
@@ -213,9 +228,14 @@ class Checks:
         if peer.path is Path.RELAY:
             was_direct = any(e.path is Path.DIRECT for e in peer.events)
             peer.chosen = best.addr
+            peer.via = best.via
             self.manager.set_relay_peer_pinned(peer.node_id, False)
-            reason = PathReason.DIRECT_RESTORED if was_direct else PathReason.CHECKED
+            if best.predicted:
+                reason = PathReason.PREDICTED
+            else:
+                reason = PathReason.DIRECT_RESTORED if was_direct else PathReason.CHECKED
             self._change(peer, PeerEvent.CHECK_SUCCEEDED, reason, now, detail)
+            self.path_nominated(peer, now)
             peer.backoff = 0.0
             peer.unanswered = 0
             peer.keepalive_nonce = None
@@ -236,7 +256,9 @@ class Checks:
             or (best.rtt or 0.0) < current.rtt * self.config.better_path_ratio
         ):
             peer.chosen = best.addr
+            peer.via = best.via
             self._change(peer, PeerEvent.SWITCH, PathReason.BETTER_PATH, now, detail)
+            self.path_nominated(peer, now)
 
     def on_call_me_maybe(self, peer: Peer, candidates: list[Candidate], now: float) -> None:
         """The peer's candidates, and its request to probe them now."""
@@ -246,11 +268,13 @@ class Checks:
             self.start_checks(peer, now, call_me_maybe=True)
 
     def learn_peer_reflexive(self, peer: Peer, src: Addr, now: float) -> None:
-        """An authenticated frame came straight from ``src``: it is a candidate."""
+        """An authenticated frame came straight from ``src`` (to the peer socket):
+        it is a candidate."""
         if src in peer.candidates:
             return
         if not self.add_remote_candidate(peer, Candidate(src, CandidateKind.PRFLX), now):
             return
+        self.mark_predicted(peer, peer.candidates[src])
         if peer.check_until is None and peer.path is Path.RELAY:
             self.start_checks(peer, now, call_me_maybe=False)
 
@@ -293,7 +317,7 @@ class Checks:
             if self.manager.is_relay_peer(peer.node_id):
                 self._to_relay(peer, PeerEvent.HEURISTIC, PathReason.BLACKHOLE, now)
                 return
-            if self._emit(peer.cipher.seal(plaintext), peer.chosen, now):
+            if self._emit(peer.cipher.seal(plaintext), peer.chosen, now, via=peer.via):
                 peer.keepalive_nonce = nonce
                 peer.probes_sent += 1
                 peer.remember_probe(nonce, peer.chosen, now)

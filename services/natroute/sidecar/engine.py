@@ -1,13 +1,17 @@
 """The sidecar's peer engine: sans-I/O, fed inputs with ``now``, drained of outputs.
 
 Inputs (each with the current monotonic ``now``): a datagram and its source
-(:meth:`Engine.datagram_received`), an application payload
+(:meth:`Engine.datagram_received`, with the index of the local socket that
+read it: 0 is the peer socket, others are port prediction's spray sockets),
+an application payload
 (:meth:`Engine.app_send`), a send error (:meth:`Engine.send_failed`), a
 registry answer (:meth:`Engine.resolved` / :meth:`Engine.resolve_failed`)
 and a timer tick (:meth:`Engine.tick`). Outputs, drained by the shell after
 every input: datagrams to send (:meth:`Engine.datagrams_to_send`), payloads
-for the application (:meth:`Engine.deliveries`) and node IDs to look up
-(:meth:`Engine.lookups_to_start`). The engine never touches a socket or a
+for the application (:meth:`Engine.deliveries`), node IDs to look up
+(:meth:`Engine.lookups_to_start`), and for port prediction datagrams to send
+from spray sockets and the sockets to open and close
+(:class:`~.prediction.Prediction`). The engine never touches a socket or a
 clock, and never calls back into the shell (docs/protocol.md, "The engine").
 
 The routing Manager stays the authority for relay flags and the blackhole and
@@ -56,11 +60,19 @@ from .budget import BudgetConfig, DialBudget
 from .candidates import Candidate, SelfAddrs
 from .checks import Checks
 from .crypto import FRAME_MAGIC, FRAME_OVERHEAD, AuthError, PeerCipher, frame_sender
-from .frames import InnerType, decode_candidates, decode_inner, encode_probe, probe_nonce
+from .frames import (
+    InnerType,
+    decode_candidates,
+    decode_inner,
+    decode_predict,
+    encode_probe,
+    probe_nonce,
+)
 from .lookups import LookupConfig, LookupOutcome, Lookups, Refusal
-from .model import DropReason, NatType, NodeConfig, PeerInfo, Transport
+from .model import DropReason, NatType, NodeConfig, PeerInfo, PredictConfig, Transport
 from .observer import EndpointChange, NatVerdict, Observer, Outcome
 from .peers import RELAY_PATH, Path, PathReason, Peer, PeerEvent, PeerTable
+from .prediction import Prediction
 from .waiting import WaitingRoom
 
 __all__ = ["Engine", "SendRefusedError"]
@@ -95,11 +107,14 @@ class _Sender:
         refused = engine._gate(data, addr, engine._now, peer.node_id if peer else None)
         if refused is not None:
             raise SendRefusedError(refused)
-        engine._out.append((data, addr))
+        if peer is not None and peer.via and addr == peer.chosen:
+            engine._extra_out.append((peer.via, data, addr))
+        else:
+            engine._out.append((data, addr))
         return len(data)
 
 
-class Engine(Checks):
+class Engine(Checks, Prediction):
     """One node's peers, paths and frames.
 
     Args:
@@ -110,6 +125,7 @@ class Engine(Checks):
         lookups: registry look-up caps and pacing.
         self_addrs: our own sockets' addresses (never a destination).
         observer: discover bookkeeping (public endpoint, NAT type).
+        predict: port prediction (off by default).
     """
 
     def __init__(
@@ -122,6 +138,7 @@ class Engine(Checks):
         lookups: LookupConfig | None = None,
         self_addrs: SelfAddrs | None = None,
         observer: Observer | None = None,
+        predict: PredictConfig | None = None,
     ) -> None:
         self.manager = manager
         self.config = cfg = config or NodeConfig()
@@ -155,6 +172,7 @@ class Engine(Checks):
         self._now = 0.0
         self._out: list[tuple[bytes, Addr]] = []
         self._deliveries: list[tuple[int, bytes]] = []
+        self._init_prediction(predict or PredictConfig())
         manager.set_socket(_Sender(self))
         manager.set_local_node_id_fn(lambda: self.node_id or 0)
 
@@ -224,10 +242,16 @@ class Engine(Checks):
             self.drops[reason] += 1
         return reason
 
-    def _emit(self, data: bytes, addr: Addr, now: float, peer: int | None = None) -> bool:
+    def _emit(
+        self, data: bytes, addr: Addr, now: float, peer: int | None = None, via: int = 0
+    ) -> bool:
+        """Queue ``data`` for ``addr`` through the gate, from local socket ``via``."""
         if self._gate(data, addr, now, peer) is not None:
             return False
-        self._out.append((data, addr))
+        if via:
+            self._extra_out.append((via, data, addr))
+        else:
+            self._out.append((data, addr))
         return True
 
     def _send_relayed(self, peer: Peer, plaintext: bytes, now: float) -> bool:
@@ -288,9 +312,13 @@ class Engine(Checks):
 
     # -- inbound ----------------------------------------------------------------
 
-    def datagram_received(self, data: bytes, src: Addr, now: float) -> None:
-        """Demultiplex one datagram from the peer socket (or the beacon stream)."""
+    def datagram_received(self, data: bytes, src: Addr, now: float, local: int = 0) -> None:
+        """Demultiplex one datagram from the peer socket (or the beacon stream), or
+        from spray socket ``local``."""
         self._now = now
+        if local:
+            self._spray_socket_datagram(data, src, local, now)
+            return
         if not data:
             self.drops[DropReason.EMPTY] += 1
             return
@@ -306,9 +334,15 @@ class Engine(Checks):
         else:
             self.drops[DropReason.UNKNOWN_MAGIC] += 1
 
-    def datagrams_received(self, items: list[tuple[bytes, Addr]], now: float) -> None:
+    def datagrams_received(
+        self, items: list[tuple[bytes, Addr]], now: float, local: int = 0
+    ) -> None:
         """A batch read at once: frames from known peers go straight to ``_open``."""
         self._now = now
+        if local:
+            for data, src in items:
+                self._spray_socket_datagram(data, src, local, now)
+            return
         get = self.peers.get
         for data, src in items:
             if len(data) >= FRAME_OVERHEAD and data[:4] == FRAME_MAGIC:
@@ -317,6 +351,20 @@ class Engine(Checks):
                     self._open(peer, data, src, False, now)
                     continue
             self.datagram_received(data, src, now)
+
+    def _spray_socket_datagram(self, data: bytes, src: Addr, local: int, now: float) -> None:
+        """Only frames of the peer a spray socket was opened for count there."""
+        owner = self.socket_owner(local)
+        peer = self.peers.get(owner) if owner is not None else None
+        if (
+            peer is None
+            or len(data) < FRAME_OVERHEAD
+            or data[:4] != FRAME_MAGIC
+            or frame_sender(data) != peer.node_id
+        ):
+            self.drops[DropReason.WRONG_SOCKET] += 1
+            return
+        self._open(peer, data, src, False, now, local)
 
     def _beacon_message(self, kind: int, data: bytes, src: Addr, now: float) -> None:
         if kind == MSG_DISCOVER_REPLY:
@@ -384,7 +432,9 @@ class Engine(Checks):
                 return  # the hold timeout or the next retry decides
             self.drops[DropReason.LOOKUP_REFUSED] += self.waiting.forget(node_id) or 1
 
-    def _open(self, peer: Peer, frame: bytes, src: Addr, relayed: bool, now: float) -> None:
+    def _open(
+        self, peer: Peer, frame: bytes, src: Addr, relayed: bool, now: float, local: int = 0
+    ) -> None:
         """Authenticate, then account for the receipt and act on its content."""
         try:
             plaintext = peer.cipher.open(frame)
@@ -405,7 +455,7 @@ class Engine(Checks):
             peer.relay_recv += 1
             self.relayed_in += 1
         else:
-            self._direct_receipt(peer, src, now)
+            self._direct_receipt(peer, src, now, local)
         kind, body = inner
         if kind is InnerType.DATA:
             peer.last_used = now
@@ -415,20 +465,24 @@ class Engine(Checks):
             if relayed:
                 self._send_relayed(peer, ack, now)
             elif not self.config.force_relay:  # relay-only nodes never answer directly
-                self._emit(peer.cipher.seal(ack), src, now)
+                self._emit(peer.cipher.seal(ack), src, now, via=local)
         elif kind is InnerType.PROBE_ACK:
             peer.acks_recv += 1
-            self.on_probe_ack(peer, probe_nonce(body), src, relayed, now)
+            self.on_probe_ack(peer, probe_nonce(body), src, relayed, now, local)
         elif kind is InnerType.CALL_ME_MAYBE:
             self.on_call_me_maybe(peer, decode_candidates(body) or [], now)
+        elif kind is InnerType.PREDICT:
+            message = decode_predict(body)
+            if message is not None:  # decode_inner checked it
+                self.on_predict(peer, message, now)
         if not relayed and peer.path is Path.DIRECT:
             self._maybe_answer(peer, now)
 
-    def _direct_receipt(self, peer: Peer, src: Addr, now: float) -> None:
+    def _direct_receipt(self, peer: Peer, src: Addr, now: float, local: int = 0) -> None:
         peer.direct_recv += 1
         self.direct_in += 1
         peer.last_direct_at = now
-        if src == peer.chosen and now - peer.synced_recv_at < _SYNC_INTERVAL:
+        if src == peer.chosen and local == peer.via and now - peer.synced_recv_at < _SYNC_INTERVAL:
             return  # the busy path: a verified, known address; the Manager heard lately
         peer.synced_recv_at = now
         mgr = self.manager
@@ -436,7 +490,11 @@ class Engine(Checks):
         self.budget.verify(src)
         mgr.clear_relay_on_direct(node_id, src)  # resets blackhole misses
         mgr.record_direct_recv(node_id, now)
-        if not self.config.force_relay:
+        if self.config.force_relay:
+            return
+        if local:
+            self.on_spray_socket_receipt(peer, src, local, now)
+        else:
             self.learn_peer_reflexive(peer, src, now)
 
     def _maybe_answer(self, peer: Peer, now: float) -> None:
@@ -488,6 +546,7 @@ class Engine(Checks):
                 if (
                     peer is None
                     or chosen is None
+                    or peer.via
                     or peer.path is not Path.DIRECT
                     or now - peer.last_direct_at > threshold
                 ):
@@ -525,7 +584,10 @@ class Engine(Checks):
             and chosen is not None
             and now - peer.last_direct_at <= mgr.config.blackhole_threshold
         ):
-            self._out.append((frame, chosen))
+            if peer.via:
+                self._extra_out.append((peer.via, frame, chosen))
+            else:
+                self._out.append((frame, chosen))
             peer.pkts_sent += 1
             peer.bytes_sent += len(frame)
             peer.last_sent_at = now
@@ -553,8 +615,9 @@ class Engine(Checks):
         """Datagrams a batched send lost (the shell cannot say which): counted only."""
         self.drops[DropReason.SEND_ERROR] += count
 
-    def send_failed(self, dst: Addr, err: OSError, now: float) -> None:
-        """A datagram to ``dst`` failed (a send error or an ICMP error from the kernel)."""
+    def send_failed(self, dst: Addr, err: OSError, now: float, local: int = 0) -> None:
+        """A datagram to ``dst`` failed (a send error or an ICMP error from the kernel)
+        on local socket ``local``."""
         self._now = now
         self.drops[DropReason.SEND_ERROR] += 1
         if self._is_beacon(dst):
@@ -563,8 +626,9 @@ class Engine(Checks):
         if peer is None:
             return
         state = peer.candidates.get(dst)
-        if state is not None:
-            state.failed_at = now
+        if state is None or state.via != local:
+            return  # not from the socket that reaches it (a spray probe's error): counted only
+        state.failed_at = now
         if peer.path is Path.DIRECT and peer.chosen == dst:
             flipped, _ = self.manager.handle_send_error(peer.node_id, err)
             if flipped:
@@ -666,12 +730,14 @@ class Engine(Checks):
             self.drops[DropReason.PENDING_EXPIRED] += expired
         self.budget.sweep(now)
         self.retry_waiting(now)
+        self.release_sockets()
         cfg = self.config
         for peer in self.peers.values():
             if now - peer.last_used > cfg.peer_idle_timeout:
                 self.remove_peer(peer.node_id)
                 continue
             self.upkeep_paths(peer, now)
+            self.upkeep_prediction(peer, now)
             if now - peer.last_resolved >= cfg.peer_refresh_interval:
                 peer.last_resolved = now  # one refresh per interval, answered or not
                 self._request_lookup(peer.node_id, now)
@@ -738,7 +804,8 @@ class Engine(Checks):
         sent: list[tuple[int, str]] = []
         if peer.path is Path.DIRECT and peer.chosen is not None:
             nonce = self._rng.getrandbits(64)
-            if self._emit(peer.cipher.seal(encode_probe(InnerType.PROBE, nonce)), peer.chosen, now):
+            probe = peer.cipher.seal(encode_probe(InnerType.PROBE, nonce))
+            if self._emit(probe, peer.chosen, now, via=peer.via):
                 peer.remember_probe(nonce, peer.chosen, now)
                 sent.append((nonce, "direct"))
         nonce = self._rng.getrandbits(64)
@@ -751,6 +818,7 @@ class Engine(Checks):
         """Forget a peer entirely (also its Manager state); False when unknown."""
         self.waiting.forget(node_id)
         self.manager.remove_peer(node_id)
+        self.forget_prediction(node_id)
         peer = self.peers.remove(node_id)
         if peer is None:
             return False

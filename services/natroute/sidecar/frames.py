@@ -9,6 +9,9 @@
     0x04 PROBE_ACK      nonce u64; the answer
     0x05 CALL_ME_MAYBE  count u8, then ``count`` candidates; "probe these now",
                         sent through the relay so both sides probe at once
+    0x06 PREDICT        phase u8 | session u32 | count u16 | family u8 (0, 4 or 6)
+                        [| address | port u16]; port prediction's coordination,
+                        sent through the relay (docs/protocol.md, "Port prediction")
 
 A candidate is ``kind u8 | family u8 (4 or 6) | address (4 or 16 bytes) |
 port u16``; kinds are 1 host, 2 server-reflexive, 3 peer-reflexive
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import ipaddress
 import struct
+from dataclasses import dataclass
 from enum import IntEnum
 from typing import Final
 
@@ -31,9 +35,13 @@ __all__ = [
     "MAX_WIRE_CANDIDATES",
     "PROBE_LEN",
     "InnerType",
+    "Predict",
+    "PredictPhase",
     "decode_candidates",
     "decode_inner",
+    "decode_predict",
     "encode_call_me_maybe",
+    "encode_predict",
     "encode_probe",
     "probe_nonce",
 ]
@@ -56,6 +64,27 @@ class InnerType(IntEnum):
     PROBE = 0x03
     PROBE_ACK = 0x04
     CALL_ME_MAYBE = 0x05
+    PREDICT = 0x06
+
+
+class PredictPhase(IntEnum):
+    """The step of a port-prediction exchange a PREDICT frame carries."""
+
+    OFFER = 1  # hard → easy: "my mapping is endpoint-dependent; I can spray ``count`` sockets"
+    ACCEPT = 2  # easy → hard: "spray at my endpoint; I will probe ``count`` ports"
+    GO = 3  # hard → easy: "``count`` mappings are open; probe now"
+    DECLINE = 4  # either way: "no" (``count`` is a :class:`~.prediction.Decline` code)
+    DONE = 5  # easy → hard: "probing ended without an answer" (``count``: probes sent)
+
+
+@dataclass(frozen=True, slots=True)
+class Predict:
+    """A decoded PREDICT body; ``addr`` may have port 0 (an IP only)."""
+
+    phase: PredictPhase
+    session: int
+    count: int
+    addr: Addr | None = None
 
 
 def encode_probe(kind: InnerType, nonce: int) -> bytes:
@@ -111,6 +140,40 @@ def decode_candidates(body: bytes) -> list[Candidate] | None:
     return out
 
 
+_PREDICT_HEAD = struct.Struct(">BIHB")
+_PHASES: Final = {int(phase): phase for phase in PredictPhase}
+
+
+def encode_predict(message: Predict) -> bytes:
+    """A PREDICT plaintext."""
+    family = 0
+    tail = b""
+    if message.addr is not None:
+        ip = ipaddress.ip_address(message.addr[0])
+        family = ip.version
+        tail = ip.packed + _PORT.pack(message.addr[1])
+    head = _PREDICT_HEAD.pack(message.phase, message.session, message.count, family)
+    return bytes([InnerType.PREDICT]) + head + tail
+
+
+def decode_predict(body: bytes) -> Predict | None:
+    """The PREDICT of a body, or None when it is malformed."""
+    if len(body) < _PREDICT_HEAD.size:
+        return None
+    phase_code, session, count, family = _PREDICT_HEAD.unpack_from(body)
+    phase = _PHASES.get(phase_code)
+    rest = body[_PREDICT_HEAD.size :]
+    if phase is None:
+        return None
+    if family == 0:
+        return Predict(phase, session, count) if not rest else None
+    size = {4: 4, 6: 16}.get(family)
+    if size is None or len(rest) != size + 2:
+        return None
+    (port,) = _PORT.unpack_from(rest, size)
+    return Predict(phase, session, count, (str(ipaddress.ip_address(rest[:size])), port))
+
+
 _INNER_OF: Final = {int(kind): kind for kind in InnerType}
 
 
@@ -126,5 +189,7 @@ def decode_inner(plaintext: bytes) -> tuple[InnerType, bytes] | None:
     if kind in (InnerType.PROBE, InnerType.PROBE_ACK) and len(plaintext) != PROBE_LEN:
         return None
     if kind is InnerType.CALL_ME_MAYBE and decode_candidates(plaintext[1:]) is None:
+        return None
+    if kind is InnerType.PREDICT and decode_predict(plaintext[1:]) is None:
         return None
     return kind, plaintext[1:]

@@ -191,6 +191,32 @@ def _traffic_families(s: SidecarStatus) -> Iterator[Metric]:
         value=c.endpoint_changes_rejected,
     )
     yield _gauge("asyncio_tasks", "The sidecar's asyncio tasks", c.tasks)
+    yield from _predict_families(s)
+
+
+def _predict_families(s: SidecarStatus) -> Iterator[Metric]:
+    p = s.predict
+    yield _gauge("predict_enabled", "1 when port prediction is on", float(p.enabled))
+    yield _labelled_counter(
+        "predict_sprays",
+        "Port-prediction sprays (either role): started, and how they ended",
+        "outcome",
+        (("started", p.started), ("succeeded", p.succeeded), ("failed", p.failed)),
+    )
+    yield _gauge("predict_sprays_active", "Port-prediction sprays under way", p.active)
+    yield CounterMetricFamily(
+        "natroute_sidecar_predict_declined", "Spray offers this node declined", value=p.declined
+    )
+    yield CounterMetricFamily(
+        "natroute_sidecar_predict_probes", "Spray probes sent", value=p.probes_sent
+    )
+    yield CounterMetricFamily(
+        "natroute_sidecar_predict_bytes", "Spray probe frame bytes sent", value=p.bytes_sent
+    )
+    yield _gauge(
+        "spray_sockets_open", "Spray sockets open (spraying or carrying a path)", p.sockets_open
+    )
+    yield _gauge("spray_sockets_kept", "Spray sockets carrying a direct path", p.sockets_kept)
 
 
 def _beacon_families(s: SidecarStatus) -> Iterator[Metric]:

@@ -11,7 +11,7 @@ from enum import Enum
 
 from .candidates import Candidate
 
-__all__ = ["DropReason", "NatType", "NodeConfig", "PeerInfo", "Transport"]
+__all__ = ["DropReason", "NatType", "NodeConfig", "PeerInfo", "PredictConfig", "Transport"]
 
 
 class NatType(Enum):
@@ -55,6 +55,8 @@ class DropReason(Enum):
     DIAL_BUDGET = "dial_budget"
     BAD_INNER = "bad_inner"
     BAD_CANDIDATE = "bad_candidate"
+    WRONG_SOCKET = "wrong_socket"  # on a spray socket: not a frame of the peer it was opened for
+    SPRAY_BUDGET = "spray_budget"  # a port-prediction probe over the spray budget
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +82,38 @@ class NodeConfig:
     better_path_ratio: float = 0.7
     allow_loopback: bool = False
     force_relay: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PredictConfig:
+    """Port prediction for endpoint-dependent ↔ port-restricted pairs; off unless ``enabled``.
+
+    Every figure is a bound (docs/protocol.md, "Port prediction"): the hard
+    side opens at most ``sockets`` spray sockets, one spray at a time, and
+    keeps at most ``max_kept`` of them for paths; the easy side probes at
+    most ``probes`` ports per spray, ``rate`` a second after a first
+    ``burst``, at most ``max_probing`` sprays at once; every spray datagram
+    draws on one node-wide byte budget (``budget_bytes`` burst,
+    ``budget_rate`` bytes a second), apart from the dialling budget; a spray
+    lasts ``timeout`` seconds; one peer is sprayed again no sooner than
+    ``retry_interval`` seconds later, doubling to ``retry_max_interval``.
+    """
+
+    enabled: bool = False
+    sockets: int = 256
+    probes: int = 1024
+    rate: float = 512.0
+    burst: int = 128
+    timeout: float = 5.0
+    after: float = 2.0  # seconds of unanswered checks before the hard side offers
+    retry_interval: float = 30.0
+    retry_max_interval: float = 1800.0
+    budget_bytes: float = 131072.0
+    budget_rate: float = 2048.0
+    max_kept: int = 32
+    max_probing: int = 2
+    port_min: int = 1024
+    port_max: int = 65535
 
 
 @dataclass(frozen=True, slots=True)

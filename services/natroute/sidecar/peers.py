@@ -66,10 +66,12 @@ class PathReason(Enum):
     NO_UDP = "no_udp"  # we reach the beacon over a stream: no direct UDP path exists
     OPERATOR = "operator"  # pinned by an operator
     FORCED_RELAY = "forced_relay"  # our own setting: relay every peer
+    PREDICTION_FAILED = "prediction_failed"  # a port-prediction spray found no open port
     # direct
     CHECKED = "checked"  # a candidate answered our probe
     DIRECT_RESTORED = "direct_restored"  # back to direct after a relay heuristic or failure
     BETTER_PATH = "better_path"  # another candidate answered faster (or the old one stopped)
+    PREDICTED = "predicted"  # a port-prediction spray found the port (docs/protocol.md)
 
 
 class PeerEvent(Enum):
@@ -125,6 +127,8 @@ class CandidateState:
     last_ack_at: float | None = None
     rtt: float | None = None  # smoothed round trip of answered probes, seconds
     failed_at: float | None = None  # an ICMP error or refused send for this address
+    via: int = 0  # our local socket that reaches it (0: the peer socket; else a spray socket)
+    predicted: bool = False  # found by a port-prediction spray
 
     @property
     def addr(self) -> Addr:
@@ -153,6 +157,7 @@ class Peer:
     reason: PathReason = PathReason.CHECKING
     pinned_by_operator: bool = False
     chosen: Addr | None = None
+    via: int = 0  # the local socket of the chosen candidate (0: the peer socket)
     candidates: OrderedDict[Addr, CandidateState] = field(default_factory=OrderedDict)
     events: deque[PathEvent] = field(default_factory=lambda: deque(maxlen=32))
     # checks
@@ -160,6 +165,7 @@ class Peer:
     next_probe_at: float = 0.0  # next probe round inside the window
     probe_rounds: int = 0  # rounds sent in the current window
     next_check_at: float | None = None  # next window (backoff while relayed, re-evaluation)
+    window_started_at: float | None = None  # the latest check window opened then
     backoff: float = 0.0
     last_cmm_sent: float | None = None
     outstanding: OrderedDict[int, tuple[Addr, float]] = field(default_factory=OrderedDict)
@@ -169,6 +175,9 @@ class Peer:
     relay_rtt: float | None = None
     last_relay_ack_at: float | None = None
     ping_results: deque[tuple[int, str, float]] = field(default_factory=lambda: deque(maxlen=16))
+    # port prediction (docs/protocol.md, "Port prediction")
+    predict_next_at: float = 0.0  # no spray with this peer before then
+    predict_backoff: float = 0.0
     # liveness and traffic
     last_heard: float | None = None
     last_direct_at: float = float("-inf")  # the last authenticated direct receipt

@@ -53,6 +53,7 @@ from .model import NatType, PeerInfo, Transport
 from .observer import Observer, Outcome
 from .registrylink import Publication, RegistryLink
 from .settings import Settings
+from .sprays import SpraySockets
 from .transport import StreamLink, Transports
 from .udp import AppEndpoint, DatagramPump, PeerSocket, bind_udp, size_buffers
 
@@ -118,6 +119,14 @@ class Sidecar(BeaconKeeping, Transports):
             settings.node_config(),
             self_addrs=self.self_addrs,
             observer=Observer(reply_window=settings.discover_timeout),
+            predict=settings.predict_config(),
+        )
+        self.sprays = SpraySockets(
+            split_host_port(settings.listen)[0],
+            self._on_spray_datagram,
+            self.flush,
+            self.self_addrs,
+            limit=settings.predict_sockets + settings.predict_max_kept,
         )
         self.nat_type = NatType.UNKNOWN
         self.public_endpoint: Addr | None = _parse_endpoint(settings.advertise)
@@ -292,6 +301,7 @@ class Sidecar(BeaconKeeping, Transports):
                 await task
         for pump in self._pumps:
             pump.close()
+        self.sprays.close_all()
         if not self._pumps and self._sock is not None:
             self._sock.close()
         self._pumps.clear()
@@ -324,6 +334,9 @@ class Sidecar(BeaconKeeping, Transports):
     def _on_datagrams(self, items: list[tuple[bytes, Addr]]) -> None:
         self.engine.datagrams_received(items, self.clock())
 
+    def _on_spray_datagram(self, index: int, data: bytes, src: Addr) -> None:
+        self.engine.datagram_received(data, src, self.clock(), index)
+
     def _on_stream_datagram(self, data: bytes) -> None:
         src = self.stream.beacon_addr
         if src is not None:  # it comes from the beacon, as a UDP datagram from it would
@@ -353,8 +366,19 @@ class Sidecar(BeaconKeeping, Transports):
         self.flush()
 
     def flush(self) -> None:
-        """Send what the engine queued, deliver its payloads, start its look-ups."""
+        """Send what the engine queued, deliver its payloads, start its look-ups;
+        open and close the spray sockets it names (port prediction)."""
         engine = self.engine
+        opening = engine.sockets_to_open()
+        if opening:
+            engine.sockets_opened(self.sprays.open(opening), self.clock())
+        # spray sockets first: a spray's GO (peer socket, through the relay) must not
+        # overtake the datagrams that open the mappings it announces
+        extra = engine.extra_datagrams_to_send()
+        while extra:
+            for index, addr, exc in self.sprays.send(extra):
+                engine.send_failed(addr, exc, self.clock(), index)
+            extra = engine.extra_datagrams_to_send()
         out = engine.datagrams_to_send()
         sock = self._peer_socket
         if out and sock is not None:
@@ -366,6 +390,13 @@ class Sidecar(BeaconKeeping, Transports):
                     out = [(d, a) for d, a in out if not (a == beacon and stream.send(d))]
                 self._send_out(sock, out)
                 out = engine.datagrams_to_send()
+        extra = engine.extra_datagrams_to_send()  # answers to what was just sent
+        if extra:
+            for index, addr, exc in self.sprays.send(extra):
+                engine.send_failed(addr, exc, self.clock(), index)
+        closing = engine.sockets_to_close()
+        if closing:
+            self.sprays.close(closing)
         deliveries = engine.deliveries()
         if deliveries and self.app is not None:
             self.app.deliver_all(deliveries)

@@ -35,11 +35,12 @@ from natroute.routing.constants import (
 )
 from natroute.routing.selection import parse_beacon_list
 
-from .model import NodeConfig
+from .model import NodeConfig, PredictConfig
 
 __all__ = ["Settings", "build_settings"]
 
 _N = NodeConfig()
+_P = PredictConfig()
 
 
 class Settings(BaseSettings):
@@ -137,6 +138,34 @@ class Settings(BaseSettings):
     peer_keepalive_interval: float = Field(_N.keepalive_interval, gt=0)
     peer_refresh_interval: float = Field(_N.peer_refresh_interval, gt=0)
     peer_idle_timeout: float = Field(_N.peer_idle_timeout, gt=0)
+    predict: bool = Field(
+        _P.enabled,
+        description="port prediction: a bounded spray that can make a pair of an "
+        "endpoint-dependent (symmetric) and a port-restricted NAT direct (both sides need it)",
+    )
+    predict_sockets: int = Field(
+        _P.sockets, ge=1, le=1024, description="spray sockets the endpoint-dependent side opens"
+    )
+    predict_probes: int = Field(
+        _P.probes, ge=1, le=8192, description="ports the other side probes in one spray"
+    )
+    predict_rate: float = Field(_P.rate, gt=0, description="spray probes per second")
+    predict_timeout: float = Field(_P.timeout, gt=0, description="seconds one spray lasts")
+    predict_after: float = Field(
+        _P.after, ge=0, description="seconds of unanswered checks before a spray is offered"
+    )
+    predict_retry_interval: float = Field(
+        _P.retry_interval, gt=0, description="first wait before a peer is sprayed again (doubles)"
+    )
+    predict_budget: float = Field(
+        _P.budget_bytes, ge=1024, description="bytes all sprays may send at once (burst)"
+    )
+    predict_budget_rate: float = Field(
+        _P.budget_rate, gt=0, description="bytes per second the spray budget refills"
+    )
+    predict_max_kept: int = Field(
+        _P.max_kept, ge=1, le=1024, description="spray sockets kept for direct paths, at most"
+    )
     log_level: str = Field("info", description="debug, info, warning or error")
     log_format: Literal["json", "text"] = Field(
         "json", description="json (one object per line) or text (readable lines)"
@@ -209,6 +238,23 @@ class Settings(BaseSettings):
             direct_clears_required=self.direct_clears,
             send_err_threshold=self.send_err_threshold,
             max_relay_peers=self.max_relay_peers,
+        )
+
+    def predict_config(self) -> PredictConfig:
+        """Port prediction's switch and bounds."""
+        return PredictConfig(
+            enabled=self.predict,
+            sockets=self.predict_sockets,
+            probes=self.predict_probes,
+            rate=self.predict_rate,
+            burst=min(_P.burst, self.predict_probes),
+            timeout=self.predict_timeout,
+            after=self.predict_after,
+            retry_interval=self.predict_retry_interval,
+            retry_max_interval=max(_P.retry_max_interval, self.predict_retry_interval),
+            budget_bytes=self.predict_budget,
+            budget_rate=self.predict_budget_rate,
+            max_kept=self.predict_max_kept,
         )
 
     def node_name(self) -> str | None:

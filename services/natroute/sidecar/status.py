@@ -45,12 +45,14 @@ __all__ = [
     "NatStatus",
     "PathEventStatus",
     "PeerStatus",
+    "PredictStatus",
     "RefreshResult",
     "SidecarStatus",
     "StreamStatus",
     "build_peer",
     "build_peer_status",
     "build_peers",
+    "build_predict_status",
     "build_refresh_result",
     "build_status",
     "format_age",
@@ -109,7 +111,10 @@ class PeerStatus:
     ``operator_pinned`` is an operator's pin, which stops the checks. ``state`` is ``online``
     while authenticated frames keep arriving, ``offline`` once the peer has
     been silent for ``offline_after`` seconds, ``new`` before it was ever heard.
-    ``addr`` is the direct address in use (None on the relay).
+    ``addr`` is the direct address in use (None on the relay); ``socket``
+    the local socket that carries it (0: the peer socket; another index: a
+    spray socket kept by port prediction). ``prediction`` is a spray under
+    way with this peer (``role:stage``, e.g. ``hard:spraying``), or None.
     """
 
     node_id: int
@@ -123,6 +128,8 @@ class PeerStatus:
     operator_pinned: bool
     relay_only: bool
     addr: str | None
+    socket: int
+    prediction: str | None
     rtt_ms: float | None
     relay_rtt_ms: float | None
     checking: bool
@@ -212,6 +219,30 @@ class CounterStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class PredictStatus:
+    """Port prediction (docs/protocol.md, "Port prediction"): the switch and totals.
+
+    ``started`` counts sprays begun in either role (offers sent, offers
+    accepted); each ends ``succeeded`` or ``failed``; ``active`` are under
+    way. ``sockets_open`` are spray sockets open now (spraying, or kept
+    because they carry a direct path: ``sockets_kept``).
+    """
+
+    enabled: bool
+    started: int
+    succeeded: int
+    failed: int
+    active: int
+    declined: int
+    probes_sent: int
+    bytes_sent: int
+    sockets_open: int
+    sockets_kept: int
+    sockets_opened: int
+    sockets_closed: int
+
+
+@dataclass(frozen=True, slots=True)
 class StreamStatus:
     """The stream relay session (a WebSocket to the beacon while UDP is blocked)."""
 
@@ -244,6 +275,7 @@ class SidecarStatus:
     stream: StreamStatus
     beacon: BeaconStatus
     counters: CounterStatus
+    predict: PredictStatus
     peers_total: int
     peers_direct: int
     peers_relay: int
@@ -323,7 +355,11 @@ def _liveness(peer: Peer, now: float, offline_after: float) -> str:
 
 
 def build_peer_status(
-    peer: Peer, routing: PeerRouting, now: float, offline_after: float = 45.0
+    peer: Peer,
+    routing: PeerRouting,
+    now: float,
+    offline_after: float = 45.0,
+    prediction: str | None = None,
 ) -> PeerStatus:
     """Snapshot one peer from the engine's record and the Manager's snapshot.
 
@@ -332,6 +368,7 @@ def build_peer_status(
         routing: ``manager.peer_routing(peer.node_id)``.
         now: the sidecar's monotonic clock.
         offline_after: silence after which the peer counts as offline.
+        prediction: the spray under way with the peer (``role:stage``), if any.
     """
     direct = peer.path is Path.DIRECT
     return PeerStatus(
@@ -346,6 +383,8 @@ def build_peer_status(
         operator_pinned=peer.pinned_by_operator,
         relay_only=peer.relay_only,
         addr=_addr(peer.chosen) if direct else None,
+        socket=peer.via if direct else 0,
+        prediction=prediction,
         rtt_ms=_ms(peer.rtt),
         relay_rtt_ms=_ms(peer.relay_rtt),
         checking=peer.check_until is not None,
@@ -393,11 +432,13 @@ def build_peer(sidecar: Sidecar, node_id: int) -> PeerStatus | None:
     peer = engine.peers.get(node_id)
     if peer is None:
         return None
+    spray = engine.sprays.get(node_id)
     return build_peer_status(
         peer,
         sidecar.manager.peer_routing(node_id),
         sidecar.clock(),
         engine.config.offline_after,
+        spray.label if spray is not None else None,
     )
 
 
@@ -407,8 +448,15 @@ def build_peers(sidecar: Sidecar, now: float | None = None) -> tuple[PeerStatus,
     at = sidecar.clock() if now is None else now
     manager = sidecar.manager
     offline_after = engine.config.offline_after
+    sprays = engine.sprays
     return tuple(
-        build_peer_status(p, manager.peer_routing(p.node_id), at, offline_after)
+        build_peer_status(
+            p,
+            manager.peer_routing(p.node_id),
+            at,
+            offline_after,
+            sprays[p.node_id].label if p.node_id in sprays else None,
+        )
         for p in engine.peers.values()
     )
 
@@ -446,6 +494,25 @@ def _counters(engine: Engine, sidecar: Sidecar) -> CounterStatus:
         dial_budget_refused_bytes=engine.budget.refused_bytes,
         endpoint_changes_rejected=engine.observer.rejected,
         tasks=sidecar.task_count,
+    )
+
+
+def build_predict_status(engine: Engine) -> PredictStatus:
+    """Port prediction's switch and totals."""
+    c = engine.predict_counters
+    return PredictStatus(
+        enabled=engine.predict.enabled,
+        started=c.started,
+        succeeded=c.succeeded,
+        failed=c.failed,
+        active=len(engine.sprays),
+        declined=c.declined,
+        probes_sent=c.probes_sent,
+        bytes_sent=c.bytes_sent,
+        sockets_open=engine.spray_sockets_open,
+        sockets_kept=len(engine.kept_sockets),
+        sockets_opened=c.sockets_opened,
+        sockets_closed=c.sockets_closed,
     )
 
 
@@ -536,6 +603,7 @@ def build_status(
         stream=_stream(sidecar, now),
         beacon=_beacon(sidecar, now, cache or CacheAge()),
         counters=_counters(engine, sidecar),
+        predict=build_predict_status(engine),
         peers_total=len(peers),
         peers_direct=sum(1 for p in peers if p.path == "direct"),
         peers_relay=sum(1 for p in peers if p.path != "direct"),
