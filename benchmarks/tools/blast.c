@@ -13,49 +13,14 @@
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
-#include <errno.h>
 #include <netinet/in.h>
-#include <pthread.h>
 #include <stdint.h>
-#include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
-#include <sys/socket.h>
-#include <time.h>
-#include <unistd.h>
 
-static volatile int running = 1;
-static long delivered, bad;
-static int rx_fd;
+#include "flood.h"
 
-static double seconds(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
-
-static void *count(void *unused) {
-    (void)unused;
-    enum { N = 64 };
-    static unsigned char buf[N][2048];
-    struct mmsghdr msgs[N];
-    struct iovec iov[N];
-    for (int i = 0; i < N; i++) {
-        iov[i] = (struct iovec){buf[i], sizeof buf[i]};
-        memset(&msgs[i], 0, sizeof msgs[i]);
-        msgs[i].msg_hdr.msg_iov = &iov[i];
-        msgs[i].msg_hdr.msg_iovlen = 1;
-    }
-    struct timeval wait = {0, 100000};
-    setsockopt(rx_fd, SOL_SOCKET, SO_RCVTIMEO, &wait, sizeof wait);
-    while (running) {
-        int n = recvmmsg(rx_fd, msgs, N, 0, NULL);
-        for (int i = 0; i < n; i++) {
-            if (msgs[i].msg_len >= 5 && buf[i][0] == 0x06) delivered++;
-            else bad++;
-        }
-    }
-    return NULL;
+static int is_delivery(const unsigned char *data, unsigned len) {
+    return len >= 5 && data[0] == 0x06;
 }
 
 static int registered(int fd, uint32_t id) {
@@ -89,7 +54,7 @@ int main(int argc, char **argv) {
         return 2;
     }
     int tx_fd = socket(AF_INET, SOCK_DGRAM, 0);
-    rx_fd = socket(AF_INET, SOCK_DGRAM, 0);
+    int rx_fd = socket(AF_INET, SOCK_DGRAM, 0);
     int size = 8 << 20;
     setsockopt(rx_fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
     setsockopt(tx_fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
@@ -99,35 +64,14 @@ int main(int argc, char **argv) {
         fprintf(stderr, "blast: the beacon does not answer discovers\n");
         return 1;
     }
-    pthread_t counter;
-    pthread_create(&counter, NULL, count, NULL);
+    struct flood_counter counter;
+    flood_count_start(&counter, rx_fd, is_delivery);
     unsigned char frame[9 + 1400] = {0x05};
     uint32_t src = htonl(1001), dst = htonl(2002);
     memcpy(frame + 1, &src, 4);
     memcpy(frame + 5, &dst, 4);
-    enum { N = 32 };
-    struct iovec iov = {frame, (size_t)(9 + payload)};
-    struct mmsghdr msgs[N];
-    for (int i = 0; i < N; i++) {
-        memset(&msgs[i], 0, sizeof msgs[i]);
-        msgs[i].msg_hdr.msg_iov = &iov;
-        msgs[i].msg_hdr.msg_iovlen = 1;
-    }
-    long sent = 0;
-    double start = seconds(), end = start + duration;
-    while (seconds() < end) {
-        if (pps > 0)
-            while (start + (double)(sent + N) / pps > seconds()) usleep(50);
-        int n = sendmmsg(tx_fd, msgs, N, 0);
-        if (n > 0) sent += n;
-        else if (errno != EAGAIN && errno != ENOBUFS && errno != ECONNREFUSED) break;
-    }
-    double elapsed = seconds() - start;
-    usleep(300000); /* let the last deliveries arrive */
-    running = 0;
-    pthread_join(counter, NULL);
-    printf("sent_pps=%.0f delivered_pps=%.0f delivered=%ld sent=%ld loss=%.4f bad=%ld secs=%.2f payload=%d\n",
-           (double)sent / elapsed, (double)delivered / elapsed, delivered, sent,
-           sent ? 1.0 - (double)delivered / (double)sent : 0.0, bad, elapsed, payload);
+    double elapsed;
+    long sent = flood_send(tx_fd, frame, (size_t)(9 + payload), duration, pps, &elapsed);
+    flood_report(&counter, sent, elapsed, payload, 300000); /* let the last deliveries arrive */
     return 0;
 }
