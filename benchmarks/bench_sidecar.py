@@ -98,7 +98,7 @@ def world(directory: Path) -> Iterator[tuple[str, str]]:
         [
             str(BIN / "natroute-registry"),
             "--dev",
-            "--listen",
+            "--http-listen",
             f"127.0.0.1:{reg_port}",
             "--db",
             str(directory / "registry.db"),
@@ -113,7 +113,7 @@ def world(directory: Path) -> Iterator[tuple[str, str]]:
             str(BIN / "natroute-beacon"),
             "--listen",
             f"127.0.0.1:{beacon_port}",
-            "--http",
+            "--http-listen",
             "off",
             "--beacon-id",
             "1",
@@ -144,7 +144,7 @@ def sidecar(directory: Path, name: str, url: str, beacon: str, *extra: str) -> P
             "127.0.0.1:0",
             "--app-listen",
             "127.0.0.1:0",
-            "--admin-listen",
+            "--http-listen",
             "off",
             "--identity",
             str(directory / name / "identity.json"),
@@ -274,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         with world(directory) as (url, beacon):
             a = sidecar(directory, "a", url, beacon)
             b = sidecar(directory, "b", url, beacon)
-            r = sidecar(directory, "r", url, beacon, "--relay-only", "true")
+            r = sidecar(directory, "r", url, beacon, "--relay-only")
             try:
                 for label, peer in (("direct", b), ("via beacon", r)):
                     for rate in (float(x) for x in args.rates.split(",")):

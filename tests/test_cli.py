@@ -194,7 +194,7 @@ async def test_status_of_a_starting_sidecar_with_errors_renders_text_verbatim(
         "registry_url": "http://127.0.0.1:9",
         "identity": str(tmp_path / "identity.json"),
         "beacons": "[::1]:7000",
-        "admin_listen": "off",
+        "http_listen": "off",
     }
     sidecar = Sidecar(Settings(**fields))
     try:
@@ -388,7 +388,7 @@ def test_netcheck_without_answers_says_udp_is_blocked() -> None:
 
 @pytest.mark.asyncio
 async def test_status_against_a_beacon_says_what_it_is(tmp_path: Path) -> None:
-    async with running_stack(tmp_path, http="127.0.0.1:0") as stack:
+    async with running_stack(tmp_path, http_listen="127.0.0.1:0") as stack:
         http = stack.beacons[0].http_addr
         assert http is not None
         result = await arun("status", "--admin", f"http://{http[0]}:{http[1]}")

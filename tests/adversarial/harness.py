@@ -416,7 +416,7 @@ class World:
             "127.0.0.1:0",
             "--app-listen",
             "127.0.0.1:0",
-            "--admin-listen",
+            "--http-listen",
             "127.0.0.1:0",
             "--admin-token",
             ADMIN_TOKEN,
@@ -454,7 +454,7 @@ def _start_registry(
     port_file = directory / "registry.port"
     argv = [
         _console_script("natroute-registry"),
-        "--listen",
+        "--http-listen",
         "127.0.0.1:0",
         "--db",
         str(directory / "registry.db"),
@@ -480,7 +480,7 @@ def _start_beacon(
         _console_script("natroute-beacon"),
         "--listen",
         "127.0.0.1:0",
-        "--http",
+        "--http-listen",
         "127.0.0.1:0",
         "--beacon-id",
         str(beacon_id),
