@@ -32,7 +32,6 @@ import os
 import sys
 import textwrap
 from collections.abc import Callable, Coroutine, Mapping, Sequence
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import (
     Annotated,
@@ -61,6 +60,7 @@ from pydantic_settings import (
 from pydantic_settings import SettingsError as LibrarySettingsError
 
 from .settings import Metavar
+from .version import natroute_version
 
 __all__ = [
     "Built",
@@ -131,14 +131,6 @@ class Built(NamedTuple, Generic[S]):
 
     settings: S
     deprecated: tuple[tuple[str, str], ...]
-
-
-def natroute_version() -> str:
-    """``natroute <version>``: what every console script's ``--version`` prints."""
-    try:
-        return f"natroute {version('natroute')}"
-    except PackageNotFoundError:  # pragma: no cover - a source tree without metadata
-        return "natroute (not installed)"
 
 
 def option_names(cls: type[BaseSettings], field: str) -> tuple[str, str]:
@@ -283,8 +275,10 @@ def _read_file(
     try:
         data = reader(cls, path)
     except Exception as exc:  # OSError, the parsers' own errors (yaml's are no ValueError)
+        if "dictionary update sequence" in str(exc):  # the sources dict.update() a list
+            raise InvalidSettings(f"{where}: the top level must be a table of settings") from exc
         raise InvalidSettings(f"{where}: cannot read it: {_first_lines(exc)}") from exc
-    if not isinstance(data, dict):
+    if not isinstance(data, dict):  # pragma: no cover - the sources only return dicts
         raise InvalidSettings(f"{where}: the top level must be a table of settings")
     out: dict[str, Any] = {}
     unknown = []
