@@ -53,10 +53,7 @@ _ADDR_CACHE: Final = 16_384
 _MMSG = struct.Struct("PI4xPNPNi4xI4x")
 _IOV = struct.Struct("PN")
 _CMSG = struct.Struct("NiiH6x")  # cmsghdr + u16 segment size, padded to CMSG_SPACE(2)
-_MSG_LEN = struct.Struct("I")
 _MMSG_SIZE: Final = 64
-_MSG_LEN_OFFSET: Final = 56
-_NAMELEN_OFFSET: Final = 8
 _NAME_LEN = 28  # sockaddr_in6, the larger of the two
 _IN4 = struct.Struct(">H4s")  # sockaddr_in after the family: port, address
 _IN6 = struct.Struct(">H4x16s")  # sockaddr_in6 after the family: port, flowinfo, address
@@ -172,8 +169,8 @@ class BatchSocket:
         for i in range(batch):
             cmsg_len = _CMSG.size - 6  # CMSG_LEN(2)
             _CMSG.pack_into(self._scmsg.data, i * _CMSG.size, cmsg_len, _SOL_UDP, _UDP_SEGMENT, 0)
+        self._rmsgs_template = bytes(self._rmsgs.data)
         self._rdata_view = memoryview(self._rdata.data)
-        self._rnames_view = memoryview(self._rnames.data)
         self._addr_of: dict[bytes, Addr] = {}
         self._name_of: dict[Addr, bytes] = {}
 
@@ -199,20 +196,21 @@ class BatchSocket:
 
     def received(self, n: int) -> Iterator[tuple[bytes, Addr]]:
         """The ``n`` datagrams of the last :meth:`recv` with their sources."""
-        view, msgs, names = self._rdata_view, self._rmsgs.data, self._rnames_view
+        view, msgs = self._rdata_view, self._rmsgs.data
+        names = bytes(self._rnames.data[: n * _NAME_LEN])  # one copy for the batch
+        lengths = _MMSG.iter_unpack(msgs[: n * _MMSG_SIZE])
+        # msg_namelen is in/out: put every header back as it was for the next call.
+        msgs[: n * _MMSG_SIZE] = self._rmsgs_template[: n * _MMSG_SIZE]
         addr_of, key_len = self._addr_of, self._key_len
-        unpack_len, pack_len = _MSG_LEN.unpack_from, _MSG_LEN.pack_into
-        for i in range(n):
-            (length,) = unpack_len(msgs, i * _MMSG_SIZE + _MSG_LEN_OFFSET)
-            # msg_namelen is in/out: reset it for the next call.
-            pack_len(msgs, i * _MMSG_SIZE + _NAMELEN_OFFSET, _NAME_LEN)
-            off = i * _NAME_LEN
-            key = names[off : off + key_len].tobytes()
+        off = start = 0
+        for fields in lengths:
+            key = names[off : off + key_len]
             addr = addr_of.get(key)
             if addr is None:
                 addr = self._decode_name(key)
-            start = i * _BUF
-            yield bytes(view[start : start + length]), addr
+            yield bytes(view[start : start + fields[-1]]), addr
+            off += _NAME_LEN
+            start += _BUF
 
     def _decode_name(self, key: bytes) -> Addr:
         if self.ipv6:

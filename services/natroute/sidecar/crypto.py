@@ -49,6 +49,7 @@ REPLAY_WINDOW: Final = 1024
 _SALT: Final = b"natroute/v1"
 _MAX_COUNTER: Final = (1 << 64) - 1
 _U32 = struct.Struct(">I")
+_NONCE_PAD: Final = b"\0\0\0\0"
 
 
 class AuthError(Exception):
@@ -127,6 +128,8 @@ class PeerCipher:
         "_epoch",
         "_our_id",
         "_peer_id",
+        "_peer_tail",
+        "_prefix",
         "_recv",
         "_send",
         "_shared",
@@ -149,6 +152,9 @@ class PeerCipher:
         self._counter = first_counter
         self._recv: _RecvState | None = None
         self._aad_tail = _U32.pack(our_id)
+        self._peer_tail = _U32.pack(peer_id)
+        # The header up to the counter never changes for this sender epoch.
+        self._prefix = _HEADER.pack(FRAME_MAGIC, our_id, epoch, 0)[:16]
 
     @property
     def next_counter(self) -> int:
@@ -161,9 +167,9 @@ class PeerCipher:
         if counter >= _MAX_COUNTER:  # pragma: no cover - 2**64 frames
             raise AuthError("send counter exhausted")
         self._counter = counter + 1
-        header = _HEADER.pack(FRAME_MAGIC, self._our_id, self._epoch, counter)
-        aad = header + _U32.pack(self._peer_id)
-        return header + self._send.encrypt(b"\0\0\0\0" + counter.to_bytes(8, "big"), plaintext, aad)
+        raw = counter.to_bytes(8, "big")
+        header = self._prefix + raw
+        return header + self._send.encrypt(_NONCE_PAD + raw, plaintext, header + self._peer_tail)
 
     def open(self, frame: bytes) -> bytes:
         """The plaintext of an authentic, fresh frame from the peer.
@@ -189,7 +195,7 @@ class PeerCipher:
         header = frame[:FRAME_HEADER_LEN]
         try:
             plaintext = aead.decrypt(
-                b"\0\0\0\0" + counter.to_bytes(8, "big"),
+                _NONCE_PAD + frame[16:FRAME_HEADER_LEN],
                 frame[FRAME_HEADER_LEN:],
                 header + self._aad_tail,
             )

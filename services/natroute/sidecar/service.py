@@ -32,6 +32,7 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from natroute.beacon.batchio import BatchSocket
 from natroute.registry.client import RegistryClient, RegistryClientError
 from natroute.routing.addr import format_addr, split_host_port
 from natroute.routing.manager import Manager
@@ -53,7 +54,7 @@ from .observer import Observer, Outcome
 from .registrylink import Publication, RegistryLink
 from .settings import Settings
 from .transport import StreamLink, Transports
-from .udp import AppEndpoint, DatagramPump, PeerSocket, bind_udp
+from .udp import AppEndpoint, DatagramPump, PeerSocket, bind_udp, size_buffers
 
 __all__ = ["Sidecar", "SidecarError"]
 
@@ -132,6 +133,9 @@ class Sidecar(BeaconKeeping, Transports):
         self._sock: socket.socket | None = None
         self._peer_socket: PeerSocket | None = None
         self._pumps: list[DatagramPump | AppEndpoint] = []
+        self._peer_batch: BatchSocket | None = None
+        #: (receive, send) buffer bytes the kernel granted the peer socket (0: not asked).
+        self.socket_buffers = (0, 0)
         self._tasks: set[asyncio.Task[Any]] = set()
         self.registry = RegistryLink(
             settings.registry_url,
@@ -198,6 +202,9 @@ class Sidecar(BeaconKeeping, Transports):
         engine = self.engine
         self._sock = _bind("listen", s.listen, recverr=True)
         app_sock = _bind("app_listen", s.app_listen)
+        if s.udp_buffer:
+            self.socket_buffers = size_buffers(self._sock, s.udp_buffer)
+            size_buffers(app_sock, s.udp_buffer)
         bound = self._sock.getsockname()
         self.bound_addr = (str(bound[0]), int(bound[1]))
         ips = await asyncio.to_thread(local_ips)
@@ -205,13 +212,20 @@ class Sidecar(BeaconKeeping, Transports):
         self.self_addrs.add(self.bound_addr)
         app_name = app_sock.getsockname()
         self.self_addrs.add((str(app_name[0]), int(app_name[1])))
-        _log.info("sidecar_starting", extra={"listen": format_addr(self.bound_addr)})
+        _log.info(
+            "sidecar_starting",
+            extra={
+                "listen": format_addr(self.bound_addr),
+                "socket_buffers": {"rcv": self.socket_buffers[0], "snd": self.socket_buffers[1]},
+            },
+        )
         self._peer_socket = PeerSocket(self._sock, self._on_icmp)
         # the engine's outputs are flushed once per batch of datagrams read
         pump = DatagramPump(
             self._sock, self._on_datagram, self._on_socket_error, on_batch_end=self.flush
         )
-        pump.start()
+        pump.start(batched=s.udp_batch)
+        self._peer_batch = pump.batched
         self._pumps.append(pump)
         app = AppEndpoint(
             app_sock,
@@ -221,7 +235,7 @@ class Sidecar(BeaconKeeping, Transports):
             clock=self.clock,
             on_batch_end=self.flush,
         )
-        app.start()
+        app.start(batched=s.udp_batch)
         self._pumps.append(app)
         self.app = app
         self.app_addr = app.addr
@@ -333,30 +347,43 @@ class Sidecar(BeaconKeeping, Transports):
         out = engine.datagrams_to_send()
         sock = self._peer_socket
         if out and sock is not None:
-            sendto = sock.sendto
             stream = self.stream
             via_stream = stream.open
             beacon = stream.beacon_addr
             while out:
-                for data, addr in out:
-                    if via_stream and addr == beacon and stream.send(data):
-                        continue
-                    try:
-                        sendto(data, addr)
-                    except OSError as exc:
-                        engine.send_failed(addr, exc, self.clock())
+                if via_stream:
+                    out = [(d, a) for d, a in out if not (a == beacon and stream.send(d))]
+                self._send_out(sock, out)
                 out = engine.datagrams_to_send()
         deliveries = engine.deliveries()
-        app = self.app
-        if deliveries and app is not None:
-            deliver = app.deliver
-            for src, payload in deliveries:
-                deliver(src, payload)
+        if deliveries and self.app is not None:
+            self.app.deliver_all(deliveries)
         starting = engine.lookups_to_start(self.clock())
         if starting:
             self.registry.look_up(starting)
         if engine.endpoint_changes:
             self._endpoint_changed()
+
+    def _send_out(self, sock: PeerSocket, out: list[tuple[bytes, Addr]]) -> None:
+        """One ``sendmmsg`` for the lot where available, else one ``sendto`` each.
+
+        A batch the kernel partly refused (a full buffer, or an ICMP error
+        pending on the socket, which fails the next send once) counts what it
+        lost, and the error queue is drained so each error is charged to the
+        peer it concerns (IP_RECVERR).
+        """
+        batched = self._peer_batch
+        if batched is not None and len(out) > 1:
+            dropped = batched.send(out).dropped
+            if dropped:
+                sock.drain_errors()
+                self.engine.count_send_drops(dropped)
+            return
+        for data, addr in out:
+            try:
+                sock.sendto(data, addr)
+            except OSError as exc:
+                self.engine.send_failed(addr, exc, self.clock())
 
     def _endpoint_changed(self) -> None:
         changes, self.engine.endpoint_changes = self.engine.endpoint_changes, []

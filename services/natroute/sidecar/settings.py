@@ -142,6 +142,14 @@ class Settings(ServiceSettings):
         2.0, gt=0, description="seconds to wait for a beacon's discover reply"
     )
     tick_interval: Seconds = Field(0.5, gt=0, description="seconds between peer upkeep rounds")
+    udp_batch: bool = Field(
+        True, description="recvmmsg/sendmmsg on the sockets where the platform has them"
+    )
+    udp_buffer: Annotated[int, Metavar("BYTES")] = Field(
+        4 << 20,
+        ge=0,
+        description="receive and send buffer bytes asked for on both sockets (0: the system's)",
+    )
     blackhole_threshold: Seconds = Field(
         DIRECT_BLACKHOLE_THRESHOLD,
         gt=0,
