@@ -124,7 +124,7 @@ def world(directory: Path) -> Iterator[tuple[str, str]]:
             "off",
             "--beacon-id",
             "1",
-            "--registry",
+            "--registry-url",
             url,
             "--registry-token",
             "dev",

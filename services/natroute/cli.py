@@ -15,7 +15,7 @@ Commands::
 Options take the daemons' names for the same things, and each reads
 ``NATROUTE_<OPTION>`` from the environment; on a sidecar's host the
 sidecar's own variables are the next default, so nothing needs to be passed
-there (docs/operations.md, "Settings"):
+there (README.md, "Configuration"):
 
 * ``--admin-url``: ``$NATROUTE_ADMIN_URL``, else ``http://`` and the
   sidecar's ``$NATROUTE_SIDECAR_HTTP_LISTEN`` (a wildcard host as

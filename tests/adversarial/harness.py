@@ -484,7 +484,7 @@ def _start_beacon(
         "127.0.0.1:0",
         "--beacon-id",
         str(beacon_id),
-        "--registry",
+        "--registry-url",
         world.registry.url,
         "--registry-token",
         world.registry.token,

@@ -4,9 +4,12 @@ durability across SIGKILL (nothing acknowledged is lost)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -238,6 +241,21 @@ def test_unopenable_database_is_one_line_naming_the_setting(tmp_path: Path) -> N
     [line] = done.stderr.decode().splitlines()
     assert "(--database-url / NATROUTE_REGISTRY_DATABASE_URL): " in line
     assert "hunter2" not in line
+
+
+def test_a_database_from_a_newer_version_is_one_line(tmp_path: Path) -> None:
+    db = tmp_path / "r.db"
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        conn.execute("PRAGMA user_version=999")
+    done = _run_main("--dev", "--http-listen", "127.0.0.1:0", "--db", str(db))
+    assert done.returncode == 2
+    [line] = done.stderr.decode().splitlines()
+    assert re.fullmatch(
+        rf"natroute-registry: cannot open the database {re.escape(str(db))} \(--db / "
+        r"NATROUTE_REGISTRY_DB\): database schema 999 is newer than this code \(\d+\); "
+        r"run the natroute version that wrote it, or a newer one",
+        line,
+    )
 
 
 def test_database_url_must_be_postgresql() -> None:

@@ -4,7 +4,7 @@
 ``natroute-demo`` and ``natroute-probe`` each declare a pydantic-settings
 class derived from :class:`ServiceSettings` and start through
 :func:`service_main`, which builds it with :func:`build_settings`. One
-option is one setting with three spellings (docs/operations.md, "Settings"):
+option is one setting with three spellings (README.md, "Configuration"):
 
 * the flag ``--http-listen 127.0.0.1:8080`` (the field name in kebab case);
 * the environment variable ``<PREFIX>HTTP_LISTEN`` (the class's ``env_prefix``);

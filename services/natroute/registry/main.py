@@ -41,19 +41,18 @@ def _write_port_file(path: Path, port: int) -> None:
 
 
 def _database_failure(settings: Settings, exc: StoreError) -> StartupError:
+    # The driver's own reason when there is one (not our wrapper's repetition).
+    reason = str(exc.__cause__ or exc) or type(exc).__name__
     url = settings.postgres_url()
-    if url is not None:
+    field, value = ("database_url", redact_url(url)) if url is not None else ("db", settings.db)
+    if exc.__cause__ is None:  # a readable database that this code cannot use
+        remedy = "run the natroute version that wrote it, or a newer one"
+    elif url is not None:
         remedy = "check the URL, that the server runs and the credentials"
-        return setting_failure(
-            Settings,
-            "database_url",
-            redact_url(url),
-            "cannot open the database",
-            f"{exc}; {remedy}",
-        )
-    remedy = "create its directory or choose a writable path"
+    else:
+        remedy = "create its directory or choose a writable path"
     return setting_failure(
-        Settings, "db", settings.db, "cannot open the database", f"{exc}; {remedy}"
+        Settings, field, value, "cannot open the database", f"{reason}; {remedy}"
     )
 
 
