@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import re
 from collections.abc import Mapping
@@ -256,3 +257,11 @@ def test_failures_name_flag_variable_value_and_remedy() -> None:
         "cannot listen on 127.0.0.1:1 (--listen / NATROUTE_TOY_LISTEN): Address already in use; "
         "free the port or choose another address"
     )
+    foreign = OSError(errno.EADDRNOTAVAIL, "Cannot assign requested address")
+    assert str(bind_failure(Toy, "listen", "192.0.2.1:1", foreign)).endswith(
+        ": Cannot assign requested address; choose an address this host has, or 0.0.0.0"
+    )
+    low = OSError(errno.EACCES, "Permission denied")
+    assert "choose a port above 1023" in str(bind_failure(Toy, "listen", "0.0.0.0:80", low))
+    unknown = bind_failure(Toy, "listen", "nohost.invalid:1", OSError("Name or service not known"))
+    assert str(unknown).endswith(": Name or service not known; choose another address")

@@ -27,6 +27,7 @@ have none.
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import sys
@@ -160,10 +161,17 @@ def setting_failure(
     return StartupError(f"{problem} {value} ({flag} / {env}): {remedy}")
 
 
+_BIND_REMEDIES: Final = {
+    errno.EADDRINUSE: "free the port or choose another address",
+    errno.EADDRNOTAVAIL: "choose an address this host has, or 0.0.0.0",
+    errno.EACCES: "choose a port above 1023, or allow the program to bind low ports",
+}
+
+
 def bind_failure(cls: type[BaseSettings], field: str, value: str, exc: OSError) -> StartupError:
-    """A listen address that cannot be bound, with the system's reason."""
+    """A listen address that cannot be bound, with the system's reason and a remedy for it."""
     reason = exc.strerror or str(exc) or type(exc).__name__
-    remedy = "free the port or choose another address"
+    remedy = _BIND_REMEDIES.get(exc.errno or 0, "choose another address")
     return setting_failure(cls, field, value, "cannot listen on", f"{reason}; {remedy}")
 
 
