@@ -136,7 +136,14 @@ def _token_options() -> _Parser:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``natroute`` argument parser (subcommand in ``args.command``)."""
-    parser = _Parser(prog="natroute", description="Operate a natroute sidecar.")
+    parser = _Parser(
+        prog="natroute",
+        description="Operate a natroute sidecar.",
+        epilog="Options read NATROUTE_<OPTION> from the environment (NATROUTE_ADMIN_URL, "
+        "NATROUTE_ADMIN_TOKEN, NATROUTE_REGISTRY_URL, NATROUTE_BEACONS), else the "
+        "sidecar's own variables: on a sidecar's host nothing needs to be passed. "
+        "Exit status: 0 done, 1 failed, 2 usage error.",
+    )
     parser.add_argument("--version", action="version", version=natroute_version())
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     admin, token = _admin_options(), _token_options()
