@@ -45,6 +45,8 @@ from .udp import BatchedUdp, BeaconProtocol
 __all__ = ["BeaconService"]
 
 _log = logging.getLogger(__name__)
+#: How often the beacon looks for nodes new since the last gossip round (seconds).
+_EARLY_GOSSIP_CHECK = 0.05
 
 
 class BeaconService:
@@ -242,6 +244,10 @@ class BeaconService:
                 )
             ),
         ]
+        if config.early_gossip_spacing:
+            self._tasks.append(
+                asyncio.create_task(self._every(_EARLY_GOSSIP_CHECK, self._early_gossip, "early"))
+            )
         if self._hub is not None:
             every = settings.stream_idle_timeout / 3
             self._tasks.append(asyncio.create_task(self._every(every, self._close_idle, "idle")))
@@ -357,6 +363,10 @@ class BeaconService:
     async def _gossip(self) -> None:
         if self._protocol is not None:
             self._protocol.send(self.core.gossip_datagrams(self.now()))
+
+    async def _early_gossip(self) -> None:
+        if self._protocol is not None and self.core.new_nodes:
+            self._protocol.send(self.core.early_gossip_datagrams(self.now()))
 
     async def gossip_now(self) -> None:
         """Send one gossip round immediately (also run every gossip interval)."""

@@ -112,6 +112,12 @@ class Settings(ServiceSettings):
     gossip_ttl: Seconds = Field(
         _D.gossip_ttl, gt=0, description="seconds before unrefreshed gossip expires"
     )
+    early_gossip_spacing: Seconds = Field(
+        _D.early_gossip_spacing,
+        ge=0,
+        description="new nodes are gossiped at once, in rounds this many seconds apart per "
+        "datagram (0: off)",
+    )
     handoff_after: Seconds = Field(
         _D.handoff_after,
         gt=0,
@@ -261,6 +267,7 @@ class Settings(ServiceSettings):
             node_quota_host=self.node_quota_host,
             node_quota_net=self.node_quota_net,
             gossip_ttl=self.gossip_ttl,
+            early_gossip_spacing=self.early_gossip_spacing,
             handoff_after=self.handoff_after,
             gossip_cap=self.node_cap,
             auth_max_skew=self.auth_max_skew,

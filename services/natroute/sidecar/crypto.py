@@ -72,10 +72,11 @@ class ReplayWindow:
     a fresh window instead of shifting the old one out bit by bit.
     """
 
-    __slots__ = ("_bits", "_size", "highest")
+    __slots__ = ("_bits", "_mask", "_size", "highest")
 
     def __init__(self, size: int = REPLAY_WINDOW) -> None:
         self._size = size
+        self._mask = (1 << size) - 1
         self._bits = 0
         self.highest = -1
 
@@ -93,7 +94,7 @@ class ReplayWindow:
             if shift >= self._size:
                 self._bits = 1  # nothing of the old window is still inside the new one
             else:
-                self._bits = ((self._bits << shift) | 1) & ((1 << self._size) - 1)
+                self._bits = ((self._bits << shift) | 1) & self._mask
             self.highest = counter
         else:
             self._bits |= 1 << (self.highest - counter)

@@ -222,7 +222,11 @@ class Sidecar(BeaconKeeping, Transports):
         self._peer_socket = PeerSocket(self._sock, self._on_icmp)
         # the engine's outputs are flushed once per batch of datagrams read
         pump = DatagramPump(
-            self._sock, self._on_datagram, self._on_socket_error, on_batch_end=self.flush
+            self._sock,
+            self._on_datagram,
+            self._on_socket_error,
+            on_batch_end=self.flush,
+            on_datagrams=self._on_datagrams,
         )
         pump.start(batched=s.udp_batch)
         self._peer_batch = pump.batched
@@ -234,6 +238,7 @@ class Sidecar(BeaconKeeping, Transports):
             is_self=self.self_addrs.__contains__,
             clock=self.clock,
             on_batch_end=self.flush,
+            on_send_many=self._on_app_many,
         )
         app.start(batched=s.udp_batch)
         self._pumps.append(app)
@@ -316,6 +321,9 @@ class Sidecar(BeaconKeeping, Transports):
     def _on_datagram(self, data: bytes, src: Addr) -> None:
         self.engine.datagram_received(data, src, self.clock())
 
+    def _on_datagrams(self, items: list[tuple[bytes, Addr]]) -> None:
+        self.engine.datagrams_received(items, self.clock())
+
     def _on_stream_datagram(self, data: bytes) -> None:
         src = self.stream.beacon_addr
         if src is not None:  # it comes from the beacon, as a UDP datagram from it would
@@ -324,6 +332,9 @@ class Sidecar(BeaconKeeping, Transports):
 
     def _on_app(self, dst: int, payload: bytes) -> None:
         self.engine.app_send(dst, payload, self.clock())
+
+    def _on_app_many(self, datagrams: list[bytes]) -> None:
+        self.engine.app_send_many(datagrams, self.clock())
 
     def _on_icmp(self, dst: Addr, err: OSError) -> None:
         self.engine.send_failed(dst, err, self.clock())
