@@ -135,7 +135,7 @@ def _natroute_cmd(port: int, *flags: str) -> list[str]:
         "natroute.beacon.main",
         "--listen",
         f"127.0.0.1:{port}",
-        "--http",
+        "--http-listen",
         "off",
         "--beacon-id",
         "1",

@@ -422,7 +422,7 @@ def serve(argv: list[str]) -> int:
     db, port_file = argv
 
     async def main() -> None:
-        settings = Settings(dev=True, db=Path(db), listen="127.0.0.1:0", log_level="warning")
+        settings = Settings(dev=True, db=Path(db), http_listen="127.0.0.1:0", log_level="warning")
         store = await open_store(settings, clock=time.time)
         for i in range(1, 5):
             await store.register_beacon(i, f"203.0.113.{i}:9001")
@@ -433,7 +433,7 @@ def serve(argv: list[str]) -> int:
         async def constant() -> Response:
             return Response(body, media_type="application/json")
 
-        sock = bind_tcp(settings.listen)
+        sock = bind_tcp(settings.http_listen)
         _announce(Path(port_file), int(sock.getsockname()[1]))
         config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on")
         await uvicorn.Server(config).serve(sockets=[sock])

@@ -106,7 +106,7 @@ def world(directory: Path) -> Iterator[tuple[str, str]]:
         [
             str(BIN / "natroute-registry"),
             "--dev",
-            "--listen",
+            "--http-listen",
             f"127.0.0.1:{reg_port}",
             "--db",
             str(directory / "registry.db"),
@@ -121,11 +121,11 @@ def world(directory: Path) -> Iterator[tuple[str, str]]:
             str(BIN / "natroute-beacon"),
             "--listen",
             f"127.0.0.1:{beacon_port}",
-            "--http",
+            "--http-listen",
             "off",
             "--beacon-id",
             "1",
-            "--registry",
+            "--registry-url",
             url,
             "--registry-token",
             "dev",
@@ -152,7 +152,7 @@ def sidecar(directory: Path, name: str, url: str, beacon: str, *extra: str) -> P
             "127.0.0.1:0",
             "--app-listen",
             "127.0.0.1:0",
-            "--admin-listen",
+            "--http-listen",
             "off",
             "--identity",
             str(directory / name / "identity.json"),
@@ -260,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         with world(directory) as (url, beacon):
             a = sidecar(directory, "a", url, beacon)
             b = sidecar(directory, "b", url, beacon)
-            r = sidecar(directory, "r", url, beacon, "--relay-only", "true")
+            r = sidecar(directory, "r", url, beacon, "--relay-only")
             try:
                 yard: list[float] = []
                 flood: dict[str, list[tuple[float, float, float]]] = {"direct": [], "relay": []}

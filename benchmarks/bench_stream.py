@@ -74,7 +74,7 @@ async def beacon(*flags: str) -> AsyncIterator[Beacon]:
             "natroute.beacon.main",
             "--listen",
             "127.0.0.1:0",
-            "--http",
+            "--http-listen",
             "127.0.0.1:0",
             "--beacon-id",
             "1",

@@ -124,7 +124,7 @@ def test_pick_beacon_from_an_identity_file(tmp_path: Path) -> None:
         ["pick-beacon", "--beacons", "x:1", "--key-hex", "61", "--rtt", "x:1"],
         ["pick-beacon", "--beacons", "x:1", "--key-hex", "61", "--rtt", "x:1=-4"],
         ["relay", "5", "maybe"],
-        ["status", "--admin", "ftp://127.0.0.1:1"],
+        ["status", "--admin-url", "ftp://127.0.0.1:1"],
     ],
 )
 def test_usage_errors_exit_2(argv: list[str]) -> None:
@@ -138,7 +138,7 @@ def test_unreachable_admin_api_is_explained() -> None:
     with socket.socket() as sock:  # bound, never listening: connections are refused
         sock.bind(("127.0.0.1", 0))
         url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        result = run(["status", "--admin", url])
+        result = run(["status", "--admin-url", url])
     assert result.code == 1
     assert f"is the sidecar running? admin API at {url} not reachable" in result.err
 
@@ -148,7 +148,7 @@ def test_admin_api_that_never_answers() -> None:
         sock.bind(("127.0.0.1", 0))
         sock.listen(8)
         url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        result = run(["status", "--admin", url, "--timeout", "0.3"])
+        result = run(["status", "--admin-url", url, "--timeout", "0.3"])
     assert result.code == 1
     assert f"admin API at {url} did not answer in time" in result.err
 
@@ -173,7 +173,7 @@ def test_answers_that_are_not_the_admin_api() -> None:
 
     err = io.StringIO()
     code = main(
-        ["refresh", "--token", "t"],
+        ["refresh", "--admin-token", "t"],
         stdout=io.StringIO(),
         stderr=err,
         transport=httpx.MockTransport(broken),
@@ -194,7 +194,7 @@ async def test_status_of_a_starting_sidecar_with_errors_renders_text_verbatim(
         "registry_url": "http://127.0.0.1:9",
         "identity": str(tmp_path / "identity.json"),
         "beacons": "[::1]:7000",
-        "admin_listen": "off",
+        "http_listen": "off",
     }
     sidecar = Sidecar(Settings(**fields))
     try:
@@ -225,7 +225,7 @@ async def test_status_of_a_starting_sidecar_with_errors_renders_text_verbatim(
         "errors": ["beacon_list send: [red]down"],
     }
     out = io.StringIO()
-    code = main(["refresh", "--token", "t"], stdout=out, transport=_serving_json(result))
+    code = main(["refresh", "--admin-token", "t"], stdout=out, transport=_serving_json(result))
     assert code == 0
     lines = [line.rstrip() for line in out.getvalue().splitlines()]
     assert lines == [
@@ -262,7 +262,7 @@ async def served(tmp_path: Path) -> AsyncIterator[tuple[Sidecar, Sidecar, str]]:
 async def test_status_renders_node_and_peer_table(tmp_path: Path) -> None:
     async with served(tmp_path) as (a, b, url):
         a_id, b_id = node_id(a), node_id(b)
-        result = await arun("status", "--admin", url)
+        result = await arun("status", "--admin-url", url)
         assert result.code == 0, result.err
         out = result.out
         assert f"natroute sidecar node {a_id} (ready)" in out
@@ -277,23 +277,23 @@ async def test_status_renders_node_and_peer_table(tmp_path: Path) -> None:
         assert "checked" in row
         assert "online" in row
 
-        as_json = await arun("status", "--admin", url, "--json")
+        as_json = await arun("status", "--admin-url", url, "--json")
         body = json.loads(as_json.out)
         assert body["node_id"] == a_id
         assert [p["node_id"] for p in body["peers"]] == [b_id]
 
-        detail = await arun("status", "--admin", url, "--peer", str(b_id))
+        detail = await arun("status", "--admin-url", url, "--peer", str(b_id))
         assert detail.code == 0
         assert f"peer {b_id} (b): direct (checked)" in detail.out
         assert "candidates" in detail.out
         assert "path events" in detail.out
-        unknown = await arun("status", "--admin", url, "--peer", "424242")
+        unknown = await arun("status", "--admin-url", url, "--peer", "424242")
         assert unknown.code == 1
         assert "no peer with node ID 424242 (HTTP 404 peer_not_found)" in unknown.err
-        bad = await arun("status", "--admin", url, "--peer", "ABC!")
+        bad = await arun("status", "--admin-url", url, "--peer", "ABC!")
         assert bad.code == 1
         assert "HTTP 400 invalid_peer_id" in bad.err
-        escape = await arun("status", "--admin", url, "--peer", "1/../../../healthz")
+        escape = await arun("status", "--admin-url", url, "--peer", "1/../../../healthz")
         assert escape.code == 1  # quoted: never reaches another endpoint
         assert "HTTP 404" in escape.err
 
@@ -302,7 +302,7 @@ async def test_status_renders_node_and_peer_table(tmp_path: Path) -> None:
 async def test_relay_punch_refresh_and_forget(tmp_path: Path) -> None:
     async with served(tmp_path) as (a, b, url):
         b_id = str(node_id(b))
-        admin = ["--admin", url, "--token", TOKEN]
+        admin = ["--admin-url", url, "--admin-token", TOKEN]
         on = await arun("relay", b_id, "on", "--pinned", *admin)
         assert on.code == 0, on.err
         assert on.out.strip() == f"peer {b_id}: relay (operator, pinned)"
@@ -336,10 +336,11 @@ async def test_relay_punch_refresh_and_forget(tmp_path: Path) -> None:
             assert as_json.code == 0, (command, as_json.err)
             assert isinstance(json.loads(as_json.out), dict), command
 
-        wrong = await arun("relay", b_id, "on", "--admin", url, "--token", "nope")
+        # --token: the former spelling of --admin-token, still accepted
+        wrong = await arun("relay", b_id, "on", "--admin-url", url, "--token", "nope")
         assert wrong.code == 1
         assert "HTTP 401 auth_invalid" in wrong.err
-        assert "pass --token or set $NATROUTE_SIDECAR_ADMIN_TOKEN" in wrong.err
+        assert "pass --admin-token or set $NATROUTE_ADMIN_TOKEN" in wrong.err
         forget = await arun("forget", b_id, *admin)
         assert forget.code == 0
         assert a.engine.peers.get(node_id(b)) is None
@@ -365,7 +366,8 @@ async def test_netcheck_reports_mapping_endpoints_and_rtts(tmp_path: Path) -> No
         assert "NAT              none" in human.out
         for addr in stack.beacon_addrs:
             assert addr in human.out
-        body = json.loads((await arun("netcheck", "--registry", stack.registry_url, "--json")).out)
+        result = await arun("netcheck", "--registry-url", stack.registry_url, "--json")
+        body = json.loads(result.out)
         assert body["udp"] is True
         assert body["nat_type"] == "none"
         assert body["hairpin"] is None  # no NAT to hairpin through
@@ -382,15 +384,15 @@ def test_netcheck_without_answers_says_udp_is_blocked() -> None:
     assert result.code == 1
     assert "blocked: no beacon answered" in result.out
     assert "no answer" in result.out
-    usage = run(["netcheck", "--beacons", "", "--registry", ""])
+    usage = run(["netcheck", "--beacons", "", "--registry-url", ""])
     assert usage.code == 2
 
 
 @pytest.mark.asyncio
 async def test_status_against_a_beacon_says_what_it_is(tmp_path: Path) -> None:
-    async with running_stack(tmp_path, http="127.0.0.1:0") as stack:
+    async with running_stack(tmp_path, http_listen="127.0.0.1:0") as stack:
         http = stack.beacons[0].http_addr
         assert http is not None
-        result = await arun("status", "--admin", f"http://{http[0]}:{http[1]}")
+        result = await arun("status", "--admin-url", f"http://{http[0]}:{http[1]}")
     assert result.code == 1
     assert "is not a natroute sidecar's admin API (a natroute beacon answered" in result.err

@@ -2,22 +2,32 @@
 
 Commands::
 
-    natroute status  [--admin URL] [--json] [--peer ID]
-    natroute relay   ID on|off [--pinned] [--admin URL] [--token T]
-    natroute punch   ID [--admin URL] [--token T]
-    natroute forget  ID [--admin URL] [--token T]
-    natroute refresh [--admin URL] [--token T]
-    natroute ping    ID [--count N] [--json] [--admin URL] [--token T]
-    natroute netcheck [--beacons a:1,b:2 | --registry URL] [--timeout S] [--json]
+    natroute status  [--admin-url URL] [--json] [--peer ID]
+    natroute relay   ID on|off [--pinned] [--admin-url URL] [--admin-token T]
+    natroute punch   ID [--admin-url URL] [--admin-token T]
+    natroute forget  ID [--admin-url URL] [--admin-token T]
+    natroute refresh [--admin-url URL] [--admin-token T]
+    natroute ping    ID [--count N] [--json] [--admin-url URL] [--admin-token T]
+    natroute netcheck [--beacons a:1,b:2 | --registry-url URL] [--timeout S] [--json]
     natroute pick-beacon --beacons a:1,b:2 (--key-hex HEX | --key-file identity.json)
                          [--rtt ADDR=MS ...] [--json]
 
-``--admin`` defaults to ``$NATROUTE_ADMIN_URL`` or ``http://127.0.0.1:8080``;
-``--token`` to ``$NATROUTE_SIDECAR_ADMIN_TOKEN`` (the sidecar's own setting,
-so on the sidecar's host nothing needs to be passed). The status commands
-only read the admin API's JSON (:mod:`natroute.sidecar.status` snapshots);
-``pick-beacon`` runs the routing core's selection itself (spec §5.6, §5.7),
-with no sidecar.
+Options take the daemons' names for the same things, and each reads
+``NATROUTE_<OPTION>`` from the environment; on a sidecar's host the
+sidecar's own variables are the next default, so nothing needs to be passed
+there (README.md, "Configuration"):
+
+* ``--admin-url``: ``$NATROUTE_ADMIN_URL``, else ``http://`` and the
+  sidecar's ``$NATROUTE_SIDECAR_HTTP_LISTEN`` (a wildcard host as
+  127.0.0.1), else ``http://127.0.0.1:8080``;
+* ``--admin-token``: ``$NATROUTE_ADMIN_TOKEN``, else ``$NATROUTE_SIDECAR_ADMIN_TOKEN``;
+* ``--registry-url``: ``$NATROUTE_REGISTRY_URL``, else ``$NATROUTE_SIDECAR_REGISTRY_URL``;
+* ``--beacons``: ``$NATROUTE_BEACONS``, else ``$NATROUTE_SIDECAR_BEACONS``.
+
+The old spellings ``--admin``, ``--token`` and ``--registry`` still work.
+The status commands only read the admin API's JSON
+(:mod:`natroute.sidecar.status` snapshots); ``pick-beacon`` runs the routing
+core's selection itself (spec §5.6, §5.7), with no sidecar.
 
 Exit codes: 0 success, 1 failure (sidecar unreachable, refused, unknown
 peer, unreadable key file), 2 usage error.
@@ -39,13 +49,34 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from natroute._service.version import natroute_version
+from natroute.routing.addr import format_addr, split_host_port
 from natroute.routing.selection import fnv1a32, parse_beacon_list, pick_beacon, pick_beacon_with_rtt
 from natroute.sidecar.status import format_age
 
 __all__ = ["CliError", "UsageError", "build_parser", "main"]
 
 DEFAULT_ADMIN = "http://127.0.0.1:8080"
-_TOKEN_ENV = "NATROUTE_SIDECAR_ADMIN_TOKEN"
+_WILDCARDS = frozenset({"0.0.0.0", "::", ""})
+
+
+def _env(*names: str, default: str = "") -> str:
+    """The first of the environment variables ``names`` that is set, else ``default``."""
+    return next((os.environ[n] for n in names if n in os.environ), default)
+
+
+def _admin_url() -> str:
+    """``$NATROUTE_ADMIN_URL``, else the local sidecar's own HTTP listen address."""
+    url = os.environ.get("NATROUTE_ADMIN_URL")
+    if url:
+        return url
+    listen = os.environ.get("NATROUTE_SIDECAR_HTTP_LISTEN", "")
+    try:
+        host, port = split_host_port(listen)
+    except ValueError:
+        return DEFAULT_ADMIN
+    host = "127.0.0.1" if host in _WILDCARDS else host
+    return f"http://{format_addr((host, port))}"
 
 
 class CliError(Exception):
@@ -63,32 +94,57 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.format_usage().rstrip()}\n{self.prog}: error: {message}")
 
 
+def _old_name(parser: argparse.ArgumentParser, flag: str, dest: str) -> None:
+    """A former spelling of an option: still accepted, not shown in ``--help``."""
+    parser.add_argument(flag, dest=dest, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+
 def _admin_options() -> _Parser:
     common = _Parser(add_help=False)
     common.add_argument(
-        "--admin",
-        default=os.environ.get("NATROUTE_ADMIN_URL", DEFAULT_ADMIN),
-        help=f"admin API base URL (default: $NATROUTE_ADMIN_URL or {DEFAULT_ADMIN})",
+        "--admin-url",
+        dest="admin",
+        metavar="URL",
+        default=_admin_url(),
+        help="the sidecar's admin API (default: $NATROUTE_ADMIN_URL, else "
+        f"$NATROUTE_SIDECAR_HTTP_LISTEN, else {DEFAULT_ADMIN})",
     )
+    _old_name(common, "--admin", "admin")
     common.add_argument(
-        "--timeout", type=float, default=5.0, help="seconds to wait for the admin API"
+        "--timeout",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="seconds to wait for the admin API (default: 5)",
     )
     return common
 
 
 def _token_options() -> _Parser:
     common = _Parser(add_help=False)
+    _old_name(common, "--token", "token")
     common.add_argument(
-        "--token",
-        default=os.environ.get(_TOKEN_ENV, ""),
-        help=f"admin bearer token (default: ${_TOKEN_ENV})",
+        "--admin-token",
+        dest="token",
+        metavar="TOKEN",
+        default=_env("NATROUTE_ADMIN_TOKEN", "NATROUTE_SIDECAR_ADMIN_TOKEN"),
+        help="the sidecar's admin token, for changes "
+        "(default: $NATROUTE_ADMIN_TOKEN, else $NATROUTE_SIDECAR_ADMIN_TOKEN)",
     )
     return common
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``natroute`` argument parser (subcommand in ``args.command``)."""
-    parser = _Parser(prog="natroute", description="Operate a natroute sidecar.")
+    parser = _Parser(
+        prog="natroute",
+        description="Operate a natroute sidecar.",
+        epilog="Options read NATROUTE_<OPTION> from the environment (NATROUTE_ADMIN_URL, "
+        "NATROUTE_ADMIN_TOKEN, NATROUTE_REGISTRY_URL, NATROUTE_BEACONS), else the "
+        "sidecar's own variables: on a sidecar's host nothing needs to be passed. "
+        "Exit status: 0 done, 1 failed, 2 usage error.",
+    )
+    parser.add_argument("--version", action="version", version=natroute_version())
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     admin, token = _admin_options(), _token_options()
 
@@ -130,15 +186,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     net.add_argument(
         "--beacons",
-        default=os.environ.get("NATROUTE_SIDECAR_BEACONS", ""),
-        help="beacons host:port,... (default: $NATROUTE_SIDECAR_BEACONS, else the registry's list)",
+        metavar="HOST:PORT,...",
+        default=_env("NATROUTE_BEACONS", "NATROUTE_SIDECAR_BEACONS"),
+        help="beacons to ask (default: $NATROUTE_BEACONS, else $NATROUTE_SIDECAR_BEACONS, "
+        "else the registry's list)",
+    )
+    _old_name(net, "--registry", "registry")
+    net.add_argument(
+        "--registry-url",
+        dest="registry",
+        metavar="URL",
+        default=_env("NATROUTE_REGISTRY_URL", "NATROUTE_SIDECAR_REGISTRY_URL"),
+        help="registry for the beacon list "
+        "(default: $NATROUTE_REGISTRY_URL, else $NATROUTE_SIDECAR_REGISTRY_URL)",
     )
     net.add_argument(
-        "--registry",
-        default=os.environ.get("NATROUTE_SIDECAR_REGISTRY_URL", ""),
-        help="registry URL for the beacon list (default: $NATROUTE_SIDECAR_REGISTRY_URL)",
+        "--timeout",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="seconds to wait for answers (default: 2)",
     )
-    net.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for answers")
     net.add_argument("--json", action="store_true", help="print JSON")
 
     pick = sub.add_parser("pick-beacon", help="show which beacon a key picks (spec §5.6, §5.7)")
@@ -167,7 +235,7 @@ class _Admin:
         self, base: str, timeout: float, token: str, transport: httpx.BaseTransport | None
     ) -> None:
         if not base.startswith(("http://", "https://")):
-            raise UsageError(f"--admin must be an http(s) URL, not {base!r}")
+            raise UsageError(f"--admin-url must be an http(s) URL, not {base!r}")
         self.base = base.rstrip("/")
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._client = httpx.Client(
@@ -199,7 +267,10 @@ class _Admin:
         except (ValueError, KeyError, TypeError):
             detail = f"HTTP {resp.status_code} from {method} {path}"
         if resp.status_code in (401, 403):
-            detail += f"; pass --token or set ${_TOKEN_ENV} (the sidecar's admin token)"
+            detail += (
+                "; pass --admin-token or set $NATROUTE_ADMIN_TOKEN "
+                "(the sidecar's NATROUTE_SIDECAR_ADMIN_TOKEN)"
+            )
         raise CliError(detail)
 
 
@@ -397,7 +468,7 @@ def _status(args: argparse.Namespace, api: _Admin, console: Console) -> int:
         what = "a natroute beacon" if isinstance(body, dict) and "beacon_id" in body else "it"
         raise CliError(
             f"{api.base} is not a natroute sidecar's admin API ({what} answered /v1/status); "
-            "point --admin (or $NATROUTE_ADMIN_URL) at a sidecar"
+            "point --admin-url (or $NATROUTE_ADMIN_URL) at a sidecar"
         )
     if args.json:
         _print_json(console, body)
@@ -476,7 +547,7 @@ def _netcheck(args: argparse.Namespace, console: Console) -> int:
     streams: dict[str, str] = {}
     if not beacons:
         if not args.registry:
-            raise UsageError("netcheck needs --beacons or --registry (or their environment)")
+            raise UsageError("netcheck needs --beacons or --registry-url (or their environment)")
         try:
             with RegistryClient(args.registry, timeout=args.timeout) as registry:
                 listed = registry.beacons()

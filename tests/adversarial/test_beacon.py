@@ -73,7 +73,7 @@ def relayed_world(tmp_path: Path, *beacon_flags: str) -> Iterator[tuple[World, S
     """A world whose a → b stream goes through the beacons (b is relay_only), delivering."""
     with World.start(tmp_path, sidecars=0, beacon_flags=beacon_flags) as world:
         a = world.add_sidecar("sidecar-a")
-        b = world.add_sidecar("sidecar-b", ["--relay-only", "true"])
+        b = world.add_sidecar("sidecar-b", ["--relay-only"])
         with Stream(a, b) as stream:
             stream.wait_delivered(20, timeout=20)
             yield world, stream

@@ -106,7 +106,7 @@ def test_someone_elses_unicast_host_stays_accepted(registry: RegistryProcess) ->
     "token", ["aaaaaaaaaaaaaaaa", "0000000000000000", "changemechangeme", " " * 16]
 )
 def test_registry_refuses_to_start_with_a_weak_token(tmp_path: Path, token: str) -> None:
-    cmd = [*registry_command(), "--listen", "127.0.0.1:0", "--db", str(tmp_path / "r.db")]
+    cmd = [*registry_command(), "--http-listen", "127.0.0.1:0", "--db", str(tmp_path / "r.db")]
     done = subprocess.run(
         [*cmd, "--token", token], capture_output=True, timeout=30, check=False, env={}
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
 import pytest
 
@@ -39,9 +40,37 @@ def test_listen_from_reads_flags_over_env() -> None:
     assert listen_from([], {"NATROUTE_BEACON_LISTEN": "127.0.0.1:1"}) == "127.0.0.1:1"
     env = {"NATROUTE_BEACON_LISTEN": "127.0.0.1:1"}
     assert listen_from(["--listen", "127.0.0.1:2"], env) == "127.0.0.1:2"
-    assert listen_from(["--listen=127.0.0.1:3", "--http", "off"], env) == "127.0.0.1:3"
+    assert listen_from(["--listen=127.0.0.1:3", "--http-listen", "off"], env) == "127.0.0.1:3"
     assert listen_from(["--listen", "127.0.0.1:2", "--help"], env) is None
     assert listen_from(["--version"], {}) is None
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("b.toml", 'listen = "127.0.0.1:4"\n'),
+        ("b.yaml", "listen: 127.0.0.1:4\n"),
+        ("b.json", '{"listen": "127.0.0.1:4"}'),
+    ],
+)
+def test_listen_from_reads_the_config_file_last(tmp_path: Path, name: str, text: str) -> None:
+    config = tmp_path / name
+    config.write_text(text)
+    assert listen_from(["--config", str(config)], {}) == "127.0.0.1:4"
+    assert listen_from([], {"NATROUTE_BEACON_CONFIG": str(config)}) == "127.0.0.1:4"
+    env = {"NATROUTE_BEACON_LISTEN": "127.0.0.1:1"}
+    assert listen_from([f"--config={config}"], env) == "127.0.0.1:1"
+
+
+def test_listen_from_a_config_file_without_it(tmp_path: Path) -> None:
+    empty = tmp_path / "b.toml"
+    empty.write_text('log_level = "debug"\n')
+    assert listen_from(["--config", str(empty)], {}) == "0.0.0.0:9001"
+    broken = tmp_path / "c.toml"
+    broken.write_text("listen = \n")
+    assert listen_from(["--config", str(broken)], {}) is None  # the settings will say why
+    assert listen_from(["--config", str(tmp_path / "missing.toml")], {}) is None
+    assert listen_from(["--config", str(tmp_path / "b.ini")], {}) is None
 
 
 def test_nothing_is_bound_for_bad_or_busy_addresses() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from natroute._service.cli import StartupError
 from natroute.beacon.admin import create_app
 from natroute.beacon.config import BeaconConfig
 from natroute.beacon.core import BeaconCore
@@ -64,7 +65,7 @@ async def test_endpoints_via_asgi_transport() -> None:
 
 @pytest.mark.asyncio
 async def test_real_uvicorn_serves_admin_api() -> None:
-    async with running_beacon(http="127.0.0.1:0") as beacon:
+    async with running_beacon(http_listen="127.0.0.1:0") as beacon:
         assert beacon.http_addr is not None
         host, port = beacon.http_addr
         with UdpClient() as a:
@@ -79,9 +80,13 @@ async def test_real_uvicorn_serves_admin_api() -> None:
 
 @pytest.mark.asyncio
 async def test_http_bind_failure_stops_the_beacon() -> None:
-    async with running_beacon(http="127.0.0.1:0") as first:
+    async with running_beacon(http_listen="127.0.0.1:0") as first:
         assert first.http_addr is not None
         taken = f"127.0.0.1:{first.http_addr[1]}"
-        with pytest.raises(OSError, match="in use"):
-            async with running_beacon(http=taken):
+        with pytest.raises(StartupError) as info:
+            async with running_beacon(http_listen=taken):
                 pass
+        assert str(info.value).startswith(
+            f"cannot listen on {taken} (--http-listen / NATROUTE_BEACON_HTTP_LISTEN): "
+        )
+        assert "in use" in str(info.value)

@@ -27,7 +27,7 @@ async def test_main_serves_and_stops_cleanly_on_sigterm() -> None:
         "natroute.beacon.main",
         "--listen",
         "127.0.0.1:0",
-        "--http",
+        "--http-listen",
         "127.0.0.1:0",
         "--beacon-id",
         "31",
@@ -86,7 +86,7 @@ async def test_discovers_during_start_up_get_exactly_one_reply_each() -> None:
         "natroute.beacon.main",
         "--listen",
         f"127.0.0.1:{port}",
-        "--http",
+        "--http-listen",
         "127.0.0.1:0",
         "--discover-rate",
         "0",  # every discover of this test is answered, none rate-limited

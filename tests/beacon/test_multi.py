@@ -73,7 +73,7 @@ async def test_udp_node_on_one_beacon_reaches_a_stream_node_on_another() -> None
     received: list[bytes] = []
     async with (
         running_beacon(beacon_id=1) as one,
-        running_beacon(beacon_id=2, http="127.0.0.1:0", stream_trust_first_key=True) as two,
+        running_beacon(beacon_id=2, http_listen="127.0.0.1:0", stream_trust_first_key=True) as two,
     ):
         await one.set_static_peers([format_addr(two.udp_addr)])
         await two.set_static_peers([format_addr(one.udp_addr)])

@@ -10,12 +10,18 @@ import sys
 import pytest
 from pydantic import ValidationError
 
-from natroute.beacon.settings import Settings, build_settings, derive_beacon_id, parse_args
+from natroute._service.cli import build_settings
+from natroute.beacon.settings import Settings, derive_beacon_id
 
 _CHILD = (
-    "import sys; from natroute.beacon.settings import build_settings; "
-    "print(build_settings(sys.argv[1:]).model_dump_json())"
+    "import sys; from natroute._service.cli import build_settings; "
+    "from natroute.beacon.settings import Settings; "
+    "print(build_settings(Settings, sys.argv[1:], prog='b').settings.model_dump_json())"
 )
+
+
+def _built(argv: list[str]) -> Settings:
+    return build_settings(Settings, argv, prog="natroute-beacon").settings
 
 
 def _child_settings(env: dict[str, str], *argv: str) -> dict[str, object]:
@@ -34,18 +40,18 @@ def _child_settings(env: dict[str, str], *argv: str) -> dict[str, object]:
 
 
 def test_flags_parse_into_fields() -> None:
-    settings = build_settings(
+    settings = _built(
         [
             "--listen",
             "[::]:9100",
-            "--http",
+            "--http-listen",
             "off",
             "--beacon-id",
             "42",
             "--peers",
             "b1:9001, 10.0.0.2:9001,",
-            "--registry",
-            "http://registry:8000/",
+            "--registry-url",
+            "http://registry:9000/",
             "--registry-token",
             "zq-secret-91",
             "--advertise",
@@ -65,10 +71,10 @@ def test_flags_parse_into_fields() -> None:
         ]
     )
     assert settings.listen == "[::]:9100"
-    assert settings.http == ""
+    assert settings.http_listen == ""
     assert settings.beacon_id == 42
     assert settings.peers == ("b1:9001", "10.0.0.2:9001")
-    assert settings.registry_url == "http://registry:8000"
+    assert settings.registry_url == "http://registry:9000"
     assert settings.registry_token is not None
     assert settings.registry_token.get_secret_value() == "zq-secret-91"
     assert "zq-secret-91" not in repr(settings)
@@ -83,9 +89,12 @@ def test_flags_parse_into_fields() -> None:
     assert config.require_signature is True
 
 
-def test_only_given_flags_override() -> None:
-    assert parse_args([]) == {}
-    assert parse_args(["--strict"]) == {"strict": True}
+def test_old_flag_names_still_work() -> None:
+    built = build_settings(
+        Settings, ["--http", "off", "--registry", "http://r:9000"], prog="natroute-beacon"
+    )
+    assert (built.settings.http_listen, built.settings.registry_url) == ("", "http://r:9000")
+    assert built.deprecated == (("--http", "--http-listen"), ("--registry", "--registry-url"))
 
 
 def test_env_is_read_and_flags_win() -> None:
@@ -115,7 +124,7 @@ def test_env_is_read_and_flags_win() -> None:
 def test_defaults() -> None:
     settings = Settings()
     assert settings.listen == "0.0.0.0:9001"
-    assert settings.http == "0.0.0.0:8001"
+    assert settings.http_listen == "0.0.0.0:8001"
     assert settings.strict is True
     assert settings.node_ttl == 600.0
     assert settings.sweep_interval == 60.0
@@ -129,7 +138,7 @@ def test_defaults() -> None:
     [
         {"listen": "nohost"},
         {"listen": ":9001"},
-        {"http": "x:y"},
+        {"http_listen": "x:y"},
         {"peers": "a:1,b"},
         {"advertise": "1.2.3.4"},
         {"registry_url": "registry:8000"},

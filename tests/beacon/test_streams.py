@@ -58,7 +58,7 @@ async def beacon_with_registry(
     async with (
         in_process_registry(tmp_path) as registry,
         running_beacon(
-            http="127.0.0.1:0",
+            http_listen="127.0.0.1:0",
             registry_url=REGISTRY_URL,
             registry_token=REGISTRY_TOKEN,
             http_client=registry.http,
@@ -185,15 +185,17 @@ async def test_every_hello_refusal_has_its_close_code_and_counter(tmp_path: Path
 async def test_registry_unavailable_fails_closed_unless_first_keys_are_trusted() -> None:
     key = Ed25519PrivateKey.generate()
     # A registry that refuses connections (nothing listens on port 1).
-    async with running_beacon(http="127.0.0.1:0", registry_url="http://127.0.0.1:1") as beacon:
+    async with running_beacon(
+        http_listen="127.0.0.1:0", registry_url="http://127.0.0.1:1"
+    ) as beacon:
         with pytest.raises(StreamRelayError) as caught:
             await StreamRelayClient(url(beacon), 5, key, Inbox()).connect()
         assert caught.value.reason == "registry_unavailable"
         assert caught.value.code == HelloReject.REGISTRY_UNAVAILABLE.close_code
-    async with running_beacon(http="127.0.0.1:0") as beacon:  # no registry at all
+    async with running_beacon(http_listen="127.0.0.1:0") as beacon:  # no registry at all
         with pytest.raises(StreamRelayError, match="registry_unavailable"):
             await StreamRelayClient(url(beacon), 5, key, Inbox()).connect()
-    async with running_beacon(http="127.0.0.1:0", stream_trust_first_key=True) as beacon:
+    async with running_beacon(http_listen="127.0.0.1:0", stream_trust_first_key=True) as beacon:
         client = StreamRelayClient(url(beacon), 5, key, Inbox())
         await client.connect()
         # Trusting the first key still keeps the entry bound to it.
@@ -205,7 +207,7 @@ async def test_registry_unavailable_fails_closed_unless_first_keys_are_trusted()
 async def test_session_cap_and_idle_timeout() -> None:
     key = Ed25519PrivateKey.generate()
     async with running_beacon(
-        http="127.0.0.1:0",
+        http_listen="127.0.0.1:0",
         stream_trust_first_key=True,
         stream_max_sessions=1,
         stream_idle_timeout=0.3,
@@ -231,7 +233,7 @@ async def test_session_cap_and_idle_timeout() -> None:
 async def test_slow_reader_gets_a_bounded_queue_and_counted_drops() -> None:
     key = Ed25519PrivateKey.generate()
     async with running_beacon(
-        http="127.0.0.1:0", stream_trust_first_key=True, stream_send_queue=8, relay_rate=0
+        http_listen="127.0.0.1:0", stream_trust_first_key=True, stream_send_queue=8, relay_rate=0
     ) as beacon:
         # A raw client that never reads: TCP buffers fill, then the session's queue.
         ws = await connect(url(beacon), compression=None, max_queue=1)
@@ -317,7 +319,7 @@ async def test_tls_serves_wss(tmp_path: Path) -> None:
     cert, tls_key = self_signed(tmp_path)
     key = Ed25519PrivateKey.generate()
     async with running_beacon(
-        http="127.0.0.1:0",
+        http_listen="127.0.0.1:0",
         advertise="localhost:9001",
         stream_trust_first_key=True,
         tls_cert=str(cert),
@@ -353,13 +355,15 @@ async def test_stream_url_is_registered_when_the_registry_takes_it(tmp_path: Pat
 
 
 async def test_no_stream_url_for_a_wildcard_address_and_none_when_off() -> None:
-    async with running_beacon(http="127.0.0.1:0", listen="0.0.0.0:0") as beacon:
+    async with running_beacon(http_listen="127.0.0.1:0", listen="0.0.0.0:0") as beacon:
         assert beacon.stream_url is None
         assert beacon.hub is not None  # still served; just not advertised
-    async with running_beacon(http="127.0.0.1:0", stream=False) as beacon:
+    async with running_beacon(http_listen="127.0.0.1:0", stream=False) as beacon:
         assert beacon.stream_url is None
         assert beacon.hub is None
-    async with running_beacon(http="127.0.0.1:0", advertise_stream="wss://relay.example/r") as b:
+    async with running_beacon(
+        http_listen="127.0.0.1:0", advertise_stream="wss://relay.example/r"
+    ) as b:
         assert b.stream_url == "wss://relay.example/r"
 
 

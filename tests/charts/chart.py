@@ -63,6 +63,8 @@ SIDECAR_CONFIG: Final[dict[str, Any]] = {
     "heartbeatInterval": 45,
     "discoverTimeout": 3,
     "tickInterval": 0.25,
+    "udpBatch": False,
+    "udpBuffer": 1048576,
     "blackholeThreshold": 10,
     "blackholeMisses": 4,
     "directClears": 5,
@@ -99,6 +101,7 @@ REGISTRY_CONFIG: Final[dict[str, Any]] = {
     "registerBurst": 20,
     "rateLimitClients": 50000,
     "logLevel": "warning",
+    "logFormat": "text",
 }
 
 BEACON_CONFIG: Final[dict[str, Any]] = {
@@ -127,6 +130,7 @@ BEACON_CONFIG: Final[dict[str, Any]] = {
     "streamIdleTimeout": 120,
     "streamTrustFirstKey": False,
     "logLevel": "error",
+    "logFormat": "text",
 }
 
 VALUE_SETS: Final[dict[str, dict[str, Any]]] = {
@@ -138,7 +142,11 @@ VALUE_SETS: Final[dict[str, dict[str, Any]]] = {
             "advertise": ["203.0.113.10:30901", "203.0.113.11:30902", "[2001:db8::12]:30903"],
             "beaconIdBase": 100,
             "antiAffinity": "hard",
-            "service": {"type": "NodePort", "nodePorts": [30901, 30902, 30903]},
+            "service": {
+                "type": "NodePort",
+                "nodePorts": [30901, 30902, 30903],
+                "httpNodePorts": [30801, 30802, 30803],
+            },
         },
         "tunnel": {"enabled": True},
     },
@@ -189,6 +197,53 @@ VALUE_SETS: Final[dict[str, dict[str, Any]]] = {
                     }
                 }
             ],
+        },
+        "tunnel": {"enabled": True},
+    },
+    "sidecar-only": {
+        # What a tunnel chart with natroute as a dependency typically sets.
+        "registry": {"enabled": False},
+        "beacon": {"enabled": False},
+        "sidecar": {"config": {"registryUrl": "http://registry.natroute.svc:9000"}},
+        "tunnel": {"enabled": True},
+    },
+    "tls-and-extras": {
+        "beacon": {
+            "replicas": 2,
+            "advertise": ["203.0.113.10:9001", "203.0.113.11:9001"],
+            "advertiseStream": [
+                "wss://b0.example.net/v1/relay",
+                "wss://b1.example.net:8443/v1/relay",
+            ],
+            "config": {
+                "tlsCert": "/etc/natroute/tls/tls.crt",
+                "tlsKey": "/etc/natroute/tls/tls.key",
+            },
+            "extraVolumes": [{"name": "tls", "secret": {"secretName": "beacon-tls"}}],
+            "extraVolumeMounts": [
+                {"name": "tls", "mountPath": "/etc/natroute/tls", "readOnly": True}
+            ],
+            "extraEnv": [{"name": "NATROUTE_BEACON_LOG_FORMAT", "value": "text"}],
+            "livenessProbe": {"periodSeconds": 30, "timeoutSeconds": 5},
+            "startupProbe": {"enabled": False},
+        },
+        "registry": {
+            "extraEnv": [
+                {
+                    "name": "NATROUTE_REGISTRY_SIGNATURE_SKEW",
+                    "valueFrom": {"configMapKeyRef": {"name": "ops", "key": "skew"}},
+                }
+            ],
+            "extraVolumes": [{"name": "extra", "emptyDir": {}}],
+            "extraVolumeMounts": [{"name": "extra", "mountPath": "/srv/extra"}],
+            "readinessProbe": {"periodSeconds": 5, "successThreshold": 2},
+        },
+        "sidecar": {
+            "extraEnv": [{"name": "NATROUTE_SIDECAR_LOG_FORMAT", "value": "text"}],
+            "extraVolumes": [{"name": "ca", "configMap": {"name": "beacon-ca"}}],
+            "extraVolumeMounts": [{"name": "ca", "mountPath": "/etc/natroute/ca"}],
+            "livenessProbe": {"enabled": False},
+            "config": {"streamCaFile": "/etc/natroute/ca/ca.pem"},
         },
         "tunnel": {"enabled": True},
     },

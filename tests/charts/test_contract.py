@@ -40,19 +40,22 @@ from .chart import (
 
 REPO = CHART_DIR.parents[1]
 
-#: Settings the chart sets itself (wiring, secrets, paths), not through `config`.
+#: Settings the chart sets itself (wiring, secrets, paths), not through `config`;
+#: ``config`` (a settings file) is not used: the chart passes every setting as env.
 _MANAGED = {
-    "registry": {"listen", "db", "database_url", "token", "dev", "port_file"},
+    "registry": {"http_listen", "db", "database_url", "token", "dev", "port_file", "config"},
     "beacon": {
         "listen",
-        "http",
+        "http_listen",
         "beacon_id",
         "peers",
         "registry_url",
         "registry_token",
         "advertise",
+        "advertise_stream",
+        "config",
     },
-    "sidecar": {"listen", "admin_listen", "admin_token", "identity"},
+    "sidecar": {"listen", "http_listen", "admin_token", "identity", "config"},
 }
 _SETTINGS: dict[str, type[BaseSettings]] = {
     "registry": RegistrySettings,

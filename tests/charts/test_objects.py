@@ -55,7 +55,7 @@ def test_tunnel_pod_has_the_sidecar_with_env_and_probes(
     assert env == {
         "POD_IP": {"fieldRef": {"fieldPath": "status.podIP"}},
         "NATROUTE_SIDECAR_LISTEN": "0.0.0.0:4000",
-        "NATROUTE_SIDECAR_ADMIN_LISTEN": "0.0.0.0:8080",
+        "NATROUTE_SIDECAR_HTTP_LISTEN": "0.0.0.0:8080",
         "NATROUTE_SIDECAR_ADMIN_TOKEN": {
             "secretKeyRef": {"name": f"{FULL}-sidecar", "key": "admin-token"}
         },
@@ -129,7 +129,7 @@ def test_registry_has_its_pvc_and_one_replica(rendered: dict[str, list[Manifest]
     assert mounts["data"] == "/var/lib/natroute"
     env = env_of(registry)
     assert env["NATROUTE_REGISTRY_DB"] == "/var/lib/natroute/registry.db"
-    assert env["NATROUTE_REGISTRY_LISTEN"] == "0.0.0.0:9000"
+    assert env["NATROUTE_REGISTRY_HTTP_LISTEN"] == "0.0.0.0:9000"
     assert env["NATROUTE_REGISTRY_TOKEN"] == {
         "secretKeyRef": {"name": f"{FULL}-registry", "key": "token"}
     }
@@ -281,8 +281,10 @@ def test_loadbalancer_service_per_replica(rendered: dict[str, list[Manifest]]) -
         assert svc["spec"]["type"] == "LoadBalancer"
         assert svc["spec"]["externalTrafficPolicy"] == "Local"
         assert svc["spec"]["selector"]["statefulset.kubernetes.io/pod-name"] == f"{FULL}-beacon-{i}"
+        # UDP, and the HTTP port: the stream relay for nodes without UDP (issue 12)
         assert svc["spec"]["ports"] == [
-            {"name": "udp", "port": 9001, "targetPort": "udp", "protocol": "UDP"}
+            {"name": "udp", "port": 9001, "targetPort": "udp", "protocol": "UDP"},
+            {"name": "http", "port": 8001, "targetPort": "http", "protocol": "TCP"},
         ]
 
 
@@ -302,13 +304,18 @@ def test_nodeport_services_and_advertised_addresses(
     rendered: dict[str, list[Manifest]],
 ) -> None:
     manifests = rendered["nodeport"]
-    for i, port in enumerate((30901, 30902, 30903)):
+    for i, (port, http) in enumerate(((30901, 30801), (30902, 30802), (30903, 30803))):
         svc = find(manifests, "Service", f"{FULL}-beacon-{i}")
         assert svc["spec"]["type"] == "NodePort"
-        assert svc["spec"]["ports"][0]["nodePort"] == port
+        assert [p["nodePort"] for p in svc["spec"]["ports"]] == [port, http]
     env = env_of(container(pod_spec(manifests, "StatefulSet", f"{FULL}-beacon"), "beacon"))
     assert env["BEACON_ADVERTISE_LIST"] == (
         "203.0.113.10:30901 203.0.113.11:30902 [2001:db8::12]:30903"
+    )
+    # Each replica's stream relay URL: its advertised host and its HTTP nodePort.
+    assert env["BEACON_STREAM_LIST"] == (
+        "ws://203.0.113.10:30801/v1/relay ws://203.0.113.11:30802/v1/relay "
+        "ws://[2001:db8::12]:30803/v1/relay"
     )
     assert env["BEACON_ID_BASE"] == "100"
     sidecar = env_of(
@@ -362,7 +369,8 @@ def test_natroute_containers_probe_healthz_and_readyz(
         for item in spec["containers"]:
             if item["name"] == "tunnel":  # the user's workload
                 continue
-            assert _probe(item, "livenessProbe")[0] == "/healthz"
+            if "livenessProbe" in item:  # tls-and-extras switches one off
+                assert _probe(item, "livenessProbe")[0] == "/healthz"
             assert _probe(item, "readinessProbe")[0] == "/readyz"
 
 
@@ -401,24 +409,30 @@ def test_network_policies_admit_only_what_each_part_needs(
     components = [
         s["podSelector"]["matchLabels"].get("app.kubernetes.io/component") for s in sources
     ]
-    assert components == ["beacon", "tunnel", None]
+    assert components == ["beacon", "tunnel", "test", None]
     beacon = _policy(manifests, f"{FULL}-beacon")
-    assert _ports(beacon["ingress"]) == {(9001, "UDP")}
+    # UDP and the stream relay's TCP port from anywhere: nodes anywhere use them.
+    assert beacon["ingress"] == [
+        {"ports": [{"port": 9001, "protocol": "UDP"}]},
+        {"ports": [{"port": 8001, "protocol": "TCP"}]},
+    ]
     assert _ports(beacon["egress"]) == {(None, "UDP"), (53, "TCP"), (9000, "TCP")}
     tunnel = _policy(manifests, f"{FULL}-tunnel")
     assert _ports(tunnel["ingress"]) == {(4000, "UDP")}
-    assert _ports(tunnel["egress"]) == {(None, "UDP"), (53, "TCP"), (9000, "TCP")}
+    assert _ports(tunnel["egress"]) == {(None, "UDP"), (53, "TCP"), (9000, "TCP"), (8001, "TCP")}
+    # Without the stream relay, the beacons' HTTP port is for the admin peers and helm test.
+    closed = render({"beacon": {"config": {"stream": False}}, "tunnel": {"enabled": True}})
+    beacon = _policy(closed, f"{FULL}-beacon")
+    assert beacon["ingress"][1]["ports"] == [{"port": 8001, "protocol": "TCP"}]
+    (test,) = beacon["ingress"][1]["from"]
+    assert test["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "test"
+    assert (8001, "TCP") not in _ports(_policy(closed, f"{FULL}-tunnel")["egress"])
 
 
 def test_admin_ports_open_to_admin_peers(rendered: dict[str, list[Manifest]]) -> None:
     manifests = rendered["servicemonitor"]
     monitoring = {
         "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}
-    }
-    beacon = _policy(manifests, f"{FULL}-beacon")
-    assert beacon["ingress"][1] == {
-        "from": [monitoring],
-        "ports": [{"port": 8001, "protocol": "TCP"}],
     }
     tunnel = _policy(manifests, f"{FULL}-tunnel")
     assert tunnel["ingress"][1] == {
@@ -488,4 +502,6 @@ def test_notes_tell_how_to_reach_the_admin_apis() -> None:
     assert f"port-forward deploy/{FULL}-tunnel 8080:8080" in notes
     assert f"get secret {FULL}-registry" in notes
     assert f"get secret {FULL}-sidecar" in notes
-    assert "natroute status --admin http://127.0.0.1:8080" in notes
+    assert "natroute status --admin-url http://127.0.0.1:8080" in notes
+    assert f"helm test {RELEASE} -n natroute" in notes
+    assert "-c natroute-sidecar -- natroute status\n" in notes

@@ -166,7 +166,7 @@ def nat_lab(docker_client: docker.DockerClient, images: Images) -> Iterator[NatL
             )
         # A second beacon process on beacon-b: one host, two ports.
         beacon_b.exec_run(
-            ["natroute-beacon", "--listen", "0.0.0.0:9002", "--http", "127.0.0.1:8002"],
+            ["natroute-beacon", "--listen", "0.0.0.0:9002", "--http-listen", "127.0.0.1:8002"],
             user="natroute",
             detach=True,
         )

@@ -311,7 +311,7 @@ def wiring(registry_ip: str, beacon_ips: Mapping[str, str]) -> dict[str, dict[st
         "sidecar": {
             "NATROUTE_SIDECAR_REGISTRY_URL": registry,
             "NATROUTE_SIDECAR_BEACONS": ",".join(beacons.values()),
-            "NATROUTE_SIDECAR_ADMIN_LISTEN": f"0.0.0.0:{ADMIN_PORT}",
+            "NATROUTE_SIDECAR_HTTP_LISTEN": f"0.0.0.0:{ADMIN_PORT}",
             "NATROUTE_SIDECAR_APP_DELIVER": "127.0.0.1:4101",
         },
         "demo": {"NATROUTE_DEMO_REGISTRY_URL": registry},

@@ -4,9 +4,12 @@ durability across SIGKILL (nothing acknowledged is lost)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -18,8 +21,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import SecretStr, ValidationError
 
+from natroute._service.cli import InvalidSettings, build_settings
 from natroute.registry.client import RegistryClient, RegistryNotFoundError
-from natroute.registry.main import build_settings, parse_args
 from natroute.registry.settings import DEV_TOKEN, Settings
 from natroute.registry.signing import ACTION_HEARTBEAT, sign
 from natroute.registry.testing import registry_process
@@ -79,8 +82,8 @@ async def _heartbeat_burst(
 
 def test_sigkill_loses_nothing_acknowledged(tmp_path: Path, database_url: str | None) -> None:
     db = tmp_path / "registry.db"
-    # Env gives token and a listen address; the --listen flag must win over it.
-    env = _env(NATROUTE_REGISTRY_TOKEN=TOKEN, NATROUTE_REGISTRY_LISTEN="127.0.0.1:1")
+    # Env gives token and a listen address; the --http-listen flag must win over it.
+    env = _env(NATROUTE_REGISTRY_TOKEN=TOKEN, NATROUTE_REGISTRY_HTTP_LISTEN="127.0.0.1:1")
     store_flags = ("--db", str(db)) if database_url is None else ("--database-url", database_url)
     flags = (*store_flags, "--register-burst", "1000")
     keys = [Ed25519PrivateKey.generate() for _ in range(12)]
@@ -148,7 +151,7 @@ def test_sigkill_loses_nothing_acknowledged(tmp_path: Path, database_url: str | 
 
 
 def test_refuses_placeholder_token(tmp_path: Path) -> None:
-    cmd = [sys.executable, "-m", "natroute.registry.main", "--listen", "127.0.0.1:0"]
+    cmd = [sys.executable, "-m", "natroute.registry.main", "--http-listen", "127.0.0.1:0"]
     cmd += ["--db", str(tmp_path / "r.db"), "--token", "changemechangeme"]
     done = subprocess.run(cmd, capture_output=True, env=_env(), timeout=30, check=False)
     assert done.returncode == 2
@@ -168,11 +171,14 @@ def test_operator_token_policy(tmp_path: Path) -> None:
     assert Settings(dev=True, token=SecretStr("x")).operator_token() == "x"
 
 
+def _built(argv: list[str]) -> Settings:
+    return build_settings(Settings, argv, prog="natroute-registry").settings
+
+
 def test_flags_build_settings() -> None:
-    argv = ["--listen", "[::1]:0", "--db", "/tmp/x.db", "--dev", "--beacon-addr", "b.example:9001"]
-    argv += ["--node-ttl", "30", "--beacon-ttl", "20", "--log-level", "debug"]
-    args = parse_args(argv)
-    settings = build_settings(args)
+    argv = ["--http-listen", "[::1]:0", "--db", "/tmp/x.db", "--dev"]
+    argv += ["--beacon-addr", "b.example:9001", "--node-ttl", "30", "--beacon-ttl", "20"]
+    settings = _built([*argv, "--log-level", "debug"])
     assert settings.listen_addr() == ("::1", 0)
     assert (settings.db, settings.dev, settings.beacon_addr) == (
         Path("/tmp/x.db"),
@@ -181,15 +187,22 @@ def test_flags_build_settings() -> None:
     )
     assert (settings.node_ttl, settings.beacon_ttl, settings.log_level) == (30.0, 20.0, "debug")
     assert settings.token.get_secret_value() == ""  # unset flags do not override
+    old = build_settings(Settings, ["--dev", "--listen", "[::1]:1"], prog="natroute-registry")
+    assert old.settings.http_listen == "[::1]:1"
+    assert old.deprecated == (("--listen", "--http-listen"),)
 
 
 @pytest.mark.parametrize(
-    "argv",
-    [["--listen", "nope"], ["--beacon-addr", "bad host:1"], ["--node-ttl", "0"]],
+    ("argv", "named"),
+    [
+        (["--http-listen", "nope"], "--http-listen / NATROUTE_REGISTRY_HTTP_LISTEN"),
+        (["--beacon-addr", "bad host:1"], "--beacon-addr / NATROUTE_REGISTRY_BEACON_ADDR"),
+        (["--node-ttl", "0"], "--node-ttl / NATROUTE_REGISTRY_NODE_TTL"),
+    ],
 )
-def test_bad_flags_are_validation_errors(argv: list[str]) -> None:
-    with pytest.raises(ValidationError):
-        build_settings(parse_args(argv))
+def test_bad_flags_name_the_setting(argv: list[str], named: str) -> None:
+    with pytest.raises(InvalidSettings, match=named):
+        _built(["--dev", *argv])
 
 
 def _run_main(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[bytes]:
@@ -202,34 +215,56 @@ def test_taken_port_is_one_line_naming_the_setting(tmp_path: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)
         port = taken.getsockname()[1]
-        done = _run_main("--dev", "--db", str(tmp_path / "r.db"), "--listen", f"127.0.0.1:{port}")
+        done = _run_main(
+            "--dev", "--db", str(tmp_path / "r.db"), "--http-listen", f"127.0.0.1:{port}"
+        )
     assert done.returncode == 2
-    setting = f"cannot listen on NATROUTE_REGISTRY_LISTEN (--listen) 127.0.0.1:{port}"
-    assert done.stderr.startswith(f"natroute-registry: {setting}".encode()), done.stderr
-    assert b"Traceback" not in done.stderr
+    assert done.stderr.decode().splitlines() == [
+        f"natroute-registry: cannot listen on 127.0.0.1:{port} (--http-listen / "
+        "NATROUTE_REGISTRY_HTTP_LISTEN): Address already in use; free the port or choose "
+        "another address"
+    ]
 
 
 def test_unopenable_database_is_one_line_naming_the_setting(tmp_path: Path) -> None:
-    done = _run_main("--dev", "--listen", "127.0.0.1:0", "--db", str(tmp_path / "no" / "r.db"))
+    db = tmp_path / "no" / "r.db"
+    done = _run_main("--dev", "--http-listen", "127.0.0.1:0", "--db", str(db))
     assert done.returncode == 2
-    assert b"cannot open the database NATROUTE_REGISTRY_DB (--db)" in done.stderr, done.stderr
-    assert b"Traceback" not in done.stderr
+    [line] = done.stderr.decode().splitlines()
+    assert line.startswith(
+        f"natroute-registry: cannot open the database {db} (--db / NATROUTE_REGISTRY_DB): "
+    )
+    assert line.endswith("; create its directory or choose a writable path")
     url = "postgresql://natroute:hunter2-password@127.0.0.1:1/registry"
-    done = _run_main("--dev", "--listen", "127.0.0.1:0", "--database-url", url)
+    done = _run_main("--dev", "--http-listen", "127.0.0.1:0", "--database-url", url)
     assert done.returncode == 2
-    assert b"NATROUTE_REGISTRY_DATABASE_URL (--database-url)" in done.stderr, done.stderr
-    assert b"hunter2" not in done.stderr
-    assert b"Traceback" not in done.stderr
+    [line] = done.stderr.decode().splitlines()
+    assert "(--database-url / NATROUTE_REGISTRY_DATABASE_URL): " in line
+    assert "hunter2" not in line
+
+
+def test_a_database_from_a_newer_version_is_one_line(tmp_path: Path) -> None:
+    db = tmp_path / "r.db"
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        conn.execute("PRAGMA user_version=999")
+    done = _run_main("--dev", "--http-listen", "127.0.0.1:0", "--db", str(db))
+    assert done.returncode == 2
+    [line] = done.stderr.decode().splitlines()
+    assert re.fullmatch(
+        rf"natroute-registry: cannot open the database {re.escape(str(db))} \(--db / "
+        r"NATROUTE_REGISTRY_DB\): database schema 999 is newer than this code \(\d+\); "
+        r"run the natroute version that wrote it, or a newer one",
+        line,
+    )
 
 
 def test_database_url_must_be_postgresql() -> None:
-    with pytest.raises(ValidationError, match="must be a postgresql:// URL"):
-        build_settings(parse_args(["--dev", "--database-url", "mysql://x/y"]))
-    assert build_settings(parse_args(["--dev", "--database-url", " "])).database_url is None
-    args = parse_args(
-        ["--dev", "--database-url", "postgres://u:p@db/r", "--allow-local-endpoints", "no"]
+    with pytest.raises(InvalidSettings, match="must be a postgresql:// URL"):
+        _built(["--dev", "--database-url", "mysql://x/y"])
+    assert _built(["--dev", "--database-url", " "]).database_url is None
+    settings = _built(
+        ["--dev", "--database-url", "postgres://u:p@db/r", "--no-allow-local-endpoints"]
     )
-    settings = build_settings(args)
     assert settings.postgres_url() == "postgres://u:p@db/r"
     assert settings.allow_local_endpoints is False
     assert "u:p@" not in repr(settings)

@@ -26,7 +26,7 @@ async def demo_beside(stack: Stack, name: str) -> AsyncIterator[tuple[Sidecar, D
     demo_settings = DemoSettings(
         registry_url=stack.registry_url,
         registry_token=DEV_TOKEN,
-        bind="127.0.0.1:0",
+        listen="127.0.0.1:0",
         interval=0.1,
         report_interval=0.2,
     )
@@ -38,7 +38,7 @@ async def demo_beside(stack: Stack, name: str) -> AsyncIterator[tuple[Sidecar, D
         host, port = await http.start("127.0.0.1:0")
         assert sidecar.app_addr is not None
         demo.settings = demo_settings.model_copy(
-            update={"admin": f"http://{host}:{port}", "app": format_addr(sidecar.app_addr)}
+            update={"admin_url": f"http://{host}:{port}", "app": format_addr(sidecar.app_addr)}
         )
         demo.app.sidecar = sidecar.app_addr
         try:

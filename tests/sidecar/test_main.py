@@ -27,13 +27,13 @@ def test_a_taken_admin_port_names_the_setting(tmp_path: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = _run(
-            "--identity", str(tmp_path / "id.json"), "--admin-listen", f"127.0.0.1:{port}"
-        )
+        result = _run("--identity", str(tmp_path / "id.json"), "--http-listen", f"127.0.0.1:{port}")
     assert result.returncode == 2
-    last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith(f"natroute-sidecar: cannot bind admin_listen 127.0.0.1:{port}")
-    assert "--admin-listen / NATROUTE_SIDECAR_ADMIN_LISTEN" in last
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"natroute-sidecar: cannot listen on 127.0.0.1:{port} (--http-listen / "
+        "NATROUTE_SIDECAR_HTTP_LISTEN): Address already in use; free the port or choose "
+        "another address"
+    )
     assert "Traceback" not in result.stderr
 
 
@@ -44,7 +44,7 @@ def test_a_taken_data_plane_port_fails_before_registering(tmp_path: Path) -> Non
         result = _run(
             "--identity",
             str(tmp_path / "id.json"),
-            "--admin-listen",
+            "--http-listen",
             "off",
             "--listen",
             "127.0.0.1:0",
@@ -59,11 +59,15 @@ def test_a_taken_data_plane_port_fails_before_registering(tmp_path: Path) -> Non
 
 
 def test_an_unwritable_identity_names_the_setting() -> None:
-    result = _run("--identity", "/proc/natroute/identity.json", "--admin-listen", "off")
+    result = _run("--identity", "/proc/natroute/identity.json", "--http-listen", "off")
     assert result.returncode == 2
-    assert "cannot use the identity file /proc/natroute/identity.json" in result.stderr
-    assert "--identity / NATROUTE_SIDECAR_IDENTITY" in result.stderr
+    line = result.stderr.strip().splitlines()[-1]
     assert "Traceback" not in result.stderr
+    assert line.startswith(
+        "natroute-sidecar: cannot use the identity file /proc/natroute/identity.json "
+        "(--identity / NATROUTE_SIDECAR_IDENTITY): "
+    )
+    assert line.endswith("; choose a writable path")
 
 
 def test_bad_values_name_the_flag_and_the_variable() -> None:

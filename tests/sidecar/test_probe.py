@@ -113,7 +113,7 @@ async def probe_beside(stack: Stack, name: str) -> AsyncIterator[tuple[Sidecar, 
     settings = ProbeSettings(
         registry_url=stack.registry_url,
         registry_token=DEV_TOKEN,
-        bind="127.0.0.1:0",
+        listen="127.0.0.1:0",
         interval=0.05,
         peer_refresh_interval=0.1,
         report_interval=0.2,
@@ -125,7 +125,7 @@ async def probe_beside(stack: Stack, name: str) -> AsyncIterator[tuple[Sidecar, 
         http = EmbeddedHttpServer(create_app(sidecar))
         host, port = await http.start("127.0.0.1:0")
         assert sidecar.app_addr is not None
-        probe.settings = settings.model_copy(update={"admin": f"http://{host}:{port}"})
+        probe.settings = settings.model_copy(update={"admin_url": f"http://{host}:{port}"})
         probe.app.sidecar = sidecar.app_addr
         try:
             yield sidecar, probe

@@ -173,7 +173,7 @@ async def test_status_of_a_sidecar_that_has_not_started(tmp_path: Path) -> None:
         "registry_url": "http://127.0.0.1:9",
         "identity": str(tmp_path / "identity.json"),
         "beacons": "b1.example:7000,b2.example:7000",
-        "admin_listen": "off",
+        "http_listen": "off",
     }
     settings = Settings(**fields)
     sidecar = Sidecar(settings, clock=clock)

@@ -22,7 +22,7 @@ KEY = Ed25519PrivateKey.generate()
 
 @pytest_asyncio.fixture
 async def beacon() -> AsyncIterator[BeaconService]:
-    async with running_beacon(http="127.0.0.1:0", stream_trust_first_key=True) as service:
+    async with running_beacon(http_listen="127.0.0.1:0", stream_trust_first_key=True) as service:
         yield service
 
 
@@ -54,7 +54,7 @@ async def test_send_is_non_blocking_bounded_and_counted(beacon: BeaconService) -
 
 
 async def test_beacon_going_away_ends_the_session() -> None:
-    async with running_beacon(http="127.0.0.1:0", stream_trust_first_key=True) as beacon:
+    async with running_beacon(http_listen="127.0.0.1:0", stream_trust_first_key=True) as beacon:
         client = StreamRelayClient(stream_url(beacon), 5, KEY, lambda _: None)
         await client.connect()
     async with asyncio.timeout(15):

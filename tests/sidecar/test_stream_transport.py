@@ -24,7 +24,7 @@ from .helpers import Pump, node_id, peer_of, wait_for
 @pytest.mark.asyncio
 async def test_a_stream_node_delivers_both_ways_and_returns_to_udp(tmp_path: Path) -> None:
     async with (
-        running_stack(tmp_path, http="127.0.0.1:0", advertise_host="127.0.0.1") as stack,
+        running_stack(tmp_path, http_listen="127.0.0.1:0", advertise_host="127.0.0.1") as stack,
         running_sidecar(stack.sidecar_settings("a")) as a,
         running_sidecar(stack.sidecar_settings("s")) as s,
     ):

@@ -17,12 +17,13 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from natroute._service.cli import build_settings
 from natroute.routing.errors import DiscoveryError
 from natroute.routing.selection import BeaconSelectionState, compute_refresh_decision
 from natroute.routing.types import Addr
 from natroute.sidecar.appclient import AppClient, AsyncAppClient, decode_app, encode_app
 from natroute.sidecar.beacons import BeaconHealth, QuarantineLister, probe_alive
-from natroute.sidecar.settings import Settings, build_settings
+from natroute.sidecar.settings import Settings
 from natroute.sidecar.udp import AppEndpoint, DatagramPump, PeerSocket, bind_udp
 
 from .fakenet import FakeClock
@@ -431,7 +432,7 @@ def test_settings_defaults_and_derived_configs() -> None:
         ("advertise", "host:99999", "invalid port"),
         ("beacons", "b1:1,nope", "missing port"),
         ("registry_url", "ftp://registry", "http"),
-        ("log_level", "loud", "unknown log level"),
+        ("log_level", "loud", "'debug', 'info'"),
         ("blackhole_threshold", 0, "greater than 0"),
     ],
 )
@@ -443,26 +444,31 @@ def test_settings_validators_refuse_bad_values(field: str, value: object, messag
 def test_settings_normalise_values() -> None:
     s = Settings.model_validate(
         {
-            "admin_listen": "OFF",
+            "http_listen": "OFF",
             "registry_url": "http://registry:9000/",
             "log_level": "DEBUG",
             "app_deliver": "",
             "lan_addrs": "192.0.2.1:4000",
         }
     )
-    assert (s.admin_listen, s.registry_url, s.log_level) == ("", "http://registry:9000", "debug")
-    assert Settings.model_validate({"admin_listen": "127.0.0.1:0"}).admin_listen == "127.0.0.1:0"
+    assert (s.http_listen, s.registry_url, s.log_level) == ("", "http://registry:9000", "debug")
+    assert Settings.model_validate({"http_listen": "127.0.0.1:0"}).http_listen == "127.0.0.1:0"
 
 
 def test_build_settings_flags_override_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NATROUTE_SIDECAR_BLACKHOLE_THRESHOLD", "5")
     monkeypatch.setenv("NATROUTE_SIDECAR_MAX_PEERS", "10")
     monkeypatch.setenv("NATROUTE_SIDECAR_BEACONS", "b1:1,b2:2")
-    s = build_settings(["--blackhole-threshold", "2", "--relay-only", "true", "--nat-detect"])
+    s = _built(["--blackhole-threshold", "2", "--relay-only", "--nat-detect"])
     assert s.blackhole_threshold == 2.0  # the flag wins
     assert s.max_peers == 10  # env only
     assert s.beacons == "b1:1,b2:2"
-    assert s.relay_only is True  # bool | None: takes a value, not an implicit flag
+    assert s.relay_only is True  # bool | None: a flag, unset (None) when not given
     assert s.nat_detect is True
-    assert build_settings([]).blackhole_threshold == 5.0
-    assert build_settings([]).relay_only is None
+    assert _built([]).blackhole_threshold == 5.0
+    assert _built([]).relay_only is None
+    assert _built(["--no-relay-only"]).relay_only is False
+
+
+def _built(argv: list[str]) -> Settings:
+    return build_settings(Settings, argv, prog="natroute-sidecar").settings

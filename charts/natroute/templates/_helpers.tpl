@@ -65,9 +65,27 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end }}
 
-{{/* Image reference: (dict "root" $ "image" .Values.beacon.image); tag defaults to appVersion. */}}
+{{/*
+True (non-empty) when a context is natroute's own chart, under any alias: its
+Chart.yaml carries the annotation natroute.io/chart.
+*/}}
+{{- define "natroute.isOwn" -}}
+{{- if index (.Chart.Annotations | default dict) "natroute.io/chart" }}true{{ end }}
+{{- end }}
+
+{{/*
+natroute's own appVersion, whichever chart's context is given: this chart's
+when the context is natroute's (its Chart.yaml, so `helm package
+--app-version` is honoured), else the one written below, which a test keeps
+equal to Chart.yaml. A parent chart's appVersion is never natroute's.
+*/}}
+{{- define "natroute.appVersion" -}}
+{{- if include "natroute.isOwn" . }}{{ .Chart.AppVersion }}{{ else }}0.1.0{{ end }}
+{{- end }}
+
+{{/* Image reference: (dict "root" $ "image" .Values.beacon.image); tag defaults to natroute's appVersion. */}}
 {{- define "natroute.image" -}}
-{{- $tag := .image.tag | default .root.Chart.AppVersion | toString }}
+{{- $tag := .image.tag | default (include "natroute.appVersion" .root) | toString }}
 {{- if .image.registry }}
 {{- printf "%s/%s:%s" .image.registry .image.repository $tag }}
 {{- else }}
@@ -136,6 +154,38 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 
 {{/*
+The stream relay URL each beacon replica registers, as a JSON list (index =
+ordinal), or [] to let each beacon derive its own (ws://<advertised host>:8001,
+right for the pod DNS names): beacon.advertiseStream as given; else, with
+beacon.advertise, ws(s)://<advertised host>:<the Service's HTTP port>/v1/relay,
+the port being the replica's beacon.service.httpNodePorts entry for NodePort.
+*/}}
+{{- define "natroute.beacon.streamUrls" -}}
+{{- $b := .Values.beacon }}
+{{- $urls := list }}
+{{- $replicas := int $b.replicas }}
+{{- if $b.advertiseStream }}
+{{- if ne (len $b.advertiseStream) $replicas }}
+{{- fail (printf "beacon.advertiseStream has %d entries for %d replicas: give one URL per replica" (len $b.advertiseStream) $replicas) }}
+{{- end }}
+{{- $urls = $b.advertiseStream }}
+{{- else if and $b.advertise $b.service.httpPort (ne (toString $b.config.stream) "false") }}
+{{- $svc := $b.service }}
+{{- $nodePort := eq $svc.type "NodePort" }}
+{{- if and $nodePort (ne (len $svc.httpNodePorts) $replicas) }}
+{{- fail "beacon.advertise with a NodePort Service: set beacon.service.httpNodePorts (one per replica) or beacon.advertiseStream, so nodes get a stream relay URL they can reach" }}
+{{- end }}
+{{- $scheme := ternary "wss" "ws" (not (empty $b.config.tlsCert)) }}
+{{- range $i, $addr := $b.advertise }}
+{{- $port := $svc.httpPort }}
+{{- if $nodePort }}{{ $port = index $svc.httpNodePorts $i }}{{ end }}
+{{- $urls = append $urls (printf "%s://%s:%d/v1/relay" $scheme (regexReplaceAll ":[0-9]+$" $addr "") (int $port)) }}
+{{- end }}
+{{- end }}
+{{- toJson $urls }}
+{{- end }}
+
+{{/*
 Env entries of a component's `config` map: (dict "prefix" "NATROUTE_BEACON_" "config" .Values.beacon.config).
 A key fooBar becomes <prefix>FOO_BAR; null values are left out so the service
 default applies. Numbers go through toJson so 2592000 never renders as 2.592e+06.
@@ -147,6 +197,28 @@ default applies. Numbers go through toJson so 2592000 never renders as 2.592e+06
 - name: {{ printf "%s%s" $prefix (snakecase $key | upper) }}
   value: {{ ternary $value (toJson $value) (kindIs "string" $value) | quote }}
 {{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+A container probe, the whole `<name>:` block, or nothing when the probe's
+`enabled` is false: (dict "name" "livenessProbe" "probe" .Values.beacon.livenessProbe
+"default" (dict "periodSeconds" 20) "path" "/healthz" "port" "http" "scheme" "HTTPS").
+The probe's values (timings) override `default`; httpGet is the chart's.
+*/}}
+{{- define "natroute.probe" -}}
+{{- $probe := mergeOverwrite (deepCopy (.default | default dict)) (.probe | default dict) }}
+{{- if ne (toString $probe.enabled) "false" }}
+{{ .name }}:
+  httpGet:
+    path: {{ .path }}
+    port: {{ .port }}
+    {{- if eq (.scheme | default "HTTP") "HTTPS" }}
+    scheme: HTTPS
+    {{- end }}
+  {{- with omit $probe "enabled" }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
 {{- end }}
 {{- end }}
 

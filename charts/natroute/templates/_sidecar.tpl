@@ -3,7 +3,7 @@ The routing sidecar as reusable named templates, for this chart's example tunnel
 and for other charts and manifests that add natroute to their own tunnel pods.
 
   spec:
-    {{- $natroute := dict "root" $ "sidecar" .Values.sidecar }}
+    {{- $natroute := dict "root" $ "sidecar" .Values.natroute.sidecar }}
     containers:
       - name: my-tunnel
         ...
@@ -11,35 +11,51 @@ and for other charts and manifests that add natroute to their own tunnel pods.
     volumes:
       {{- include "natroute.sidecar.volumes" $natroute | trim | nindent 6 }}
 
-`sidecar` has the shape of this chart's `sidecar` values. Used from another
-chart (with natroute as a dependency), set sidecar.config.registryUrl,
-sidecar.config.beacons and sidecar.adminToken.existingSecret: the defaults
-point at this chart's own release. The pod should also carry the label
-natroute.io/node: "true" (see networkPolicy.registryClients).
+`sidecar` has the shape of this chart's `sidecar` values. `root` is the
+including chart's context: from a parent chart with natroute as a dependency
+(any alias), the templates find natroute's own context among the parent's
+subcharts, so whoever includes them the sidecar gets natroute's image
+(natroute's appVersion, never the parent's), natroute's restricted
+securityContext (never the parent's .Values.securityContext), and defaults that
+point at the natroute release's registry, beacons and admin-token Secret. The
+pod should also carry the label natroute.io/node: "true" (see
+networkPolicy.registryClients).
 
 The env names are the sidecar's settings (NATROUTE_SIDECAR_<FIELD>), the same
 names compose uses.
 */}}
 
-{{/* The sidecar container (one list item). */}}
+{{/*
+The sidecar container (one list item).
+Context: natroute's own when `root` is natroute's or has natroute as a subchart.
+*/}}
 {{- define "natroute.sidecar.container" -}}
-{{- $root := .root }}
+{{- $ctx := .root }}
+{{- if not (include "natroute.isOwn" .root) }}
+{{- range $name, $sub := (.root.Subcharts | default dict) }}
+{{- if include "natroute.isOwn" $sub }}{{ $ctx = $sub }}{{ end }}
+{{- end }}
+{{- end }}
+{{- $own := include "natroute.isOwn" $ctx }}
 {{- $s := .sidecar }}
 {{- $config := $s.config | default dict }}
 {{- $registryUrl := $config.registryUrl }}
+{{- if and (not $registryUrl) $own $ctx.Values.registry.enabled }}
+{{- $registryUrl = include "natroute.registry.url" $ctx }}
+{{- end }}
+{{- if not $registryUrl }}
+{{- fail "natroute.sidecar.container: set sidecar.config.registryUrl (natroute's registry is not part of this release: registry.enabled is false)" }}
+{{- end }}
 {{- $beacons := $config.beacons }}
-{{- if not (and $registryUrl $beacons) }}
-{{- if not (and $root.Values.registry $root.Values.beacon) }}
-{{- fail "natroute.sidecar.container: set sidecar.config.registryUrl and sidecar.config.beacons" }}
+{{- if and (not $beacons) $own $ctx.Values.beacon.enabled }}
+{{- $beacons = include "natroute.beacon.addresses" $ctx }}
 {{- end }}
-{{- $registryUrl = $registryUrl | default (include "natroute.registry.url" $root) }}
-{{- $beacons = $beacons | default (include "natroute.beacon.addresses" $root) }}
-{{- end }}
-{{- $secretName := $s.adminToken.existingSecret | default (include "natroute.sidecar.fullname" $root) }}
+{{- $token := $s.adminToken | default dict }}
+{{- $secretName := $token.existingSecret | default (include "natroute.sidecar.fullname" $ctx) }}
 {{- $port := int ($s.port | default 4000) }}
 {{- $adminPort := int ($s.adminPort | default 8080) }}
 - name: natroute-sidecar
-  image: {{ include "natroute.image" (dict "root" $root "image" $s.image) | quote }}
+  image: {{ include "natroute.image" (dict "root" $ctx "image" $s.image) | quote }}
   imagePullPolicy: {{ $s.image.pullPolicy | default "IfNotPresent" }}
   args:
     - natroute-sidecar
@@ -50,19 +66,21 @@ names compose uses.
           fieldPath: status.podIP
     - name: NATROUTE_SIDECAR_LISTEN
       value: {{ printf "0.0.0.0:%d" $port | quote }}
-    - name: NATROUTE_SIDECAR_ADMIN_LISTEN
+    - name: NATROUTE_SIDECAR_HTTP_LISTEN
       value: {{ printf "0.0.0.0:%d" $adminPort | quote }}
     - name: NATROUTE_SIDECAR_ADMIN_TOKEN
       valueFrom:
         secretKeyRef:
           name: {{ $secretName }}
-          key: {{ $s.adminToken.existingSecretKey | default "admin-token" }}
+          key: {{ $token.existingSecretKey | default "admin-token" }}
     - name: NATROUTE_SIDECAR_IDENTITY
       value: /var/lib/natroute/identity.json
     - name: NATROUTE_SIDECAR_REGISTRY_URL
       value: {{ $registryUrl | quote }}
+    {{- if $beacons }}
     - name: NATROUTE_SIDECAR_BEACONS
       value: {{ $beacons | quote }}
+    {{- end }}
     {{- if $config.lanAddrs }}
     - name: NATROUTE_SIDECAR_LAN_ADDRS
       value: {{ $config.lanAddrs | quote }}
@@ -73,6 +91,9 @@ names compose uses.
     {{- with include "natroute.configEnv" (dict "prefix" "NATROUTE_SIDECAR_" "config" (omit $config "registryUrl" "beacons" "lanAddrs")) | trim }}
     {{- . | nindent 4 }}
     {{- end }}
+    {{- with $s.extraEnv }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
   ports:
     - name: natroute-udp
       containerPort: {{ $port }}
@@ -80,45 +101,39 @@ names compose uses.
     - name: natroute-admin
       containerPort: {{ $adminPort }}
       protocol: TCP
-  # The admin API answers once start-up (discovery and the first registration,
-  # retried while the registry is unreachable) is done: allow it 5 minutes.
-  startupProbe:
-    httpGet:
-      path: /healthz
-      port: natroute-admin
-    periodSeconds: 5
-    failureThreshold: 60
-  livenessProbe:
-    httpGet:
-      path: /healthz
-      port: natroute-admin
-    periodSeconds: 20
-    timeoutSeconds: 3
-    failureThreshold: 3
-  readinessProbe:
-    httpGet:
-      path: /readyz
-      port: natroute-admin
-    periodSeconds: 10
-    timeoutSeconds: 3
-    failureThreshold: 3
+  {{- /* The admin API answers once start-up (discovery and the first
+  registration, retried while the registry is unreachable) is done: the
+  startup probe allows 5 minutes. */}}
+  {{- with include "natroute.probe" (dict "name" "startupProbe" "probe" $s.startupProbe "default" (dict "periodSeconds" 5 "failureThreshold" 60) "path" "/healthz" "port" "natroute-admin") }}
+  {{- . | nindent 2 }}
+  {{- end }}
+  {{- with include "natroute.probe" (dict "name" "livenessProbe" "probe" $s.livenessProbe "default" (dict "periodSeconds" 20 "timeoutSeconds" 3 "failureThreshold" 3) "path" "/healthz" "port" "natroute-admin") }}
+  {{- . | nindent 2 }}
+  {{- end }}
+  {{- with include "natroute.probe" (dict "name" "readinessProbe" "probe" $s.readinessProbe "default" (dict "periodSeconds" 10 "timeoutSeconds" 3 "failureThreshold" 3) "path" "/readyz" "port" "natroute-admin") }}
+  {{- . | nindent 2 }}
+  {{- end }}
   {{- with $s.resources }}
   resources:
     {{- toYaml . | nindent 4 }}
   {{- end }}
   securityContext:
-    {{- toYaml ($root.Values.securityContext | default (include "natroute.restrictedSecurityContext" $root | fromYaml)) | nindent 4 }}
+    {{- toYaml ($s.securityContext | default (include "natroute.restrictedSecurityContext" $ctx | fromYaml)) | nindent 4 }}
   volumeMounts:
     - name: natroute-identity
       mountPath: /var/lib/natroute
     - name: natroute-tmp
       mountPath: /tmp
+    {{- with $s.extraVolumeMounts }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
 {{- end }}
 
 {{/*
-The sidecar's volumes (list items): its identity directory and /tmp. With
-sidecar.identity.claimTemplate the identity volume comes from the StatefulSet's
-volumeClaimTemplate named natroute-identity and is not emitted here.
+The sidecar's volumes (list items): its identity directory, /tmp and
+sidecar.extraVolumes. With sidecar.identity.claimTemplate the identity volume
+comes from the StatefulSet's volumeClaimTemplate named natroute-identity and is
+not emitted here.
 */}}
 {{- define "natroute.sidecar.volumes" -}}
 {{- $s := .sidecar }}
@@ -135,9 +150,16 @@ volumeClaimTemplate named natroute-identity and is not emitted here.
 - name: natroute-tmp
   emptyDir:
     sizeLimit: 16Mi
+{{- with $s.extraVolumes }}
+{{ toYaml . }}
+{{- end }}
 {{- end }}
 
-{{/* The restricted container securityContext, for charts without a securityContext value. */}}
+{{/*
+The restricted container securityContext: no root, a read-only root
+filesystem, no privilege escalation, every capability dropped, the runtime's
+seccomp profile. The sidecar's default whoever includes it.
+*/}}
 {{- define "natroute.restrictedSecurityContext" -}}
 runAsNonRoot: true
 runAsUser: 10001

@@ -1,26 +1,33 @@
-"""Validators shared by the services' pydantic settings (one rule, one place)."""
+"""Validators and value types shared by the services' pydantic settings (one rule, one place).
+
+The annotated types carry their ``--help`` placeholder (:class:`Metavar`), so
+the same kind of value reads the same in every daemon's help
+(:mod:`natroute._service.cli`).
+"""
 
 from __future__ import annotations
 
 import re
-from typing import Final
+from typing import Annotated, Any, Final
 
-from pydantic import ValidationError
+from pydantic import AfterValidator, BeforeValidator
 
 from natroute.routing.addr import split_host_port
 
 __all__ = [
-    "LOG_LEVELS",
     "MIN_TOKEN_LEN",
+    "Count",
+    "HostPort",
+    "HostPortList",
+    "HttpUrl",
+    "Metavar",
+    "Seconds",
     "WeakTokenError",
     "check_host_port",
     "check_http_url",
-    "check_log_level",
     "check_secret_token",
-    "describe_settings_error",
+    "join_list",
 ]
-
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 #: Shortest secret token a service accepts as a server (outside dev mode).
 MIN_TOKEN_LEN: Final = 16
 #: Fewest distinct characters a token may use ("abababab…" is no secret).
@@ -105,25 +112,6 @@ def _is_placeholder(token: str) -> bool:
     return _PLACEHOLDER.fullmatch(compact) is not None or compact.startswith(_PLACEHOLDER_PREFIXES)
 
 
-def describe_settings_error(exc: ValidationError, env_prefix: str) -> str:
-    """One line per invalid setting, naming its flag and environment variable.
-
-    Args:
-        exc: pydantic's error for a service's Settings.
-        env_prefix: the service's prefix, e.g. ``NATROUTE_SIDECAR_``.
-    """
-    lines = []
-    for err in exc.errors():
-        loc = err.get("loc") or ("?",)
-        field = str(loc[0])
-        flag = "--" + field.replace("_", "-")
-        message = str(err.get("msg", "invalid")).removeprefix("Value error, ")
-        shown = err.get("input")
-        got = "" if isinstance(shown, dict) or shown is None else f" (got {str(shown)[:80]!r})"
-        lines.append(f"{flag} / {env_prefix}{field.upper()}: {message}{got}")
-    return "\n".join(lines)
-
-
 def check_host_port(value: str) -> str:
     """``host:port`` or ``[v6]:port`` with a non-empty host; returned unchanged.
 
@@ -151,12 +139,26 @@ def check_http_url(value: str) -> str:
     return value.rstrip("/")
 
 
-def check_log_level(value: str) -> str:
-    """A stdlib level name, lower-cased.
+def join_list(value: Any) -> Any:
+    """A list (from a config file) as the comma-separated text the env and flags use."""
+    if isinstance(value, list | tuple):
+        return ",".join(str(item) for item in value)
+    return value
 
-    Raises:
-        ValueError: an unknown level.
-    """
-    if value.upper() not in LOG_LEVELS:
-        raise ValueError(f"unknown log level {value!r}")
-    return value.lower()
+
+class Metavar(str):
+    """Field metadata: the placeholder ``--help`` shows for the value (``HOST:PORT``)."""
+
+    __slots__ = ()
+
+
+#: ``host:port`` (or ``[v6]:port``), checked by :func:`check_host_port`.
+HostPort = Annotated[str, AfterValidator(check_host_port), Metavar("HOST:PORT")]
+#: Comma-separated ``host:port`` entries (a list in a config file); entries are not checked here.
+HostPortList = Annotated[str, BeforeValidator(join_list), Metavar("HOST:PORT,...")]
+#: An http(s) base URL without its trailing slash, or ``""``.
+HttpUrl = Annotated[str, AfterValidator(check_http_url), Metavar("URL")]
+#: A duration in seconds.
+Seconds = Annotated[float, Metavar("SECONDS")]
+#: A count.
+Count = Annotated[int, Metavar("N")]

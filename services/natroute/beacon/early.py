@@ -16,16 +16,21 @@ until the core is up (a fraction of a second), and the backlog is capped
 (:data:`BACKLOG_CAP` datagrams; more are counted and dropped).
 
 :func:`listen_from` reads the listen address the way the settings will
-(``--listen`` wins over ``NATROUTE_BEACON_LISTEN``, default
-:data:`~natroute.beacon.config.DEFAULT_LISTEN`) without loading them.
+(``--listen`` wins over ``NATROUTE_BEACON_LISTEN``, which wins over the
+``listen`` key of the ``--config`` file; default
+:data:`~natroute.beacon.config.DEFAULT_LISTEN`) without loading them. When the
+file cannot be read here, nothing is bound early: the settings report it.
 """
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
+import tomllib
 from collections.abc import Mapping, Sequence
-from typing import Final, NamedTuple
+from pathlib import Path
+from typing import Any, Final, NamedTuple
 
 from natroute.routing.addr import canonical_ip, split_host_port
 from natroute.routing.errors import WireError
@@ -78,20 +83,59 @@ def early_reply(data: bytes, src: Addr) -> bytes | None:
         return None
 
 
+def _flag(argv: Sequence[str], name: str) -> str | None:
+    value = None
+    for i, arg in enumerate(argv):
+        if arg == name and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif arg.startswith(name + "="):
+            value = arg.partition("=")[2]
+    return value
+
+
+def _file_listen(path: str) -> str | None:
+    """The ``listen`` key of a TOML, YAML or JSON settings file; None for another suffix.
+
+    Raises:
+        KeyError: the file has no ``listen`` key.
+        Exception: the file cannot be read or parsed (each parser has its own errors).
+    """
+    file = Path(path).expanduser()
+    suffix = file.suffix.lower()
+    data: Any
+    if suffix == ".toml":
+        data = tomllib.loads(file.read_text())
+    elif suffix == ".json":
+        data = json.loads(file.read_text())
+    elif suffix in (".yaml", ".yml"):
+        import yaml
+
+        data = yaml.safe_load(file.read_text())
+    else:
+        return None
+    return str(data["listen"])
+
+
 def listen_from(argv: Sequence[str], env: Mapping[str, str]) -> str | None:
     """The UDP listen address the settings will use, or None for "do not bind early".
 
-    None when the command line asks for help or a version (nothing is served).
+    None when the command line asks for help or a version (nothing is served),
+    or when the settings file the address would come from cannot be read.
     """
     if any(arg in _HELP for arg in argv):
         return None
-    listen = env.get("NATROUTE_BEACON_LISTEN", DEFAULT_LISTEN)
-    for i, arg in enumerate(argv):
-        if arg == "--listen" and i + 1 < len(argv):
-            listen = argv[i + 1]
-        elif arg.startswith("--listen="):
-            listen = arg.partition("=")[2]
-    return listen
+    listen = _flag(argv, "--listen") or env.get("NATROUTE_BEACON_LISTEN")
+    if listen is not None:
+        return listen
+    config = _flag(argv, "--config") or env.get("NATROUTE_BEACON_CONFIG")
+    if config:
+        try:
+            return _file_listen(config)
+        except KeyError:
+            return DEFAULT_LISTEN
+        except Exception:  # unreadable or malformed: the settings will say so
+            return None
+    return DEFAULT_LISTEN
 
 
 def bind_udp(hostport: str) -> socket.socket:

@@ -2,8 +2,9 @@
 
 Start-up order (beacon README "Start-up"): the UDP listen address is bound
 and an :class:`~natroute.beacon.early.EarlyResponder` answers discovers
-before anything heavy is imported; then the settings (env + flags) are
-built, logging is configured and the service takes the socket over. Uses
+before anything heavy is imported; then the settings (flags, env, config
+file: :mod:`natroute._service.cli`) are built, logging is configured and the
+service takes the socket over. Uses
 uvloop when it is installed. SIGINT/SIGTERM stop the service cleanly (exit
 status 0).
 """
@@ -12,8 +13,8 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Coroutine, Sequence
+from typing import TYPE_CHECKING, Any
 
 from .early import EarlyResponder
 
@@ -37,30 +38,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Console-script entry point.
 
     Returns:
-        0 after a clean stop, 2 for invalid settings.
+        0 after a clean stop, 2 for settings that cannot be used (one line on stderr).
     """
     args = list(sys.argv[1:] if argv is None else argv)
     early = EarlyResponder.start(args, os.environ)
     try:
-        from pydantic import ValidationError
+        from natroute._service.cli import service_main
 
-        from .settings import build_settings
+        from .settings import DESCRIPTION, Settings
 
-        try:
-            settings = build_settings(args)
-        except ValidationError as exc:
-            print(f"natroute-beacon: invalid settings:\n{exc}", file=sys.stderr)
-            return 2
-        from natroute._service.logging import configure_logging
-        from natroute._service.run import run
+        def start(settings: Settings) -> Coroutine[Any, Any, None]:
+            nonlocal early
+            handed, early = early, None
+            return serve(settings, handed)
 
-        configure_logging(settings.log_level)
-        handed, early = early, None
-        run(serve(settings, handed))  # uvloop when installed
+        # uvloop when installed
+        return service_main(
+            Settings, args, prog="natroute-beacon", description=DESCRIPTION, serve=start
+        )
     finally:
         if early is not None:
             early.close()
-    return 0
 
 
 if __name__ == "__main__":

@@ -16,12 +16,14 @@ import dataclasses
 import ipaddress
 import logging
 import socket
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 
 import httpx
 
+from natroute._service.cli import bind_failure, setting_failure
 from natroute._service.run import EmbeddedHttpServer
 from natroute.routing.addr import format_addr, split_host_port
 from natroute.routing.errors import RegistryError
@@ -167,7 +169,8 @@ class BeaconService:
         """Bind UDP, start the admin app (uvicorn on this loop) and the periodic tasks.
 
         Raises:
-            OSError: an address cannot be resolved or bound.
+            StartupError: an address cannot be bound, or the TLS files cannot be used
+                (the message names the setting).
         """
         loop = asyncio.get_running_loop()
         settings = self.settings
@@ -175,7 +178,12 @@ class BeaconService:
         if early is not None and early.listen != settings.listen:
             early.close()  # bound for another address than the settings say
             early = None
-        sock = early.sock if early is not None else bind_udp(settings.listen)
+        if settings.tls_cert is not None:
+            _check_tls(settings.tls_cert, settings.tls_key)
+        try:
+            sock = early.sock if early is not None else bind_udp(settings.listen)
+        except (OSError, ValueError, UnicodeError) as exc:
+            raise bind_failure(Settings, "listen", settings.listen, _os_error(exc)) from exc
         self._family = sock.family
         self.udp_addr = _sockname(sock)
         self.advertise = settings.advertise or format_addr(self.udp_addr)
@@ -201,7 +209,7 @@ class BeaconService:
                 settings.registry_url,
                 token.get_secret_value() if token is not None else None,
             )
-        if settings.stream and settings.http:
+        if settings.stream and settings.http_listen:
             keys = None if self._registry is None else NodeKeys(self._registry.node_key, self.now)
             hub = StreamHub(core, protocol.send, self.now, settings.stream_limits(), keys)
             protocol.stream_send = hub.send
@@ -287,7 +295,7 @@ class BeaconService:
 
     async def _start_http(self) -> None:
         settings = self.settings
-        if not settings.http:
+        if not settings.http_listen:
             return
         options: dict[str, object] = {}
         if self._hub is not None:
@@ -300,7 +308,10 @@ class BeaconService:
         if settings.tls_cert is not None:
             options |= {"ssl_certfile": settings.tls_cert, "ssl_keyfile": settings.tls_key}
         server = EmbeddedHttpServer(create_app(self, self._hub), **options)
-        self.http_addr = await server.start(settings.http)
+        try:
+            self.http_addr = await server.start(settings.http_listen)
+        except OSError as exc:
+            raise bind_failure(Settings, "http_listen", settings.http_listen, exc) from exc
         self._http = server
 
     def _stream_url(self) -> str | None:
@@ -429,6 +440,31 @@ def _replay(core: BeaconCore, backlog: list[Early], now: float) -> list[Outgoing
         replies = core.handle_datagram(data, src, now)
         out.extend(r for r in replies if not (answered and r[0][:1] == b"\x02"))
     return out
+
+
+def _check_tls(cert: str, key: str | None) -> None:
+    """Load the certificate and key once, so a bad file stops the start with its setting named.
+
+    Raises:
+        StartupError: a file is missing, unreadable or not a matching PEM pair.
+    """
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+        reason = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or str(exc)
+        raise setting_failure(
+            Settings,
+            "tls_cert",
+            f"{cert} with key {key}",
+            "cannot use the TLS certificate",
+            f"{reason}; give a readable PEM certificate and its private key "
+            "(--tls-key / NATROUTE_BEACON_TLS_KEY)",
+        ) from exc
+
+
+def _os_error(exc: Exception) -> OSError:
+    """A resolve or parse error as an OSError for :func:`bind_failure`."""
+    return exc if isinstance(exc, OSError) else OSError(str(exc))
 
 
 def _sockname(sock: socket.socket) -> Addr:

@@ -38,7 +38,7 @@ def test_settings(**overrides: Any) -> Settings:
     """
     fields: dict[str, Any] = {
         "listen": "127.0.0.1:0",
-        "http": "off",
+        "http_listen": "off",
         "beacon_id": 1,
         "sweep_interval": 3600.0,
         "gossip_interval": 3600.0,

@@ -1,80 +1,37 @@
-"""``natroute-registry``: settings from env and flags, then uvicorn.
+"""``natroute-registry``: settings from flags, env and a config file, then uvicorn.
 
-Flags override ``NATROUTE_REGISTRY_*`` environment variables. The listening
-socket is bound and the database opened here, before uvicorn starts, so a
-taken port or an unusable database ends the process at once with one line
-naming the setting (status 2), and ``--listen 127.0.0.1:0`` works: the bound
-address is logged (``registry_listening``) and, with ``--port-file PATH``,
-the port number is written to ``PATH`` (atomically, via a temporary file and
-rename) once the socket is listening.
+The shared layer (:mod:`natroute._service.cli`) builds the settings. The
+listening socket is bound and the database opened here, before uvicorn
+starts, so a taken port or an unusable database ends the process at once
+with one line naming the setting (status 2), and ``--http-listen
+127.0.0.1:0`` works: the bound address is logged (``registry_listening``)
+and, with ``--port-file PATH``, the port number is written to ``PATH``
+(atomically, via a temporary file and rename) once the socket is listening.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import uvicorn
-from pydantic import ValidationError
 
-from natroute._service.logging import configure_logging
-from natroute._service.run import bind_tcp, run
+from natroute._service.cli import StartupError, bind_failure, service_main, setting_failure
+from natroute._service.run import bind_tcp
 
 from .app import create_app
 from .backends import open_store
 from .postgres import redact_url
-from .settings import ENV_PREFIX, Settings
-from .store import StoreError
+from .settings import DESCRIPTION, Settings
+from .store import Store, StoreError
 
-__all__ = ["build_settings", "main", "parse_args"]
+__all__ = ["main", "serve"]
 
 _log = logging.getLogger(__name__)
-
-
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    """Parse the command line; unset flags stay ``None`` so env values survive."""
-    p = argparse.ArgumentParser(
-        prog="natroute-registry",
-        description=f"natroute registry service (env prefix {ENV_PREFIX})",
-        argument_default=None,
-    )
-    p.add_argument("--listen", help="HOST:PORT to listen on (default 0.0.0.0:9000)")
-    p.add_argument("--db", help="SQLite database path (default registry.db)")
-    p.add_argument("--database-url", help="postgresql://... to use PostgreSQL instead of SQLite")
-    p.add_argument("--database-pool-size", type=int, help="PostgreSQL connections (10)")
-    p.add_argument("--key-cache-size", type=int, help="node keys kept in memory (131072)")
-    p.add_argument("--token", help="operator bearer token (required unless --dev)")
-    p.add_argument("--dev", action="store_const", const=True, help="dev mode: allow a weak token")
-    p.add_argument(
-        "--allow-local-endpoints",
-        type=lambda v: v.lower() in ("1", "true", "yes", "on"),
-        help="accept loopback/link-local node addresses: true|false (default: dev mode)",
-    )
-    p.add_argument("--beacon-addr", help="HOST:PORT handed out for relay_only nodes")
-    p.add_argument("--node-ttl", type=float, help="seconds a node stays resolvable (90)")
-    p.add_argument("--beacon-ttl", type=float, help="seconds a beacon stays listed (60)")
-    p.add_argument("--retention", type=float, help="seconds before silent records are purged")
-    p.add_argument("--signature-skew", type=float, help="accepted clock skew in seconds (60)")
-    p.add_argument("--sqlite-synchronous", choices=["FULL", "NORMAL"], help="default FULL")
-    p.add_argument("--max-body-bytes", type=int, help="request body limit (16384)")
-    p.add_argument("--register-rate", type=float, help="registrations/s per client IP (0.5)")
-    p.add_argument("--register-burst", type=int, help="registration burst per client IP (10)")
-    p.add_argument("--rate-limit-clients", type=int, help="client IPs tracked (10000)")
-    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
-    p.add_argument("--port-file", help="write the bound port here once listening")
-    return p.parse_args(argv)
-
-
-def build_settings(args: argparse.Namespace) -> Settings:
-    """Environment first, then every flag that was given (flags win)."""
-    overrides: dict[str, Any] = {k: v for k, v in vars(args).items() if v is not None}
-    return Settings(**overrides)
 
 
 def _write_port_file(path: Path, port: int) -> None:
@@ -83,26 +40,43 @@ def _write_port_file(path: Path, port: int) -> None:
     os.replace(tmp, path)
 
 
-def _database(settings: Settings) -> str:
+def _database_failure(settings: Settings, exc: StoreError) -> StartupError:
+    # The driver's own reason when there is one (not our wrapper's repetition).
+    reason = str(exc.__cause__ or exc) or type(exc).__name__
     url = settings.postgres_url()
-    if url is not None:
-        return f"{ENV_PREFIX}DATABASE_URL (--database-url) {redact_url(url)}"
-    return f"{ENV_PREFIX}DB (--db) {settings.db}"
+    field, value = ("database_url", redact_url(url)) if url is not None else ("db", settings.db)
+    if exc.__cause__ is None:  # a readable database that this code cannot use
+        remedy = "run the natroute version that wrote it, or a newer one"
+    elif url is not None:
+        remedy = "check the URL, that the server runs and the credentials"
+    else:
+        remedy = "create its directory or choose a writable path"
+    return setting_failure(
+        Settings, field, value, "cannot open the database", f"{reason}; {remedy}"
+    )
+
+
+async def _open(settings: Settings) -> Store:
+    try:
+        return await open_store(settings, clock=time.time)
+    except StoreError as exc:
+        raise _database_failure(settings, exc) from exc
 
 
 async def serve(settings: Settings) -> None:
     """Open the store, bind, and serve until SIGINT/SIGTERM.
 
     Raises:
-        StoreError: the database cannot be opened (or is too new).
-        OSError: the listen address cannot be bound.
+        StartupError: the database cannot be opened (or is too new), or the
+            listen address cannot be bound.
     """
-    store = await open_store(settings, clock=time.time)
+    store = await _open(settings)
     try:
-        sock = bind_tcp(settings.listen)
-    except OSError:
+        sock = bind_tcp(settings.http_listen)
+    except (OSError, ValueError) as exc:
         await store.close()
-        raise
+        error = exc if isinstance(exc, OSError) else OSError(str(exc))
+        raise bind_failure(Settings, "http_listen", settings.http_listen, error) from exc
     try:
         host, _ = settings.listen_addr()
         bound_port = int(sock.getsockname()[1])
@@ -125,6 +99,7 @@ async def serve(settings: Settings) -> None:
     finally:
         sock.close()
         await store.close()
+    _log.info("registry_stopped")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -134,32 +109,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         0 on a clean stop, 2 on bad settings (a weak operator token included),
         a database that cannot be opened or a listen address that cannot be bound.
     """
-    args = parse_args(argv)
-    try:
-        settings = build_settings(args)
-    except ValidationError as exc:
-        print(f"natroute-registry: invalid settings:\n{exc}", file=sys.stderr)
-        return 2
-    configure_logging(settings.log_level)
-    try:
-        run(serve(settings))
-    except StoreError as exc:
-        _log.debug("registry_start_failed", exc_info=exc)
-        print(
-            f"natroute-registry: cannot open the database {_database(settings)}: {exc}",
-            file=sys.stderr,
-        )
-        return 2
-    except OSError as exc:
-        _log.debug("registry_start_failed", exc_info=exc)
-        print(
-            f"natroute-registry: cannot listen on {ENV_PREFIX}LISTEN (--listen) "
-            f"{settings.listen}: {exc.strerror or exc}",
-            file=sys.stderr,
-        )
-        return 2
-    _log.info("registry_stopped")
-    return 0
+    return service_main(
+        Settings, argv, prog="natroute-registry", description=DESCRIPTION, serve=serve
+    )
 
 
 if __name__ == "__main__":

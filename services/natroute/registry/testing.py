@@ -1,6 +1,6 @@
 """Test and benchmark helpers: a real ``natroute-registry`` process on 127.0.0.1.
 
-``registry_process`` starts the console script (``--listen 127.0.0.1:0
+``registry_process`` starts the console script (``--http-listen 127.0.0.1:0
 --port-file``), waits until the port file appears and yields the running
 process with its base URL; on exit the process is killed (SIGKILL) unless the
 caller stopped it. The environment is the caller's minus every
@@ -79,7 +79,14 @@ def registry_process(
     port_file = directory / f"{name}.port"
     port_file.unlink(missing_ok=True)
     log_path = directory / f"{name}.log"
-    cmd = [*registry_command(), "--listen", "127.0.0.1:0", "--port-file", str(port_file), *args]
+    cmd = [
+        *registry_command(),
+        "--http-listen",
+        "127.0.0.1:0",
+        "--port-file",
+        str(port_file),
+        *args,
+    ]
     with log_path.open("ab") as log:
         popen = subprocess.Popen(cmd, stdout=log, stderr=log, env=_env(env))
     try:

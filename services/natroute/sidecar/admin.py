@@ -16,7 +16,7 @@ Endpoints (issue 5, "Admin API"):
 
 Peer IDs in paths are decimal or ``0x`` hex node IDs (1..2^32-1).
 
-Security model: the API binds 127.0.0.1 by default (``admin_listen``), so
+Security model: the API binds 127.0.0.1 by default (``http_listen``), so
 reads are open to whoever can reach it. Every mutation (PUT, DELETE, POST)
 needs ``Authorization: Bearer <NATROUTE_SIDECAR_ADMIN_TOKEN>`` (compared in
 constant time; 401 without it or with a wrong one); with no token configured
@@ -319,7 +319,7 @@ def create_app(sidecar: Sidecar) -> FastAPI:
             operator entry points are used.
 
     Returns:
-        The FastAPI app (served by ``main.py`` on ``settings.admin_listen``).
+        The FastAPI app (served by ``main.py`` on ``settings.http_listen``).
     """
     app = FastAPI(
         title="natroute sidecar admin",

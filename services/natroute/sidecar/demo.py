@@ -6,10 +6,11 @@ and it counts what arrives. Every ``--report-interval`` seconds it logs one
 ``demo_report`` line: its node ID, the peers it sends to, what it sent and
 what it received from whom — so a person (or a test) sees which pairs deliver.
 
-Settings: env ``NATROUTE_DEMO_*`` or flags (``--app``, ``--bind``, ``--admin``,
-``--registry-url``, ``--registry-token``, ``--interval``, ``--report-interval``).
-Run the sidecar with ``--app-deliver`` set to ``--bind`` so deliveries that
-arrive before the demo's first send are not dropped.
+Settings: flags, env ``NATROUTE_DEMO_*`` or a config file (``--app``,
+``--listen``, ``--admin-url``, ``--registry-url``, ``--registry-token``,
+``--interval``, ``--report-interval``; :mod:`natroute._service.cli`). Run the
+sidecar with ``--app-deliver`` set to ``--listen`` so deliveries that arrive
+before the demo's first send are not dropped.
 """
 
 from __future__ import annotations
@@ -19,20 +20,22 @@ import logging
 import sys
 import time
 from collections import Counter
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
+from typing import ClassVar
 
 import httpx
-from pydantic import Field, SecretStr, ValidationError
-from pydantic_settings import BaseSettings, CliApp, SettingsConfigDict
+from pydantic import Field, SecretStr
+from pydantic_settings import SettingsConfigDict
 
-from natroute._service.logging import configure_logging
-from natroute._service.run import run, wait_for_signal
+from natroute._service.cli import ServiceSettings, bind_failure, service_main
+from natroute._service.run import wait_for_signal
+from natroute._service.settings import HostPort, HttpUrl, Seconds
 from natroute.registry.client import AsyncRegistryClient, RegistryClientError
 from natroute.routing.addr import split_host_port
 
 from .appclient import AsyncAppClient
 
-__all__ = ["DemoSettings", "main", "wait_own_id"]
+__all__ = ["AppSettings", "DemoSettings", "bind_app", "main", "serve", "wait_own_id"]
 
 _log = logging.getLogger(__name__)
 
@@ -49,26 +52,41 @@ async def wait_own_id(admin: httpx.AsyncClient, poll_interval: float = 0.2) -> i
         await asyncio.sleep(poll_interval)
 
 
-class DemoSettings(BaseSettings):
-    """Settings of the demo application. Env: ``NATROUTE_DEMO_<FIELD>``."""
+class AppSettings(ServiceSettings):
+    """What an application beside a sidecar needs (the demo's and the probe's)."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="NATROUTE_DEMO_",
-        extra="ignore",
-        cli_kebab_case=True,
-        cli_prog_name="natroute-demo",
-    )
+    renamed: ClassVar[Mapping[str, str]] = {"admin": "admin_url", "bind": "listen"}
 
-    app: str = Field("127.0.0.1:4100", description="the sidecar's data plane")
-    bind: str = Field(
-        "127.0.0.1:4101", description="our address (the sidecar's --app-deliver points here)"
+    app: HostPort = Field("127.0.0.1:4100", description="the sidecar's data plane (--app-listen)")
+    listen: HostPort = Field(
+        "127.0.0.1:4101", description="our UDP socket (the sidecar's --app-deliver points here)"
     )
-    admin: str = Field("http://127.0.0.1:8080", description="the sidecar's admin API")
-    registry_url: str = Field("http://127.0.0.1:9000", description="registry (node list)")
+    admin_url: HttpUrl = Field("http://127.0.0.1:8080", description="the sidecar's admin API")
+    registry_url: HttpUrl = Field(
+        "http://127.0.0.1:9000", description="registry base URL (the node list)"
+    )
     registry_token: SecretStr = Field(SecretStr(""), description="registry operator token")
-    interval: float = Field(1.0, gt=0, description="seconds between rounds of sends")
-    report_interval: float = Field(5.0, gt=0, description="seconds between reports")
-    log_level: str = "info"
+
+
+class DemoSettings(AppSettings):
+    """Settings of the demo application (env ``NATROUTE_DEMO_<FIELD>``, flag ``--<field>``)."""
+
+    model_config = SettingsConfigDict(env_prefix="NATROUTE_DEMO_")
+
+    interval: Seconds = Field(1.0, gt=0, description="seconds between rounds of sends")
+    report_interval: Seconds = Field(5.0, gt=0, description="seconds between reports")
+
+
+def bind_app(settings: AppSettings) -> AsyncAppClient:
+    """The application's socket on ``settings.listen``, talking to ``settings.app``.
+
+    Raises:
+        StartupError: ``listen`` cannot be bound (the message names it).
+    """
+    try:
+        return AsyncAppClient(split_host_port(settings.app), split_host_port(settings.listen))
+    except OSError as exc:
+        raise bind_failure(type(settings), "listen", settings.listen, exc) from exc
 
 
 class Demo:
@@ -76,7 +94,7 @@ class Demo:
 
     def __init__(self, settings: DemoSettings) -> None:
         self.settings = settings
-        self.app = AsyncAppClient(split_host_port(settings.app), split_host_port(settings.bind))
+        self.app = bind_app(settings)
         self.node_id = 0
         self.peers: list[int] = []
         self.sent = 0
@@ -127,7 +145,7 @@ class Demo:
         s = self.settings
         token = s.registry_token.get_secret_value() or None
         async with (
-            httpx.AsyncClient(base_url=s.admin, timeout=3.0) as admin,
+            httpx.AsyncClient(base_url=s.admin_url, timeout=3.0) as admin,
             AsyncRegistryClient(s.registry_url, token=token) as registry,
             self.app,
         ):
@@ -146,16 +164,25 @@ class Demo:
                 await asyncio.gather(*tasks, return_exceptions=True)
 
 
+async def serve(settings: DemoSettings) -> None:
+    """Run the demo until SIGINT or SIGTERM.
+
+    Raises:
+        StartupError: its socket cannot be bound.
+    """
+    await Demo(settings).run(wait_for_signal())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Console-script entry point; 2 for invalid settings."""
-    try:
-        settings = CliApp.run(DemoSettings, cli_args=list(sys.argv[1:] if argv is None else argv))
-    except ValidationError as exc:
-        print(f"natroute-demo: invalid settings:\n{exc}", file=sys.stderr)
-        return 2
-    configure_logging(settings.log_level)
-    run(Demo(settings).run(wait_for_signal()))
-    return 0
+    """Console-script entry point; 2 for settings that cannot be used."""
+    return service_main(
+        DemoSettings,
+        argv,
+        prog="natroute-demo",
+        description="natroute demo: sends to every live node through its sidecar and "
+        "reports what arrives from whom.",
+        serve=serve,
+    )
 
 
 if __name__ == "__main__":

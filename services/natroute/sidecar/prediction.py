@@ -4,7 +4,7 @@ A node behind an endpoint-dependent ("symmetric", random-port) mapping and a
 peer behind an endpoint-independent mapping with port-dependent filtering
 cannot meet by checks alone: each side would have to guess the port the
 other's NAT picks. Port prediction guesses on purpose (docs/protocol.md,
-"Port prediction"; decision D28 in docs/decisions.md):
+"Port prediction"; decision D39 in docs/decisions.md):
 
 1. the *hard* side (ours maps per destination) offers a spray through the
    relay (PREDICT OFFER) once its checks went unanswered for ``after`` s;

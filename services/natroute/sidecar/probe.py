@@ -20,7 +20,8 @@ Log events (JSON lines, see :mod:`natroute._service.logging`):
   per source, and each source's lowest one-way delay.
 
 :class:`ProbeCore` decides and records (fed ``now``, no I/O); :class:`Probe`
-is the asyncio shell. Settings: env ``NATROUTE_PROBE_*`` or flags.
+is the asyncio shell. Settings: flags, env ``NATROUTE_PROBE_*`` or a config
+file (:mod:`natroute._service.cli`).
 """
 
 from __future__ import annotations
@@ -34,16 +35,15 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import httpx
-from pydantic import Field, SecretStr, ValidationError
-from pydantic_settings import BaseSettings, CliApp, SettingsConfigDict
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
 
-from natroute._service.logging import configure_logging
-from natroute._service.run import run, wait_for_signal
+from natroute._service.cli import service_main
+from natroute._service.run import wait_for_signal
+from natroute._service.settings import Seconds
 from natroute.registry.client import AsyncRegistryClient, RegistryClientError
-from natroute.routing.addr import split_host_port
 
-from .appclient import AsyncAppClient
-from .demo import wait_own_id
+from .demo import AppSettings, bind_app, wait_own_id
 
 __all__ = [
     "PROBE_MAGIC",
@@ -194,29 +194,16 @@ class ProbeCore:
         }
 
 
-class ProbeSettings(BaseSettings):
-    """Settings of the probe application. Env: ``NATROUTE_PROBE_<FIELD>``."""
+class ProbeSettings(AppSettings):
+    """Settings of the probe application (env ``NATROUTE_PROBE_<FIELD>``, flag ``--<field>``)."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="NATROUTE_PROBE_",
-        extra="ignore",
-        cli_kebab_case=True,
-        cli_prog_name="natroute-probe",
-    )
+    model_config = SettingsConfigDict(env_prefix="NATROUTE_PROBE_")
 
-    app: str = Field("127.0.0.1:4100", description="the sidecar's data plane")
-    bind: str = Field(
-        "127.0.0.1:4101", description="our address (the sidecar's --app-deliver points here)"
-    )
-    admin: str = Field("http://127.0.0.1:8080", description="the sidecar's admin API")
-    registry_url: str = Field("http://127.0.0.1:9000", description="registry (node list)")
-    registry_token: SecretStr = Field(SecretStr(""), description="registry operator token")
-    interval: float = Field(0.1, gt=0, description="seconds between sends to a new peer")
-    burst: float = Field(10.0, ge=0, description="seconds a peer counts as new")
-    slow_interval: float = Field(1.0, gt=0, description="seconds between sends afterwards")
-    peer_refresh_interval: float = Field(0.5, gt=0, description="seconds between node lists")
-    report_interval: float = Field(5.0, gt=0, description="seconds between reports")
-    log_level: str = "info"
+    interval: Seconds = Field(0.1, gt=0, description="seconds between sends to a new peer")
+    burst: Seconds = Field(10.0, ge=0, description="seconds a peer counts as new")
+    slow_interval: Seconds = Field(1.0, gt=0, description="seconds between sends afterwards")
+    peer_refresh_interval: Seconds = Field(0.5, gt=0, description="seconds between node lists")
+    report_interval: Seconds = Field(5.0, gt=0, description="seconds between reports")
 
 
 class Probe:
@@ -228,7 +215,7 @@ class Probe:
         self.settings = settings
         self.clock = clock
         self.core = ProbeCore(settings.interval, settings.burst, settings.slow_interval)
-        self.app = AsyncAppClient(split_host_port(settings.app), split_host_port(settings.bind))
+        self.app = bind_app(settings)
         self.node_id = 0
 
     async def _peers_loop(self, registry: AsyncRegistryClient) -> None:
@@ -282,7 +269,7 @@ class Probe:
         s = self.settings
         token = s.registry_token.get_secret_value() or None
         async with (
-            httpx.AsyncClient(base_url=s.admin, timeout=3.0) as admin,
+            httpx.AsyncClient(base_url=s.admin_url, timeout=3.0) as admin,
             AsyncRegistryClient(s.registry_url, token=token) as registry,
             self.app,
         ):
@@ -302,16 +289,25 @@ class Probe:
                 await asyncio.gather(*tasks, return_exceptions=True)
 
 
+async def serve(settings: ProbeSettings) -> None:
+    """Run the probe until SIGINT or SIGTERM.
+
+    Raises:
+        StartupError: its socket cannot be bound.
+    """
+    await Probe(settings).run(wait_for_signal())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Console-script entry point; 2 for invalid settings."""
-    try:
-        settings = CliApp.run(ProbeSettings, cli_args=list(sys.argv[1:] if argv is None else argv))
-    except ValidationError as exc:
-        print(f"natroute-probe: invalid settings:\n{exc}", file=sys.stderr)
-        return 2
-    configure_logging(settings.log_level)
-    run(Probe(settings).run(wait_for_signal()))
-    return 0
+    """Console-script entry point; 2 for settings that cannot be used."""
+    return service_main(
+        ProbeSettings,
+        argv,
+        prog="natroute-probe",
+        description="natroute probe: the first delivery and the one-way delay to every "
+        "live node, through its sidecar, in milliseconds.",
+        serve=serve,
+    )
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
-"""Settings of ``natroute-sidecar``: env ``NATROUTE_SIDECAR_*``, overridden by flags.
+"""Settings of ``natroute-sidecar``: flags, env ``NATROUTE_SIDECAR_*``, a config file.
 
-Every field is also a flag (``--blackhole-threshold 2``); pydantic-settings
-parses both. :func:`build_settings` is called by ``main()`` only. The same
-env names are used by compose and the Helm chart.
+Built by ``main()`` through the shared layer (:mod:`natroute._service.cli`):
+every field is a flag (``--blackhole-threshold 2``), an environment variable
+(``NATROUTE_SIDECAR_BLACKHOLE_THRESHOLD``) and a ``--config`` file key. The
+same env names are used by compose and the Helm chart.
 """
 
 from __future__ import annotations
@@ -10,16 +11,21 @@ from __future__ import annotations
 import ipaddress
 import re
 import socket
-from collections.abc import Sequence
-from typing import Literal
+from collections.abc import Mapping
+from typing import Annotated, ClassVar
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, CliApp, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
+from natroute._service.cli import ServiceSettings
 from natroute._service.settings import (
+    Count,
+    HostPort,
+    HostPortList,
+    HttpUrl,
+    Metavar,
+    Seconds,
     check_host_port,
-    check_http_url,
-    check_log_level,
     check_secret_token,
 )
 from natroute.routing.addr import split_host_port
@@ -37,124 +43,191 @@ from natroute.routing.selection import parse_beacon_list
 
 from .model import NodeConfig, PredictConfig
 
-__all__ = ["Settings", "build_settings"]
+__all__ = ["DESCRIPTION", "Settings"]
+
+#: The first paragraph of ``natroute-sidecar --help``.
+DESCRIPTION = (
+    "natroute sidecar: one node of the overlay. It registers with the registry, keeps a "
+    "beacon, punches direct paths to peers and relays through the beacon when it cannot; "
+    "the application sends and receives on the local data plane."
+)
 
 _N = NodeConfig()
 _P = PredictConfig()
+_OFF = ("", "off", "none")
 
 
-class Settings(BaseSettings):
-    """Every knob of the sidecar. Env: ``NATROUTE_SIDECAR_<FIELD>``; flag: ``--<field>``."""
+class Settings(ServiceSettings):
+    """Every knob of the sidecar (env ``NATROUTE_SIDECAR_<FIELD>``, flag ``--<field>``)."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="NATROUTE_SIDECAR_",
-        extra="ignore",
-        cli_kebab_case=True,
-        cli_implicit_flags=True,
-        cli_prog_name="natroute-sidecar",
+    model_config = SettingsConfigDict(env_prefix="NATROUTE_SIDECAR_")
+    renamed: ClassVar[Mapping[str, str]] = {"admin_listen": "http_listen"}
+
+    listen: HostPort = Field("0.0.0.0:4000", description="UDP socket for peers and beacons")
+    app_listen: HostPort = Field(
+        "127.0.0.1:4100",
+        description="UDP socket of the local data plane, where the application sends",
     )
-
-    listen: str = Field("0.0.0.0:4000", description="UDP socket for peers and beacons")
-    app_listen: str = Field("127.0.0.1:4100", description="local data plane UDP address")
-    app_deliver: str = Field(
-        "", description="where received payloads go; default: the app's last source address"
+    app_deliver: Annotated[str, Metavar("HOST:PORT")] = Field(
+        "", description="where received payloads go (default: the application's last address)"
     )
-    admin_listen: str = Field("127.0.0.1:8080", description="admin HTTP API; 'off' disables")
-    admin_token: SecretStr = Field(SecretStr(""), description="bearer token for mutations")
-    identity: str = Field(
-        "/var/lib/natroute/identity.json", description="identity key file (beacon cache beside)"
+    http_listen: Annotated[str, Metavar("HOST:PORT")] = Field(
+        "127.0.0.1:8080", description="admin API and status page (HTTP); 'off' disables it"
     )
-    name: str = Field(
+    admin_token: SecretStr = Field(
+        SecretStr(""), description="bearer token the admin API wants for changes (none: refused)"
+    )
+    identity: Annotated[str, Metavar("PATH")] = Field(
+        "/var/lib/natroute/identity.json",
+        description="identity key file, created when missing; the beacon cache is kept beside it",
+    )
+    name: Annotated[str, Metavar("NAME")] = Field(
         "",
         description="node name for peers and operators (default: the host name; 'none': no name)",
     )
-    registry_url: str = Field("", description="registry base URL, e.g. http://registry:9000")
-    beacons: str = Field("", description="bootstrap beacons host:port,...")
-    advertise: str = Field("", description="public endpoint to register instead of discovery")
-    lan_addrs: str = Field(
-        "", description="host candidates host:port,... to publish instead of the interfaces'"
+    registry_url: HttpUrl = Field("", description="registry base URL, e.g. http://registry:9000")
+    beacons: HostPortList = Field("", description="bootstrap beacons")
+    advertise: Annotated[str, Metavar("HOST:PORT")] = Field(
+        "", description="public endpoint to register instead of the discovered one"
+    )
+    lan_addrs: HostPortList = Field(
+        "", description="host candidates to publish instead of the interfaces' addresses"
     )
     host_candidates: bool = Field(
         True, description="publish this host's interface addresses as candidates"
     )
-    relay_only: bool | None = Field(None, description="force relay_only (default: from NAT type)")
+    relay_only: bool | None = Field(
+        None, description="always relay, never punch (default: from the NAT type)"
+    )
     nat_detect: bool = Field(True, description="classify the NAT with two beacons")
     stream: bool = Field(
         True, description="relay over a WebSocket to the beacon when UDP is blocked"
     )
-    beacon_stream: str = Field(
-        "", description="stream relay URL ws(s)://host:port/v1/relay (default: the registry's)"
+    beacon_stream: Annotated[str, Metavar("URL")] = Field(
+        "", description="stream relay ws(s)://host:port/v1/relay (default: the registry's)"
     )
-    stream_after: float = Field(
+    stream_after: Seconds = Field(
         30.0, gt=0, description="seconds without any UDP answer before using the stream"
     )
-    udp_retry_interval: float = Field(
+    udp_retry_interval: Seconds = Field(
         5.0, gt=0, description="first wait, seconds, before trying UDP again while on the stream"
     )
-    udp_retry_max_interval: float = Field(
+    udp_retry_max_interval: Seconds = Field(
         60.0, gt=0, description="longest wait, seconds, between UDP tries while on the stream"
     )
-    stream_ca_file: str = Field("", description="CA bundle for wss:// (default: the system's)")
-    beacon_rtt_probe: bool = Field(False, description="RTT override of the hash pick")
-    refresh_interval: float = Field(BEACON_REFRESH_INTERVAL, gt=0)
-    refresh_jitter: float = Field(BEACON_REFRESH_JITTER, ge=0)
-    beacon_keepalive_interval: float = Field(10.0, gt=0, description="register_with_beacon")
-    beacon_dead_after: float = Field(30.0, gt=0, description="no keepalive reply: fail over")
-    beacon_quarantine: float = Field(60.0, gt=0, description="re-probe a dead beacon after")
-    heartbeat_interval: float = Field(30.0, gt=0, description="registry heartbeat")
-    discover_timeout: float = Field(2.0, gt=0)
-    tick_interval: float = Field(0.5, gt=0, description="peer upkeep timer")
+    stream_ca_file: Annotated[str, Metavar("PATH")] = Field(
+        "", description="CA bundle for wss:// (default: the system's)"
+    )
+    beacon_rtt_probe: bool = Field(
+        False, description="let measured RTTs override the beacon the key hashes to"
+    )
+    refresh_interval: Seconds = Field(
+        BEACON_REFRESH_INTERVAL, gt=0, description="seconds between beacon list refreshes"
+    )
+    refresh_jitter: Seconds = Field(
+        BEACON_REFRESH_JITTER, ge=0, description="random seconds added to each refresh interval"
+    )
+    beacon_keepalive_interval: Seconds = Field(
+        10.0, gt=0, description="seconds between registrations with the beacon"
+    )
+    beacon_dead_after: Seconds = Field(
+        30.0, gt=0, description="seconds without a beacon reply before failing over"
+    )
+    beacon_quarantine: Seconds = Field(
+        60.0, gt=0, description="seconds before a dead beacon is tried again"
+    )
+    heartbeat_interval: Seconds = Field(
+        30.0, gt=0, description="seconds between registry heartbeats"
+    )
+    discover_timeout: Seconds = Field(
+        2.0, gt=0, description="seconds to wait for a beacon's discover reply"
+    )
+    tick_interval: Seconds = Field(0.5, gt=0, description="seconds between peer upkeep rounds")
     udp_batch: bool = Field(
         True, description="recvmmsg/sendmmsg on the sockets where the platform has them"
     )
-    udp_buffer: int = Field(
+    udp_buffer: Annotated[int, Metavar("BYTES")] = Field(
         4 << 20,
         ge=0,
         description="receive and send buffer bytes asked for on both sockets (0: the system's)",
     )
-    blackhole_threshold: float = Field(DIRECT_BLACKHOLE_THRESHOLD, gt=0)
-    blackhole_misses: int = Field(BLACKHOLE_MISSES_REQUIRED, ge=1)
-    direct_clears: int = Field(DIRECT_CLEARS_REQUIRED, ge=1)
-    send_err_threshold: int = Field(SEND_ERR_THRESHOLD, ge=1)
-    max_relay_peers: int = Field(MAX_RELAY_PEERS, ge=1)
-    max_peers: int = Field(_N.max_peers, ge=1)
-    check_window: float = Field(
+    blackhole_threshold: Seconds = Field(
+        DIRECT_BLACKHOLE_THRESHOLD,
+        gt=0,
+        description="seconds of silence on a direct path that count as one miss",
+    )
+    blackhole_misses: Count = Field(
+        BLACKHOLE_MISSES_REQUIRED, ge=1, description="misses in a row that move a peer to relay"
+    )
+    direct_clears: Count = Field(
+        DIRECT_CLEARS_REQUIRED,
+        ge=1,
+        description="direct receipts that clear a relay flag the sidecar set itself",
+    )
+    send_err_threshold: Count = Field(
+        SEND_ERR_THRESHOLD,
+        ge=1,
+        description="ICMP-unreachable send errors that move a peer to relay",
+    )
+    max_relay_peers: Count = Field(
+        MAX_RELAY_PEERS, ge=1, description="most peers with a relay flag"
+    )
+    max_peers: Count = Field(_N.max_peers, ge=1, description="most peers tracked")
+    check_window: Seconds = Field(
         _N.check_window, gt=0, description="seconds a round of connectivity checks lasts"
     )
-    check_interval: float = Field(
+    check_interval: Seconds = Field(
         _N.check_interval, gt=0, description="seconds between probes within a check round"
     )
-    reevaluate_interval: float = Field(
+    reevaluate_interval: Seconds = Field(
         _N.reevaluate_interval, gt=0, description="seconds between path re-checks while direct"
     )
-    one_way_rounds: int = Field(
+    one_way_rounds: Count = Field(
         _N.one_way_rounds, ge=1, description="unanswered keepalive probes that make a path one-way"
     )
-    offline_after: float = Field(
+    offline_after: Seconds = Field(
         _N.offline_after, gt=0, description="seconds of silence before a peer shows as offline"
     )
-    probe_initial_interval: float = Field(_N.probe_initial_interval, gt=0)
-    probe_max_interval: float = Field(_N.probe_max_interval, gt=0)
-    peer_keepalive_interval: float = Field(_N.keepalive_interval, gt=0)
-    peer_refresh_interval: float = Field(_N.peer_refresh_interval, gt=0)
-    peer_idle_timeout: float = Field(_N.peer_idle_timeout, gt=0)
+    probe_initial_interval: Seconds = Field(
+        _N.probe_initial_interval,
+        gt=0,
+        description="first wait, seconds, before a relayed peer's next checks; doubles each time",
+    )
+    probe_max_interval: Seconds = Field(
+        _N.probe_max_interval,
+        gt=0,
+        description="longest wait, seconds, between a relayed peer's rounds of checks",
+    )
+    peer_keepalive_interval: Seconds = Field(
+        _N.keepalive_interval, gt=0, description="seconds between keepalives on a direct path"
+    )
+    peer_refresh_interval: Seconds = Field(
+        _N.peer_refresh_interval,
+        gt=0,
+        description="seconds between registry look-ups of a known peer",
+    )
+    peer_idle_timeout: Seconds = Field(
+        _N.peer_idle_timeout,
+        gt=0,
+        description="seconds a peer is kept without the application using it",
+    )
     predict: bool = Field(
         _P.enabled,
         description="port prediction: a bounded spray that can make a pair of an "
         "endpoint-dependent (symmetric) and a port-restricted NAT direct (both sides need it)",
     )
-    predict_sockets: int = Field(
+    predict_sockets: Count = Field(
         _P.sockets, ge=1, le=1024, description="spray sockets the endpoint-dependent side opens"
     )
-    predict_probes: int = Field(
+    predict_probes: Count = Field(
         _P.probes, ge=1, le=8192, description="ports the other side probes in one spray"
     )
     predict_rate: float = Field(_P.rate, gt=0, description="spray probes per second")
-    predict_timeout: float = Field(_P.timeout, gt=0, description="seconds one spray lasts")
-    predict_after: float = Field(
+    predict_timeout: Seconds = Field(_P.timeout, gt=0, description="seconds one spray lasts")
+    predict_after: Seconds = Field(
         _P.after, ge=0, description="seconds of unanswered checks before a spray is offered"
     )
-    predict_retry_interval: float = Field(
+    predict_retry_interval: Seconds = Field(
         _P.retry_interval, gt=0, description="first wait before a peer is sprayed again (doubles)"
     )
     predict_budget: float = Field(
@@ -163,12 +236,8 @@ class Settings(BaseSettings):
     predict_budget_rate: float = Field(
         _P.budget_rate, gt=0, description="bytes per second the spray budget refills"
     )
-    predict_max_kept: int = Field(
+    predict_max_kept: Count = Field(
         _P.max_kept, ge=1, le=1024, description="spray sockets kept for direct paths, at most"
-    )
-    log_level: str = Field("info", description="debug, info, warning or error")
-    log_format: Literal["json", "text"] = Field(
-        "json", description="json (one object per line) or text (readable lines)"
     )
 
     @field_validator("name")
@@ -183,15 +252,10 @@ class Settings(BaseSettings):
             raise ValueError(f"a node name is a DNS label (a-z, 0-9, '-', at most 63): {value!r}")
         return text
 
-    @field_validator("listen", "app_listen")
+    @field_validator("http_listen")
     @classmethod
-    def _checkcheck_host_port(cls, value: str) -> str:
-        return check_host_port(value)
-
-    @field_validator("admin_listen")
-    @classmethod
-    def _check_admin(cls, value: str) -> str:
-        return "" if value.lower() in ("", "off", "none") else check_host_port(value)
+    def _check_http(cls, value: str) -> str:
+        return "" if value.lower() in _OFF else check_host_port(value)
 
     @field_validator("app_deliver", "advertise")
     @classmethod
@@ -219,16 +283,6 @@ class Settings(BaseSettings):
         if value and not value.startswith(("ws://", "wss://")):
             raise ValueError(f"a stream URL is ws:// or wss://: {value!r}")
         return value
-
-    @field_validator("registry_url")
-    @classmethod
-    def _check_registry(cls, value: str) -> str:
-        return check_http_url(value)
-
-    @field_validator("log_level")
-    @classmethod
-    def _check_level(cls, value: str) -> str:
-        return check_log_level(value)
 
     def manager_config(self) -> ManagerConfig:
         """The routing Manager's thresholds."""
@@ -291,8 +345,3 @@ class Settings(BaseSettings):
             peer_refresh_interval=self.peer_refresh_interval,
             peer_idle_timeout=self.peer_idle_timeout,
         )
-
-
-def build_settings(argv: Sequence[str]) -> Settings:
-    """Settings from the environment, overridden by command-line flags."""
-    return CliApp.run(Settings, cli_args=list(argv))

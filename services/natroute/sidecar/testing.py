@@ -63,7 +63,7 @@ class Stack:
         fields: dict[str, Any] = {
             "listen": "127.0.0.1:0",
             "app_listen": "127.0.0.1:0",
-            "admin_listen": "off",
+            "http_listen": "off",
             "identity": str(self.directory / name / "identity.json"),
             "name": name,
             "registry_url": self.registry_url,

@@ -47,7 +47,7 @@ spec:
       args:
         - natroute-registry
       env:
-        - name: NATROUTE_REGISTRY_LISTEN
+        - name: NATROUTE_REGISTRY_HTTP_LISTEN
           value: "0.0.0.0:9000"
         {{- if $postgres }}
         - name: NATROUTE_REGISTRY_DATABASE_URL
@@ -67,30 +67,18 @@ spec:
         {{- with include "natroute.configEnv" (dict "prefix" "NATROUTE_REGISTRY_" "config" .Values.registry.config) | trim }}
         {{- . | nindent 8 }}
         {{- end }}
+        {{- with .Values.registry.extraEnv }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
       ports:
         - name: http
           containerPort: 9000
           protocol: TCP
-      startupProbe:
-        httpGet:
-          path: /healthz
-          port: http
-        periodSeconds: 2
-        failureThreshold: 30
-      livenessProbe:
-        httpGet:
-          path: /healthz
-          port: http
-        periodSeconds: 20
-        timeoutSeconds: 3
-        failureThreshold: 3
-      readinessProbe:
-        httpGet:
-          path: /readyz
-          port: http
-        periodSeconds: 10
-        timeoutSeconds: 3
-        failureThreshold: 3
+      {{- range $name, $path := dict "startupProbe" "/healthz" "livenessProbe" "/healthz" "readinessProbe" "/readyz" }}
+      {{- with include "natroute.probe" (dict "name" $name "probe" (get $.Values.registry $name) "path" $path "port" "http") }}
+      {{- . | nindent 6 }}
+      {{- end }}
+      {{- end }}
       {{- with .Values.registry.resources }}
       resources:
         {{- toYaml . | nindent 8 }}
@@ -103,11 +91,17 @@ spec:
           mountPath: /var/lib/natroute
         {{- end }}
         {{- include "natroute.tmpMount" . | nindent 8 }}
+        {{- with .Values.registry.extraVolumeMounts }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
   volumes:
     {{- include "natroute.tmpVolume" . | nindent 4 }}
     {{- if and (not $postgres) (not .Values.registry.persistence.enabled) }}
     - name: data
       emptyDir: {}
+    {{- end }}
+    {{- with .Values.registry.extraVolumes }}
+    {{- toYaml . | nindent 4 }}
     {{- end }}
   {{- with .Values.registry.nodeSelector }}
   nodeSelector:
