@@ -11,12 +11,16 @@ import pytest
 from natroute.routing import (
     MAX_RELAY_PEERS,
     Addr,
+    BlackholeCheck,
     Manager,
     ManagerConfig,
     NoAddressError,
     PeerRouting,
+    RelayAdmission,
     ResolveError,
     RoutingError,
+    SendError,
+    SendErrorCount,
     SendOutcome,
     SocketNotSetError,
     UsageError,
@@ -421,6 +425,22 @@ def test_s8_21_receipt_9s_old_flips_on_third_miss() -> None:
     assert m.maybe_flip_blackhole(1) == (True, False, 0.0, 0)
 
 
+def test_results_are_named_tuples() -> None:
+    r = rig(beacon=BEACON)
+    m = r.manager
+    m.record_direct_recv(1, r.clock() - 9)
+    check = m.maybe_flip_blackhole(1)
+    assert check == BlackholeCheck(should_relay=False, flipped=False, silent_for=9.0, misses=1)
+    assert (check.misses, check.silent_for) == (1, 9.0)
+    admission = m.mark_relay_activated_if_had_crypto(2, True)
+    assert admission == RelayAdmission(admitted=True, newly_activated=True, should_alias=True)
+    should_relay, *_ = m.maybe_flip_blackhole(2)  # still unpacks like the seed's tuples
+    assert should_relay
+    counted = m.handle_send_error(3, refused())
+    assert counted == SendErrorCount(flipped=False, errors=1)
+    assert counted.errors == 1
+
+
 def test_s8_23_fresh_receipt_never_misses() -> None:
     r = rig(beacon=BEACON)
     r.manager.record_direct_recv(1, r.clock())
@@ -615,9 +635,12 @@ def test_s9_12_d20_relay_send_failure_not_charged_to_peer() -> None:
     r.sock.fail_with(refused())
     counters = Counters()
     for _ in range(4):
-        with pytest.raises(ConnectionRefusedError) as info:
+        with pytest.raises(SendError) as info:
             r.manager.write_frame(1, None, b"PILS", counters)
-        assert getattr(info.value, "was_relay", None) is True
+        assert info.value.was_relay is True
+        assert info.value.errno == errno.ECONNREFUSED
+        assert isinstance(info.value.__cause__, ConnectionRefusedError)
+        assert is_icmp_unreachable(info.value)
     assert r.manager.send_err_count(1) == 0
     assert r.manager.last_outbound_send(1) is None
     assert counters == Counters()
@@ -627,9 +650,10 @@ def test_direct_send_failure_counted_and_flips() -> None:
     r = rig(beacon=BEACON)
     r.sock.fail_with(OSError(errno.EHOSTUNREACH, "No route to host"))
     for expected in (1, 2):
-        with pytest.raises(OSError, match="No route") as info:
+        with pytest.raises(SendError, match="No route") as info:
             r.manager.write_frame(1, PEER_ADDR, b"PILS")
-        assert getattr(info.value, "was_relay", None) is False
+        assert info.value.was_relay is False
+        assert isinstance(info.value, OSError)
         assert r.manager.send_err_count(1) == expected
     with pytest.raises(OSError, match="No route"):
         r.manager.write_frame(1, PEER_ADDR, b"PILS")
@@ -642,8 +666,10 @@ def test_direct_send_failure_counted_and_flips() -> None:
 def test_direct_send_non_icmp_failure_not_counted() -> None:
     r = rig()
     r.sock.fail_with(BlockingIOError(errno.EAGAIN, "again"))
-    with pytest.raises(BlockingIOError):
+    with pytest.raises(SendError) as info:
         r.manager.write_frame(1, PEER_ADDR, b"PILS")
+    assert info.value.errno == errno.EAGAIN
+    assert isinstance(info.value.__cause__, BlockingIOError)
     assert r.manager.send_err_count(1) == 0
 
 

@@ -17,6 +17,7 @@ from natroute.routing import (
     Manager,
     PickReason,
     RefreshOutcome,
+    RegistryError,
     beacon_cache_path,
     load_beacon_cache_entry,
     pick_beacon,
@@ -342,3 +343,53 @@ def test_empty_everything_does_nothing(daemon: Daemon) -> None:
     assert out.decision.new_pick == ""
     assert daemon.sock.sent == []
     assert daemon.manager.beacon_addr() is None
+
+
+def test_typed_beacon_source_replaces_the_lister(daemon: Daemon) -> None:
+    calls: list[int] = []
+
+    def source() -> list[str]:
+        calls.append(1)
+        return ["203.0.113.2:9001", "", "10.0.0.5:9001", "203.0.113.1:9001"]
+
+    out = refresh_tick(
+        daemon.state,
+        daemon.manager,
+        None,
+        KEY,
+        daemon.identity,
+        first_tick=True,
+        wall_clock=wall,
+        beacon_source=source,
+    )
+    assert calls == [1]
+    assert daemon.lister.calls == []
+    assert out.source is ListSource.REGISTRY
+    assert out.discovered == ["203.0.113.1:9001", "203.0.113.2:9001"]  # cleaned and sorted
+    assert out.swapped
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        pytest.param(RegistryError("registry: transport: refused"), id="registry-error"),
+        pytest.param(ConnectionResetError("reset"), id="other-error"),
+    ],
+)
+def test_typed_beacon_source_failures_are_registry_errors(daemon: Daemon, error: Exception) -> None:
+    def source() -> list[str]:
+        raise error
+
+    out = refresh_tick(
+        daemon.state,
+        daemon.manager,
+        daemon.lister,
+        KEY,
+        daemon.identity,
+        first_tick=False,
+        wall_clock=wall,
+        beacon_source=source,
+    )
+    assert out.source is ListSource.NONE
+    assert str(error) in out.errors[0]
+    assert daemon.lister.calls == []

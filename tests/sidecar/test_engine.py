@@ -376,6 +376,24 @@ def test_the_engine_never_sends_to_its_own_sockets() -> None:
     assert a.engine.drops[DropReason.BAD_CANDIDATE] >= 2
 
 
+def test_a_send_the_gate_refuses_inside_write_frame_is_counted_once() -> None:
+    """The Manager re-raises the gate's refusal as a SendError; it is not a send error too."""
+    net = FakeNet()
+    a = net.host("a")
+    b = net.host("b")
+    net.app_send(a, b, b"x")
+    net.advance(1.0)
+    chosen = peer(a, b).chosen
+    assert path(a, b)[0] is Path.DIRECT and chosen is not None
+    a.engine.self_addrs.add(chosen)  # now one of a's own sockets: the gate refuses it
+    net.clock.advance(9.0)  # past the blackhole threshold: the send goes through write_frame
+    before = a.engine.drops[DropReason.SELF_ADDRESSED]
+    a.engine.app_send(b.node_id, b"y", net.clock())
+    assert a.engine.drops[DropReason.SELF_ADDRESSED] == before + 1
+    assert a.engine.drops[DropReason.SEND_ERROR] == 0
+    assert a.engine.datagrams_to_send() == []
+
+
 def test_engine_is_fed_only_inputs() -> None:
     """Nothing but inputs moves the engine: no clock is read inside it."""
     net = FakeNet()

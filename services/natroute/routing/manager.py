@@ -24,9 +24,26 @@ from collections.abc import Callable
 from .addr import MAX_NODE_ID, addr_equal, canonical_ip, check_node_id
 from .config import ManagerConfig
 from .constants import PUNCH_PAYLOAD
-from .errors import NoAddressError, SocketNotSetError, UsageError, WireError, is_icmp_unreachable
+from .errors import (
+    NoAddressError,
+    SendError,
+    SocketNotSetError,
+    UsageError,
+    WireError,
+    is_icmp_unreachable,
+)
 from .resolve import Resolver, resolve_udp_addr
-from .types import Addr, CounterTarget, LocalNodeIDFn, PeerRouting, SendOutcome, SocketSender
+from .types import (
+    Addr,
+    BlackholeCheck,
+    CounterTarget,
+    LocalNodeIDFn,
+    PeerRouting,
+    RelayAdmission,
+    SendErrorCount,
+    SendOutcome,
+    SocketSender,
+)
 from .wire import Discover, PunchRequest, decode_endpoint, encode_message, encode_relay
 
 __all__ = ["Manager", "PeerRouting", "is_icmp_unreachable"]  # the last two re-exported
@@ -34,6 +51,8 @@ __all__ = ["Manager", "PeerRouting", "is_icmp_unreachable"]  # the last two re-e
 _log = logging.getLogger(__name__)
 
 _UNSPECIFIED = frozenset({"0.0.0.0", "::"})
+_RELAYED = BlackholeCheck(True, False, 0.0, 0)
+_NO_MISS = BlackholeCheck(False, False, 0.0, 0)
 
 
 class Manager:
@@ -178,24 +197,22 @@ class Manager:
             self._pinned[node_id] = True
             return True
 
-    def mark_relay_activated_if_had_crypto(
-        self, src: int, had_crypto: bool
-    ) -> tuple[bool, bool, bool]:
+    def mark_relay_activated_if_had_crypto(self, src: int, had_crypto: bool) -> RelayAdmission:
         """Account for a RelayDeliver from ``src`` (spec §6.7).
 
         Returns:
-            ``(admitted, newly_activated, should_alias)``. Without a crypto
-            session nothing changes and the frame is admitted.
+            ``RelayAdmission(admitted, newly_activated, should_alias)``.
+            Without a crypto session nothing changes and the frame is admitted.
         """
         check_node_id(src)
         if not had_crypto:
-            return True, False, False
+            return RelayAdmission(True, False, False)
         with self._lock:
             was_relay = self._relay.get(src, False)
             if not was_relay and len(self._relay) >= self._config.max_relay_peers:
-                return False, False, False
+                return RelayAdmission(False, False, False)
             self._relay[src] = True
-            return True, not was_relay, True
+            return RelayAdmission(True, not was_relay, True)
 
     def clear_relay_on_direct(self, node_id: int, frm: Addr | None) -> bool:
         """Account for an authenticated frame from ``frm`` (spec §6.8).
@@ -288,46 +305,47 @@ class Manager:
 
     # -- heuristics (spec §6.10, §6.11) -----------------------------------
 
-    def _maybe_flip_locked(self, node_id: int, now: float) -> tuple[bool, bool, float, int]:
+    def _maybe_flip_locked(self, node_id: int, now: float) -> BlackholeCheck:
         if self._relay.get(node_id, False):
-            return True, False, 0.0, 0
+            return _RELAYED
         if self._beacon is None:
-            return False, False, 0.0, 0
+            return _NO_MISS
         base = self._last_direct.get(node_id)
         if base is None:
             base = self._first_out.get(node_id)
             if base is None:
-                return False, False, 0.0, 0
+                return _NO_MISS
         silent_for = now - base
         if silent_for <= self._config.blackhole_threshold:
-            return False, False, 0.0, 0
+            return _NO_MISS
         if not self._track(self._misses, node_id):
-            return False, False, 0.0, 0
+            return _NO_MISS
         misses = self._misses.get(node_id, 0) + 1
         if misses >= self._config.blackhole_misses_required:
             self._relay[node_id] = True
             self._pinned[node_id] = True
             self._misses[node_id] = 0
-            return True, True, silent_for, misses
+            return BlackholeCheck(True, True, silent_for, misses)
         self._misses[node_id] = misses
-        return False, False, silent_for, misses
+        return BlackholeCheck(False, False, silent_for, misses)
 
-    def maybe_flip_blackhole(self, node_id: int) -> tuple[bool, bool, float, int]:
+    def maybe_flip_blackhole(self, node_id: int) -> BlackholeCheck:
         """Evaluate the blackhole heuristic now (spec §6.10).
 
         Returns:
-            ``(should_relay, flipped, silent_for, misses)``: whether the peer
-            is relay now, whether this call flipped (and pinned) it, the
-            silence in seconds and the miss count when a miss was counted.
+            ``BlackholeCheck(should_relay, flipped, silent_for, misses)``:
+            whether the peer is relay now, whether this call flipped (and
+            pinned) it, the silence in seconds and the miss count when a miss
+            was counted.
         """
         check_node_id(node_id)
         now = self._clock()
         with self._lock:
             return self._maybe_flip_locked(node_id, now)
 
-    def _count_send_error_locked(self, node_id: int) -> tuple[bool, int]:
+    def _count_send_error_locked(self, node_id: int) -> SendErrorCount:
         if not self._track(self._send_errs, node_id):
-            return False, 0
+            return SendErrorCount(False, 0)
         count = self._send_errs.get(node_id, 0) + 1
         if (
             count >= self._config.send_err_threshold
@@ -337,20 +355,20 @@ class Manager:
             self._relay[node_id] = True
             self._pinned[node_id] = True
             self._send_errs[node_id] = 0
-            return True, count
+            return SendErrorCount(True, count)
         self._send_errs[node_id] = count
-        return False, count
+        return SendErrorCount(False, count)
 
-    def handle_send_error(self, node_id: int, err: BaseException | None) -> tuple[bool, int]:
+    def handle_send_error(self, node_id: int, err: BaseException | None) -> SendErrorCount:
         """Count an ICMP-unreachable error; flip to pinned relay at the threshold.
 
         Returns:
-            ``(flipped, count)``; ``(False, 0)`` with no change for errors that
-            are not ICMP-unreachable (spec §6.11).
+            ``SendErrorCount(flipped, errors)``; ``(False, 0)`` with no change
+            for errors that are not ICMP-unreachable (spec §6.11).
         """
         check_node_id(node_id)
         if not is_icmp_unreachable(err):
-            return False, 0
+            return SendErrorCount(False, 0)
         with self._lock:
             return self._count_send_error_locked(node_id)
 
@@ -369,16 +387,16 @@ class Manager:
         Raises:
             NoAddressError: direct path and ``addr`` is None.
             SocketNotSetError: no socket wired.
-            OSError: the socket's error, with ``was_relay`` set on it. Errors
-                on the direct path are counted by ``handle_send_error``;
-                errors towards the beacon are not charged to the peer
-                (spec §10 D20).
+            SendError: the socket refused the frame (an ``OSError`` with the
+                socket's errno, its ``was_relay`` the path taken). Errors on
+                the direct path are counted by ``handle_send_error``; errors
+                towards the beacon are not charged to the peer (spec §10 D20).
         """
         if type(node_id) is not int or not 0 <= node_id <= MAX_NODE_ID:
             raise UsageError(f"node ID out of range: {node_id!r}")
         now = self._clock()
         with self._lock:
-            should_relay = self._maybe_flip_locked(node_id, now)[0]
+            should_relay = self._maybe_flip_locked(node_id, now).should_relay
             beacon = self._beacon
             sock = self._sock
             fn = self._node_id_fn
@@ -395,10 +413,9 @@ class Manager:
         try:
             n = sock.sendto(data, dst)
         except OSError as exc:
-            exc.was_relay = relayed  # type: ignore[attr-defined]
             if not relayed:
                 self.handle_send_error(node_id, exc)
-            raise
+            raise SendError(exc, was_relay=relayed) from exc
         if counters is not None:
             counters.pkts_sent += 1
             counters.bytes_sent += n

@@ -22,6 +22,7 @@ from .types import BeaconLister
 __all__ = [
     "BeaconSelectionState",
     "RefreshDecision",
+    "clean_beacon_list",
     "compute_refresh_decision",
     "fetch_beacon_list",
     "filter_unreachable",
@@ -181,12 +182,22 @@ def initial_jitter(rng: random.Random | None = None) -> float:
     return value if value < BEACON_REFRESH_JITTER else 0.0
 
 
+def clean_beacon_list(addrs: Iterable[str]) -> list[str]:
+    """The registry's beacon addresses as a node uses them.
+
+    Empty entries skipped, unreachable ones filtered out, the rest sorted in
+    string order (the registry's order is arbitrary; sorting keeps the hash
+    pick stable). Duplicates stay until the merge.
+    """
+    return sorted(filter_unreachable(a for a in addrs if a))
+
+
 def fetch_beacon_list(client: BeaconLister | None) -> list[str]:
     """Ask the registry for its beacon list (spec §5.10).
 
-    Returns the reachable addresses sorted in string order (the registry's
-    order is arbitrary; sorting keeps the hash pick stable). A response
-    without a ``beacons`` array gives ``[]``; malformed entries are skipped.
+    The seed's untyped call (``{"type": "beacon_list"}``): returns
+    :func:`clean_beacon_list` of the listed addresses. A response without a
+    ``beacons`` array gives ``[]``; malformed entries are skipped.
 
     Raises:
         RegistryError: no client, or the client raised (the caller keeps its
@@ -201,12 +212,9 @@ def fetch_beacon_list(client: BeaconLister | None) -> list[str]:
     beacons = resp.get("beacons") if isinstance(resp, dict) else None
     if not isinstance(beacons, list):
         return []
-    addrs = [
-        e["addr"]
-        for e in beacons
-        if isinstance(e, dict) and isinstance(e.get("addr"), str) and e["addr"]
-    ]
-    return sorted(filter_unreachable(addrs))
+    return clean_beacon_list(
+        e["addr"] for e in beacons if isinstance(e, dict) and isinstance(e.get("addr"), str)
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Final
 
 from natroute.routing.addr import format_addr, split_host_port
+from natroute.routing.errors import ICMP_UNREACHABLE_ERRNOS
 from natroute.routing.types import Addr
 
 __all__ = ["AppEndpoint", "DatagramPump", "PeerSocket", "bind_udp", "port_is_free"]
@@ -29,7 +30,6 @@ _log = logging.getLogger(__name__)
 # linux/in.h and linux/in6.h; not exported by the socket module.
 IP_RECVERR: Final = 11
 IPV6_RECVERR: Final = 25
-_ICMP_ERRNOS: Final = frozenset({errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH})
 _EE_ERRNO = struct.Struct("=I")
 
 
@@ -74,7 +74,7 @@ class PeerSocket:
         try:
             return self._sock.sendto(data, addr)
         except OSError as exc:
-            if exc.errno in _ICMP_ERRNOS and self.drain_errors():
+            if exc.errno in ICMP_UNREACHABLE_ERRNOS and self.drain_errors():
                 return self._sock.sendto(data, addr)
             raise
 
