@@ -384,7 +384,8 @@ def test_a_send_the_gate_refuses_inside_write_frame_is_counted_once() -> None:
     net.app_send(a, b, b"x")
     net.advance(1.0)
     chosen = peer(a, b).chosen
-    assert path(a, b)[0] is Path.DIRECT and chosen is not None
+    assert path(a, b)[0] is Path.DIRECT
+    assert chosen is not None
     a.engine.self_addrs.add(chosen)  # now one of a's own sockets: the gate refuses it
     net.clock.advance(9.0)  # past the blackhole threshold: the send goes through write_frame
     before = a.engine.drops[DropReason.SELF_ADDRESSED]

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from natroute.registry.client import Beacon
 from natroute.routing.errors import DiscoveryError
 from natroute.routing.selection import BeaconSelectionState, compute_refresh_decision
 from natroute.routing.types import Addr
@@ -333,32 +334,28 @@ def test_beacon_view_hides_quarantined_beacons_and_commit_applies_back() -> None
     assert state.snapshot()[1] == decision.new_list
 
 
-class FakeLister:
-    """A registry ``beacon_list`` answer."""
+class FakeRegistry:
+    """The registry's typed beacon list (``RegistryClient.beacons()``)."""
 
-    def __init__(self, resp: dict[str, Any]) -> None:
-        self.resp = resp
-        self.calls: list[dict[str, Any]] = []
+    def __init__(self, *addrs: str) -> None:
+        self.listed = [Beacon(n, addr) for n, addr in enumerate(addrs, 1)]
+        self.calls = 0
 
-    def send(self, msg: dict[str, Any], /) -> dict[str, Any]:
-        self.calls.append(msg)
-        return self.resp
+    def beacons(self) -> list[Beacon]:
+        self.calls += 1
+        return list(self.listed)
 
 
 def test_quarantine_lister_hides_quarantined_beacons() -> None:
     health = BeaconHealth(FakeClock(), dead_after=1.0, release_after=1.0)
-    entries = [{"addr": "b1:1"}, {"addr": "b2:2"}, "junk"]
-    inner = FakeLister({"type": "beacon_list", "beacons": entries})
-    lister = QuarantineLister(inner, health)
-    assert lister.send({"type": "beacon_list"}) == inner.resp  # nothing quarantined
+    registry = FakeRegistry("b1:1", "b2:2")
+    lister = QuarantineLister(registry, health)
+    assert lister() == ["b1:1", "b2:2"]  # nothing quarantined
     health.picked("b1:1")
     health.mark_dead()
-    resp = lister.send({"type": "beacon_list"})
-    assert resp["beacons"] == [{"addr": "b2:2"}, "junk"]
-    assert inner.resp["beacons"] == entries  # the registry's answer is not mutated
-    assert inner.calls == [{"type": "beacon_list"}] * 2
-    odd = FakeLister({"beacons": None})
-    assert QuarantineLister(odd, health).send({}) == {"beacons": None}
+    assert lister() == ["b2:2"]
+    assert [b.addr for b in registry.listed] == ["b1:1", "b2:2"]  # the answer is not mutated
+    assert registry.calls == 2
 
 
 def test_probe_alive() -> None:

@@ -23,6 +23,7 @@ from types import TracebackType
 import httpx
 
 from natroute._service.run import EmbeddedHttpServer
+from natroute.registry.client import AsyncRegistryClient
 from natroute.routing.addr import format_addr, split_host_port
 from natroute.routing.errors import RegistryError
 from natroute.routing.types import Addr
@@ -33,7 +34,7 @@ from .config import BeaconConfig
 from .core import BeaconCore, Outgoing
 from .early import Early, EarlyResponder, bind_udp
 from .nodekeys import NodeKeys
-from .registry import RegistryClient
+from .registry import RegistryLink
 from .settings import Settings, derive_beacon_id
 from .stats import BeaconSnapshot
 from .streamproto import STREAM_PATH
@@ -81,7 +82,7 @@ class BeaconService:
         self._sock: socket.socket | None = None
         self._http: EmbeddedHttpServer | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._registry: RegistryClient | None = None
+        self._registry: RegistryLink | None = None
         self._hub: StreamHub | None = None
         self.udp_addr: Addr = ("", 0)
         self.http_addr: Addr | None = None
@@ -124,8 +125,8 @@ class BeaconService:
         return self._transport is not None and not self._transport.is_closing()
 
     @property
-    def registry(self) -> RegistryClient | None:
-        """The registry client, when a registry is configured."""
+    def registry(self) -> RegistryLink | None:
+        """The registry link, when a registry is configured."""
         return self._registry
 
     @property
@@ -194,11 +195,12 @@ class BeaconService:
             if self._http_client is None:
                 self._http_client = httpx.AsyncClient(timeout=5.0)
             token = settings.registry_token
-            self._registry = RegistryClient(
-                self._http_client,
+            client = AsyncRegistryClient(
                 settings.registry_url,
-                token.get_secret_value() if token is not None else None,
+                token=token.get_secret_value() if token is not None else None,
+                http=self._http_client,
             )
+            self._registry = RegistryLink(client, can_register=token is not None)
         if settings.stream and settings.http:
             keys = None if self._registry is None else NodeKeys(self._registry.node_key, self.now)
             hub = StreamHub(core, protocol.send, self.now, settings.stream_limits(), keys)
@@ -352,7 +354,7 @@ class BeaconService:
         await self._gossip()
 
     async def refresh_peers(self) -> None:
-        """One peer round: resolve static peers; register and read the beacon list.
+        """One peer round: resolve static peers; register (with a token) and read the beacon list.
 
         Registry failures are logged (``beacon_registry_failed``) and leave the
         previous registry-listed peers in place.
@@ -363,7 +365,8 @@ class BeaconService:
             return
         beacon_id = self.core.config.beacon_id
         try:
-            await registry.register(beacon_id, self.advertise, self.stream_url)
+            if registry.can_register:
+                await registry.register(beacon_id, self.advertise, self.stream_url)
             listed = await registry.list_beacons()
         except RegistryError as exc:
             _log.warning("beacon_registry_failed", extra={"error": str(exc)})

@@ -46,6 +46,9 @@ class AsyncRegistryClient:
         timeout: seconds per request.
         transport: an httpx transport to use instead of the network (tests).
         clock: wall clock (Unix seconds) used for signature timestamps.
+        http: an open ``httpx.AsyncClient`` to send through instead of one of
+            our own (``timeout`` and ``transport`` are then its business, and
+            closing it is the caller's).
     """
 
     def __init__(
@@ -56,9 +59,14 @@ class AsyncRegistryClient:
         timeout: float = DEFAULT_TIMEOUT,
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Callable[[], float] = time.time,
+        http: httpx.AsyncClient | None = None,
     ) -> None:
         self._calls = Calls(token, clock)
-        self._http = httpx.AsyncClient(base_url=base_url, timeout=timeout, transport=transport)
+        self._base = base_url.rstrip("/")
+        self._owns_http = http is None
+        self._http = (
+            http if http is not None else httpx.AsyncClient(timeout=timeout, transport=transport)
+        )
 
     async def __aenter__(self) -> Self:
         return self
@@ -72,11 +80,12 @@ class AsyncRegistryClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the underlying connection pool."""
-        await self._http.aclose()
+        """Close the underlying connection pool (unless it was given to us)."""
+        if self._owns_http:
+            await self._http.aclose()
 
     async def _run(self, call: Call[T]) -> T:
-        args = self._calls.request_args(call)
+        args = self._calls.request_args(call, self._base)
         try:
             response = await self._http.request(**args)
         except httpx.HTTPError as exc:

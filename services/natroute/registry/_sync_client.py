@@ -45,6 +45,9 @@ class RegistryClient:
         timeout: seconds per request.
         transport: an httpx transport to use instead of the network (tests).
         clock: wall clock (Unix seconds) used for signature timestamps.
+        http: an open ``httpx.Client`` to send through instead of one of
+            our own (``timeout`` and ``transport`` are then its business, and
+            closing it is the caller's).
     """
 
     def __init__(
@@ -55,9 +58,14 @@ class RegistryClient:
         timeout: float = DEFAULT_TIMEOUT,
         transport: httpx.BaseTransport | None = None,
         clock: Callable[[], float] = time.time,
+        http: httpx.Client | None = None,
     ) -> None:
         self._calls = Calls(token, clock)
-        self._http = httpx.Client(base_url=base_url, timeout=timeout, transport=transport)
+        self._base = base_url.rstrip("/")
+        self._owns_http = http is None
+        self._http = (
+            http if http is not None else httpx.Client(timeout=timeout, transport=transport)
+        )
 
     def __enter__(self) -> Self:
         return self
@@ -71,11 +79,12 @@ class RegistryClient:
         self.close()
 
     def close(self) -> None:
-        """Close the underlying connection pool."""
-        self._http.close()
+        """Close the underlying connection pool (unless it was given to us)."""
+        if self._owns_http:
+            self._http.close()
 
     def _run(self, call: Call[T]) -> T:
-        args = self._calls.request_args(call)
+        args = self._calls.request_args(call, self._base)
         try:
             response = self._http.request(**args)
         except httpx.HTTPError as exc:

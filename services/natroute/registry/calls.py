@@ -364,14 +364,15 @@ class Calls:
     def delete_node(self, node_id: int) -> Call[None]:
         return Call("DELETE", f"/v1/nodes/{_node_id(node_id)}", _ignore, operator=True)
 
-    def request_args(self, call: Call[Any]) -> dict[str, Any]:
-        """Keyword arguments for ``httpx.(Async)Client.request``."""
+    def request_args(self, call: Call[Any], base_url: str) -> dict[str, Any]:
+        """Keyword arguments for ``httpx.(Async)Client.request`` (``base_url``: no trailing /)."""
         headers = {"Accept": "application/json"}
         if call.operator:
             if not self.token:
                 raise UsageError("this registry call needs the operator token (token=...)")
             headers["Authorization"] = f"Bearer {self.token}"
-        args: dict[str, Any] = {"method": call.method, "url": call.path, "headers": headers}
+        url = base_url + call.path
+        args: dict[str, Any] = {"method": call.method, "url": url, "headers": headers}
         if call.body is not None:
             args["json"] = call.body
         return args
