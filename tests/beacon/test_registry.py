@@ -157,7 +157,8 @@ async def test_registry_link_ttl_and_listing() -> None:
     assert await _link(_transport(200, body), token="t").register(1, "a:1") == 45
     listed = {"beacons": [{"id": 9, "addr": "b:2"}, {"id": 4, "addr": "a:1"}]}
     assert await _link(_transport(200, listed)).list_beacons() == [(4, "a:1"), (9, "b:2")]
-    for bad in ({}, {"beacons": "x"}, {"beacons": [{"id": 1}]}, []):
+    bad_bodies: list[Any] = [{}, {"beacons": "x"}, {"beacons": [{"id": 1}]}, []]
+    for bad in bad_bodies:
         with pytest.raises(RegistryError):
             await _link(_transport(200, bad)).list_beacons()
 
