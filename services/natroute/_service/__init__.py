@@ -1,4 +1,4 @@
-"""Helpers shared by the service shells: structured logging, run helpers, rate limits.
+"""Helpers shared by the service shells: logging, run helpers, rate limits, UDP, timers.
 
 Names are loaded on first use (PEP 562), so a service that imports one
 helper does not pay for the others (uvicorn, in particular, is only loaded
@@ -16,7 +16,9 @@ __all__ = [
     "RateLimit",
     "TokenBuckets",
     "bind_tcp",
+    "bind_udp",
     "configure_logging",
+    "every",
     "run",
     "wait_for_signal",
 ]
@@ -27,7 +29,9 @@ _HOME = {
     "RateLimit": "ratelimit",
     "TokenBuckets": "ratelimit",
     "bind_tcp": "run",
+    "bind_udp": "udp",
     "configure_logging": "logging",
+    "every": "periodic",
     "run": "run",
     "wait_for_signal": "run",
 }

@@ -17,12 +17,14 @@ import ipaddress
 import logging
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from types import TracebackType
 
 import httpx
 
+from natroute._service.periodic import every
 from natroute._service.run import EmbeddedHttpServer
+from natroute._service.udp import bind_udp
 from natroute.registry.client import AsyncRegistryClient
 from natroute.routing.addr import format_addr, split_host_port
 from natroute.routing.errors import RegistryError
@@ -32,7 +34,7 @@ from .admin import create_app
 from .batchio import BatchSocket
 from .config import BeaconConfig
 from .core import BeaconCore, Outgoing
-from .early import Early, EarlyResponder, bind_udp
+from .early import SOCKET_BUFFER, Early, EarlyResponder
 from .nodekeys import NodeKeys
 from .registry import RegistryLink
 from .settings import Settings, derive_beacon_id
@@ -44,6 +46,7 @@ from .udp import BatchedUdp, BeaconProtocol
 __all__ = ["BeaconService"]
 
 _log = logging.getLogger(__name__)
+_TASK_FAILED = "beacon_task_failed"
 
 
 class BeaconService:
@@ -174,7 +177,11 @@ class BeaconService:
         if early is not None and early.listen != settings.listen:
             early.close()  # bound for another address than the settings say
             early = None
-        sock = early.sock if early is not None else bind_udp(settings.listen)
+        sock = (
+            early.sock
+            if early is not None
+            else bind_udp(settings.listen, buffer_size=SOCKET_BUFFER)
+        )
         self._family = sock.family
         self.udp_addr = _sockname(sock)
         self.advertise = settings.advertise or format_addr(self.udp_addr)
@@ -224,21 +231,21 @@ class BeaconService:
             raise
         self.stream_url = self._stream_url()
         await self._refresh_static_peers()
-        self._tasks = [
-            asyncio.create_task(self._every(settings.sweep_interval, self._sweep, "sweep")),
-            asyncio.create_task(self._every(settings.gossip_interval, self._gossip, "gossip")),
-            asyncio.create_task(
-                self._every(
-                    settings.register_interval,
-                    self.refresh_peers,
-                    "peers",
-                    first=0.0 if self._registry is not None else None,
-                )
-            ),
+        first_peers = 0.0 if self._registry is not None else None
+        timers = [
+            (settings.sweep_interval, self._sweep, "sweep", None),
+            (settings.gossip_interval, self._gossip, "gossip", None),
+            # With a registry, the first registration at once (nodes find us in the list).
+            (settings.register_interval, self.refresh_peers, "peers", first_peers),
         ]
         if self._hub is not None:
-            every = settings.stream_idle_timeout / 3
-            self._tasks.append(asyncio.create_task(self._every(every, self._close_idle, "idle")))
+            timers.append((settings.stream_idle_timeout / 3, self._close_idle, "idle", None))
+        self._tasks = [
+            asyncio.create_task(
+                every(interval, work, name=name, logger=_log, event=_TASK_FAILED, first=first)
+            )
+            for interval, work, name, first in timers
+        ]
         _log.info(
             "beacon_started",
             extra={
@@ -321,22 +328,6 @@ class BeaconService:
         return f"{scheme}://{netloc}{STREAM_PATH}"
 
     # -- periodic work ---------------------------------------------------------
-
-    async def _every(
-        self,
-        interval: float,
-        work: Callable[[], Awaitable[None]],
-        name: str,
-        first: float | None = None,
-    ) -> None:
-        delay = interval if first is None else first
-        while True:
-            await asyncio.sleep(delay)
-            delay = interval
-            try:
-                await work()
-            except Exception:
-                _log.exception("beacon_task_failed", extra={"task": name})
 
     async def _sweep(self) -> None:
         self.core.sweep(self.now())

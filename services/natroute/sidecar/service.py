@@ -32,6 +32,7 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from natroute._service.periodic import every
 from natroute.registry.client import RegistryClient, RegistryClientError
 from natroute.routing.addr import format_addr, split_host_port
 from natroute.routing.manager import Manager
@@ -285,12 +286,8 @@ class Sidecar(BeaconKeeping, Transports):
         task.add_done_callback(self._tasks.discard)
 
     async def _every(self, interval: float, fn: Callable[[], object]) -> None:
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                fn()
-            except Exception:
-                _log.exception("timer_failed", extra={"timer": getattr(fn, "__name__", "?")})
+        name = getattr(fn, "__name__", "?")
+        await every(interval, fn, name=name, logger=_log, event="timer_failed")
 
     @property
     def task_count(self) -> int:

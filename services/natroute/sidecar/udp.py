@@ -17,9 +17,9 @@ import socket
 import struct
 import time
 from collections.abc import Callable
-from typing import Final
 
-from natroute.routing.addr import format_addr, split_host_port
+from natroute._service.udp import bind_udp  # re-exported: the service binds through it
+from natroute.routing.addr import format_addr
 from natroute.routing.errors import ICMP_UNREACHABLE_ERRNOS
 from natroute.routing.types import Addr
 
@@ -27,33 +27,7 @@ __all__ = ["AppEndpoint", "DatagramPump", "PeerSocket", "bind_udp", "port_is_fre
 
 _log = logging.getLogger(__name__)
 
-# linux/in.h and linux/in6.h; not exported by the socket module.
-IP_RECVERR: Final = 11
-IPV6_RECVERR: Final = 25
 _EE_ERRNO = struct.Struct("=I")
-
-
-def bind_udp(hostport: str, *, recverr: bool = False) -> socket.socket:
-    """A UDP socket bound to ``host:port`` (port 0: any), optionally with IP_RECVERR."""
-    host, port = split_host_port(hostport)
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_DGRAM)
-    try:
-        sock.bind((host, port))
-        if recverr:
-            level, opt = (
-                (socket.IPPROTO_IPV6, IPV6_RECVERR)
-                if family == socket.AF_INET6
-                else (socket.IPPROTO_IP, IP_RECVERR)
-            )
-            try:
-                sock.setsockopt(level, opt, 1)
-            except OSError:  # pragma: no cover - not Linux
-                _log.warning("ip_recverr_unavailable")
-    except BaseException:
-        sock.close()
-        raise
-    return sock
 
 
 class PeerSocket:
