@@ -492,6 +492,10 @@ class Engine(Checks):
             # write_frame's blackhole check flipped the peer
             self._to_relay(peer, PeerEvent.HEURISTIC, PathReason.BLACKHOLE, now)
 
+    def count_send_drops(self, count: int) -> None:
+        """Datagrams a batched send lost (the shell cannot say which): counted only."""
+        self.drops[DropReason.SEND_ERROR] += count
+
     def send_failed(self, dst: Addr, err: OSError, now: float) -> None:
         """A datagram to ``dst`` failed (a send error or an ICMP error from the kernel)."""
         self._now = now

@@ -33,6 +33,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from natroute._service.periodic import every
+from natroute.beacon.batchio import BatchSocket
 from natroute.registry.client import RegistryClient, RegistryClientError
 from natroute.routing.addr import format_addr, split_host_port
 from natroute.routing.manager import Manager
@@ -133,6 +134,7 @@ class Sidecar(BeaconKeeping, Transports):
         self._sock: socket.socket | None = None
         self._peer_socket: PeerSocket | None = None
         self._pumps: list[DatagramPump | AppEndpoint] = []
+        self._peer_batch: BatchSocket | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.registry = RegistryLink(
             settings.registry_url,
@@ -212,7 +214,8 @@ class Sidecar(BeaconKeeping, Transports):
         pump = DatagramPump(
             self._sock, self._on_datagram, self._on_socket_error, on_batch_end=self.flush
         )
-        pump.start()
+        pump.start(batched=s.udp_batch)
+        self._peer_batch = pump.batched
         self._pumps.append(pump)
         app = AppEndpoint(
             app_sock,
@@ -222,7 +225,7 @@ class Sidecar(BeaconKeeping, Transports):
             clock=self.clock,
             on_batch_end=self.flush,
         )
-        app.start()
+        app.start(batched=s.udp_batch)
         self._pumps.append(app)
         self.app = app
         self.app_addr = app.addr
@@ -330,30 +333,43 @@ class Sidecar(BeaconKeeping, Transports):
         out = engine.datagrams_to_send()
         sock = self._peer_socket
         if out and sock is not None:
-            sendto = sock.sendto
             stream = self.stream
             via_stream = stream.open
             beacon = stream.beacon_addr
             while out:
-                for data, addr in out:
-                    if via_stream and addr == beacon and stream.send(data):
-                        continue
-                    try:
-                        sendto(data, addr)
-                    except OSError as exc:
-                        engine.send_failed(addr, exc, self.clock())
+                if via_stream:
+                    out = [(d, a) for d, a in out if not (a == beacon and stream.send(d))]
+                self._send_out(sock, out)
                 out = engine.datagrams_to_send()
         deliveries = engine.deliveries()
-        app = self.app
-        if deliveries and app is not None:
-            deliver = app.deliver
-            for src, payload in deliveries:
-                deliver(src, payload)
+        if deliveries and self.app is not None:
+            self.app.deliver_all(deliveries)
         starting = engine.lookups_to_start(self.clock())
         if starting:
             self.registry.look_up(starting)
         if engine.endpoint_changes:
             self._endpoint_changed()
+
+    def _send_out(self, sock: PeerSocket, out: list[tuple[bytes, Addr]]) -> None:
+        """One ``sendmmsg`` for the lot where available, else one ``sendto`` each.
+
+        A batch the kernel partly refused (a full buffer, or an ICMP error
+        pending on the socket, which fails the next send once) counts what it
+        lost, and the error queue is drained so each error is charged to the
+        peer it concerns (IP_RECVERR).
+        """
+        batched = self._peer_batch
+        if batched is not None and len(out) > 1:
+            dropped = batched.send(out).dropped
+            if dropped:
+                sock.drain_errors()
+                self.engine.count_send_drops(dropped)
+            return
+        for data, addr in out:
+            try:
+                sock.sendto(data, addr)
+            except OSError as exc:
+                self.engine.send_failed(addr, exc, self.clock())
 
     def _endpoint_changed(self) -> None:
         changes, self.engine.endpoint_changes = self.engine.endpoint_changes, []

@@ -103,6 +103,9 @@ class Settings(BaseSettings):
     heartbeat_interval: float = Field(30.0, gt=0, description="registry heartbeat")
     discover_timeout: float = Field(2.0, gt=0)
     tick_interval: float = Field(0.5, gt=0, description="peer upkeep timer")
+    udp_batch: bool = Field(
+        True, description="recvmmsg/sendmmsg on the sockets where the platform has them"
+    )
     blackhole_threshold: float = Field(DIRECT_BLACKHOLE_THRESHOLD, gt=0)
     blackhole_misses: int = Field(BLACKHOLE_MISSES_REQUIRED, ge=1)
     direct_clears: int = Field(DIRECT_CLEARS_REQUIRED, ge=1)

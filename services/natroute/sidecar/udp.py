@@ -17,8 +17,10 @@ import socket
 import struct
 import time
 from collections.abc import Callable
+from typing import Final
 
 from natroute._service.udp import bind_udp  # re-exported: the service binds through it
+from natroute.beacon.batchio import BatchSocket
 from natroute.routing.addr import format_addr
 from natroute.routing.errors import ICMP_UNREACHABLE_ERRNOS
 from natroute.routing.types import Addr
@@ -28,6 +30,8 @@ __all__ = ["AppEndpoint", "DatagramPump", "PeerSocket", "bind_udp", "port_is_fre
 _log = logging.getLogger(__name__)
 
 _EE_ERRNO = struct.Struct("=I")
+#: Batches read per wake-up before the loop runs other callbacks.
+_ROUNDS: Final = 4
 
 
 class PeerSocket:
@@ -77,10 +81,12 @@ class DatagramPump:
     """Reads a non-blocking UDP socket from the event loop, in batches.
 
     ``loop.add_reader`` instead of a datagram transport: one wake-up reads
-    up to ``batch`` datagrams. An ``IP_RECVERR`` error makes the descriptor
-    report POLLERR; the stdlib selector loop then wakes the reader, whose
-    ``recvfrom`` raises the error, and it goes to ``on_error`` (which drains
-    the error queue). A callback that raises is logged, never fatal.
+    up to ``batch`` datagrams, with one ``recvmmsg`` call per batch where the
+    platform has it (:class:`~natroute.beacon.batchio.BatchSocket`), else one
+    ``recvfrom`` each. An ``IP_RECVERR`` error makes the descriptor report
+    POLLERR; the stdlib selector loop then wakes the reader, whose read raises
+    the error, and it goes to ``on_error`` (which drains the error queue). A
+    callback that raises is logged, never fatal.
     """
 
     def __init__(
@@ -97,10 +103,13 @@ class DatagramPump:
         self._batch = batch
         self._on_batch_end = on_batch_end
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.batched: BatchSocket | None = None
 
-    def start(self) -> None:
-        """Start reading on the running loop."""
+    def start(self, *, batched: bool = True) -> None:
+        """Start reading on the running loop (with ``recvmmsg`` when ``batched`` and available)."""
         self.sock.setblocking(False)
+        if batched:
+            self.batched = BatchSocket.create(self.sock, batch=self._batch, gso=False)
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(self.sock.fileno(), self.read_ready)
 
@@ -113,6 +122,9 @@ class DatagramPump:
 
     def read_ready(self) -> None:
         """Read what is there (at most one batch), then call ``on_batch_end`` once."""
+        if self.batched is not None:
+            self._read_batched(self.batched)
+            return
         recvfrom = self.sock.recvfrom
         on_datagram = self._on_datagram
         try:
@@ -128,6 +140,31 @@ class DatagramPump:
                     on_datagram(data, (addr[0], addr[1]))
                 except Exception:  # a bug must not kill the receive loop; it is logged
                     _log.exception("datagram_handler_failed")
+        finally:
+            if self._on_batch_end is not None:
+                try:
+                    self._on_batch_end()
+                except Exception:
+                    _log.exception("datagram_batch_end_failed")
+
+    def _read_batched(self, batched: BatchSocket) -> None:
+        on_datagram = self._on_datagram
+        try:
+            for _ in range(_ROUNDS):
+                try:
+                    n = batched.recv()
+                except OSError as exc:  # a queued ICMP error (IP_RECVERR)
+                    self._on_error(exc)
+                    continue
+                if not n:
+                    return
+                for data, addr in batched.received(n):
+                    try:
+                        on_datagram(data, addr)
+                    except Exception:  # a bug must not kill the receive loop; it is logged
+                        _log.exception("datagram_handler_failed")
+                if n < batched.size:
+                    return
         finally:
             if self._on_batch_end is not None:
                 try:
@@ -213,9 +250,9 @@ class AppEndpoint:
         """Where payloads from peers go now."""
         return self._deliver_to
 
-    def start(self) -> None:
-        """Start reading on the running loop."""
-        self._pump.start()
+    def start(self, *, batched: bool = True) -> None:
+        """Start reading on the running loop (``recvmmsg``/``sendmmsg`` when ``batched``)."""
+        self._pump.start(batched=batched)
 
     def close(self) -> None:
         """Stop reading and close the socket."""
@@ -270,6 +307,23 @@ class AppEndpoint:
             return False
         self._next_gone_check = now + 0.1
         return self._port_free(self._deliver_to)
+
+    def deliver_all(self, deliveries: list[tuple[int, bytes]]) -> None:
+        """Hand payloads to the application, with one ``sendmmsg`` where available."""
+        batched = self._pump.batched
+        if batched is None or len(deliveries) < 2:
+            for src, payload in deliveries:
+                self.deliver(src, payload)
+            return
+        if self._contender is not None and self._current_gone():
+            self._switch(self._contender)
+        target = self._deliver_to
+        if target is None:
+            self.dropped_no_app += len(deliveries)
+            return
+        result = batched.send([(src.to_bytes(4, "big") + p, target) for src, p in deliveries])
+        self.delivered += result.sent
+        self.dropped_busy += result.dropped
 
     def deliver(self, src: int, payload: bytes) -> None:
         """Hand a payload from node ``src`` to the application."""
