@@ -40,7 +40,7 @@ from natroute.registry.backends import open_store
 from natroute.registry.client import AsyncRegistryClient
 from natroute.registry.settings import Settings
 from natroute.registry.store import Store
-from tests.routing.fakes import FakeClock
+from tests.internet import FakeClock
 
 __all__ = [
     "BACKENDS",
