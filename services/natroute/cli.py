@@ -16,7 +16,7 @@ Commands::
 ``--token`` to ``$NATROUTE_SIDECAR_ADMIN_TOKEN`` (the sidecar's own setting,
 so on the sidecar's host nothing needs to be passed). The status commands
 only read the admin API's JSON (:mod:`natroute.sidecar.status` snapshots);
-``pick-beacon`` runs the routing core's selection itself (spec §5.6, §5.7),
+``pick-beacon`` runs the routing core's selection itself (docs/protocol.md, "Beacon pick"),
 with no sidecar.
 
 Exit codes: 0 success, 1 failure (sidecar unreachable, refused, unknown
@@ -141,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     net.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for answers")
     net.add_argument("--json", action="store_true", help="print JSON")
 
-    pick = sub.add_parser("pick-beacon", help="show which beacon a key picks (spec §5.6, §5.7)")
+    pick = sub.add_parser("pick-beacon", help="show which beacon a key picks (hash, RTT)")
     pick.add_argument("--beacons", required=True, help="host:port,host:port,... (in this order)")
     key = pick.add_mutually_exclusive_group(required=True)
     key.add_argument("--key-hex", help="the identity public key bytes, hex")

@@ -1,4 +1,4 @@
-"""Address and node-ID helpers, and the default resolver (spec §1.4, §6.4)."""
+"""Address and node-ID helpers, and the default resolver (docs/protocol.md, "Threads and time")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""One beacon refresh tick (spec §5.12, scenarios §8 57-60, §10 D23, D25)."""
+"""One beacon refresh tick (docs/protocol.md, "Refresh tick"; docs/decisions.md D23, D25).
+
+``test_s8_N``: the seed's upstream test scenario N.
+"""
 
 from __future__ import annotations
 

@@ -69,7 +69,7 @@ class Early(NamedTuple):
 def early_reply(data: bytes, src: Addr) -> bytes | None:
     """The DiscoverReply any beacon sends for ``data``, or None when it is not a Discover.
 
-    The reply carries the observed endpoint (spec §3.4); it depends on nothing
+    The reply carries the observed endpoint; it depends on nothing
     but the source, so it is the same before and after the core exists.
     """
     if len(data) < 5 or data[0] != 0x01:

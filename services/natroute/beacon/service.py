@@ -5,7 +5,7 @@
 builds the core, serves the admin app with uvicorn on the same loop, and runs
 three periodic tasks: the expiry sweep, Sync gossip to peer beacons, and the
 peer refresh (resolve static peers, register with the registry and read its
-beacon list, spec §4.2). Registry and DNS failures are logged and retried
+beacon list; README, "Registry"). Registry and DNS failures are logged and retried
 next period; they never stop the beacon.
 """
 

@@ -36,7 +36,7 @@ T = TypeVar("T")
 class AsyncRegistryClient:
     """A registry client on ``httpx.AsyncClient``.
 
-    ``send`` answers the routing ``beacon_list`` request (spec §4.2); the
+    ``send`` answers the seed's untyped ``beacon_list`` request; the
     blocking ``RegistryClient`` is therefore a routing ``BeaconLister``.
 
     Args:
@@ -93,7 +93,9 @@ class AsyncRegistryClient:
         return self._calls.finish(call, response)
 
     async def send(self, msg: dict[str, Any], /) -> dict[str, Any]:
-        """BeaconLister (spec §4.2): ``{"type": "beacon_list"}`` → ``beacon_list_ok``.
+        """The seed's BeaconLister: ``{"type": "beacon_list"}`` → ``beacon_list_ok``.
+
+        natroute callers use the typed :meth:`beacons` instead.
 
         The answer is ``{"type": "beacon_list_ok", "beacons": [{"id", "addr",
         "stream_url"?}, ...]}``.
@@ -118,7 +120,7 @@ class AsyncRegistryClient:
         """Register (or re-register) this node; the same key always gets the same ID.
 
         Re-registering replaces every field, so ``relay_only=False`` clears a
-        previous self-set mark (spec §4.3), and leaving ``name`` out drops the name.
+        previous self-set mark, and leaving ``name`` out drops the name.
 
         Args:
             identity_private_key: the node's Ed25519 key (signs the request).
@@ -172,7 +174,7 @@ class AsyncRegistryClient:
         return await self._run(call)
 
     async def resolve(self, node_id: int) -> Resolved:
-        """Look a live node up (spec §4.3).
+        """Look a live node up (docs/protocol.md, "The registry as nodes see it").
 
         Raises:
             RegistryNotFoundError: unknown, deleted or expired.

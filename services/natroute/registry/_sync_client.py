@@ -35,7 +35,7 @@ T = TypeVar("T")
 class RegistryClient:
     """A blocking registry client on ``httpx.Client``.
 
-    ``send`` answers the routing ``beacon_list`` request (spec §4.2); this
+    ``send`` answers the seed's untyped ``beacon_list`` request; this
     client is therefore a routing ``BeaconLister``.
 
     Args:
@@ -92,7 +92,9 @@ class RegistryClient:
         return self._calls.finish(call, response)
 
     def send(self, msg: dict[str, Any], /) -> dict[str, Any]:
-        """BeaconLister (spec §4.2): ``{"type": "beacon_list"}`` → ``beacon_list_ok``.
+        """The seed's BeaconLister: ``{"type": "beacon_list"}`` → ``beacon_list_ok``.
+
+        natroute callers use the typed :meth:`beacons` instead.
 
         The answer is ``{"type": "beacon_list_ok", "beacons": [{"id", "addr",
         "stream_url"?}, ...]}``.
@@ -117,7 +119,7 @@ class RegistryClient:
         """Register (or re-register) this node; the same key always gets the same ID.
 
         Re-registering replaces every field, so ``relay_only=False`` clears a
-        previous self-set mark (spec §4.3), and leaving ``name`` out drops the name.
+        previous self-set mark, and leaving ``name`` out drops the name.
 
         Args:
             identity_private_key: the node's Ed25519 key (signs the request).
@@ -171,7 +173,7 @@ class RegistryClient:
         return self._run(call)
 
     def resolve(self, node_id: int) -> Resolved:
-        """Look a live node up (spec §4.3).
+        """Look a live node up (docs/protocol.md, "The registry as nodes see it").
 
         Raises:
             RegistryNotFoundError: unknown, deleted or expired.

@@ -120,7 +120,7 @@ class Candidate(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class Resolved:
-    """A resolved peer (spec §4.3). For relay-only peers ``endpoint`` is a beacon
+    """A resolved peer. For relay-only peers ``endpoint`` is a beacon
     address (``None`` if the registry knows none) and ``lan_addrs`` is empty;
     ``candidates`` are the node's own in every case. ``transport`` is ``udp``
     or ``stream``; ``name`` is ``None`` when the node registered none."""
@@ -333,7 +333,7 @@ class Calls:
         return Call("GET", "/v1/beacons", _parse_beacons)
 
     def beacon_list_message(self, msg: Any) -> Call[dict[str, Any]]:
-        """The BeaconLister ``send`` (spec §4.2 request → §5.10 response shape)."""
+        """The seed's untyped ``BeaconLister.send`` (docs/protocol.md, "Beacon lists")."""
         kind = msg.get("type") if isinstance(msg, dict) else None
         if kind != "beacon_list":
             raise RegistryClientError(

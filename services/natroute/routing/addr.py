@@ -1,7 +1,8 @@
 """Small helpers for UDP addresses and node IDs.
 
 Address equality follows Go's ``net.IP.Equal``: an IPv4 address equals its
-IPv4-mapped IPv6 form (``::ffff:a.b.c.d``); zones are ignored (spec §1.4).
+IPv4-mapped IPv6 form (``::ffff:a.b.c.d``); zones are ignored (docs/protocol.md,
+"Threads and time").
 """
 
 from __future__ import annotations

@@ -110,7 +110,7 @@ def is_icmp_unreachable(err: BaseException | None) -> bool:
 
     ``ConnectionRefusedError`` or an ``OSError`` with errno ECONNREFUSED,
     EHOSTUNREACH or ENETUNREACH, found through ``__cause__``/``__context__``
-    (Go's ``errors.Is`` walk, spec §6.11). EAGAIN, ENOBUFS, EMSGSIZE and
+    (Go's ``errors.Is`` walk; docs/protocol.md, "ICMP errors"). EAGAIN, ENOBUFS, EMSGSIZE and
     everything else are not.
     """
     seen: set[int] = set()

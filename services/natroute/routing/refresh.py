@@ -1,4 +1,4 @@
-"""One beacon refresh tick, as the daemon's loop runs it (spec §5.12).
+"""One beacon refresh tick, as the daemon's loop runs it (docs/protocol.md, "Refresh tick").
 
 Synchronous and driven by the caller: the sidecar calls :func:`refresh_tick`
 once after ``initial_jitter()`` and then every ``BEACON_REFRESH_INTERVAL``
@@ -9,8 +9,8 @@ clock.
 
 Deliberate differences from upstream (docs/decisions.md): the cache is saved
 only with a list that came from the registry, so falling back to the cache
-never renews its ``saved_at`` (spec §10 D23); a fallback cache older than
-``cache_max_age`` is refused (spec Appendix A).
+never renews its ``saved_at`` (D23); a fallback cache older than
+``cache_max_age`` is refused (a later upstream rule).
 """
 
 from __future__ import annotations
@@ -131,7 +131,7 @@ def refresh_tick(
         identity_key: the node's Ed25519 public key bytes (hash pick key).
         identity_path: the identity file; the cache lives beside it.
         first_tick: only the first tick falls back to the cache.
-        prober: RTT override (spec §5.7) when given and the list has > 1 entry.
+        prober: RTT override ("Beacon pick") when given and the list has > 1 entry.
         wall_clock: the time stamped into the cache and used for its age.
         cache_max_age: a fallback cache older than this (seconds) is ignored.
         beacon_source: the registry's beacon addresses as a typed call;

@@ -1,4 +1,4 @@
-"""Types shared by the routing core and its callers (spec §6.17)."""
+"""Types shared by the routing core and its callers (docs/protocol.md, "The routing Manager")."""
 
 from __future__ import annotations
 

@@ -3,9 +3,9 @@
 The beacon answers every keepalive Discover with a DiscoverReply. When the
 current beacon has not answered for ``dead_after`` seconds it is put in
 quarantine and a refresh tick runs without it: the hash pick moves to the
-next beacon (spec §5.11's failover, without waiting for the registry's 60 s
-TTL). A quarantined beacon is released once it answers a probe again, and
-the regular refresh may then move nodes back to it.
+next beacon (docs/protocol.md, "Refresh decision") without waiting for the
+registry's 60 s TTL. A quarantined beacon is released once it answers a
+probe again, and the regular refresh may then move nodes back to it.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ No protocol decision lives here: bytes go to the :class:`~.node.Node` and
 back. The peer socket is a plain non-blocking UDP socket, so the Manager sees
 send errors synchronously. With Linux ``IP_RECVERR`` the kernel queues every
 ICMP error with the original destination; :class:`PeerSocket` drains that
-queue and reports each error for the peer it concerns (spec §10 D20) rather
+queue and reports each error for the peer it concerns (docs/decisions.md D20) rather
 than letting it fail whichever send comes next.
 """
 
