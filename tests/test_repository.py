@@ -108,7 +108,7 @@ def test_protocol_and_decision_citations_resolve() -> None:
     decisions = decision_numbers()
     missing: list[str] = []
     for path in tracked_files():
-        text = text_of(path)
+        text = text_of(path) if path != Path(__file__).resolve() else None  # it shows the syntax
         if text is None:
             continue
         flat = re.sub(r"\s+", " ", text)  # citations may wrap across lines
