@@ -17,9 +17,11 @@ __all__ = [
     "TokenBuckets",
     "bind_tcp",
     "bind_udp",
+    "cancel_and_wait",
     "configure_logging",
     "every",
     "run",
+    "run_until",
     "wait_for_signal",
 ]
 
@@ -30,9 +32,11 @@ _HOME = {
     "TokenBuckets": "ratelimit",
     "bind_tcp": "run",
     "bind_udp": "udp",
+    "cancel_and_wait": "tasks",
     "configure_logging": "logging",
-    "every": "periodic",
+    "every": "tasks",
     "run": "run",
+    "run_until": "tasks",
     "wait_for_signal": "run",
 }
 

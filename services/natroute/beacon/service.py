@@ -22,8 +22,8 @@ from types import TracebackType
 
 import httpx
 
-from natroute._service.periodic import every
 from natroute._service.run import EmbeddedHttpServer
+from natroute._service.tasks import cancel_and_wait, every
 from natroute._service.udp import bind_udp
 from natroute.registry.client import AsyncRegistryClient
 from natroute.routing.addr import format_addr, split_host_port
@@ -265,9 +265,7 @@ class BeaconService:
     async def stop(self) -> None:
         """Stop tasks, the admin app and the UDP endpoint (idempotent)."""
         tasks, self._tasks = self._tasks, []
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(tasks)
         if self._hub is not None:
             await self._hub.close_all()
         if self._http is not None:

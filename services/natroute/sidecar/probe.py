@@ -31,17 +31,17 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-import httpx
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, CliApp, SettingsConfigDict
 
 from natroute._service.logging import configure_logging
 from natroute._service.run import run, wait_for_signal
+from natroute._service.tasks import run_until
 from natroute.registry.client import AsyncRegistryClient, RegistryClientError
 from natroute.routing.addr import split_host_port
 
 from .appclient import AsyncAppClient
-from .demo import wait_own_id
+from .demo import app_session
 
 __all__ = [
     "PROBE_MAGIC",
@@ -272,26 +272,11 @@ class Probe:
     async def run(self, until: Awaitable[object]) -> None:
         """Probe until ``until`` completes."""
         s = self.settings
-        token = s.registry_token.get_secret_value() or None
-        async with (
-            httpx.AsyncClient(base_url=s.admin, timeout=3.0) as admin,
-            AsyncRegistryClient(s.registry_url, token=token) as registry,
-            self.app,
-        ):
-            self.node_id = await wait_own_id(admin)
+        async with app_session(s.admin, s.registry_url, s.registry_token, self.app) as session:
+            self.node_id, registry = session
             _log.info("probe_started", extra={"node_id": self.node_id})
-            tasks = [
-                asyncio.create_task(self._peers_loop(registry)),
-                asyncio.create_task(self._send_loop()),
-                asyncio.create_task(self._recv_loop()),
-                asyncio.create_task(self._report_loop()),
-            ]
-            try:
-                await until
-            finally:
-                for task in tasks:
-                    task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
+            loops = (self._send_loop(), self._recv_loop(), self._report_loop())
+            await run_until(until, self._peers_loop(registry), *loops)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from natroute._service.periodic import every
+from natroute._service.tasks import every
 from natroute.beacon.batchio import BatchSocket
 from natroute.registry.client import RegistryClient, RegistryClientError
 from natroute.routing.addr import format_addr, split_host_port

@@ -1,4 +1,4 @@
-"""The one periodic-timer loop (``natroute._service.periodic.every``)."""
+"""Background tasks of the services (``natroute._service.tasks``): timers, run until, cancel."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from natroute._service.periodic import every
+from natroute._service.tasks import cancel_and_wait, every, run_until
 
 _log = logging.getLogger("tests.periodic")
 
@@ -54,3 +54,39 @@ async def test_first_delay_then_interval() -> None:
     assert not fired.is_set()  # the next call is an interval away
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
+
+
+@pytest.mark.asyncio
+async def test_run_until_cancels_the_work_when_told_and_survives_a_failing_task() -> None:
+    stop = asyncio.Event()
+    started = asyncio.Event()
+    cancelled: list[str] = []
+
+    async def forever(name: str) -> None:
+        try:
+            started.set()
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.append(name)
+            raise
+
+    async def fails() -> None:
+        raise RuntimeError("an early failure ends only this task")
+
+    runner = asyncio.create_task(run_until(stop.wait(), forever("a"), fails(), forever("b")))
+    await asyncio.wait_for(started.wait(), 5.0)
+    await asyncio.sleep(0.01)
+    assert not runner.done()  # the failure did not end the others
+    stop.set()
+    await asyncio.wait_for(runner, 5.0)
+    assert sorted(cancelled) == ["a", "b"]
+
+
+@pytest.mark.asyncio
+async def test_cancel_and_wait_reaps_finished_and_running_tasks() -> None:
+    done = asyncio.create_task(asyncio.sleep(0))
+    await done
+    running = asyncio.create_task(asyncio.sleep(3600))
+    await cancel_and_wait([done, running])
+    assert running.cancelled()
+    await cancel_and_wait([])
