@@ -35,7 +35,7 @@ from typing import Any
 from natroute._service.tasks import every
 from natroute.beacon.batchio import BatchSocket
 from natroute.registry.client import RegistryClient, RegistryClientError
-from natroute.routing.addr import format_addr, split_host_port
+from natroute.routing.addr import format_addr, parse_endpoint
 from natroute.routing.manager import Manager
 from natroute.routing.refresh import RefreshOutcome
 from natroute.routing.selection import (
@@ -64,16 +64,6 @@ _log = logging.getLogger(__name__)
 
 class SidecarError(Exception):
     """The sidecar cannot start (bad configuration, an address in use, no registry)."""
-
-
-def _parse_endpoint(text: str | None) -> Addr | None:
-    if not text:
-        return None
-    try:
-        host, port = split_host_port(text)
-    except ValueError:
-        return None
-    return (host, port) if host and port else None
 
 
 def _bind(setting: str, value: str, *, recverr: bool = False) -> socket.socket:
@@ -121,7 +111,7 @@ class Sidecar(BeaconKeeping, Transports):
             observer=Observer(reply_window=settings.discover_timeout),
         )
         self.nat_type = NatType.UNKNOWN
-        self.public_endpoint: Addr | None = _parse_endpoint(settings.advertise)
+        self.public_endpoint: Addr | None = parse_endpoint(settings.advertise)
         self.local_addr: Addr | None = None
         self.bound_addr: Addr | None = None
         self.relay_only = False
@@ -220,7 +210,7 @@ class Sidecar(BeaconKeeping, Transports):
         app = AppEndpoint(
             app_sock,
             self._on_app,
-            _parse_endpoint(s.app_deliver),
+            parse_endpoint(s.app_deliver),
             is_self=self.self_addrs.__contains__,
             clock=self.clock,
             on_batch_end=self.flush,
@@ -391,7 +381,7 @@ class Sidecar(BeaconKeeping, Transports):
     def _gather_host_candidates(self, ips: list[str]) -> list[Candidate]:
         s = self.settings
         if s.lan_addrs:
-            listed = [_parse_endpoint(a) for a in parse_beacon_list(s.lan_addrs)]
+            listed = [parse_endpoint(a) for a in parse_beacon_list(s.lan_addrs)]
             return [Candidate(a, CandidateKind.HOST) for a in listed if a is not None]
         if not s.host_candidates or self.bound_addr is None:
             return []
