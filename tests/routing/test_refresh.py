@@ -16,6 +16,7 @@ import pytest
 from natroute.routing import (
     Addr,
     BeaconSelectionState,
+    BeaconSource,
     ListSource,
     Manager,
     PickReason,
@@ -74,6 +75,7 @@ class Daemon:
         first_tick: bool = False,
         prober: Callable[[list[str]], dict[str, float]] | None = None,
         wall_clock: Callable[[], datetime] = wall,
+        beacon_source: BeaconSource | None = None,
     ) -> RefreshOutcome:
         self.sock.sent.clear()
         return refresh_tick(
@@ -85,6 +87,7 @@ class Daemon:
             first_tick=first_tick,
             prober=prober,
             wall_clock=wall_clock,
+            beacon_source=beacon_source,
         )
 
     def registrations(self) -> list[tuple[bytes, Addr]]:
@@ -355,16 +358,7 @@ def test_typed_beacon_source_replaces_the_lister(daemon: Daemon) -> None:
         calls.append(1)
         return ["203.0.113.2:9001", "", "10.0.0.5:9001", "203.0.113.1:9001"]
 
-    out = refresh_tick(
-        daemon.state,
-        daemon.manager,
-        None,
-        KEY,
-        daemon.identity,
-        first_tick=True,
-        wall_clock=wall,
-        beacon_source=source,
-    )
+    out = daemon.tick(first_tick=True, beacon_source=source)
     assert calls == [1]
     assert daemon.lister.calls == []
     assert out.source is ListSource.REGISTRY
@@ -383,16 +377,7 @@ def test_typed_beacon_source_failures_are_registry_errors(daemon: Daemon, error:
     def source() -> list[str]:
         raise error
 
-    out = refresh_tick(
-        daemon.state,
-        daemon.manager,
-        daemon.lister,
-        KEY,
-        daemon.identity,
-        first_tick=False,
-        wall_clock=wall,
-        beacon_source=source,
-    )
+    out = daemon.tick(beacon_source=source)
     assert out.source is ListSource.NONE
     assert str(error) in out.errors[0]
     assert daemon.lister.calls == []
