@@ -7,8 +7,12 @@ and measures:
 
 1. application datagrams per second, app → sidecar → sidecar → app, on the
    direct path and through the beacon (the receiver registered ``relay_only``),
-   offered by a sender process as fast as it can for ``--seconds``;
-2. time from starting a sidecar process to the first datagram it delivers to
+   offered as fast as ``tools/appblast.c`` can for ``--seconds``, next to the
+   C yardstick relay (``tools/yardstick.c`` flooded by ``tools/blast.c``) in
+   the same run, interleaved; the rows are medians and ratios to it;
+2. loss when offering a quarter of the yardstick's rate, paced (half the
+   target of 0.5 of the yardstick);
+3. time from starting a sidecar process to the first datagram it delivers to
    a peer's application, to a direct peer and to a relay-only peer.
 
 Traffic goes to 127.0.0.1 only; every run is bounded in time. Not a test:
@@ -20,22 +24,24 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import multiprocessing
 import os
 import platform
 import select
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from multiprocessing.connection import Connection
 from pathlib import Path
 
-from natroute.beacon.batchio import BatchSocket
+if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks import bench_beacon  # the C yardstick and its flooder
 
 __all__ = ["main"]
 
@@ -167,85 +173,38 @@ def _addr(text: object) -> tuple[str, int]:
     return host, int(port)
 
 
-def _batch(sock: socket.socket) -> BatchSocket:
-    batch = BatchSocket.create(sock, gso=False)
-    if batch is None:  # pragma: no cover - not Linux
-        raise SystemExit("recvmmsg/sendmmsg are needed to offer and count at full speed")
-    return batch
-
-
-def _receiver(sidecar_app: tuple[str, int], src: int, seconds: float, conn: Connection) -> None:
-    """Count datagrams delivered from ``src`` (recvmmsg, so counting is never the limit)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
-    sock.bind(("127.0.0.1", 0))
-    sock.sendto(src.to_bytes(4, "big") + b"hello", sidecar_app)  # teaches the sidecar our address
-    sock.setblocking(False)
-    batch = _batch(sock)
-    prefix = src.to_bytes(4, "big")
-    conn.send("ready")
-    count = 0
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        ready, _, _ = select.select([sock], [], [], 0.2)
-        if not ready:
-            continue
-        n = batch.recv()
-        count += sum(1 for data, _ in batch.received(n) if data[:4] == prefix)
-    conn.send(count)
-
-
-def _sender(
-    target: tuple[str, int], packet: bytes, seconds: float, rate: float, conn: Connection
-) -> None:
-    """Offer ``packet`` to the sidecar's data plane (sendmmsg, 64 at a time), paced or flat out."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8 << 20)
-    sock.bind(("127.0.0.1", 0))
-    sock.setblocking(False)
-    batch = _batch(sock)
-    burst = [(packet, target)] * 64
-    conn.recv()  # go
-    sent = 0
-    start = time.monotonic()
-    end = start + seconds
-    while (now := time.monotonic()) < end:
-        if rate and sent > (now - start) * rate:
-            time.sleep(0.0005)  # paced: wait for the schedule
-            continue
-        sent += batch.send(burst).sent
-    conn.send((sent, time.monotonic() - start))
+def build_appblast(out: Path) -> Path:
+    """Compile ``tools/appblast.c`` (the data-plane flooder and counter) into ``out``."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        raise FileNotFoundError("no C compiler (cc or gcc) on PATH")
+    tool = out / "appblast"
+    source = Path(__file__).resolve().parent / "tools" / "appblast.c"
+    subprocess.run([cc, "-O2", "-pthread", "-o", tool, source], check=True)
+    return tool
 
 
 def throughput(
-    a: Proc, b: Proc, seconds: float, size: int, rate: float
+    tool: Path, a: Proc, b: Proc, seconds: float, size: int, rate: float
 ) -> tuple[float, float, float]:
-    """(offered/s, delivered/s, loss) for a → b over ``seconds``; ``rate`` 0 floods."""
+    """(offered/s, delivered/s, loss) for a → b over ``seconds``; ``rate`` 0 floods.
+
+    ``appblast`` (C) offers the datagrams to ``a``'s data plane and counts
+    what ``b`` delivers, so neither end of the measurement is Python.
+    """
     a_id, b_id = int(str(a.ready["node_id"])), int(str(b.ready["node_id"]))
-    ours, theirs = multiprocessing.Pipe()
-    rx = multiprocessing.Process(
-        target=_receiver, args=(_addr(b.ready["app"]), a_id, seconds + 3, theirs)
-    )
-    rx.start()
-    ours.recv()
     app_a = _addr(a.ready["app"])
-    packet = b_id.to_bytes(4, "big") + bytes(size)
     warm = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     for _ in range(20):  # warm-up: look up the peer and let the checks settle
-        warm.sendto(packet, app_a)
+        warm.sendto(b_id.to_bytes(4, "big") + bytes(size), app_a)
         time.sleep(0.05)
     warm.close()
     time.sleep(1.0)
-    go, tx_end = multiprocessing.Pipe()
-    tx = multiprocessing.Process(target=_sender, args=(app_a, packet, seconds, rate, tx_end))
-    tx.start()
-    go.send("go")
-    sent, elapsed = go.recv()
-    tx.join()
-    count = ours.recv()
-    rx.join()
-    delivered = max(count - 20, 0)
-    return sent / elapsed, delivered / elapsed, 1 - delivered / sent if sent else 0.0
+    argv = [str(tool), str(app_a[1]), str(_addr(b.ready["app"])[1]), str(a_id), str(b_id)]
+    argv += [str(seconds), str(size)] + ([str(int(rate))] if rate else [])
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30, check=True)
+    fields = {k: float(v) for k, v in (kv.split("=") for kv in result.stdout.split())}
+    return fields["sent_pps"], fields["delivered_pps"], max(fields["loss"], 0.0)
 
 
 def time_to_first(directory: Path, url: str, beacon: str, peer: Proc, name: str) -> float:
@@ -280,15 +239,15 @@ def time_to_first(directory: Path, url: str, beacon: str, peer: Proc, name: str)
         app.close()
 
 
+def _median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--seconds", type=float, default=4.0, help="seconds per flood")
     parser.add_argument("--size", type=int, default=64, help="application payload bytes")
-    parser.add_argument(
-        "--rates",
-        default="30000,0",
-        help="offered datagrams/s per run, comma-separated; 0 floods (default 30000,0)",
-    )
+    parser.add_argument("--runs", type=int, default=3, help="interleaved runs per row")
     args = parser.parse_args(argv)
     if not (BIN / "natroute-sidecar").exists():
         print("natroute-sidecar not installed in this venv", file=sys.stderr)
@@ -296,21 +255,47 @@ def main(argv: list[str] | None = None) -> int:
     directory = Path(tempfile.mkdtemp(prefix="natroute-bench-"))
     rows: list[tuple[str, str]] = []
     try:
+        tools = bench_beacon.build_tools(None, directory)
+        appblast = build_appblast(directory)
         with world(directory) as (url, beacon):
             a = sidecar(directory, "a", url, beacon)
             b = sidecar(directory, "b", url, beacon)
             r = sidecar(directory, "r", url, beacon, "--relay-only", "true")
             try:
-                for label, peer in (("direct", b), ("via beacon", r)):
-                    for rate in (float(x) for x in args.rates.split(",")):
-                        off, got, loss = throughput(a, peer, args.seconds, args.size, rate)
-                        offered = f"offered {off:,.0f}/s" + ("" if rate else " (flood)")
-                        rows.append(
-                            (
-                                f"{label}: delivered datagrams/s",
-                                f"{got:,.0f} ({offered}, loss {loss:.1%})",
-                            )
+                yard: list[float] = []
+                flood: dict[str, list[tuple[float, float, float]]] = {"direct": [], "relay": []}
+                for run in range(args.runs):  # interleaved: every run sees the same machine
+                    print(f"run {run + 1}/{args.runs}: yardstick, direct, via beacon", flush=True)
+                    yard.append(bench_beacon.relay_run(tools, "yardstick", args.seconds, args.size))
+                    flood["direct"].append(throughput(appblast, a, b, args.seconds, args.size, 0))
+                    flood["relay"].append(throughput(appblast, a, r, args.seconds, args.size, 0))
+                rows.append(("C yardstick relay, delivered/s (blast)", f"{_median(yard):,.0f}"))
+                for key, label in (("direct", "direct"), ("relay", "via beacon")):
+                    got = [g for _, g, _ in flood[key]]
+                    ratio = _median([g / y for g, y in zip(got, yard, strict=True)])
+                    offered = _median([o for o, _, _ in flood[key]])
+                    rows.append(
+                        (
+                            f"{label}, flooded: delivered/s",
+                            f"{_median(got):,.0f} = {ratio:.2f} of the yardstick"
+                            f" (offered {offered:,.0f}/s)",
                         )
+                    )
+                # "no loss at half the target rate": offer a quarter of the yardstick's rate
+                half = 0.25 * _median(yard)
+                paced = [
+                    throughput(appblast, a, b, args.seconds, args.size, half)
+                    for _ in range(args.runs)
+                ]
+                worst = max(loss for _, _, loss in paced)
+                rows.append(
+                    (
+                        "direct, paced at 0.25 of the yardstick",
+                        f"offered {_median([o for o, _, _ in paced]):,.0f}/s,"
+                        f" delivered {_median([g for _, g, _ in paced]):,.0f}/s,"
+                        f" worst loss {worst:.2%}",
+                    )
+                )
                 t_direct = time_to_first(directory, url, beacon, b, "fresh-1")
                 rows.append(("start → first datagram, direct peer", f"{t_direct * 1000:,.0f} ms"))
                 t_relay = time_to_first(directory, url, beacon, r, "fresh-2")
@@ -324,7 +309,8 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(directory, ignore_errors=True)
     print(
         f"natroute sidecar benchmark — Python {platform.python_version()},"
-        f" {os.cpu_count()} CPUs, payload {args.size} B, {args.seconds:g} s per run"
+        f" {os.cpu_count()} CPUs, payload {args.size} B, {args.seconds:g} s per run,"
+        f" medians of {args.runs} interleaved runs"
     )
     width = max(len(k) for k, _ in rows)
     for key, value in rows:

@@ -73,6 +73,29 @@ def test_gso_runs_arrive_as_separate_datagrams_in_order(
     assert [data for data, _ in drain(b)] == [data for data, _ in out]
 
 
+def test_gro_receive_cuts_coalesced_runs_back_into_datagrams(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    a, b = pair
+    sender, receiver = batch_of(a), batch_of(b, gro=True, batch=4)
+    assert receiver.gro, "UDP GRO is available on this kernel"
+    dst: Addr = b.getsockname()
+    # two GSO runs, then two lone datagrams
+    out = [(bytes([i]) * 100, dst) for i in range(30)]
+    out += [(bytes([100 + i]) * 60, dst) for i in range(9)] + [(b"tail", dst)]
+    out.append((b"x" * 700, dst))
+    assert sender.send(out).sent == len(out)
+    got: list[tuple[bytes, Addr]] = []
+    messages = 0
+    while n := receiver.recv():
+        messages += n
+        got += receiver.received(n)
+    assert [data for data, _ in got] == [data for data, _ in out]
+    assert {addr for _, addr in got} == {a.getsockname()}
+    # loopback keeps a GSO run whole for a GRO socket: four buffers, 41 datagrams
+    assert messages == 4
+
+
 def test_kernel_refusing_gso_is_answered_with_plain_sends(
     pair: tuple[socket.socket, socket.socket],
 ) -> None:

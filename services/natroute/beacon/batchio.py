@@ -44,6 +44,7 @@ _GSO_MAX_BYTES: Final = 60_000
 _BUF: Final = 65_536  # one receive buffer: the largest UDP payload fits
 _SOL_UDP: Final = 17
 _UDP_SEGMENT: Final = 103
+_UDP_GRO: Final = 104
 _MSG_DONTWAIT: Final = 0x40
 _ADDR_CACHE: Final = 16_384
 
@@ -53,13 +54,17 @@ _ADDR_CACHE: Final = 16_384
 _MMSG = struct.Struct("PI4xPNPNi4xI4x")
 _IOV = struct.Struct("PN")
 _CMSG = struct.Struct("NiiH6x")  # cmsghdr + u16 segment size, padded to CMSG_SPACE(2)
-_MSG_LEN = struct.Struct("I")
+_GRO_CMSG = struct.Struct("Niii4x")  # cmsghdr + int segment size, padded to CMSG_SPACE(4)
 _MMSG_SIZE: Final = 64
-_MSG_LEN_OFFSET: Final = 56
-_NAMELEN_OFFSET: Final = 8
 _NAME_LEN = 28  # sockaddr_in6, the larger of the two
 _IN4 = struct.Struct(">H4s")  # sockaddr_in after the family: port, address
 _IN6 = struct.Struct(">H4x16s")  # sockaddr_in6 after the family: port, flowinfo, address
+
+
+def _gro_segment(ctl: bytes, i: int) -> int:
+    """The segment size of message ``i``'s UDP_GRO control message (0 if none)."""
+    _length, level, kind, segment = _GRO_CMSG.unpack_from(ctl, i * _GRO_CMSG.size)
+    return int(segment) if level == _SOL_UDP and kind == _UDP_GRO else 0
 
 
 class SendResult:
@@ -114,6 +119,7 @@ class BatchSocket:
         batch: int = DEFAULT_BATCH,
         gso: bool = True,
         gso_segments: int = _GSO_MAX_SEGMENTS,
+        gro: bool = False,
     ) -> BatchSocket | None:
         """A batched view of ``sock``, or None where batching is not available.
 
@@ -122,16 +128,30 @@ class BatchSocket:
             batch: datagrams per system call.
             gso: send runs with UDP GSO.
             gso_segments: most datagrams in one GSO message (the kernel takes 64).
+            gro: receive with UDP GRO where the kernel offers it: a run of
+                datagrams of one size from one source may arrive as one
+                buffer, which :meth:`received` cuts up again.
         """
         if sock.family not in (socket.AF_INET, socket.AF_INET6) or sock.type != socket.SOCK_DGRAM:
             return None
         libc = _libc()
         if libc is None or struct.calcsize("PI4xPNPNi4xI4x") != 64:
             return None
-        return cls(sock, libc, batch, gso, gso_segments)
+        if gro:
+            try:
+                sock.setsockopt(_SOL_UDP, _UDP_GRO, 1)
+            except OSError:  # an older kernel: datagrams arrive one by one
+                gro = False
+        return cls(sock, libc, batch, gso, gso_segments, gro)
 
     def __init__(
-        self, sock: socket.socket, libc: ctypes.CDLL, batch: int, gso: bool, gso_segments: int
+        self,
+        sock: socket.socket,
+        libc: ctypes.CDLL,
+        batch: int,
+        gso: bool,
+        gso_segments: int,
+        gro: bool = False,
     ) -> None:
         self._sock = sock
         self._fd = sock.fileno()
@@ -149,6 +169,9 @@ class BatchSocket:
         self._rnames = _Buffer(batch * _NAME_LEN)
         self._riov = _Buffer(batch * _IOV.size)
         self._rmsgs = _Buffer(batch * _MMSG.size)
+        #: True when received buffers may hold several datagrams (UDP GRO).
+        self.gro = gro
+        self._rctl = _Buffer(batch * _GRO_CMSG.size)
         for i in range(batch):
             _IOV.pack_into(self._riov.data, i * _IOV.size, self._rdata.address + i * _BUF, _BUF)
             _MMSG.pack_into(
@@ -158,8 +181,8 @@ class BatchSocket:
                 _NAME_LEN,
                 self._riov.address + i * _IOV.size,
                 1,
-                0,
-                0,
+                self._rctl.address + i * _GRO_CMSG.size if gro else 0,
+                _GRO_CMSG.size if gro else 0,
                 0,
                 0,
             )
@@ -172,8 +195,8 @@ class BatchSocket:
         for i in range(batch):
             cmsg_len = _CMSG.size - 6  # CMSG_LEN(2)
             _CMSG.pack_into(self._scmsg.data, i * _CMSG.size, cmsg_len, _SOL_UDP, _UDP_SEGMENT, 0)
+        self._rmsgs_template = bytes(self._rmsgs.data)
         self._rdata_view = memoryview(self._rdata.data)
-        self._rnames_view = memoryview(self._rnames.data)
         self._addr_of: dict[bytes, Addr] = {}
         self._name_of: dict[Addr, bytes] = {}
 
@@ -199,20 +222,28 @@ class BatchSocket:
 
     def received(self, n: int) -> Iterator[tuple[bytes, Addr]]:
         """The ``n`` datagrams of the last :meth:`recv` with their sources."""
-        view, msgs, names = self._rdata_view, self._rmsgs.data, self._rnames_view
+        view, msgs = self._rdata_view, self._rmsgs.data
+        names = bytes(self._rnames.data[: n * _NAME_LEN])  # one copy for the batch
+        lengths = _MMSG.iter_unpack(msgs[: n * _MMSG_SIZE])
+        # msg_namelen is in/out: put every header back as it was for the next call.
+        msgs[: n * _MMSG_SIZE] = self._rmsgs_template[: n * _MMSG_SIZE]
         addr_of, key_len = self._addr_of, self._key_len
-        unpack_len, pack_len = _MSG_LEN.unpack_from, _MSG_LEN.pack_into
-        for i in range(n):
-            (length,) = unpack_len(msgs, i * _MMSG_SIZE + _MSG_LEN_OFFSET)
-            # msg_namelen is in/out: reset it for the next call.
-            pack_len(msgs, i * _MMSG_SIZE + _NAMELEN_OFFSET, _NAME_LEN)
-            off = i * _NAME_LEN
-            key = names[off : off + key_len].tobytes()
+        ctl = bytes(self._rctl.data[: n * _GRO_CMSG.size]) if self.gro else b""
+        off = start = 0
+        for i, fields in enumerate(lengths):
+            key = names[off : off + key_len]
             addr = addr_of.get(key)
             if addr is None:
                 addr = self._decode_name(key)
-            start = i * _BUF
-            yield bytes(view[start : start + length]), addr
+            length = fields[-1]
+            segment = _gro_segment(ctl, i) if fields[5] else 0
+            if 0 < segment < length:  # several datagrams, back to back
+                for first in range(start, start + length, segment):
+                    yield bytes(view[first : min(first + segment, start + length)]), addr
+            else:
+                yield bytes(view[start : start + length]), addr
+            off += _NAME_LEN
+            start += _BUF
 
     def _decode_name(self, key: bytes) -> Addr:
         if self.ipv6:

@@ -50,6 +50,7 @@ REPLAY_WINDOW: Final = 1024
 _SALT: Final = b"natroute/v1"
 _MAX_COUNTER: Final = (1 << 64) - 1
 _U32 = struct.Struct(">I")
+_NONCE_PAD: Final = b"\0\0\0\0"
 
 
 class AuthError(Exception):
@@ -72,10 +73,11 @@ class ReplayWindow:
     a fresh window instead of shifting the old one out bit by bit.
     """
 
-    __slots__ = ("_bits", "_size", "highest")
+    __slots__ = ("_bits", "_mask", "_size", "highest")
 
     def __init__(self, size: int = REPLAY_WINDOW) -> None:
         self._size = size
+        self._mask = (1 << size) - 1
         self._bits = 0
         self.highest = -1
 
@@ -93,7 +95,7 @@ class ReplayWindow:
             if shift >= self._size:
                 self._bits = 1  # nothing of the old window is still inside the new one
             else:
-                self._bits = ((self._bits << shift) | 1) & ((1 << self._size) - 1)
+                self._bits = ((self._bits << shift) | 1) & self._mask
             self.highest = counter
         else:
             self._bits |= 1 << (self.highest - counter)
@@ -128,6 +130,8 @@ class PeerCipher:
         "_epoch",
         "_our_id",
         "_peer_id",
+        "_peer_tail",
+        "_prefix",
         "_recv",
         "_send",
         "_shared",
@@ -150,6 +154,9 @@ class PeerCipher:
         self._counter = first_counter
         self._recv: _RecvState | None = None
         self._aad_tail = _U32.pack(our_id)
+        self._peer_tail = _U32.pack(peer_id)
+        # The header up to the counter never changes for this sender epoch.
+        self._prefix = _HEADER.pack(FRAME_MAGIC, our_id, epoch, 0)[:16]
 
     @property
     def next_counter(self) -> int:
@@ -162,9 +169,9 @@ class PeerCipher:
         if counter >= _MAX_COUNTER:  # pragma: no cover - 2**64 frames
             raise AuthError("send counter exhausted")
         self._counter = counter + 1
-        header = _HEADER.pack(FRAME_MAGIC, self._our_id, self._epoch, counter)
-        aad = header + _U32.pack(self._peer_id)
-        return header + self._send.encrypt(b"\0\0\0\0" + counter.to_bytes(8, "big"), plaintext, aad)
+        raw = counter.to_bytes(8, "big")
+        header = self._prefix + raw
+        return header + self._send.encrypt(_NONCE_PAD + raw, plaintext, header + self._peer_tail)
 
     def open(self, frame: bytes) -> bytes:
         """The plaintext of an authentic, fresh frame from the peer.
@@ -190,7 +197,7 @@ class PeerCipher:
         header = frame[:FRAME_HEADER_LEN]
         try:
             plaintext = aead.decrypt(
-                b"\0\0\0\0" + counter.to_bytes(8, "big"),
+                _NONCE_PAD + frame[16:FRAME_HEADER_LEN],
                 frame[FRAME_HEADER_LEN:],
                 header + self._aad_tail,
             )

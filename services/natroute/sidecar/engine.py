@@ -56,7 +56,7 @@ from natroute.routing.wire import (
 from .budget import BudgetConfig, DialBudget
 from .candidates import Candidate, SelfAddrs
 from .checks import Checks
-from .crypto import FRAME_MAGIC, AuthError, PeerCipher, frame_sender
+from .crypto import FRAME_MAGIC, FRAME_OVERHEAD, AuthError, PeerCipher, frame_sender
 from .frames import InnerType, decode_candidates, decode_inner, encode_probe, probe_nonce
 from .lookups import LookupConfig, LookupOutcome, Lookups, Refusal
 from .model import DropReason, NatType, NodeConfig, PeerInfo, Transport
@@ -306,6 +306,18 @@ class Engine(Checks):
         else:
             self.drops[DropReason.UNKNOWN_MAGIC] += 1
 
+    def datagrams_received(self, items: list[tuple[bytes, Addr]], now: float) -> None:
+        """A batch read at once: frames from known peers go straight to ``_open``."""
+        self._now = now
+        get = self.peers.get
+        for data, src in items:
+            if len(data) >= FRAME_OVERHEAD and data[:4] == FRAME_MAGIC:
+                peer = get(int.from_bytes(data[4:8], "big"))
+                if peer is not None:
+                    self._open(peer, data, src, False, now)
+                    continue
+            self.datagram_received(data, src, now)
+
     def _beacon_message(self, kind: int, data: bytes, src: Addr, now: float) -> None:
         if kind == MSG_DISCOVER_REPLY:
             self._on_discover_reply(data, src, now)
@@ -449,6 +461,53 @@ class Engine(Checks):
         if dropped is not None:
             self.drops[dropped] += 1
         self._request_lookup(dst, now)
+
+    def app_send_many(self, datagrams: list[bytes], now: float) -> None:
+        """``app_send`` for a batch of ``[dst u32][payload]`` datagrams from the application.
+
+        Runs to one direct, fresh peer (the busy case) are sealed and queued
+        here with the peer's counters updated once per run; anything else
+        takes ``app_send``.
+        """
+        self._now = now
+        get = self.peers.get
+        out = self._out
+        threshold = self.manager.config.blackhole_threshold
+        peer: Peer | None = None
+        chosen: Addr | None = None
+        key = b""
+        run = run_bytes = 0
+        for data in datagrams:
+            if peer is None or chosen is None or data[:4] != key:
+                if peer is not None and run:
+                    self._sent_run(peer, run, run_bytes, now)
+                run = run_bytes = 0
+                key = data[:4]
+                peer = get(int.from_bytes(key, "big"))
+                chosen = None if peer is None else peer.chosen
+                if (
+                    peer is None
+                    or chosen is None
+                    or peer.path is not Path.DIRECT
+                    or now - peer.last_direct_at > threshold
+                ):
+                    peer = None
+                    self.app_send(int.from_bytes(key, "big"), data[4:], now)
+                    continue
+            frame = peer.cipher.seal(_DATA + data[4:])
+            out.append((frame, chosen))
+            run += 1
+            run_bytes += len(frame)
+        if peer is not None and run:
+            self._sent_run(peer, run, run_bytes, now)
+
+    def _sent_run(self, peer: Peer, count: int, size: int, now: float) -> None:
+        peer.pkts_sent += count
+        peer.bytes_sent += size
+        peer.last_sent_at = peer.last_used = now
+        if now - peer.synced_send_at >= _SYNC_INTERVAL:
+            peer.synced_send_at = now
+            self.manager.record_outbound_send(peer.node_id, now)
 
     def _write(self, peer: Peer, plaintext: bytes, now: float) -> None:
         """Seal and send through ``Manager.write_frame`` (it picks direct or relay).

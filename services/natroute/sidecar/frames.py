@@ -111,14 +111,18 @@ def decode_candidates(body: bytes) -> list[Candidate] | None:
     return out
 
 
+_INNER_OF: Final = {int(kind): kind for kind in InnerType}
+
+
 def decode_inner(plaintext: bytes) -> tuple[InnerType, bytes] | None:
     """``(type, body)``, or None for an empty, unknown or malformed plaintext."""
     if not plaintext:
         return None
-    try:
-        kind = InnerType(plaintext[0])
-    except ValueError:
+    kind = _INNER_OF.get(plaintext[0])
+    if kind is None:
         return None
+    if kind is InnerType.DATA:  # the busy case first
+        return kind, plaintext[1:]
     if kind in (InnerType.PROBE, InnerType.PROBE_ACK) and len(plaintext) != PROBE_LEN:
         return None
     if kind is InnerType.CALL_ME_MAYBE and decode_candidates(plaintext[1:]) is None:

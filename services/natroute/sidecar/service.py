@@ -55,7 +55,7 @@ from .observer import Observer, Outcome
 from .registrylink import Publication, RegistryLink
 from .settings import Settings
 from .transport import StreamLink, Transports
-from .udp import AppEndpoint, DatagramPump, PeerSocket, bind_udp
+from .udp import AppEndpoint, DatagramPump, PeerSocket, bind_udp, size_buffers
 
 __all__ = ["Sidecar", "SidecarError"]
 
@@ -125,6 +125,8 @@ class Sidecar(BeaconKeeping, Transports):
         self._peer_socket: PeerSocket | None = None
         self._pumps: list[DatagramPump | AppEndpoint] = []
         self._peer_batch: BatchSocket | None = None
+        #: (receive, send) buffer bytes the kernel granted the peer socket (0: not asked).
+        self.socket_buffers = (0, 0)
         self._tasks: set[asyncio.Task[Any]] = set()
         self.registry = RegistryLink(
             settings.registry_url,
@@ -191,6 +193,9 @@ class Sidecar(BeaconKeeping, Transports):
         engine = self.engine
         self._sock = _bind("listen", s.listen, recverr=True)
         app_sock = _bind("app_listen", s.app_listen)
+        if s.udp_buffer:
+            self.socket_buffers = size_buffers(self._sock, s.udp_buffer)
+            size_buffers(app_sock, s.udp_buffer)
         bound = self._sock.getsockname()
         self.bound_addr = (str(bound[0]), int(bound[1]))
         ips = await asyncio.to_thread(local_ips)
@@ -198,11 +203,21 @@ class Sidecar(BeaconKeeping, Transports):
         self.self_addrs.add(self.bound_addr)
         app_name = app_sock.getsockname()
         self.self_addrs.add((str(app_name[0]), int(app_name[1])))
-        _log.info("sidecar_starting", extra={"listen": format_addr(self.bound_addr)})
+        _log.info(
+            "sidecar_starting",
+            extra={
+                "listen": format_addr(self.bound_addr),
+                "socket_buffers": {"rcv": self.socket_buffers[0], "snd": self.socket_buffers[1]},
+            },
+        )
         self._peer_socket = PeerSocket(self._sock, self._on_icmp)
         # the engine's outputs are flushed once per batch of datagrams read
         pump = DatagramPump(
-            self._sock, self._on_datagram, self._on_socket_error, on_batch_end=self.flush
+            self._sock,
+            self._on_datagram,
+            self._on_socket_error,
+            on_batch_end=self.flush,
+            on_datagrams=self._on_datagrams,
         )
         pump.start(batched=s.udp_batch)
         self._peer_batch = pump.batched
@@ -214,6 +229,7 @@ class Sidecar(BeaconKeeping, Transports):
             is_self=self.self_addrs.__contains__,
             clock=self.clock,
             on_batch_end=self.flush,
+            on_send_many=self._on_app_many,
         )
         app.start(batched=s.udp_batch)
         self._pumps.append(app)
@@ -292,6 +308,9 @@ class Sidecar(BeaconKeeping, Transports):
     def _on_datagram(self, data: bytes, src: Addr) -> None:
         self.engine.datagram_received(data, src, self.clock())
 
+    def _on_datagrams(self, items: list[tuple[bytes, Addr]]) -> None:
+        self.engine.datagrams_received(items, self.clock())
+
     def _on_stream_datagram(self, data: bytes) -> None:
         src = self.stream.beacon_addr
         if src is not None:  # it comes from the beacon, as a UDP datagram from it would
@@ -300,6 +319,9 @@ class Sidecar(BeaconKeeping, Transports):
 
     def _on_app(self, dst: int, payload: bytes) -> None:
         self.engine.app_send(dst, payload, self.clock())
+
+    def _on_app_many(self, datagrams: list[bytes]) -> None:
+        self.engine.app_send_many(datagrams, self.clock())
 
     def _on_icmp(self, dst: Addr, err: OSError) -> None:
         self.engine.send_failed(dst, err, self.clock())

@@ -106,6 +106,11 @@ class Settings(BaseSettings):
     udp_batch: bool = Field(
         True, description="recvmmsg/sendmmsg on the sockets where the platform has them"
     )
+    udp_buffer: int = Field(
+        4 << 20,
+        ge=0,
+        description="receive and send buffer bytes asked for on both sockets (0: the system's)",
+    )
     blackhole_threshold: float = Field(DIRECT_BLACKHOLE_THRESHOLD, gt=0)
     blackhole_misses: int = Field(BLACKHOLE_MISSES_REQUIRED, ge=1)
     direct_clears: int = Field(DIRECT_CLEARS_REQUIRED, ge=1)

@@ -11,6 +11,7 @@ than letting it fail whichever send comes next.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import socket
@@ -25,13 +26,47 @@ from natroute.routing.addr import format_addr
 from natroute.routing.errors import ICMP_UNREACHABLE_ERRNOS
 from natroute.routing.types import Addr
 
-__all__ = ["AppEndpoint", "DatagramPump", "PeerSocket", "bind_udp", "port_is_free"]
+__all__ = [
+    "AppEndpoint",
+    "DatagramPump",
+    "PeerSocket",
+    "bind_udp",
+    "port_is_free",
+    "size_buffers",
+]
 
 _log = logging.getLogger(__name__)
 
 _EE_ERRNO = struct.Struct("=I")
+# asm-generic/socket.h; not exported by the socket module.
+_SO_SNDBUFFORCE: Final = 32
+_SO_RCVBUFFORCE: Final = 33
 #: Batches read per wake-up before the loop runs other callbacks.
 _ROUNDS: Final = 4
+
+
+def size_buffers(sock: socket.socket, size: int) -> tuple[int, int]:
+    """Ask for ``size``-byte receive and send buffers; returns what the kernel granted.
+
+    With CAP_NET_ADMIN the ``*BUFFORCE`` options pass ``net.core.rmem_max``/
+    ``wmem_max``; without it the plain options are capped there. Deep
+    buffers ride out the moments the process is not scheduled, which is
+    where a busy data plane loses datagrams (README, "Performance").
+    """
+    for force, plain in (
+        (_SO_RCVBUFFORCE, socket.SO_RCVBUF),
+        (_SO_SNDBUFFORCE, socket.SO_SNDBUF),
+    ):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, force, size)
+        except OSError:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, plain, size)
+    # Linux reports twice the figure asked for (it counts its bookkeeping).
+    return (
+        sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 2,
+        sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) // 2,
+    )
 
 
 class PeerSocket:
@@ -86,7 +121,9 @@ class DatagramPump:
     ``recvfrom`` each. An ``IP_RECVERR`` error makes the descriptor report
     POLLERR; the stdlib selector loop then wakes the reader, whose read raises
     the error, and it goes to ``on_error`` (which drains the error queue). A
-    callback that raises is logged, never fatal.
+    callback that raises is logged, never fatal. With ``on_datagrams``, a
+    batch read by ``recvmmsg`` goes to it as one list (one call instead of
+    one per datagram); ``on_datagram`` still takes single reads.
     """
 
     def __init__(
@@ -96,9 +133,11 @@ class DatagramPump:
         on_error: Callable[[OSError], None],
         batch: int = 64,
         on_batch_end: Callable[[], None] | None = None,
+        on_datagrams: Callable[[list[tuple[bytes, Addr]]], None] | None = None,
     ) -> None:
         self.sock = sock
         self._on_datagram = on_datagram
+        self._on_datagrams = on_datagrams
         self._on_error = on_error
         self._batch = batch
         self._on_batch_end = on_batch_end
@@ -109,7 +148,7 @@ class DatagramPump:
         """Start reading on the running loop (with ``recvmmsg`` when ``batched`` and available)."""
         self.sock.setblocking(False)
         if batched:
-            self.batched = BatchSocket.create(self.sock, batch=self._batch, gso=False)
+            self.batched = BatchSocket.create(self.sock, batch=self._batch, gso=True, gro=True)
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(self.sock.fileno(), self.read_ready)
 
@@ -158,11 +197,17 @@ class DatagramPump:
                     continue
                 if not n:
                     return
-                for data, addr in batched.received(n):
+                if self._on_datagrams is not None:
                     try:
-                        on_datagram(data, addr)
+                        self._on_datagrams(list(batched.received(n)))
                     except Exception:  # a bug must not kill the receive loop; it is logged
                         _log.exception("datagram_handler_failed")
+                else:
+                    for data, addr in batched.received(n):
+                        try:
+                            on_datagram(data, addr)
+                        except Exception:  # a bug must not kill the receive loop; it is logged
+                            _log.exception("datagram_handler_failed")
                 if n < batched.size:
                     return
         finally:
@@ -207,6 +252,9 @@ class AppEndpoint:
         clock: monotonic seconds (paces the "application gone" check).
         port_free: the "application gone" check (tests inject one).
         on_batch_end: called once after each batch of datagrams read.
+        on_send_many: a batch of accepted ``[dst u32][payload]`` datagrams to
+            the engine in one call (when reads are batched); None: ``on_send``
+            each.
     """
 
     def __init__(
@@ -219,9 +267,11 @@ class AppEndpoint:
         clock: Callable[[], float] = time.monotonic,
         port_free: Callable[[Addr], bool] = port_is_free,
         on_batch_end: Callable[[], None] | None = None,
+        on_send_many: Callable[[list[bytes]], None] | None = None,
     ) -> None:
         self.sock = sock
         self._on_send = on_send
+        self._on_send_many = on_send_many
         self._deliver_to = deliver_to
         self._fixed = deliver_to is not None
         self._is_self = is_self
@@ -229,7 +279,13 @@ class AppEndpoint:
         self._port_free = port_free
         self._next_gone_check = 0.0
         self._contender: Addr | None = None
-        self._pump = DatagramPump(sock, self._received, self._error, on_batch_end=on_batch_end)
+        self._pump = DatagramPump(
+            sock,
+            self._received,
+            self._error,
+            on_batch_end=on_batch_end,
+            on_datagrams=self._received_many if on_send_many is not None else None,
+        )
         self.dropped_short = 0
         self.dropped_no_app = 0
         self.dropped_busy = 0
@@ -262,16 +318,39 @@ class AppEndpoint:
         _log.debug("app_socket_error", extra={"error": str(exc)})
 
     def _received(self, data: bytes, addr: Addr) -> None:
-        if self._is_self(addr):
+        if self._accept(data, addr):
+            self._on_send(int.from_bytes(data[:4], "big"), data[4:])
+
+    def _received_many(self, items: list[tuple[bytes, Addr]]) -> None:
+        """A ``recvmmsg`` batch: checked as one by one, handed on as one list."""
+        assert self._on_send_many is not None
+        learned = None if self._fixed else self._deliver_to
+        accepted: list[bytes] = []
+        busy = 0
+        for data, addr in items:
+            if addr == learned and len(data) >= 4:  # the busy case: the learned application
+                accepted.append(data)
+                busy += 1
+            elif self._accept(data, addr):
+                accepted.append(data)
+                learned = None if self._fixed else self._deliver_to
+        self.received += busy
+        if accepted:
+            self._on_send_many(accepted)
+
+    def _accept(self, data: bytes, addr: Addr) -> bool:
+        """Checks a datagram from a local socket; learns the application from it."""
+        # The learned application passed the self check when it was learned.
+        if (addr != self._deliver_to or self._fixed) and self._is_self(addr):
             self.dropped_self += 1
-            return
+            return False
         if len(data) < 4:
             self.dropped_short += 1
-            return
+            return False
         self.received += 1
         if not self._fixed and addr != self._deliver_to:
             self._learn(addr)
-        self._on_send(int.from_bytes(data[:4], "big"), data[4:])
+        return True
 
     def _learn(self, addr: Addr) -> None:
         if self._deliver_to is not None:
