@@ -61,6 +61,9 @@ class Cell:
     path: str | None  # what src's sidecar settled on
     first_delivery: float | None  # seconds after both sidecars were ready
     direct_after: float | None  # seconds after both were ready, when it went direct
+    #: seconds from the sender's probe first sending to this receiver to the
+    #: first delivery: the routing's share, without the probe learning the peer
+    first_send_to_delivery: float | None = None
 
 
 def _json_lines(container: Any) -> list[dict[str, Any]]:
@@ -100,6 +103,17 @@ def _first_deliveries(world: World) -> dict[tuple[str, str], float]:
     return first
 
 
+def _first_sends(world: World) -> dict[tuple[str, str], float]:
+    """(src, dst) -> monotonic time src's probe first sent to dst."""
+    names = world.by_id()
+    first = {}
+    for src, node in world.nodes.items():
+        for line in _json_lines(node.demo):
+            if line.get("event") == "probe_first_send" and line.get("dst") in names:
+                first[(src, names[line["dst"]])] = float(line["at"])
+    return first
+
+
 def _paths(world: World) -> dict[tuple[str, str], tuple[str, float | None]]:
     """(a, b) -> (a's path for b, monotonic time of its first ``direct`` event)."""
     names = world.by_id()
@@ -128,12 +142,14 @@ def measure(world: World, deliver_timeout: float, settle: float) -> list[Cell]:
         time.sleep(1.0)
     time.sleep(settle)
     ready, first, paths = _ready_times(world, offset), _first_deliveries(world), _paths(world)
+    sends = _first_sends(world)
     cells = []
     for src, dst in pairs:
         expected = expected_path(MATRIX_PLAN, src, dst)
         start = max(ready.get(src, float("nan")), ready.get(dst, float("nan")))
         path, direct_at = paths.get((src, dst), (None, None))
         delivered = first.get((src, dst))
+        sent = sends.get((src, dst))
         cells.append(
             Cell(
                 src,
@@ -143,6 +159,7 @@ def measure(world: World, deliver_timeout: float, settle: float) -> list[Cell]:
                 path,
                 None if delivered is None else max(0.0, delivered - start),
                 None if direct_at is None or path != "direct" else max(0.0, direct_at - start),
+                None if delivered is None or sent is None else max(0.0, delivered - sent),
             )
         )
     return cells
@@ -189,6 +206,12 @@ def summary(cells: Sequence[Cell]) -> str:
         line += (
             f"; first delivery median {statistics.median(delivered):.2f} s, "
             f"max {max(delivered):.2f} s, under 1 s: {sum(d < 1.0 for d in delivered)}"
+        )
+    routed = [c.first_send_to_delivery for c in cells if c.first_send_to_delivery is not None]
+    if routed:
+        line += (
+            f"; from the first send: median {statistics.median(routed):.2f} s, "
+            f"max {max(routed):.2f} s, under 1 s: {sum(d < 1.0 for d in routed)}"
         )
     directs = [c.direct_after for c in cells if c.direct_after is not None]
     if directs:

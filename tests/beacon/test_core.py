@@ -568,6 +568,43 @@ def test_gossip_datagrams_list_live_nodes_to_each_peer() -> None:
     assert core.counters.syncs_sent == 2 + 4 + 2
 
 
+def test_a_new_node_is_gossiped_early_and_early_rounds_are_spaced() -> None:
+    core, clock = make(early_gossip_spacing=0.25, sync_ids_per_datagram=2)
+    core.set_static_peers([PEER])
+    assert core.early_gossip_datagrams(clock()) == []  # nothing new
+    core.handle_datagram(disc(1), A, clock())
+    out = core.early_gossip_datagrams(clock())
+    assert [decode_message(d) for d, _ in out] == [Sync(7, (1,))]  # the full list, at once
+    assert core.early_gossip_datagrams(clock()) == []  # one round per news
+    core.handle_datagram(disc(1), A, clock())  # a keepalive is no news
+    assert core.early_gossip_datagrams(clock()) == []
+    core.handle_datagram(disc(2), B, clock())
+    core.handle_datagram(disc(3), C, clock())
+    clock.advance(0.2)
+    assert core.early_gossip_datagrams(clock()) == []  # too soon after the last round
+    clock.advance(0.1)
+    out = core.early_gossip_datagrams(clock())
+    syncs = [decode_message(d) for d, _ in out]
+    assert sorted(i for sync in syncs if isinstance(sync, Sync) for i in sync.node_ids) == [1, 2, 3]
+    core.handle_datagram(disc(4), ("198.51.100.4", 4000), clock())
+    clock.advance(0.3)  # that round took two datagrams: 0.5 s must pass
+    assert core.early_gossip_datagrams(clock()) == []
+    clock.advance(0.2)
+    assert len(core.early_gossip_datagrams(clock())) == 2
+    assert core.counters.early_syncs == 3
+    core.handle_datagram(disc(5), ("198.51.100.5", 4000), clock())
+    assert core.gossip_datagrams(clock())  # a timed round carries the news too
+    clock.advance(10)
+    assert core.early_gossip_datagrams(clock()) == []
+
+
+def test_early_gossip_can_be_turned_off() -> None:
+    core, clock = make(early_gossip_spacing=0.0)
+    core.set_static_peers([PEER])
+    core.handle_datagram(disc(1), A, clock())
+    assert core.early_gossip_datagrams(clock()) == []
+
+
 @pytest.mark.parametrize(
     ("data", "reason"),
     [

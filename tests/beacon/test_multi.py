@@ -47,6 +47,26 @@ async def test_gossip_and_forwarded_relay() -> None:
 
 
 @pytest.mark.asyncio
+async def test_a_new_node_is_known_to_the_peer_beacon_before_the_timed_round() -> None:
+    """Early gossip: the first relays to a node new on the peer are forwarded, not dropped."""
+    async with (  # the timed rounds stay an hour apart
+        running_beacon(beacon_id=1, early_gossip_spacing=0.25) as one,
+        running_beacon(beacon_id=2, early_gossip_spacing=0.25) as two,
+    ):
+        await one.set_static_peers([format_addr(two.udp_addr)])
+        await two.set_static_peers([format_addr(one.udp_addr)])
+        with UdpClient() as x, UdpClient() as y:
+            await x.register(100, one.udp_addr)
+            await y.register(200, two.udp_addr)
+            await wait_until(lambda: one.core.gossip.lookup(200, one.now()) is not None)
+            x.send(encode_relay(100, 200, b"PILSearly"), one.udp_addr)
+            data, _ = await y.recv()
+            assert decode_message(data) == RelayDeliver(100, b"PILSearly")
+            assert two.snapshot().early_syncs >= 1
+            assert one.snapshot().drops.get("relay_unknown_dst", 0) == 0
+
+
+@pytest.mark.asyncio
 async def test_udp_node_on_one_beacon_reaches_a_stream_node_on_another() -> None:
     """Issue 12: a stream-attached node is gossiped like any node; relays cross beacons."""
     key = Ed25519PrivateKey.generate()

@@ -267,10 +267,11 @@ class Lab:
         Args:
             name: short name.
             image: the router image.
-            mode: ``NAT_MODE`` (cone, symmetric, full-cone, udp-blocked).
+            mode: ``NAT_MODE``, a preset of ``topology.PRESETS`` (or the alias cone).
             wan: the WAN network and the router's address on it.
             lan: the LAN network and the router's address on it (the nodes' gateway).
-            environment: extra settings (e.g. ``NAT_FULL_CONE_HOST``).
+            environment: extra settings (``NAT_HAIRPIN``, ``NAT_WAN_GATEWAY``,
+                ``NAT_PUBLIC_HOST``, ...).
             ready_timeout: seconds to wait for the router to report ready.
 
         Returns:

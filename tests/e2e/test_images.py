@@ -76,8 +76,22 @@ def test_service_targets_run_their_services_unprivileged(lab: Lab, images: Image
         assert _uids_of(lab, container, target) == {NATROUTE_UID}, target
 
 
-def test_router_image_refuses_an_unknown_mode(lab: Lab, images: Images) -> None:
+@pytest.mark.parametrize(
+    ("mode", "environment", "message"),
+    [
+        ("bogus", {}, "unknown NAT_MODE"),
+        ("symmetric", {"NAT_HAIRPIN": "on"}, "NAT_HAIRPIN=on needs an endpoint-independent"),
+        ("public", {}, "NAT_PUBLIC_HOST"),
+        ("cone", {"NAT_WAN_GATEWAY": "10.0.0.1"}, "is not in"),
+    ],
+)
+def test_router_image_refuses_a_wrong_setting(
+    lab: Lab, images: Images, mode: str, environment: dict[str, str], message: str
+) -> None:
     wan, lan = lab.network("wan"), lab.network("lan")
 
-    with pytest.raises(LabError, match="unknown NAT_MODE"):
-        lab.router("router", images.router, "bogus", (wan, wan.host(2)), (lan, lan.host(2)))
+    with pytest.raises(LabError, match=message):
+        lab.router(
+            "router", images.router, mode, (wan, wan.host(2)), (lan, lan.host(2)),
+            environment=environment,
+        )  # fmt: skip

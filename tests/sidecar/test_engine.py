@@ -402,3 +402,59 @@ def test_engine_is_fed_only_inputs() -> None:
     before = net.clock()
     engine.tick(before + 3600.0)  # an hour passes for the engine only
     assert net.clock() == before
+
+
+def test_a_batch_from_the_application_goes_out_as_one_datagram_at_a_time_would() -> None:
+    net = FakeNet()
+    net.router("rp", "port-restricted")
+    net.router("rs", "symmetric")
+    a = net.host("a", behind="rp")
+    b = net.host("b")  # public: direct
+    c = net.host("c", behind="rs")  # symmetric behind port-restricted: relayed
+    d = net.host("d")  # not yet looked up
+    net.app_send(a, b, b"hello")
+    net.app_send(a, c, b"hello")
+    net.advance(1.0)
+    assert path(a, b)[0] is Path.DIRECT
+    assert path(a, c)[0] is Path.RELAY
+    sent_before = peer(a, b).pkts_sent
+
+    def to(host: Host, payload: bytes) -> bytes:
+        return host.node_id.to_bytes(4, "big") + payload
+
+    batch = [to(b, b"b1"), to(b, b"b2"), to(c, b"c1"), to(b, b"b3"), to(d, b"d1")]
+    a.engine.app_send_many(batch, net.clock())
+    net.flush(a)
+    net.run()
+
+    assert b.delivered[-3:] == [(a.node_id, b"b1"), (a.node_id, b"b2"), (a.node_id, b"b3")]
+    assert c.delivered[-1] == (a.node_id, b"c1")
+    assert d.delivered == [(a.node_id, b"d1")]  # held while a looked d up
+    assert peer(a, b).pkts_sent == sent_before + 3
+
+
+def test_a_received_batch_is_opened_and_checked_like_single_datagrams() -> None:
+    net = FakeNet()
+    a = net.host("a")
+    b = net.host("b")
+    net.app_send(a, b, b"hello")
+    net.advance(1.0)
+    assert path(a, b)[0] is Path.DIRECT
+    src = peer(b, a).chosen
+    assert src is not None
+    net.run()
+    b.delivered.clear()
+    b.engine.deliveries()
+
+    a.engine.app_send_many(
+        [b.node_id.to_bytes(4, "big") + b"%d" % i for i in range(3)], net.clock()
+    )
+    frames = [data for data, _ in a.engine.datagrams_to_send()]
+    drops = dict(b.engine.drops)
+    replayed = frames[0]
+    batch = [frames[0], b"JUNK-not-a-frame", frames[1], replayed, frames[2]]
+    b.engine.datagrams_received([(data, src) for data in batch], net.clock())
+
+    assert b.engine.deliveries() == [(a.node_id, b"0"), (a.node_id, b"1"), (a.node_id, b"2")]
+    assert b.engine.drops[DropReason.UNKNOWN_MAGIC] == drops.get(DropReason.UNKNOWN_MAGIC, 0) + 1
+    assert b.engine.drops[DropReason.AUTH_FAILED] == drops.get(DropReason.AUTH_FAILED, 0) + 1

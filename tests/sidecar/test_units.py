@@ -238,6 +238,39 @@ async def test_app_endpoint_keeps_its_application_while_it_lives() -> None:
         proto.close()
 
 
+@pytest.mark.asyncio
+async def test_app_endpoint_batches_are_checked_datagram_by_datagram() -> None:
+    """A recvmmsg batch: the same checks as single reads, then one call to the engine."""
+    batches: list[list[bytes]] = []
+    own: set[Addr] = {("127.0.0.1", 40003)}
+    gone: set[Addr] = set()
+    app = AppEndpoint(
+        bind_udp("127.0.0.1:0"),
+        lambda d, p: pytest.fail("batches never take the single path"),
+        None,
+        is_self=own.__contains__,
+        clock=FakeClock(),
+        port_free=gone.__contains__,
+        on_send_many=batches.append,
+    )
+    first, other = ("127.0.0.1", 40001), ("127.0.0.1", 40002)
+    app._received_many(
+        [
+            (encode_app(1, b"a"), first),  # learnt: the application
+            (b"xy", first),  # short
+            (encode_app(2, b"b"), first),
+            (encode_app(3, b"c"), ("127.0.0.1", 40003)),  # our own socket
+            (encode_app(4, b"d"), other),  # another local socket: sent, not learnt
+        ]
+    )
+    assert batches == [[encode_app(1, b"a"), encode_app(2, b"b"), encode_app(4, b"d")]]
+    assert app.deliver_to == first
+    assert (app.received, app.dropped_short, app.dropped_self, app.foreign_sources) == (3, 1, 1, 1)
+    app._received_many([(b"", first)])  # nothing accepted: the engine is not called
+    assert len(batches) == 1
+    app.close()
+
+
 def test_app_wire_format() -> None:
     assert encode_app(0x01020304, b"p") == b"\x01\x02\x03\x04p"
     assert decode_app(b"\x00\x00\x00\x09") == (9, b"")

@@ -113,6 +113,7 @@ _COUNTERS: tuple[tuple[str, str, str], ...] = (
     ("forwarded_bytes", "natroute_beacon_forwarded_bytes", "Relay payload bytes forwarded"),
     ("syncs_received", "natroute_beacon_syncs_received", "Sync datagrams accepted"),
     ("syncs_sent", "natroute_beacon_syncs_sent", "Sync datagrams sent"),
+    ("early_syncs", "natroute_beacon_early_syncs", "Gossip rounds sent early for new nodes"),
     ("expired_nodes", "natroute_beacon_expired_nodes", "Node entries expired"),
     ("evicted_nodes", "natroute_beacon_evicted_nodes", "Unsigned entries evicted for signed"),
 )

@@ -100,6 +100,10 @@ class BeaconConfig:
     limiter_cap: int = 65_536
     max_relay_payload: int = MAX_RELAY_PAYLOAD
     sync_ids_per_datagram: int = MAX_SYNC_IDS_PER_DATAGRAM
+    # A node new to this beacon is announced to the peer beacons at once
+    # (beacon README "Gossip"), no sooner than this many seconds after the
+    # previous round for each Sync datagram a round takes; 0: only the timer.
+    early_gossip_spacing: float = 0.25
 
     def __post_init__(self) -> None:
         if not 0 < self.beacon_id <= 0xFFFFFFFF:
@@ -110,6 +114,8 @@ class BeaconConfig:
             raise ValueError("caps must be at least 1")
         if self.node_quota_host < 0 or self.node_quota_net < 0:
             raise ValueError("node quotas must be 0 (off) or positive")
+        if self.early_gossip_spacing < 0:
+            raise ValueError("early_gossip_spacing must be 0 (off) or positive")
         if not 1 <= self.sync_ids_per_datagram <= MAX_SYNC_IDS_PER_DATAGRAM:
             raise ValueError("sync_ids_per_datagram out of range")
         if self.relay_byte_limit.enabled and self.relay_byte_limit.burst < self.max_relay_payload:

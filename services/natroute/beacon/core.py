@@ -141,6 +141,10 @@ class BeaconCore:
         self._relay_packets: TokenBuckets[Addr] = TokenBuckets(config.relay_packet_limit, cap)
         self._relay_bytes: TokenBuckets[Addr] = TokenBuckets(config.relay_byte_limit, cap)
         self.counters = Counters()
+        #: A node new to this beacon awaits an early gossip round.
+        self.new_nodes = False
+        self._last_gossip: float | None = None
+        self._last_gossip_datagrams = 1
 
     # -- inputs from the shell -------------------------------------------------
 
@@ -197,15 +201,37 @@ class BeaconCore:
         Every peer gets this beacon's live node IDs, split over as many Sync
         datagrams as needed (at least one, possibly with no IDs).
         """
+        self.new_nodes = False
+        self._last_gossip = now
         peers = sorted(self.gossip.peers)
         if not peers:
             return []
         beacon_id = self.config.beacon_id
         chunks = list(chunk_ids(self.nodes.live_ids(now), self.config.sync_ids_per_datagram))
         datagrams = [encode_message(Sync(beacon_id, chunk)) for chunk in chunks or [()]]
+        self._last_gossip_datagrams = len(datagrams)
         out = [(datagram, peer) for peer in peers for datagram in datagrams]
         self.counters.syncs_sent += len(out)
         return out
+
+    def early_gossip_datagrams(self, now: float) -> list[Outgoing]:
+        """A gossip round now if a node is new since the last one and spacing allows.
+
+        Peer beacons then know a new node well before the next timed round,
+        so frames relayed to it through them are not dropped as
+        ``relay_unknown_dst`` meanwhile. A round is a full Sync, as the timed
+        one (peers replace what they knew from us), spaced by
+        ``early_gossip_spacing`` per datagram it took, which bounds the cost
+        on a large table.
+        """
+        spacing = self.config.early_gossip_spacing
+        if not self.new_nodes or not spacing:
+            return []
+        last = self._last_gossip
+        if last is not None and now - last < spacing * self._last_gossip_datagrams:
+            return []
+        self.counters.early_syncs += 1
+        return self.gossip_datagrams(now)
 
     def set_static_peers(self, addrs: Iterable[Addr]) -> None:
         """Replace the configured peer beacons (IP literal addresses)."""
@@ -255,6 +281,7 @@ class BeaconCore:
                 self._refused(added, session)
                 return Attach(AttachResult.TABLE_FULL)
             self.counters.registrations += 1
+            self.new_nodes = True
             return Attach(AttachResult.ATTACHED)
         if entry.pubkey != pubkey and not authoritative:
             self._drop(DropReason.TAKEOVER_REJECTED, session)
@@ -327,6 +354,7 @@ class BeaconCore:
             forwarded_bytes=c.forwarded_bytes,
             syncs_received=c.syncs_received,
             syncs_sent=c.syncs_sent,
+            early_syncs=c.early_syncs,
             expired_nodes=c.expired_nodes,
             evicted_nodes=self.nodes.evictions,
             drops=MappingProxyType({r.value: n for r, n in c.drops.items()}),
@@ -383,6 +411,7 @@ class BeaconCore:
             if isinstance(added, Refusal):
                 return self._refused(added, src)
             self.counters.registrations += 1
+            self.new_nodes = True
             if signed is not None:
                 self.counters.authenticated += 1
             return _Record.RECORDED

@@ -47,6 +47,8 @@ __all__ = ["BeaconService"]
 
 _log = logging.getLogger(__name__)
 _TASK_FAILED = "beacon_task_failed"
+#: How often the beacon looks for nodes new since the last gossip round (seconds).
+_EARLY_GOSSIP_CHECK = 0.05
 
 
 class BeaconService:
@@ -238,6 +240,8 @@ class BeaconService:
             # With a registry, the first registration at once (nodes find us in the list).
             (settings.register_interval, self.refresh_peers, "peers", first_peers),
         ]
+        if config.early_gossip_spacing:
+            timers.append((_EARLY_GOSSIP_CHECK, self._early_gossip, "early", None))
         if self._hub is not None:
             timers.append((settings.stream_idle_timeout / 3, self._close_idle, "idle", None))
         self._tasks = [
@@ -337,6 +341,10 @@ class BeaconService:
     async def _gossip(self) -> None:
         if self._protocol is not None:
             self._protocol.send(self.core.gossip_datagrams(self.now()))
+
+    async def _early_gossip(self) -> None:
+        if self._protocol is not None and self.core.new_nodes:
+            self._protocol.send(self.core.early_gossip_datagrams(self.now()))
 
     async def gossip_now(self) -> None:
         """Send one gossip round immediately (also run every gossip interval)."""

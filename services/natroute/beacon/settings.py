@@ -75,6 +75,11 @@ class Settings(BaseSettings):
     sweep_interval: float = Field(default=DEFAULT_SWEEP_INTERVAL, gt=0)
     gossip_interval: float = Field(default=DEFAULT_GOSSIP_INTERVAL, gt=0)
     gossip_ttl: float = Field(default=_D.gossip_ttl, gt=0)
+    early_gossip_spacing: float = Field(
+        default=_D.early_gossip_spacing,
+        ge=0,
+        description="new nodes are gossiped at once, rounds this far apart per datagram (0: off)",
+    )
     handoff_after: float = Field(default=_D.handoff_after, gt=0)
     register_interval: float = Field(default=DEFAULT_REGISTER_INTERVAL, gt=0)
     discover_rate: float = _D.discover_limit.rate
@@ -193,6 +198,7 @@ class Settings(BaseSettings):
             node_quota_host=self.node_quota_host,
             node_quota_net=self.node_quota_net,
             gossip_ttl=self.gossip_ttl,
+            early_gossip_spacing=self.early_gossip_spacing,
             handoff_after=self.handoff_after,
             gossip_cap=self.node_cap,
             auth_max_skew=self.auth_max_skew,
@@ -230,6 +236,12 @@ _FLAGS: tuple[tuple[str, str, type, str], ...] = (
     ("--sweep-interval", "sweep_interval", float, "seconds between expiry sweeps (60)"),
     ("--gossip-interval", "gossip_interval", float, "seconds between Sync rounds (10)"),
     ("--gossip-ttl", "gossip_ttl", float, "seconds before unrefreshed gossip expires (30)"),
+    (
+        "--early-gossip-spacing",
+        "early_gossip_spacing",
+        float,
+        "new nodes are gossiped at once, rounds this many s apart per datagram (0.25; 0: off)",
+    ),
     (
         "--handoff-after",
         "handoff_after",

@@ -61,6 +61,7 @@ class Counters:
     forwarded_bytes: int = 0
     syncs_received: int = 0
     syncs_sent: int = 0
+    early_syncs: int = 0
     expired_nodes: int = 0
     drops: dict[DropReason, int] = field(default_factory=lambda: dict.fromkeys(_REASONS, 0))
 
@@ -103,6 +104,7 @@ class BeaconSnapshot:
     forwarded_bytes: int
     syncs_received: int
     syncs_sent: int
+    early_syncs: int
     expired_nodes: int
     evicted_nodes: int
     drops: MappingProxyType[str, int]

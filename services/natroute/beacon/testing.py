@@ -42,6 +42,7 @@ def test_settings(**overrides: Any) -> Settings:
         "beacon_id": 1,
         "sweep_interval": 3600.0,
         "gossip_interval": 3600.0,
+        "early_gossip_spacing": 0.0,
         "register_interval": 3600.0,
         "log_level": "debug",
     }

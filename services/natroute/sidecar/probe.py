@@ -11,6 +11,8 @@ share that clock, so send and receive times compare across them.
 Log events (JSON lines, see :mod:`natroute._service.logging`):
 
 - ``probe_started``: ``node_id``;
+- ``probe_first_send``: once per peer: ``dst`` and ``at`` (monotonic
+  seconds), when the probe first sent to it;
 - ``probe_first_delivery``: once per source node: ``src``, ``seq`` (the
   sender's sequence number: 0 means nothing before it was lost), ``sent_at``
   and ``recv_at`` (monotonic seconds), ``delay_ms``;
@@ -241,9 +243,13 @@ class Probe:
             await asyncio.sleep(self.settings.peer_refresh_interval)
 
     async def _send_loop(self) -> None:
+        started: set[int] = set()
         while True:
             for peer, payload in self.core.due(self.clock()):
                 await self.app.send(peer, payload)
+                if peer not in started and len(started) < MAX_PEERS:
+                    started.add(peer)
+                    _log.info("probe_first_send", extra={"dst": peer, "at": round(self.clock(), 6)})
             due = self.core.next_due()
             wait = self.settings.peer_refresh_interval if due is None else due - self.clock()
             await asyncio.sleep(max(0.001, wait))

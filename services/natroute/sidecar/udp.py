@@ -51,7 +51,7 @@ def size_buffers(sock: socket.socket, size: int) -> tuple[int, int]:
     With CAP_NET_ADMIN the ``*BUFFORCE`` options pass ``net.core.rmem_max``/
     ``wmem_max``; without it the plain options are capped there. Deep
     buffers ride out the moments the process is not scheduled, which is
-    where a busy data plane loses datagrams (README, "Performance").
+    where a busy data plane loses datagrams (README, "Figures").
     """
     for force, plain in (
         (_SO_RCVBUFFORCE, socket.SO_RCVBUF),
