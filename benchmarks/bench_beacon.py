@@ -51,7 +51,7 @@ from natroute.beacon.config import BeaconConfig, RateLimit
 from natroute.beacon.core import BeaconCore
 from natroute.routing.wire import Discover, encode_message, encode_relay
 
-__all__ = ["Tools", "bench_core", "blast", "main", "start_latency"]
+__all__ = ["Tools", "beacon_cmd", "bench_core", "blast", "main", "start_latency"]
 
 HERE = Path(__file__).parent
 _OFF = RateLimit(0.0, 0.0)
@@ -128,15 +128,16 @@ def blast(tool: Path, port: int, seconds: float, payload: int) -> dict[str, floa
     return {k: float(v) for k, v in (kv.split("=") for kv in result.stdout.split())}
 
 
-def _natroute_cmd(port: int, *flags: str) -> list[str]:
+def beacon_cmd(listen: str, *flags: str, http: str = "off") -> list[str]:
+    """``natroute-beacon`` on ``listen`` with every budget off: the path is measured, not limits."""
     return [
         sys.executable,
         "-m",
         "natroute.beacon.main",
         "--listen",
-        f"127.0.0.1:{port}",
+        listen,
         "--http-listen",
-        "off",
+        http,
         "--beacon-id",
         "1",
         "--relay-rate",
@@ -147,6 +148,10 @@ def _natroute_cmd(port: int, *flags: str) -> list[str]:
         "0",
         *flags,
     ]
+
+
+def _natroute_cmd(port: int, *flags: str) -> list[str]:
+    return beacon_cmd(f"127.0.0.1:{port}", *flags)
 
 
 def _wait_started(proc: subprocess.Popen[str]) -> None:

@@ -32,6 +32,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -39,6 +40,11 @@ from natroute.routing.addr import split_host_port
 from natroute.routing.types import Addr
 from natroute.routing.wire import Discover, encode_message, encode_relay
 from natroute.sidecar.stream import StreamRelayClient
+
+if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.bench_beacon import beacon_cmd
 
 __all__ = ["Beacon", "StreamRow", "main", "measure"]
 
@@ -68,27 +74,14 @@ class StreamRow:
 async def beacon(*flags: str) -> AsyncIterator[Beacon]:
     """Run ``natroute-beacon`` on loopback with relay budgets off and streams open."""
     proc = subprocess.Popen(  # noqa: ASYNC220 (started once, before any traffic)
-        [
-            sys.executable,
-            "-m",
-            "natroute.beacon.main",
-            "--listen",
+        beacon_cmd(
             "127.0.0.1:0",
-            "--http-listen",
-            "127.0.0.1:0",
-            "--beacon-id",
-            "1",
-            "--relay-rate",
-            "0",
-            "--relay-byte-rate",
-            "0",
-            "--discover-rate",
-            "0",
             "--stream-trust-first-key",
             "--stream-send-queue",
             "4096",
             *flags,
-        ],
+            http="127.0.0.1:0",
+        ),
         stderr=subprocess.PIPE,
         text=True,
     )

@@ -47,7 +47,7 @@ async def arun(*argv: str) -> Result:
     return await asyncio.to_thread(run, argv)
 
 
-# -- pick-beacon: spec §5.6 table and §5.7 ------------------------------------
+# -- pick-beacon: the FNV-1a vectors and the RTT override ----------------------
 
 
 @pytest.mark.parametrize(

@@ -28,6 +28,8 @@ TYPES = [
     "BeaconCacheEntry",
     "BeaconLister",
     "BeaconSelectionState",
+    "BeaconSource",
+    "BlackholeCheck",
     "CounterTarget",
     "ListSource",
     "LocalNodeIDFn",
@@ -37,7 +39,9 @@ TYPES = [
     "PickReason",
     "RefreshDecision",
     "RefreshOutcome",
+    "RelayAdmission",
     "RttProber",
+    "SendErrorCount",
     "SendOutcome",
     "SocketSender",
 ]
@@ -54,8 +58,12 @@ ERRORS = [
     "WireError",
 ]
 
+#: Not a RoutingError: the socket's OSError, re-raised with the path taken.
+OS_ERRORS = ["SendError"]
+
 FUNCTIONS = [
     "beacon_cache_path",
+    "clean_beacon_list",
     "compute_refresh_decision",
     "discover_endpoint",
     "fetch_beacon_list",
@@ -77,7 +85,7 @@ FUNCTIONS = [
     "save_beacon_cache",
 ]
 
-PUBLIC = [*CONSTANTS, *TYPES, *ERRORS, *FUNCTIONS]
+PUBLIC = [*CONSTANTS, *TYPES, *ERRORS, *OS_ERRORS, *FUNCTIONS]
 
 MODULES = sorted(
     f"{routing.__name__}.{info.name}" for info in pkgutil.iter_modules(routing.__path__)
@@ -106,6 +114,11 @@ def test_constant_values(name: str, value: object) -> None:
 @pytest.mark.parametrize("name", ERRORS)
 def test_errors_share_the_root(name: str) -> None:
     assert issubclass(getattr(routing, name), routing.RoutingError)
+
+
+def test_send_error_is_an_os_error() -> None:
+    assert issubclass(routing.SendError, OSError)
+    assert not issubclass(routing.SendError, routing.RoutingError)
 
 
 def test_value_errors() -> None:

@@ -27,7 +27,8 @@ there (README.md, "Configuration"):
 The old spellings ``--admin``, ``--token`` and ``--registry`` still work.
 The status commands only read the admin API's JSON
 (:mod:`natroute.sidecar.status` snapshots); ``pick-beacon`` runs the routing
-core's selection itself (spec §5.6, §5.7), with no sidecar.
+core's selection itself (docs/protocol.md, "Beacon pick"), with no
+sidecar.
 
 Exit codes: 0 success, 1 failure (sidecar unreachable, refused, unknown
 peer, unreadable key file), 2 usage error.
@@ -209,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     net.add_argument("--json", action="store_true", help="print JSON")
 
-    pick = sub.add_parser("pick-beacon", help="show which beacon a key picks (spec §5.6, §5.7)")
+    pick = sub.add_parser("pick-beacon", help="show which beacon a key picks (hash, RTT)")
     pick.add_argument("--beacons", required=True, help="host:port,host:port,... (in this order)")
     key = pick.add_mutually_exclusive_group(required=True)
     key.add_argument("--key-hex", help="the identity public key bytes, hex")

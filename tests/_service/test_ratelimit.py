@@ -25,6 +25,17 @@ def test_refill_cap_and_sweep() -> None:
     assert limiter.sweep(10.0) == 0
 
 
+def test_a_refused_event_still_counts_as_seen() -> None:
+    """The registry's case: per client IP, least recently seen evicted first."""
+    limiter: TokenBuckets[str] = TokenBuckets(RateLimit(rate=0.001, burst=1.0), cap=2)
+    assert limiter.allow("a", 0.0)
+    assert limiter.allow("b", 0.0)
+    assert not limiter.allow("a", 0.0)  # touches "a": "b" is now the oldest
+    assert limiter.allow("c", 0.0)  # evicts "b"
+    assert not limiter.allow("a", 0.0)  # "a" kept its empty bucket
+    assert limiter.allow("b", 0.0)  # "b" starts afresh
+
+
 def test_disabled_limit_allows_everything() -> None:
     limiter: TokenBuckets[str] = TokenBuckets(RateLimit(rate=0.0, burst=0.0), cap=1)
     assert all(limiter.allow(str(i), 0.0, cost=1e9) for i in range(10))

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from tests.routing.fakes import FakeClock
+from tests.internet import FakeClock
 
 __all__ = ["FakeClock"]

@@ -1,4 +1,4 @@
-"""Unit tests of the beacon core with a fake clock (spec §3, §10 D15/D27)."""
+"""Unit tests of the beacon core with a fake clock (docs/protocol.md, "Beacon rules"; D15, D27)."""
 
 from __future__ import annotations
 

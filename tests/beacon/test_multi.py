@@ -1,4 +1,4 @@
-"""Two real beacons on loopback: gossip, forwarding, and no loop (spec §3.10, §10 D27)."""
+"""Two real beacons on loopback: gossip, forwarding, and no loop (docs/decisions.md D27)."""
 
 from __future__ import annotations
 

@@ -11,9 +11,10 @@ import httpx
 import pytest
 from fastapi import FastAPI, Header, HTTPException
 
-from natroute.beacon.registry import STREAM_URL_RETRY, RegistryClient, parse_beacon_entries
+from natroute.beacon.registry import STREAM_URL_RETRY, RegistryLink
 from natroute.beacon.settings import derive_beacon_id
 from natroute.beacon.testing import running_beacon
+from natroute.registry.client import AsyncRegistryClient
 from natroute.routing.addr import format_addr
 from natroute.routing.errors import RegistryError
 
@@ -90,13 +91,28 @@ async def test_advertise_defaults_to_bound_address_and_derives_id() -> None:
     fake = FakeRegistry()
     async with (
         fake.client() as http,
-        running_beacon(beacon_id=0, registry_url="http://registry", http_client=http) as beacon,
+        running_beacon(
+            beacon_id=0, registry_url="http://registry", registry_token="t0k3n", http_client=http
+        ) as beacon,
     ):
         await beacon.refresh_peers()
         addr = format_addr(beacon.udp_addr)
         assert fake.registered[-1]["addr"] == addr
-        assert fake.tokens[-1] is None
         assert fake.registered[-1]["beacon_id"] == derive_beacon_id(addr)
+
+
+@pytest.mark.asyncio
+async def test_without_a_token_the_beacon_only_reads_the_list() -> None:
+    fake = FakeRegistry()
+    async with (
+        running_beacon(beacon_id=2) as other,
+        fake.client() as http,
+        running_beacon(beacon_id=7, registry_url="http://registry", http_client=http) as beacon,
+    ):
+        fake.beacons = [{"id": 2, "addr": format_addr(other.udp_addr)}]
+        await beacon.refresh_peers()
+        assert fake.registered == []  # registering needs the operator token
+        assert beacon.snapshot().peers == (format_addr(other.udp_addr),)
 
 
 def _transport(status: int, body: Any = None, raw: bytes | None = None) -> httpx.MockTransport:
@@ -112,6 +128,10 @@ def _refusing(request: httpx.Request) -> httpx.Response:
     raise httpx.ConnectError("connection refused", request=request)
 
 
+def _link(transport: httpx.MockTransport, token: str | None = "t") -> RegistryLink:
+    return RegistryLink(AsyncRegistryClient("http://registry/", token=token, transport=transport))
+
+
 @pytest.mark.asyncio
 @pytest.mark.parametrize(
     "transport",
@@ -119,48 +139,28 @@ def _refusing(request: httpx.Request) -> httpx.Response:
         pytest.param(httpx.MockTransport(_refusing), id="connect-error"),
         pytest.param(_transport(401, {"error": "bad token"}), id="http-401"),
         pytest.param(_transport(200, raw=b"not json"), id="not-json"),
-        pytest.param(_transport(200, {"ttl": "soon"}), id="bad-ttl"),
+        pytest.param(_transport(200, {"beacon_id": 1, "addr": "a:1"}), id="no-ttl"),
+        pytest.param(_transport(200, {"beacon_id": 1, "addr": "a:1", "ttl": "soon"}), id="bad-ttl"),
         pytest.param(_transport(200, ["x"]), id="not-object"),
     ],
 )
-async def test_registry_client_errors(transport: httpx.MockTransport) -> None:
-    async with httpx.AsyncClient(transport=transport) as http:
-        client = RegistryClient(http, "http://registry/", "t")
-        with pytest.raises(RegistryError):
-            await client.register(1, "192.0.2.1:9001")
+async def test_registry_link_errors(transport: httpx.MockTransport) -> None:
+    link = _link(transport)
+    with pytest.raises(RegistryError):
+        await link.register(1, "192.0.2.1:9001")
+    await link.client.aclose()
 
 
 @pytest.mark.asyncio
-async def test_registry_client_ttl_default_and_listing() -> None:
-    async with httpx.AsyncClient(transport=_transport(200, {"beacon_id": 1})) as http:
-        assert await RegistryClient(http, "http://r", None).register(1, "a:1") == 60
-    body = {"beacons": [{"id": 9, "addr": "b:2"}, {"id": 4, "addr": "a:1"}]}
-    async with httpx.AsyncClient(transport=_transport(200, body)) as http:
-        assert await RegistryClient(http, "http://r", None).list_beacons() == [
-            (4, "a:1"),
-            (9, "b:2"),
-        ]
-
-
-def test_parse_beacon_entries_skips_malformed() -> None:
-    body = {
-        "beacons": [
-            {"id": 1, "addr": "192.0.2.1:9001"},
-            {"id": 0, "addr": "192.0.2.2:9001"},
-            {"id": 2**32, "addr": "192.0.2.3:9001"},
-            {"id": True, "addr": "192.0.2.4:9001"},
-            {"id": "5", "addr": "192.0.2.5:9001"},
-            {"id": 6, "addr": 9001},
-            {"id": 7, "addr": "no-port"},
-            "junk",
-            {"id": 8, "addr": "[2001:db8::1]:9001"},
-        ]
-    }
-    assert parse_beacon_entries(body) == [(1, "192.0.2.1:9001"), (8, "[2001:db8::1]:9001")]
-    bad_bodies: list[Any] = [{}, {"beacons": "x"}, [], None]
+async def test_registry_link_ttl_and_listing() -> None:
+    body = {"beacon_id": 1, "addr": "a:1", "ttl": 45}
+    assert await _link(_transport(200, body), token="t").register(1, "a:1") == 45
+    listed = {"beacons": [{"id": 9, "addr": "b:2"}, {"id": 4, "addr": "a:1"}]}
+    assert await _link(_transport(200, listed)).list_beacons() == [(4, "a:1"), (9, "b:2")]
+    bad_bodies: list[Any] = [{}, {"beacons": "x"}, {"beacons": [{"id": 1}]}, []]
     for bad in bad_bodies:
         with pytest.raises(RegistryError):
-            parse_beacon_entries(bad)
+            await _link(_transport(200, bad)).list_beacons()
 
 
 @pytest.mark.asyncio
@@ -176,35 +176,49 @@ async def test_stream_url_is_sent_and_a_refusing_registry_is_retried_later() -> 
         return httpx.Response(200, json={"beacon_id": 1, "addr": "a:1", "ttl": 60})
 
     url = "ws://a:8001/v1/relay"
-    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
-        client = RegistryClient(http, "http://r", "t")
-        assert await client.register(1, "a:1", url) == 60
-        assert [("stream_url" in b) for b in seen] == [True, False]
-        assert client.stream_url_accepted is False
-        for _ in range(STREAM_URL_RETRY):  # registered without it meanwhile
-            await client.register(1, "a:1", url)
-        assert not any("stream_url" in b for b in seen[2:])
-        refuse = False
-        await client.register(1, "a:1", url)
-        assert seen[-1] == {"beacon_id": 1, "addr": "a:1", "stream_url": url}
-        assert client.stream_url_accepted is True
+    link = _link(httpx.MockTransport(handler))
+    assert await link.register(1, "a:1", url) == 60
+    assert [("stream_url" in b) for b in seen] == [True, False]
+    assert link.stream_url_accepted is False
+    for _ in range(STREAM_URL_RETRY):  # registered without it meanwhile
+        await link.register(1, "a:1", url)
+    assert not any("stream_url" in b for b in seen[2:])
+    refuse = False
+    await link.register(1, "a:1", url)
+    assert seen[-1] == {"beacon_id": 1, "addr": "a:1", "stream_url": url}
+    assert link.stream_url_accepted is True
+
+
+@pytest.mark.asyncio
+async def test_a_refusal_other_than_422_is_not_a_missing_field() -> None:
+    link = _link(_transport(403, {"error": {"code": "forbidden", "message": "no"}}))
+    with pytest.raises(RegistryError, match="forbidden"):
+        await link.register(1, "a:1", "ws://a:8001/v1/relay")
+    assert link.stream_url_accepted is True
 
 
 @pytest.mark.asyncio
 async def test_node_key_lookup() -> None:
     key = bytes(range(32))
 
+    def view(encoded: str) -> dict[str, Any]:
+        return {"node_id": 7, "ed25519_public_key": encoded, "last_seen": 1.0, "key_age_days": 0}
+
     def handler(request: httpx.Request) -> httpx.Response:
         node = request.url.path.rsplit("/", 1)[1]
         if node == "404":
-            return httpx.Response(404, json={"error": "not_found"})
+            return httpx.Response(404, json={"error": {"code": "not_found", "message": "-"}})
         if node == "7":
-            return httpx.Response(200, json={"ed25519_public_key": base64.b64encode(key).decode()})
-        return httpx.Response(200, json={"ed25519_public_key": "bm90IGEga2V5"})
+            return httpx.Response(200, json=view(base64.b64encode(key).decode()))
+        if node == "9":
+            return httpx.Response(503, json={"error": {"code": "not_ready", "message": "-"}})
+        return httpx.Response(200, json=view("bm90IGEga2V5"))
 
-    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
-        client = RegistryClient(http, "http://r", None)
-        assert await client.node_key(7) == key
-        assert await client.node_key(404) is None
-        with pytest.raises(RegistryError, match="ed25519_public_key"):
-            await client.node_key(8)
+    link = _link(httpx.MockTransport(handler), token=None)
+    assert await link.node_key(7) == key
+    assert await link.node_key(404) is None
+    assert await link.node_key(0) is None  # no such node ID: not asked
+    with pytest.raises(RegistryError, match="bad_response"):
+        await link.node_key(8)
+    with pytest.raises(RegistryError, match="not_ready"):
+        await link.node_key(9)

@@ -19,6 +19,7 @@ async def test_periodic_gossip_sweep_and_registration() -> None:
         settings = test_settings(
             beacon_id=1,
             registry_url="http://registry",
+            registry_token="t0k3n",
             gossip_interval=0.02,
             sweep_interval=0.02,
             register_interval=0.02,

@@ -1,4 +1,4 @@
-"""Real UDP tests of the beacon shell on 127.0.0.1 port 0 (spec §3)."""
+"""Real UDP tests of the beacon shell on 127.0.0.1 port 0 (docs/protocol.md, "Beacon rules")."""
 
 from __future__ import annotations
 

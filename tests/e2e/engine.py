@@ -4,7 +4,7 @@
 skips, or fails under ``CI=true``). :func:`build_images` builds the service
 targets of ``docker/Dockerfile`` and the router image, offline from the local
 base image (``network_mode`` none, wheels in ``docker/wheels``) when it exists,
-as ``.ci/docker-setup`` prepares it (../shared/ENVIRONMENT.md).
+as ``.ci/docker-setup`` prepares it.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ A :class:`Lab` creates bridge networks with explicit subnets inside
 198.18.0.0/15, NAT router containers (``docker/router``) with a WAN and a LAN
 leg, and node containers that route through them; everything carries the label
 ``natroute-e2e=1`` plus a per-lab run label, and :meth:`Lab.close` removes it
-all, also after a failure. Facts this relies on (../shared/ENVIRONMENT.md):
+all, also after a failure. Facts this relies on:
 engine API 1.41 (a container is created on one network and the second one is
 connected before ``start()``), and offline image builds from a local base image
 with ``network_mode="none"`` and wheels in ``docker/wheels`` (see ``engine``).

@@ -52,6 +52,7 @@ __all__ = [
     "Node",
     "World",
     "build_world",
+    "demo_report",
     "expected_nat_type",
     "wait_for",
     "wiring",
@@ -154,6 +155,18 @@ class Node:
         return f"http://{self.ip}:{ADMIN_PORT}"
 
 
+def demo_report(logs: bytes) -> dict[str, Any] | None:
+    """The last ``demo_report`` line of a demo application's log (None: none yet)."""
+    for line in reversed(logs.decode("utf-8", "replace").splitlines()):
+        try:
+            value = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(value, dict) and value.get("event") == "demo_report":
+            return value
+    return None
+
+
 @dataclass
 class World:
     """A running world; every read goes to the admin APIs or the demo logs."""
@@ -228,15 +241,8 @@ class World:
         """The last ``demo_report`` line of a node's demo app (None: none yet)."""
         node = self.nodes[name]
         logs = node.demo.logs(tail=30, since=node.demo_since) if node.demo_since else None
-        text = (logs if logs is not None else node.demo.logs(tail=30)).decode("utf-8", "replace")
-        for line in reversed(text.splitlines()):
-            try:
-                value = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(value, dict) and value.get("event") == "demo_report":
-                return value
-        return None
+        text: bytes = logs if logs is not None else node.demo.logs(tail=30)
+        return demo_report(text)
 
     def received(self) -> dict[tuple[str, str], int]:
         """(source name, destination name) -> datagrams the destination's demo received."""

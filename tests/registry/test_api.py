@@ -462,14 +462,18 @@ async def test_readyz_503_when_database_closed(http: httpx.AsyncClient, app: Any
 async def test_beacon_service_client_contract(http: httpx.AsyncClient, clock: FakeClock) -> None:
     """The beacon's own registry client (another component) against this app."""
     beacon_registry = pytest.importorskip("natroute.beacon.registry")
-    client = beacon_registry.RegistryClient(http, "http://registry/", TOKEN)
+
+    def link(token: str) -> Any:
+        client = AsyncRegistryClient("http://registry/", token=token, http=http)
+        return beacon_registry.RegistryLink(client)
+
+    client = link(TOKEN)
     assert await client.register(42, "203.0.113.10:9001") == 60
     assert await client.list_beacons() == [(42, "203.0.113.10:9001")]
     clock.advance(61)
     assert await client.list_beacons() == []
-    wrong = beacon_registry.RegistryClient(http, "http://registry", "wrong-token")
     with pytest.raises(RegistryError):
-        await wrong.register(42, "203.0.113.10:9001")
+        await link("wrong-token").register(42, "203.0.113.10:9001")
 
 
 @pytest.mark.asyncio

@@ -1,5 +1,6 @@
 """The sync client on a real uvicorn (127.0.0.1, port 0), the BeaconLister
-contract with ``fetch_beacon_list`` (spec §5.10), and client-side failures."""
+contract with ``fetch_beacon_list`` (docs/protocol.md, "Beacon lists"), and client-side
+failures."""
 
 from __future__ import annotations
 
@@ -60,7 +61,7 @@ def test_fetch_beacon_list_end_to_end(client: RegistryClient) -> None:
     ]:
         client.register_beacon(beacon_id, addr)
     fetch: Any = selection.fetch_beacon_list
-    # 10.0.0.5 is filtered as unreachable; the rest come sorted (§5.10).
+    # 10.0.0.5 is filtered as unreachable; the rest come sorted (D1).
     assert fetch(client) == ["198.51.100.20:9001", "203.0.113.10:9001"]
 
 

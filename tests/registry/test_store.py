@@ -174,7 +174,7 @@ async def test_relay_only_force_overrides_and_clears(store: Store, clock: FakeCl
     assert (await store.resolve(node_id)).relay_only is False
     assert (await store.set_relay_only_force(node_id, None)).relay_only is True
     clock.advance(1)
-    await register(store, clock)  # re-registering without it clears the self mark (§4.3)
+    await register(store, clock)  # re-registering without it clears the self mark
     assert (await store.resolve(node_id)).relay_only is False
     with pytest.raises(NodeNotFoundError):
         await store.set_relay_only_force(12345, True)

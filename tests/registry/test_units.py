@@ -1,4 +1,4 @@
-"""Pure helpers: token buckets, the signing scheme, address validators."""
+"""Pure helpers: the signing scheme, address validators."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from natroute.registry.models import (
     check_name_or_ip_port,
     check_stream_url,
 )
-from natroute.registry.ratelimit import RateLimiter
 from natroute.registry.signing import (
     ACTION_HEARTBEAT,
     ACTION_REGISTER,
@@ -24,33 +23,6 @@ from natroute.registry.signing import (
     signing_payload,
     verify,
 )
-
-
-def test_token_bucket_burst_refill_and_backwards_clock() -> None:
-    limiter = RateLimiter(rate=1.0, burst=2, max_clients=10)
-    assert limiter.allow("a", 100.0)
-    assert limiter.allow("a", 100.0)
-    assert not limiter.allow("a", 100.0)
-    assert not limiter.allow("a", 50.0)  # a clock stepping back adds nothing
-    assert not limiter.allow("a", 100.5)
-    assert limiter.allow("a", 101.0)
-    assert limiter.allow("b", 100.0)  # per key
-
-
-def test_token_bucket_table_is_capped_lru() -> None:
-    limiter = RateLimiter(rate=0.001, burst=1, max_clients=2)
-    assert limiter.allow("a", 0.0)
-    assert limiter.allow("b", 0.0)
-    assert not limiter.allow("a", 0.0)  # touches "a": "b" is now oldest
-    assert limiter.allow("c", 0.0)  # evicts "b"
-    assert len(limiter) == 2
-    assert limiter.allow("b", 0.0)  # "b" starts afresh (and evicts "a")
-    assert limiter.allow("a", 0.0)
-
-
-def test_token_bucket_rejects_bad_parameters() -> None:
-    with pytest.raises(ValueError, match="rate"):
-        RateLimiter(rate=0, burst=1, max_clients=1)
 
 
 def test_signing_payload_is_canonical_and_action_bound() -> None:

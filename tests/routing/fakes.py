@@ -1,23 +1,23 @@
 """Fakes for the routing core's collaborators: clock, socket, counters, registry, resolver.
 
 Real objects with recorded behaviour, never Mock-built collaborators. ``FakeNet``
-wires several Managers and an in-memory beacon together, with knobs to drop,
-duplicate and reorder datagrams (aioquic / trio style).
+puts several Managers on the tests' one in-memory internet (``tests/internet.py``:
+real beacons, NAT routers, knobs to drop, duplicate and reorder datagrams).
 """
 
 from __future__ import annotations
 
-import random
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from natroute.routing import Addr, Manager, ResolveError
-from natroute.routing.addr import addr_equal
-from natroute.routing.wire import Relay, RelayDeliver, decode_message, encode_message
+from natroute.routing.wire import RelayDeliver, decode_message
+from tests.internet import BEACON_A, Datagram, FakeClock, Internet
 
 __all__ = [
+    "BEACON_A",
     "Counters",
+    "Datagram",
     "FakeClock",
     "FakeLister",
     "FakeNet",
@@ -25,21 +25,6 @@ __all__ = [
     "RecordingSender",
     "ResolverTable",
 ]
-
-
-class FakeClock:
-    """A monotonic clock the test moves by hand (never sleeps)."""
-
-    def __init__(self, start: float = 1000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, dt: float) -> float:
-        """Move time forward by ``dt`` seconds; returns the new time."""
-        self.now += dt
-        return self.now
 
 
 class RecordingSender:
@@ -111,35 +96,38 @@ class ResolverTable:
             raise ResolveError(f"resolve beacon: no such host {hostport!r}") from None
 
 
-# -- FakeNet: two (or more) Managers and a beacon, in memory -----------------
-
-Datagram = tuple[Addr, Addr, bytes]  # (source, destination, data)
+# -- Managers on the tests' in-memory internet ------------------------------
 
 
 class _NetSocket:
-    """The ``SocketSender`` a node's Manager uses on the FakeNet."""
+    """The ``SocketSender`` a node's Manager uses on the internet."""
 
-    def __init__(self, net: FakeNet, local: Addr) -> None:
+    def __init__(self, net: FakeNet, node: FakeNode) -> None:
         self._net = net
-        self.local = local
+        self._node = node
 
     def sendto(self, data: bytes, addr: Addr, /) -> int:
-        self._net.send(self.local, addr, bytes(data))
+        self._net.send(self._node, bytes(data), addr)
         return len(data)
 
 
-@dataclass
+@dataclass(eq=False)
 class FakeNode:
-    """One daemon on the FakeNet: a real Manager plus the caller's receive path (§7.3).
+    """One daemon on the internet: a real Manager plus the caller's receive path.
 
-    Tunnel frames are ``PILS | sender id | body``; every node "holds a crypto
-    session" for every other (authentication is out of scope here).
+    The receive path is docs/protocol.md, "The caller's paths", reduced to
+    what routing needs. Tunnel frames are ``PILS | sender id | body``; every
+    node "holds a crypto session" for every other (authentication is out of
+    scope here).
     """
 
     node_id: int
-    addr: Addr
+    name: str
+    inside: Addr
     manager: Manager
     clock: FakeClock
+    network: str = "internet"
+    open: bool = True
     peers: dict[int, Addr] = field(default_factory=dict)
     received: list[tuple[int, bytes, Addr]] = field(default_factory=list)
     cleared: list[int] = field(default_factory=list)
@@ -149,18 +137,24 @@ class FakeNode:
         frame = b"PILS" + self.node_id.to_bytes(4, "big") + body
         self.manager.write_frame(peer, self.peers.get(peer), frame)
 
-    def receive(self, frm: Addr, data: bytes) -> None:
-        """The caller's demultiplexer (spec §3.1, §7.3), reduced to what routing needs."""
+    def datagram_received(self, data: bytes, src: Addr, now: float) -> None:
+        """The caller's demultiplexer: beacon messages, then tunnel frames."""
         if data and data[0] < 0x10:
-            if not self.manager.is_from_beacon(frm):
+            if not self.manager.is_from_beacon(src):
                 return
             msg = decode_message(data)
             if isinstance(msg, RelayDeliver):
-                admitted, _, _ = self.manager.mark_relay_activated_if_had_crypto(msg.src, True)
-                if admitted:
-                    self._tunnel_frame(frm, msg.payload)
+                admission = self.manager.mark_relay_activated_if_had_crypto(msg.src, True)
+                if admission.admitted:
+                    self._tunnel_frame(src, msg.payload)
             return
-        self._tunnel_frame(frm, data)
+        self._tunnel_frame(src, data)
+
+    def send_failed(self, dst: Addr, err: OSError, now: float) -> None:
+        """An ICMP error: charged to the peer at ``dst`` (never to the beacon's)."""
+        for peer, addr in self.peers.items():
+            if addr == dst and not self.manager.is_from_beacon(dst):
+                self.manager.handle_send_error(peer, err)
 
     def _tunnel_frame(self, frm: Addr, frame: bytes) -> None:
         if len(frame) < 8 or frame[:4] != b"PILS":
@@ -175,67 +169,26 @@ class FakeNode:
         self.received.append((sender, frame[8:], frm))
 
 
-class FakeNet:
-    """In-memory UDP between FakeNodes and one relaying beacon.
+class FakeNet(Internet[FakeNode]):
+    """Managers on the internet, registered at beacon A (``BEACON_A``), which relays.
 
-    ``drop`` decides per datagram whether it is lost; ``duplicate`` sends
-    every datagram twice; ``reorder`` shuffles each delivery batch with a
-    seeded RNG. Delivery happens only in :meth:`deliver`, so tests decide
-    exactly when packets arrive.
+    The internet's knobs apply: ``drop`` (a predicate), ``duplicate``,
+    ``reorder``, ``loss``, routers; :meth:`deliver` moves everything queued.
     """
 
-    def __init__(self, beacon: Addr, clock: FakeClock, *, seed: int = 0) -> None:
-        self.beacon = beacon
-        self.clock = clock
-        self.nodes: dict[int, FakeNode] = {}
-        self.queue: list[Datagram] = []
-        self.drop: Callable[[Datagram], bool] = lambda d: False
-        self.duplicate = False
-        self.reorder = False
-        self.rng = random.Random(seed)
-        self.beacon_seen: list[Datagram] = []
-
-    def add_node(self, node_id: int, addr: Addr) -> FakeNode:
-        """A node whose Manager uses the beacon and this net's socket."""
+    def add_node(self, node_id: int, *, behind: str | None = None) -> FakeNode:
+        """A node whose Manager uses beacon A; it registers there at once."""
         manager = Manager(self.clock)
-        manager.set_socket(_NetSocket(self, addr))
+        _, network, ip = self.place(behind)
+        node = FakeNode(node_id, f"node-{node_id}", (ip, 4000), manager, self.clock, network)
+        manager.set_socket(_NetSocket(self, node))
         manager.set_local_node_id_fn(lambda: node_id)
-        manager.set_beacon_addr_udp(self.beacon)
-        node = FakeNode(node_id, addr, manager, self.clock)
-        self.nodes[node_id] = node
+        manager.set_beacon_addr_udp(BEACON_A)
+        self.attach(node)
+        manager.register_with_beacon()
+        self.deliver()
         return node
 
-    def send(self, src: Addr, dst: Addr, data: bytes) -> None:
-        """Queue one datagram (twice when duplicating)."""
-        self.queue.append((src, dst, data))
-        if self.duplicate:
-            self.queue.append((src, dst, data))
-
     def deliver(self) -> int:
-        """Deliver everything queued so far (and what the beacon forwards)."""
-        delivered = 0
-        while self.queue:
-            batch, self.queue = self.queue, []
-            if self.reorder:
-                self.rng.shuffle(batch)
-            for datagram in batch:
-                if self.drop(datagram):
-                    continue
-                delivered += 1
-                src, dst, data = datagram
-                if addr_equal(dst, self.beacon):
-                    self._beacon_receive(src, data)
-                    continue
-                for node in self.nodes.values():
-                    if addr_equal(node.addr, dst):
-                        node.receive(src, data)
-        return delivered
-
-    def _beacon_receive(self, src: Addr, data: bytes) -> None:
-        self.beacon_seen.append((src, self.beacon, data))
-        if not data or data[0] >= 0x10:
-            return  # a raw tunnel frame sent to the beacon is dropped (spec §6.12)
-        msg = decode_message(data)
-        if isinstance(msg, Relay) and msg.dst in self.nodes:
-            out = encode_message(RelayDeliver(msg.src, msg.payload))
-            self.send(self.beacon, self.nodes[msg.dst].addr, out)
+        """Deliver everything queued so far (and what it causes)."""
+        return self.run()

@@ -1,4 +1,4 @@
-"""Address and node-ID helpers, and the default resolver (spec §1.4, §6.4)."""
+"""Address and node-ID helpers, and the default resolver (docs/protocol.md, "Threads and time")."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from natroute.routing.addr import (
     canonical_ip,
     check_node_id,
     format_addr,
+    parse_endpoint,
     split_host_port,
 )
 
@@ -86,6 +87,24 @@ def test_split_host_port_rejects(text: str) -> None:
 def test_format_addr(addr: Addr, text: str) -> None:
     assert format_addr(addr) == text
     assert split_host_port(text) == addr
+
+
+@pytest.mark.parametrize(
+    ("text", "addr"),
+    [
+        ("198.51.100.1:4000", ("198.51.100.1", 4000)),
+        ("[::ffff:198.51.100.1]:4000", ("198.51.100.1", 4000)),  # canonical
+        ("[2001:DB8::1]:9", ("2001:db8::1", 9)),
+        ("Node.Example:1", ("node.example", 1)),
+        (None, None),
+        ("", None),
+        ("no-port", None),
+        ("198.51.100.1:0", None),
+        (":4000", None),
+    ],
+)
+def test_parse_endpoint(text: str | None, addr: Addr | None) -> None:
+    assert parse_endpoint(text) == addr
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,8 @@
-"""The on-disk beacon cache (spec §5.14, §9.18, §10 D23)."""
+"""The on-disk beacon cache (docs/protocol.md, "Beacon cache"; docs/decisions.md D2, D23).
+
+``test_s8_N``: the seed's upstream test scenario N; ``test_s9_N``: an edge case
+the upstream tests left out.
+"""
 
 from __future__ import annotations
 
@@ -106,7 +110,7 @@ def test_save_defaults_to_now_utc(identity: str) -> None:
     assert before - timedelta(seconds=1) <= entry.saved_at <= datetime.now(UTC)
 
 
-# -- §9.18 ------------------------------------------------------------------------
+# -- read, parse and write failures ------------------------------------------------
 
 
 def test_s9_18_unreadable_cache_is_a_read_error(identity: str) -> None:
@@ -228,7 +232,7 @@ def tiny_file_size_limit() -> Iterator[None]:
 
 
 def test_temp_file_write_failure_is_a_write_error(identity: str, tmp_path: Path) -> None:
-    """Spec §5.14 step 3: a failed write of the temporary file is "write beacon cache"."""
+    """A failed write of the temporary file is "write beacon cache"."""
     assert signal.getsignal(signal.SIGXFSZ) is signal.SIG_IGN
     with tiny_file_size_limit(), pytest.raises(CacheError) as info:
         save_beacon_cache(identity, ["203.0.113.1:9001"])

@@ -1,4 +1,8 @@
-"""Endpoint discovery and the RTT probe over real UDP on 127.0.0.1 (spec §5.8, §5.9).
+"""Endpoint discovery and the RTT probe over real UDP on 127.0.0.1.
+
+docs/protocol.md, "Endpoint discovery and the RTT probe". ``test_s8_N``: the
+seed's upstream test scenario N; ``test_s9_N``: an edge case the upstream tests
+left out.
 
 The fake beacon is a socket on 127.0.0.1 port 0 answering one Discover from a
 thread that is bounded by a socket timeout and always joined.

@@ -1,51 +1,53 @@
-"""Two Managers over an in-memory network: the direct path dies, relay takes over, it heals.
+"""Two Managers on the in-memory internet: the direct path dies, relay takes over, it heals.
 
-Exercises the caller's send/receive path (spec §7.2, §7.3) end to end with
-the real Manager: blackhole flip (§6.10), relay activation (§6.7), beacon-
-sourced miss resets (§6.8), the unpin of D19 and the three-receipt auto-clear.
+Exercises the caller's send and receive paths (docs/protocol.md, "The
+caller's paths") end to end with the real Manager and a real beacon: the
+blackhole flip ("Blackhole heuristic"), relay activation ("Relay receipts"),
+beacon-sourced miss resets ("Direct receipts and clears"), the unpin of D19,
+the three-receipt auto-clear and ICMP errors from the network ("ICMP errors").
 """
 
 from __future__ import annotations
 
 import pytest
 
-from natroute.routing import Addr
+from .fakes import BEACON_A, Datagram, FakeNet
 
-from .fakes import Datagram, FakeClock, FakeNet
-
-BEACON: Addr = ("198.51.100.10", 9001)
-ADDR_A: Addr = ("203.0.113.1", 4001)
-ADDR_B: Addr = ("203.0.113.2", 4002)
+BEACON = BEACON_A
 
 
 def direct(d: Datagram) -> bool:
     """A datagram between the two nodes that does not touch the beacon."""
-    return BEACON not in (d[0], d[1])
+    return BEACON not in (d.src, d.dst)
+
+
+def at_beacon(net: FakeNet) -> int:
+    """Datagrams the beacon received so far."""
+    return sum(d.dst == BEACON for d in net.delivered)
 
 
 @pytest.mark.parametrize(
     ("duplicate", "reorder"), [(False, False), (True, False), (False, True), (True, True)]
 )
 def test_direct_path_dies_relay_takes_over_then_heals(duplicate: bool, reorder: bool) -> None:
-    clock = FakeClock()
-    net = FakeNet(BEACON, clock, seed=7)
+    net = FakeNet(seed=7)
     net.duplicate, net.reorder = duplicate, reorder
-    a = net.add_node(1, ADDR_A)
-    b = net.add_node(2, ADDR_B)
-    a.peers[2] = ADDR_B
-    b.peers[1] = ADDR_A
+    a = net.add_node(1)
+    b = net.add_node(2)
+    a.peers[2] = b.inside
+    b.peers[1] = a.inside
 
     # Healthy direct path both ways.
     a.send(2, b"hello")
     b.send(1, b"hi")
     net.deliver()
-    assert (1, b"hello", ADDR_A) in b.received
-    assert (2, b"hi", ADDR_B) in a.received
+    assert (1, b"hello", a.inside) in b.received
+    assert (2, b"hi", b.inside) in a.received
     assert a.manager.has_direct_recv(2)
 
     # The direct path dies; after 8 s of silence A's third frame goes via the beacon.
     net.drop = direct
-    clock.advance(9)
+    net.clock.advance(9)
     for n in range(3):
         a.send(2, b"a%d" % n)
         net.deliver()
@@ -65,10 +67,10 @@ def test_direct_path_dies_relay_takes_over_then_heals(duplicate: bool, reorder: 
 
     # The path heals. A's sidecar re-probes directly on the socket and unpins (D19).
     net.drop = lambda d: False
-    clock.advance(30)
+    net.clock.advance(30)
     a.manager.unpin_relay_peer(2)
     for _ in range(3):
-        net.send(ADDR_A, ADDR_B, b"PILS" + (1).to_bytes(4, "big") + b"probe")
+        net.send(a, b"PILS" + (1).to_bytes(4, "big") + b"probe", b.inside)
         net.deliver()
     assert 1 in b.cleared
     assert not b.manager.is_relay_peer(1)
@@ -78,25 +80,24 @@ def test_direct_path_dies_relay_takes_over_then_heals(duplicate: bool, reorder: 
         net.deliver()
     assert 2 in a.cleared
     assert not a.manager.is_relay_peer(2)
-    assert a.peers[2] == ADDR_B
+    assert a.peers[2] == b.inside
     # Both directions are direct again.
-    sent_before = len(net.beacon_seen)
+    sent_before = at_beacon(net)
     a.send(2, b"direct-again")
     b.send(1, b"direct-too")
     net.deliver()
-    assert len(net.beacon_seen) == sent_before
+    assert at_beacon(net) == sent_before
     assert a.manager.relay_peer_ids() == b.manager.relay_peer_ids() == []
     assert a.manager.relay_peer_count() == b.manager.relay_peer_count() == 1  # D4
 
 
 def test_pinned_peer_stays_on_relay_without_unpin() -> None:
-    clock = FakeClock()
-    net = FakeNet(BEACON, clock)
-    a = net.add_node(1, ADDR_A)
-    b = net.add_node(2, ADDR_B)
-    a.peers[2] = ADDR_B
+    net = FakeNet()
+    a = net.add_node(1)
+    b = net.add_node(2)
+    a.peers[2] = b.inside
     a.manager.set_relay_peer_pinned(2, True)
-    b.peers[1] = ADDR_A
+    b.peers[1] = a.inside
     for n in range(5):
         b.send(1, b"d%d" % n)  # direct receipts at A
         net.deliver()
@@ -108,13 +109,27 @@ def test_pinned_peer_stays_on_relay_without_unpin() -> None:
 
 
 def test_stray_beacon_messages_from_non_beacon_are_ignored() -> None:
-    """The caller accepts RelayDeliver only from its beacon (spec §7.3, D15)."""
-    clock = FakeClock()
-    net = FakeNet(BEACON, clock)
-    a = net.add_node(1, ADDR_A)
-    net.add_node(2, ADDR_B)
-    net.send(ADDR_B, ADDR_A, b"\x06" + (2).to_bytes(4, "big") + b"PILS\x00\x00\x00\x02x")
-    net.send(ADDR_B, BEACON, b"PILS raw frame to the beacon is dropped")
+    """The caller accepts RelayDeliver only from its beacon (D15)."""
+    net = FakeNet()
+    a = net.add_node(1)
+    b = net.add_node(2)
+    net.inject(b"\x06" + (2).to_bytes(4, "big") + b"PILS\x00\x00\x00\x02x", b.inside, a.inside)
+    net.inject(b"PILS raw frame to the beacon is dropped", b.inside, BEACON)
     net.deliver()
     assert a.received == []
     assert not a.manager.is_relay_peer(2)
+
+
+def test_icmp_errors_from_the_network_move_a_peer_to_the_relay() -> None:
+    net = FakeNet()
+    a = net.add_node(1)
+    b = net.add_node(2)
+    a.peers[2] = ("198.51.100.250", 4000)  # nobody there: host unreachable
+    for n in range(3):
+        a.send(2, b"x%d" % n)
+        net.deliver()
+    assert a.manager.is_relay_peer(2)
+    assert a.manager.is_relay_pinned(2)
+    a.send(2, b"through the beacon")
+    net.deliver()
+    assert (1, b"through the beacon", BEACON) in b.received

@@ -1,8 +1,9 @@
 """Hypothesis walks the Manager's relay/pin state machine against a reference model.
 
-The model is spec §6.5-§6.11 written as plainly as possible (dicts and a set);
+The model is docs/protocol.md, "Relay flag and pin" to "ICMP errors", written
+as plainly as possible (dicts and a set);
 after every step each observable of every peer is compared. A cap of 3 relay
-keys over 5 peer IDs makes the cap paths (§6.5) reachable in short runs.
+keys over 5 peer IDs makes the cap paths ("Caps") reachable in short runs.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ CONFIG = ManagerConfig(max_relay_peers=3)
 
 @dataclass
 class Model:
-    """Spec §6.5-§6.11, per peer, as plain data."""
+    """The Manager's relay state and heuristics, per peer, as plain data."""
 
     cfg: ManagerConfig
     now: float
@@ -192,7 +193,7 @@ class ManagerMachine(RuleBasedStateMachine):
         self.clock.advance(dt)
         self.model.now = self.clock()
 
-    # -- relay flag and pin (§6.5-§6.8) ----------------------------------------
+    # -- relay flag and pin, receipts ------------------------------------------
 
     @rule(p=PEERS, flag=st.booleans())
     def set_relay_peer(self, p: int, flag: bool) -> None:
@@ -231,7 +232,7 @@ class ManagerMachine(RuleBasedStateMachine):
             p, BEACON
         )
 
-    # -- heuristics (§6.10, §6.11) -------------------------------------------
+    # -- heuristics -------------------------------------------------------------
 
     @rule(p=PEERS, icmp=st.booleans())
     def handle_send_error(self, p: int, icmp: bool) -> None:
@@ -255,7 +256,7 @@ class ManagerMachine(RuleBasedStateMachine):
         assert self.sock.sent[-1][1] == (BEACON if relayed else DIRECT)
         self.model.record_send(p, self.model.now)
 
-    # -- timestamps (§6.9) and removal (§6.16) ---------------------------------
+    # -- timestamps and removal ------------------------------------------------
 
     @rule(p=PEERS, age=st.sampled_from([0.0, 8.0, 9.0]))
     def record_direct_recv(self, p: int, age: float) -> None:

@@ -1,4 +1,7 @@
-"""One beacon refresh tick (spec §5.12, scenarios §8 57-60, §10 D23, D25)."""
+"""One beacon refresh tick (docs/protocol.md, "Refresh tick"; docs/decisions.md D23, D25).
+
+``test_s8_N``: the seed's upstream test scenario N.
+"""
 
 from __future__ import annotations
 
@@ -13,10 +16,12 @@ import pytest
 from natroute.routing import (
     Addr,
     BeaconSelectionState,
+    BeaconSource,
     ListSource,
     Manager,
     PickReason,
     RefreshOutcome,
+    RegistryError,
     beacon_cache_path,
     load_beacon_cache_entry,
     pick_beacon,
@@ -70,6 +75,7 @@ class Daemon:
         first_tick: bool = False,
         prober: Callable[[list[str]], dict[str, float]] | None = None,
         wall_clock: Callable[[], datetime] = wall,
+        beacon_source: BeaconSource | None = None,
     ) -> RefreshOutcome:
         self.sock.sent.clear()
         return refresh_tick(
@@ -81,6 +87,7 @@ class Daemon:
             first_tick=first_tick,
             prober=prober,
             wall_clock=wall_clock,
+            beacon_source=beacon_source,
         )
 
     def registrations(self) -> list[tuple[bytes, Addr]]:
@@ -342,3 +349,35 @@ def test_empty_everything_does_nothing(daemon: Daemon) -> None:
     assert out.decision.new_pick == ""
     assert daemon.sock.sent == []
     assert daemon.manager.beacon_addr() is None
+
+
+def test_typed_beacon_source_replaces_the_lister(daemon: Daemon) -> None:
+    calls: list[int] = []
+
+    def source() -> list[str]:
+        calls.append(1)
+        return ["203.0.113.2:9001", "", "10.0.0.5:9001", "203.0.113.1:9001"]
+
+    out = daemon.tick(first_tick=True, beacon_source=source)
+    assert calls == [1]
+    assert daemon.lister.calls == []
+    assert out.source is ListSource.REGISTRY
+    assert out.discovered == ["203.0.113.1:9001", "203.0.113.2:9001"]  # cleaned and sorted
+    assert out.swapped
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        pytest.param(RegistryError("registry: transport: refused"), id="registry-error"),
+        pytest.param(ConnectionResetError("reset"), id="other-error"),
+    ],
+)
+def test_typed_beacon_source_failures_are_registry_errors(daemon: Daemon, error: Exception) -> None:
+    def source() -> list[str]:
+        raise error
+
+    out = daemon.tick(beacon_source=source)
+    assert out.source is ListSource.NONE
+    assert str(error) in out.errors[0]
+    assert daemon.lister.calls == []

@@ -1,4 +1,8 @@
-"""Beacon selection helpers (spec §5.1-§5.7, §5.10, §5.11, §5.13)."""
+"""Beacon selection helpers (docs/protocol.md, "Beacon selection").
+
+``test_s8_N``: the seed's upstream test scenario N; ``test_s9_N``: an edge case
+the upstream tests left out.
+"""
 
 from __future__ import annotations
 
@@ -29,7 +33,7 @@ from .fakes import FakeLister
 ABCD = ["a:1", "b:2", "c:3", "d:4"]
 
 
-# -- §5.6 hash pick -----------------------------------------------------------
+# -- hash pick -----------------------------------------------------------------
 
 
 def test_s8_01_pick_is_stable_for_a_key() -> None:
@@ -78,7 +82,7 @@ def test_s9_06_none_key_hashes_like_empty() -> None:
     assert pick_beacon(ABCD[:3], None) == pick_beacon(ABCD[:3], b"") == "b:2"
 
 
-# -- §5.7 RTT override (§9.4) -------------------------------------------------
+# -- RTT override ---------------------------------------------------------------
 
 ABC = ["A", "B", "C"]
 KEY_B = b"a"  # fnv1a32(b"a") % 3 == 1 -> hash pick "B"
@@ -107,7 +111,7 @@ def test_s9_04_pick_beacon_with_rtt_empty_list() -> None:
     assert pick_beacon_with_rtt([], KEY_B, {"A": 1.0}) == ""
 
 
-# -- §5.1, §5.2 -------------------------------------------------------------
+# -- parse_beacon_list, first_beacon ------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -133,7 +137,7 @@ def test_s8_46_first_beacon() -> None:
     assert first_beacon("a:1,b:2") == "a:1"
 
 
-# -- §5.3, §5.4 ---------------------------------------------------------------
+# -- unreachable hosts and filter_unreachable -----------------------------------
 
 
 @pytest.mark.parametrize(
@@ -203,7 +207,7 @@ def test_s9_05_filter_keeps_order_and_duplicates() -> None:
     assert filter_unreachable([]) == []
 
 
-# -- §5.5 ---------------------------------------------------------------------
+# -- merge_beacon_lists -----------------------------------------------------------
 
 
 def test_s8_45_merge_beacon_lists() -> None:
@@ -223,7 +227,7 @@ def test_s9_07_merge_empty_and_blank() -> None:
     assert compute_refresh_decision(state, None, b"k") == RefreshDecision([], "", False)
 
 
-# -- §5.10 fetch_beacon_list ------------------------------------------------------
+# -- fetch_beacon_list ------------------------------------------------------------
 
 
 def test_s8_39_fetch_without_client() -> None:
@@ -280,7 +284,7 @@ def test_s9_19_registry_duplicates_survive_until_merge() -> None:
     assert merge_beacon_lists([], discovered) == ["a:1", "b:2"]
 
 
-# -- §5.11 refresh decision ------------------------------------------------------
+# -- refresh decision -------------------------------------------------------------
 
 
 def test_s8_05_first_decision_swaps() -> None:
@@ -355,7 +359,7 @@ def test_selection_state_copies_bootstrap() -> None:
     assert BeaconSelectionState(None).snapshot() == ([], [], "")
 
 
-# -- §5.13 ------------------------------------------------------------------
+# -- initial_jitter -------------------------------------------------------------
 
 
 def test_s8_61_initial_jitter_in_range() -> None:

@@ -1,4 +1,8 @@
-"""Thread safety: selection state and the Manager's lock under concurrency (spec §1.3, §8 61)."""
+"""Thread safety: selection state and the Manager's lock under concurrency.
+
+docs/protocol.md, "Threads and time"; the last upstream scenario (concurrent
+compute/apply from many threads).
+"""
 
 from __future__ import annotations
 

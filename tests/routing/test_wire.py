@@ -1,4 +1,8 @@
-"""The beacon codec (spec §3): a golden table, truncation, round trips, fuzzing."""
+"""The beacon codec (docs/protocol.md, "Wire format (beacon messages)"): golden table, fuzzing.
+
+``test_s8_N``: the seed's upstream test scenario N; ``test_s9_N``: an edge case
+the upstream tests left out.
+"""
 
 from __future__ import annotations
 
@@ -161,7 +165,7 @@ def test_unknown_type_is_wire_error(kind: int) -> None:
 
 
 def test_is_beacon_message() -> None:
-    """Spec §3.1: first byte < 0x10 is a beacon message; tunnel magics start with 'P'."""
+    """First byte < 0x10 is a beacon message; tunnel magics start with 'P'."""
     assert not is_beacon_message(b"")
     assert is_beacon_message(b"\x01")
     assert is_beacon_message(b"\x0f")

@@ -102,7 +102,7 @@ async def test_status_and_peers_after_an_exchange(tmp_path: Path) -> None:
         assert beacon["reason"] == "hash"
         assert beacon["source"] == "registry"
         assert beacon["beacons"] == p.stack.beacon_addrs
-        assert beacon["cache_age"] is None  # loopback lists are never cached (spec §5.10)
+        assert beacon["cache_age"] is None  # loopback lists are never cached ("Beacon lists")
         assert beacon["cache_addrs"] == 0
         assert beacon["last_refresh_age"] >= 0
         assert beacon["last_refresh_errors"] == []
@@ -246,7 +246,7 @@ async def test_punch_delete_beacons_and_refresh(tmp_path: Path) -> None:
         assert punched.json()["probes_sent"] >= 2
 
         beacons = (await p.admin.get("/v1/beacons")).json()
-        assert beacons["beacons"] == p.stack.beacon_addrs  # bootstrap order (spec §5.5)
+        assert beacons["beacons"] == p.stack.beacon_addrs  # bootstrap order ("Beacon lists")
         assert beacons["pick"] in p.stack.beacon_addrs
         assert beacons["reason"] in ("hash", "rtt_override")
         assert set(beacons["rtt_ms"]) == set(p.stack.beacon_addrs)

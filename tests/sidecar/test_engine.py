@@ -52,6 +52,16 @@ def peer(a: Host, b: Host) -> Peer:
     return found
 
 
+def direct_pair(net: FakeNet) -> tuple[Host, Host]:
+    """Two public hosts whose first datagram made them direct."""
+    a = net.host("a")
+    b = net.host("b")
+    net.app_send(a, b, b"x")
+    net.advance(1.0)
+    assert path(a, b)[0] is Path.DIRECT
+    return a, b
+
+
 def path(a: Host, b: Host) -> tuple[Path | None, PathReason]:
     p = peer(a, b)
     return p.path, p.reason
@@ -210,11 +220,7 @@ def test_a_one_way_path_is_detected_and_relayed() -> None:
 
 def test_icmp_errors_on_the_chosen_address_move_the_peer_to_the_relay() -> None:
     net = FakeNet()
-    a = net.host("a")
-    b = net.host("b")
-    net.app_send(a, b, b"x")
-    net.advance(1.0)
-    assert path(a, b)[0] is Path.DIRECT
+    a, b = direct_pair(net)
 
     b.open = False  # its socket closed: the kernel answers port unreachable
     for _ in range(3):
@@ -374,6 +380,21 @@ def test_the_engine_never_sends_to_its_own_sockets() -> None:
     assert sent_by_a
     assert all(d.dst not in (own_app, a.inside) for d in sent_by_a)
     assert a.engine.drops[DropReason.BAD_CANDIDATE] >= 2
+
+
+def test_a_send_the_gate_refuses_inside_write_frame_is_counted_once() -> None:
+    """The Manager re-raises the gate's refusal as a SendError; it is not a send error too."""
+    net = FakeNet()
+    a, b = direct_pair(net)
+    chosen = peer(a, b).chosen
+    assert chosen is not None
+    a.engine.self_addrs.add(chosen)  # now one of a's own sockets: the gate refuses it
+    net.clock.advance(9.0)  # past the blackhole threshold: the send goes through write_frame
+    before = a.engine.drops[DropReason.SELF_ADDRESSED]
+    a.engine.app_send(b.node_id, b"y", net.clock())
+    assert a.engine.drops[DropReason.SELF_ADDRESSED] == before + 1
+    assert a.engine.drops[DropReason.SEND_ERROR] == 0
+    assert a.engine.datagrams_to_send() == []
 
 
 def test_engine_is_fed_only_inputs() -> None:

@@ -24,7 +24,7 @@ from natroute.sidecar.status import (
     format_age,
     read_cache_age,
 )
-from tests.routing.fakes import FakeClock
+from tests.internet import FakeClock
 
 from .fakenet import FakeNet, Host
 

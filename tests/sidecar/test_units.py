@@ -18,6 +18,7 @@ import pytest
 from pydantic import ValidationError
 
 from natroute._service.cli import build_settings
+from natroute.registry.client import Beacon
 from natroute.routing.errors import DiscoveryError
 from natroute.routing.selection import BeaconSelectionState, compute_refresh_decision
 from natroute.routing.types import Addr
@@ -101,24 +102,6 @@ def test_other_send_errors_are_raised_and_closed_sockets_drain_nothing(
     ps.sock.close()
     assert ps.drain_errors() == 0
     assert errors == []
-
-
-def test_bind_udp_ipv6_with_recverr_and_bad_addresses() -> None:
-    sock = bind_udp("[::1]:0", recverr=True)
-    try:
-        assert sock.family == socket.AF_INET6
-        assert sock.getsockname()[0] == "::1"
-    finally:
-        sock.close()
-    plain = bind_udp("127.0.0.1:0")
-    try:
-        assert plain.getsockopt(socket.IPPROTO_IP, 11) == 0  # IP_RECVERR off unless asked
-    finally:
-        plain.close()
-    with pytest.raises(OSError):  # noqa: PT011 - EADDRNOTAVAIL or similar
-        bind_udp("192.0.2.1:0")
-    with pytest.raises(ValueError, match="missing port"):
-        bind_udp("127.0.0.1")
 
 
 def test_datagram_pump_feeds_datagrams_errors_and_survives_callback_bugs() -> None:
@@ -367,32 +350,28 @@ def test_beacon_view_hides_quarantined_beacons_and_commit_applies_back() -> None
     assert state.snapshot()[1] == decision.new_list
 
 
-class FakeLister:
-    """A registry ``beacon_list`` answer."""
+class FakeRegistry:
+    """The registry's typed beacon list (``RegistryClient.beacons()``)."""
 
-    def __init__(self, resp: dict[str, Any]) -> None:
-        self.resp = resp
-        self.calls: list[dict[str, Any]] = []
+    def __init__(self, *addrs: str) -> None:
+        self.listed = [Beacon(n, addr) for n, addr in enumerate(addrs, 1)]
+        self.calls = 0
 
-    def send(self, msg: dict[str, Any], /) -> dict[str, Any]:
-        self.calls.append(msg)
-        return self.resp
+    def beacons(self) -> list[Beacon]:
+        self.calls += 1
+        return list(self.listed)
 
 
 def test_quarantine_lister_hides_quarantined_beacons() -> None:
     health = BeaconHealth(FakeClock(), dead_after=1.0, release_after=1.0)
-    entries = [{"addr": "b1:1"}, {"addr": "b2:2"}, "junk"]
-    inner = FakeLister({"type": "beacon_list", "beacons": entries})
-    lister = QuarantineLister(inner, health)
-    assert lister.send({"type": "beacon_list"}) == inner.resp  # nothing quarantined
+    registry = FakeRegistry("b1:1", "b2:2")
+    lister = QuarantineLister(registry, health)
+    assert lister() == ["b1:1", "b2:2"]  # nothing quarantined
     health.picked("b1:1")
     health.mark_dead()
-    resp = lister.send({"type": "beacon_list"})
-    assert resp["beacons"] == [{"addr": "b2:2"}, "junk"]
-    assert inner.resp["beacons"] == entries  # the registry's answer is not mutated
-    assert inner.calls == [{"type": "beacon_list"}] * 2
-    odd = FakeLister({"beacons": None})
-    assert QuarantineLister(odd, health).send({}) == {"beacons": None}
+    assert lister() == ["b2:2"]
+    assert [b.addr for b in registry.listed] == ["b1:1", "b2:2"]  # the answer is not mutated
+    assert registry.calls == 2
 
 
 def test_probe_alive() -> None:

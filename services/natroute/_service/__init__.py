@@ -1,4 +1,4 @@
-"""Helpers shared by the service shells: structured logging, run helpers, rate limits.
+"""Helpers shared by the service shells: logging, run helpers, rate limits, UDP, timers.
 
 Names are loaded on first use (PEP 562), so a service that imports one
 helper does not pay for the others (uvicorn, in particular, is only loaded
@@ -16,8 +16,12 @@ __all__ = [
     "RateLimit",
     "TokenBuckets",
     "bind_tcp",
+    "bind_udp",
+    "cancel_and_wait",
     "configure_logging",
+    "every",
     "run",
+    "run_until",
     "wait_for_signal",
 ]
 
@@ -27,8 +31,12 @@ _HOME = {
     "RateLimit": "ratelimit",
     "TokenBuckets": "ratelimit",
     "bind_tcp": "run",
+    "bind_udp": "udp",
+    "cancel_and_wait": "tasks",
     "configure_logging": "logging",
+    "every": "tasks",
     "run": "run",
+    "run_until": "tasks",
     "wait_for_signal": "run",
 }
 

@@ -1,4 +1,4 @@
-"""natroute.beacon: the reference beacon (spec §3): rendezvous, hole punching, relay.
+"""natroute.beacon: the reference beacon: rendezvous, hole punching, relay.
 
 :mod:`.core` decides (sans-I/O); :mod:`.udp` moves datagrams; :mod:`.service`
 runs the UDP endpoint, the admin HTTP app and the periodic tasks in one loop;

@@ -1,4 +1,4 @@
-"""Authenticated Discover: Ed25519 signatures over node ID and time (spec §10 D15).
+"""Authenticated Discover: Ed25519 signatures over node ID and time (docs/decisions.md D15).
 
 A signed Discover carries a 104-byte ``extra`` after the node ID::
 

@@ -1,4 +1,4 @@
-"""Frozen configuration of the beacon core (spec §2 constants as defaults).
+"""Frozen configuration of the beacon core (docs/protocol.md, "Timers and caps").
 
 The core never reads settings, env or clocks: the shell builds one
 :class:`BeaconConfig` from its pydantic ``Settings`` and passes it in.
@@ -26,21 +26,21 @@ __all__ = [
     "RateLimit",
 ]
 
-#: Node entries idle this long expire (spec §2 "beacon node TTL").
+#: Node entries idle this long expire.
 DEFAULT_NODE_TTL: Final = 600.0
-#: Period of the expiry sweep (spec §2 "reap period").
+#: Period of the expiry sweep.
 DEFAULT_SWEEP_INTERVAL: Final = 60.0
-#: Node table cap (spec §2 "beacon node cap").
+#: Node table cap (README, "Node table").
 DEFAULT_NODE_CAP: Final = 500_000
 #: Node entries per IPv4 address or IPv6 /64 (beacon README "Node table").
 DEFAULT_NODE_QUOTA_HOST: Final = 256
 #: Node entries per IPv4 /24 or IPv6 /48.
 DEFAULT_NODE_QUOTA_NET: Final = 2048
-#: Period of Sync gossip to each peer beacon (spec §2, §3.10).
+#: Period of Sync gossip to each peer beacon.
 DEFAULT_GOSSIP_INTERVAL: Final = 10.0
-#: Period of registration with the registry (spec §2, §4.2).
+#: Period of registration with the registry (it lists a beacon for 60 s).
 DEFAULT_REGISTER_INTERVAL: Final = 30.0
-#: Largest relay payload accepted (spec §2 "max relay payload", §3.8).
+#: Largest relay payload accepted.
 MAX_RELAY_PAYLOAD: Final = 65_535
 #: Node IDs per Sync datagram: 7 + 4*16 000 bytes stays under the 65 507-byte
 #: IPv4 UDP payload limit, so one gossip datagram is never refused by the kernel.
@@ -52,8 +52,8 @@ class BeaconConfig:
     """Everything the core decides with, besides the datagrams and ``now``.
 
     Attributes:
-        beacon_id: this beacon's ID (u32, non-zero), sent in Sync (spec §3.10).
-        strict: enforce sender/ownership checks (spec §10 D15); off = upstream.
+        beacon_id: this beacon's ID (u32, non-zero), sent in Sync.
+        strict: enforce sender/ownership checks (docs/decisions.md D15); off = upstream.
         node_ttl: idle time after which a node entry expires.
         node_cap: most node entries held; at the cap a new signed node evicts
             the least recently seen unsigned entry, any other new node is dropped.
@@ -75,7 +75,7 @@ class BeaconConfig:
         relay_packet_limit: per source (IP, port) bucket, one token a relay.
         relay_byte_limit: per source (IP, port) bucket, one token a payload byte.
         limiter_cap: most sources tracked by each rate limiter.
-        max_relay_payload: payloads above this are dropped (spec §3.8).
+        max_relay_payload: payloads above this are dropped.
         sync_ids_per_datagram: node IDs carried by one Sync datagram.
     """
 

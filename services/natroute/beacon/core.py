@@ -1,4 +1,4 @@
-"""The beacon's sans-I/O core: every protocol decision lives here (spec §3).
+"""The beacon's sans-I/O core: every protocol decision lives here.
 
 :class:`BeaconCore` is fed one datagram at a time with its source address and
 ``now`` (monotonic seconds) and returns the datagrams to send as
@@ -6,11 +6,12 @@
 (the wall clock for signed discovers is injected), or raises on bad input:
 anything it cannot act on is dropped and counted by :class:`DropReason`.
 
-Behaviour per message (spec §3.4-§3.10, hardening from §10 D15/D27):
+Behaviour per message (docs/protocol.md, "Beacon rules"; hardening from
+docs/decisions.md D15, D27, D36):
 
 * Discover (0x01): always answered with a DiscoverReply carrying the
   observed source (node ID 0 included), except when rate-limited or when a
-  new node meets a full table (no reply, spec §3.4). Non-zero IDs are
+  new node meets a full table (no reply). Non-zero IDs are
   recorded; in strict mode a live entry at another address is only taken
   over by a signed discover (:mod:`.auth`) that the bound key made.
 * PunchRequest (0x03): records the requester like an unsigned discover,
@@ -160,7 +161,7 @@ class BeaconCore:
         """
         self.counters.received += 1
         if data[:1] == b"\x05" and len(data) >= RELAY_HEADER_LEN:
-            # The hot path: relay frames are handled on the raw bytes (spec §3.8).
+            # The hot path: relay frames are handled on the raw bytes.
             return self._relay(data, _canonical(src), now)
         if not data or data[0] >= 0x10:
             return self._drop(DropReason.NOT_BEACON_MESSAGE if data else DropReason.MALFORMED, src)
@@ -195,7 +196,7 @@ class BeaconCore:
             )
 
     def gossip_datagrams(self, now: float) -> list[Outgoing]:
-        """The Sync datagrams for one gossip round (spec §3.10, every 10 s).
+        """The Sync datagrams for one gossip round (every 10 s).
 
         Every peer gets this beacon's live node IDs, split over as many Sync
         datagrams as needed (at least one, possibly with no IDs).
@@ -368,7 +369,7 @@ class BeaconCore:
         return []
 
     def _on_discover(self, msg: Discover, src: Addr, now: float) -> list[Outgoing]:
-        """Spec §3.4: record (unless ID 0) and answer with the observed endpoint."""
+        """Discover: record (unless ID 0) and answer with the observed endpoint."""
         self.counters.discovers += 1
         if not self._discover_limiter.allow(source_key(src[0]), now):
             return self._drop(DropReason.RATE_LIMITED_DISCOVER, src)
@@ -446,7 +447,7 @@ class BeaconCore:
         self.counters.authenticated += 1
 
     def _on_punch(self, msg: PunchRequest, src: Addr, now: float) -> list[Outgoing]:
-        """Spec §3.6: refresh the requester, then punch commands to both sides."""
+        """PunchRequest: refresh the requester, then punch commands to both sides."""
         if not self._punch_limiter.allow(source_key(src[0]), now):
             return self._drop(DropReason.RATE_LIMITED_PUNCH, src)
         if msg.requester == 0:
@@ -494,9 +495,9 @@ class BeaconCore:
         return [(encode_message(PunchCommand(msg.endpoint)), requester.addr)]
 
     def _relay(self, data: bytes, src: Addr, now: float) -> list[Outgoing]:
-        """Spec §3.8 on the raw ``05|src|dst|payload`` bytes (no decoding).
+        """Relay, on the raw ``05|src|dst|payload`` bytes (no decoding).
 
-        A per-source budget, the strict sender check and hop limit 1 (§10
+        A per-source budget, the strict sender check and hop limit 1 (
         D27). ``06|src|payload`` is built by slicing, never by decoding.
         """
         size = len(data) - RELAY_HEADER_LEN
@@ -526,7 +527,7 @@ class BeaconCore:
             view = memoryview(data)
             return [(b"".join((b"\x06", view[1:5], view[RELAY_HEADER_LEN:])), dst.addr)]
         if from_peer:
-            # Never forward a frame another beacon forwarded to us (§10 D27).
+            # Never forward a frame another beacon forwarded to us (D27).
             return self._drop(DropReason.RELAY_HOP_LIMIT, src)
         if peer is None:
             return self._drop(DropReason.RELAY_UNKNOWN_DST, src)
@@ -535,7 +536,7 @@ class BeaconCore:
         return [(data, peer)]
 
     def _on_sync(self, msg: Sync, src: Addr, now: float) -> list[Outgoing]:
-        """Spec §3.10: gossip from a known peer beacon only (§10 D27)."""
+        """Sync: gossip from a known peer beacon only (D27)."""
         if src not in self.gossip.peers:
             return self._drop(DropReason.SYNC_UNKNOWN_PEER, src)
         self.counters.syncs_received += 1

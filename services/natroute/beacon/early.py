@@ -32,7 +32,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final, NamedTuple
 
-from natroute.routing.addr import canonical_ip, split_host_port
+from natroute._service.udp import bind_udp
+from natroute.routing.addr import canonical_ip
 from natroute.routing.errors import WireError
 from natroute.routing.types import Addr
 from natroute.routing.wire import DiscoverReply, encode_message
@@ -40,9 +41,9 @@ from natroute.routing.wire import DiscoverReply, encode_message
 __all__ = [
     "BACKLOG_CAP",
     "DEFAULT_LISTEN",
+    "SOCKET_BUFFER",
     "Early",
     "EarlyResponder",
-    "bind_udp",
     "early_reply",
     "listen_from",
 ]
@@ -51,7 +52,8 @@ __all__ = [
 BACKLOG_CAP: Final = 4096
 #: The UDP listen address when none is configured (``Settings.listen``).
 DEFAULT_LISTEN: Final = "0.0.0.0:9001"
-_SOCKET_BUFFER: Final = 4 << 20
+#: Socket buffers of the beacon's UDP socket (bursts of relayed frames).
+SOCKET_BUFFER: Final = 4 << 20
 _HELP: Final = frozenset({"-h", "--help", "--version"})
 
 
@@ -72,7 +74,7 @@ class Early(NamedTuple):
 def early_reply(data: bytes, src: Addr) -> bytes | None:
     """The DiscoverReply any beacon sends for ``data``, or None when it is not a Discover.
 
-    The reply carries the observed endpoint (spec §3.4); it depends on nothing
+    The reply carries the observed endpoint; it depends on nothing
     but the source, so it is the same before and after the core exists.
     """
     if len(data) < 5 or data[0] != 0x01:
@@ -138,30 +140,6 @@ def listen_from(argv: Sequence[str], env: Mapping[str, str]) -> str | None:
     return DEFAULT_LISTEN
 
 
-def bind_udp(hostport: str) -> socket.socket:
-    """A non-blocking UDP socket bound to ``hostport`` (the IPv6 wildcard is dual-stack).
-
-    Raises:
-        OSError: the address cannot be resolved or bound.
-        ValueError: not ``host:port``.
-    """
-    host, port = split_host_port(hostport)
-    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE)
-    family, _, _, _, sockaddr = infos[0]
-    sock = socket.socket(family, socket.SOCK_DGRAM)
-    try:
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-            sock.setsockopt(socket.SOL_SOCKET, option, _SOCKET_BUFFER)
-        sock.bind(sockaddr)
-        sock.setblocking(False)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
 class EarlyResponder:
     """A thread answering discovers on a bound socket until the core takes over."""
 
@@ -195,7 +173,7 @@ class EarlyResponder:
         if listen is None:
             return None
         try:
-            sock = bind_udp(listen)
+            sock = bind_udp(listen, buffer_size=SOCKET_BUFFER)
         except (OSError, ValueError, UnicodeError):
             return None
         responder = cls(sock, listen, cap)

@@ -1,4 +1,4 @@
-"""Gossip state: which peer beacon holds which node IDs (spec §3.10, §10 D27).
+"""Gossip state: which peer beacon holds which node IDs (docs/decisions.md D27).
 
 Invariants:
 

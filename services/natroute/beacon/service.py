@@ -5,7 +5,7 @@
 builds the core, serves the admin app with uvicorn on the same loop, and runs
 three periodic tasks: the expiry sweep, Sync gossip to peer beacons, and the
 peer refresh (resolve static peers, register with the registry and read its
-beacon list, spec §4.2). Registry and DNS failures are logged and retried
+beacon list; README, "Registry"). Registry and DNS failures are logged and retried
 next period; they never stop the beacon.
 """
 
@@ -18,13 +18,16 @@ import logging
 import socket
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from types import TracebackType
 
 import httpx
 
 from natroute._service.cli import bind_failure, setting_failure
 from natroute._service.run import EmbeddedHttpServer
+from natroute._service.tasks import cancel_and_wait, every
+from natroute._service.udp import bind_udp
+from natroute.registry.client import AsyncRegistryClient
 from natroute.routing.addr import format_addr, split_host_port
 from natroute.routing.errors import RegistryError
 from natroute.routing.types import Addr
@@ -33,9 +36,9 @@ from .admin import create_app
 from .batchio import BatchSocket
 from .config import BeaconConfig
 from .core import BeaconCore, Outgoing
-from .early import Early, EarlyResponder, bind_udp
+from .early import SOCKET_BUFFER, Early, EarlyResponder
 from .nodekeys import NodeKeys
-from .registry import RegistryClient
+from .registry import RegistryLink
 from .settings import Settings, derive_beacon_id
 from .stats import BeaconSnapshot
 from .streamproto import STREAM_PATH
@@ -45,6 +48,7 @@ from .udp import BatchedUdp, BeaconProtocol
 __all__ = ["BeaconService"]
 
 _log = logging.getLogger(__name__)
+_TASK_FAILED = "beacon_task_failed"
 #: How often the beacon looks for nodes new since the last gossip round (seconds).
 _EARLY_GOSSIP_CHECK = 0.05
 
@@ -85,7 +89,7 @@ class BeaconService:
         self._sock: socket.socket | None = None
         self._http: EmbeddedHttpServer | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._registry: RegistryClient | None = None
+        self._registry: RegistryLink | None = None
         self._hub: StreamHub | None = None
         self.udp_addr: Addr = ("", 0)
         self.http_addr: Addr | None = None
@@ -128,8 +132,8 @@ class BeaconService:
         return self._transport is not None and not self._transport.is_closing()
 
     @property
-    def registry(self) -> RegistryClient | None:
-        """The registry client, when a registry is configured."""
+    def registry(self) -> RegistryLink | None:
+        """The registry link, when a registry is configured."""
         return self._registry
 
     @property
@@ -181,7 +185,11 @@ class BeaconService:
         if settings.tls_cert is not None:
             _check_tls(settings.tls_cert, settings.tls_key)
         try:
-            sock = early.sock if early is not None else bind_udp(settings.listen)
+            sock = (
+                early.sock
+                if early is not None
+                else bind_udp(settings.listen, buffer_size=SOCKET_BUFFER)
+            )
         except (OSError, ValueError, UnicodeError) as exc:
             raise bind_failure(Settings, "listen", settings.listen, _os_error(exc)) from exc
         self._family = sock.family
@@ -204,11 +212,12 @@ class BeaconService:
             if self._http_client is None:
                 self._http_client = httpx.AsyncClient(timeout=5.0)
             token = settings.registry_token
-            self._registry = RegistryClient(
-                self._http_client,
+            client = AsyncRegistryClient(
                 settings.registry_url,
-                token.get_secret_value() if token is not None else None,
+                token=token.get_secret_value() if token is not None else None,
+                http=self._http_client,
             )
+            self._registry = RegistryLink(client, can_register=token is not None)
         if settings.stream and settings.http_listen:
             keys = None if self._registry is None else NodeKeys(self._registry.node_key, self.now)
             hub = StreamHub(core, protocol.send, self.now, settings.stream_limits(), keys)
@@ -232,25 +241,23 @@ class BeaconService:
             raise
         self.stream_url = self._stream_url()
         await self._refresh_static_peers()
-        self._tasks = [
-            asyncio.create_task(self._every(settings.sweep_interval, self._sweep, "sweep")),
-            asyncio.create_task(self._every(settings.gossip_interval, self._gossip, "gossip")),
-            asyncio.create_task(
-                self._every(
-                    settings.register_interval,
-                    self.refresh_peers,
-                    "peers",
-                    first=0.0 if self._registry is not None else None,
-                )
-            ),
+        first_peers = 0.0 if self._registry is not None else None
+        timers = [
+            (settings.sweep_interval, self._sweep, "sweep", None),
+            (settings.gossip_interval, self._gossip, "gossip", None),
+            # With a registry, the first registration at once (nodes find us in the list).
+            (settings.register_interval, self.refresh_peers, "peers", first_peers),
         ]
         if config.early_gossip_spacing:
-            self._tasks.append(
-                asyncio.create_task(self._every(_EARLY_GOSSIP_CHECK, self._early_gossip, "early"))
-            )
+            timers.append((_EARLY_GOSSIP_CHECK, self._early_gossip, "early", None))
         if self._hub is not None:
-            every = settings.stream_idle_timeout / 3
-            self._tasks.append(asyncio.create_task(self._every(every, self._close_idle, "idle")))
+            timers.append((settings.stream_idle_timeout / 3, self._close_idle, "idle", None))
+        self._tasks = [
+            asyncio.create_task(
+                every(interval, work, name=name, logger=_log, event=_TASK_FAILED, first=first)
+            )
+            for interval, work, name, first in timers
+        ]
         _log.info(
             "beacon_started",
             extra={
@@ -270,9 +277,7 @@ class BeaconService:
     async def stop(self) -> None:
         """Stop tasks, the admin app and the UDP endpoint (idempotent)."""
         tasks, self._tasks = self._tasks, []
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(tasks)
         if self._hub is not None:
             await self._hub.close_all()
         if self._http is not None:
@@ -337,22 +342,6 @@ class BeaconService:
 
     # -- periodic work ---------------------------------------------------------
 
-    async def _every(
-        self,
-        interval: float,
-        work: Callable[[], Awaitable[None]],
-        name: str,
-        first: float | None = None,
-    ) -> None:
-        delay = interval if first is None else first
-        while True:
-            await asyncio.sleep(delay)
-            delay = interval
-            try:
-                await work()
-            except Exception:
-                _log.exception("beacon_task_failed", extra={"task": name})
-
     async def _sweep(self) -> None:
         self.core.sweep(self.now())
 
@@ -373,7 +362,7 @@ class BeaconService:
         await self._gossip()
 
     async def refresh_peers(self) -> None:
-        """One peer round: resolve static peers; register and read the beacon list.
+        """One peer round: resolve static peers; register (with a token) and read the beacon list.
 
         Registry failures are logged (``beacon_registry_failed``) and leave the
         previous registry-listed peers in place.
@@ -384,7 +373,8 @@ class BeaconService:
             return
         beacon_id = self.core.config.beacon_id
         try:
-            await registry.register(beacon_id, self.advertise, self.stream_url)
+            if registry.can_register:
+                await registry.register(beacon_id, self.advertise, self.stream_url)
             listed = await registry.list_beacons()
         except RegistryError as exc:
             _log.warning("beacon_registry_failed", extra={"error": str(exc)})

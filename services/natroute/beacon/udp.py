@@ -17,7 +17,7 @@ Two shells do the same job:
 * :class:`BeaconProtocol` is an asyncio datagram protocol, used where
   batching is not available (or turned off): a send that would grow the
   transport's backlog past ``send_buffer_limit`` bytes is dropped and
-  counted (the bounded relay queue of spec §3.8), as is one the socket refuses.
+  counted (a bounded relay queue, never unbounded buffering), as is one the socket refuses.
 """
 
 from __future__ import annotations

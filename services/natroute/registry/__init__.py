@@ -1,4 +1,7 @@
-"""natroute registry: node identities, resolve and the beacon list (spec §4).
+"""natroute registry: node identities, resolve and the beacon list.
+
+What nodes rely on: docs/protocol.md, "The registry as nodes see it"; the
+whole API: this package's README.
 
 Service modules: ``store`` (the storage interface and its rules) with the
 ``sqlite`` and ``postgres`` backends, ``app`` and ``routes`` (the FastAPI

@@ -36,7 +36,7 @@ T = TypeVar("T")
 class AsyncRegistryClient:
     """A registry client on ``httpx.AsyncClient``.
 
-    ``send`` answers the routing ``beacon_list`` request (spec §4.2); the
+    ``send`` answers the seed's untyped ``beacon_list`` request; the
     blocking ``RegistryClient`` is therefore a routing ``BeaconLister``.
 
     Args:
@@ -46,6 +46,9 @@ class AsyncRegistryClient:
         timeout: seconds per request.
         transport: an httpx transport to use instead of the network (tests).
         clock: wall clock (Unix seconds) used for signature timestamps.
+        http: an open ``httpx.AsyncClient`` to send through instead of one of
+            our own (``timeout`` and ``transport`` are then its business, and
+            closing it is the caller's).
     """
 
     def __init__(
@@ -56,9 +59,14 @@ class AsyncRegistryClient:
         timeout: float = DEFAULT_TIMEOUT,
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Callable[[], float] = time.time,
+        http: httpx.AsyncClient | None = None,
     ) -> None:
         self._calls = Calls(token, clock)
-        self._http = httpx.AsyncClient(base_url=base_url, timeout=timeout, transport=transport)
+        self._base = base_url.rstrip("/")
+        self._owns_http = http is None
+        self._http = (
+            http if http is not None else httpx.AsyncClient(timeout=timeout, transport=transport)
+        )
 
     async def __aenter__(self) -> Self:
         return self
@@ -72,11 +80,12 @@ class AsyncRegistryClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the underlying connection pool."""
-        await self._http.aclose()
+        """Close the underlying connection pool (unless it was given to us)."""
+        if self._owns_http:
+            await self._http.aclose()
 
     async def _run(self, call: Call[T]) -> T:
-        args = self._calls.request_args(call)
+        args = self._calls.request_args(call, self._base)
         try:
             response = await self._http.request(**args)
         except httpx.HTTPError as exc:
@@ -84,7 +93,9 @@ class AsyncRegistryClient:
         return self._calls.finish(call, response)
 
     async def send(self, msg: dict[str, Any], /) -> dict[str, Any]:
-        """BeaconLister (spec §4.2): ``{"type": "beacon_list"}`` → ``beacon_list_ok``.
+        """The seed's BeaconLister: ``{"type": "beacon_list"}`` → ``beacon_list_ok``.
+
+        natroute callers use the typed :meth:`beacons` instead.
 
         The answer is ``{"type": "beacon_list_ok", "beacons": [{"id", "addr",
         "stream_url"?}, ...]}``.
@@ -109,7 +120,7 @@ class AsyncRegistryClient:
         """Register (or re-register) this node; the same key always gets the same ID.
 
         Re-registering replaces every field, so ``relay_only=False`` clears a
-        previous self-set mark (spec §4.3), and leaving ``name`` out drops the name.
+        previous self-set mark, and leaving ``name`` out drops the name.
 
         Args:
             identity_private_key: the node's Ed25519 key (signs the request).
@@ -163,7 +174,7 @@ class AsyncRegistryClient:
         return await self._run(call)
 
     async def resolve(self, node_id: int) -> Resolved:
-        """Look a live node up (spec §4.3).
+        """Look a live node up (docs/protocol.md, "The registry as nodes see it").
 
         Raises:
             RegistryNotFoundError: unknown, deleted or expired.

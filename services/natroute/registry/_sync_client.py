@@ -35,7 +35,7 @@ T = TypeVar("T")
 class RegistryClient:
     """A blocking registry client on ``httpx.Client``.
 
-    ``send`` answers the routing ``beacon_list`` request (spec §4.2); this
+    ``send`` answers the seed's untyped ``beacon_list`` request; this
     client is therefore a routing ``BeaconLister``.
 
     Args:
@@ -45,6 +45,9 @@ class RegistryClient:
         timeout: seconds per request.
         transport: an httpx transport to use instead of the network (tests).
         clock: wall clock (Unix seconds) used for signature timestamps.
+        http: an open ``httpx.Client`` to send through instead of one of
+            our own (``timeout`` and ``transport`` are then its business, and
+            closing it is the caller's).
     """
 
     def __init__(
@@ -55,9 +58,14 @@ class RegistryClient:
         timeout: float = DEFAULT_TIMEOUT,
         transport: httpx.BaseTransport | None = None,
         clock: Callable[[], float] = time.time,
+        http: httpx.Client | None = None,
     ) -> None:
         self._calls = Calls(token, clock)
-        self._http = httpx.Client(base_url=base_url, timeout=timeout, transport=transport)
+        self._base = base_url.rstrip("/")
+        self._owns_http = http is None
+        self._http = (
+            http if http is not None else httpx.Client(timeout=timeout, transport=transport)
+        )
 
     def __enter__(self) -> Self:
         return self
@@ -71,11 +79,12 @@ class RegistryClient:
         self.close()
 
     def close(self) -> None:
-        """Close the underlying connection pool."""
-        self._http.close()
+        """Close the underlying connection pool (unless it was given to us)."""
+        if self._owns_http:
+            self._http.close()
 
     def _run(self, call: Call[T]) -> T:
-        args = self._calls.request_args(call)
+        args = self._calls.request_args(call, self._base)
         try:
             response = self._http.request(**args)
         except httpx.HTTPError as exc:
@@ -83,7 +92,9 @@ class RegistryClient:
         return self._calls.finish(call, response)
 
     def send(self, msg: dict[str, Any], /) -> dict[str, Any]:
-        """BeaconLister (spec §4.2): ``{"type": "beacon_list"}`` → ``beacon_list_ok``.
+        """The seed's BeaconLister: ``{"type": "beacon_list"}`` → ``beacon_list_ok``.
+
+        natroute callers use the typed :meth:`beacons` instead.
 
         The answer is ``{"type": "beacon_list_ok", "beacons": [{"id", "addr",
         "stream_url"?}, ...]}``.
@@ -108,7 +119,7 @@ class RegistryClient:
         """Register (or re-register) this node; the same key always gets the same ID.
 
         Re-registering replaces every field, so ``relay_only=False`` clears a
-        previous self-set mark (spec §4.3), and leaving ``name`` out drops the name.
+        previous self-set mark, and leaving ``name`` out drops the name.
 
         Args:
             identity_private_key: the node's Ed25519 key (signs the request).
@@ -162,7 +173,7 @@ class RegistryClient:
         return self._run(call)
 
     def resolve(self, node_id: int) -> Resolved:
-        """Look a live node up (spec §4.3).
+        """Look a live node up (docs/protocol.md, "The registry as nodes see it").
 
         Raises:
             RegistryNotFoundError: unknown, deleted or expired.

@@ -23,13 +23,13 @@ from fastapi import FastAPI
 from natroute._service.docs import mount_offline_docs
 from natroute._service.http import ErrorBody, install_error_handlers
 from natroute._service.metrics import RouteTimer
+from natroute._service.ratelimit import RateLimit, TokenBuckets
 
 from .backends import open_store, store_config
 from .beaconlist import BeaconListCache
 from .deps import Services
 from .http import BodyLimitMiddleware
 from .metrics import RegistryMetrics
-from .ratelimit import RateLimiter
 from .routes import beacons_router, nodes_router, ops_router
 from .settings import Settings
 from .sqlite import SqliteStore
@@ -96,8 +96,10 @@ def create_app(
         settings=settings,
         clock=now_fn,
         metrics=metrics,
-        limiter=RateLimiter(
-            settings.register_rate, settings.register_burst, settings.rate_limit_clients
+        # The handlers run on the event loop's thread only: no lock is needed.
+        limiter=TokenBuckets(
+            RateLimit(settings.register_rate, settings.register_burst),
+            settings.rate_limit_clients,
         ),
         beacon_list=BeaconListCache(
             now_fn, settings.beacon_ttl, on_build=metrics.beacon_list_builds.inc

@@ -120,7 +120,7 @@ class Candidate(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class Resolved:
-    """A resolved peer (spec §4.3). For relay-only peers ``endpoint`` is a beacon
+    """A resolved peer. For relay-only peers ``endpoint`` is a beacon
     address (``None`` if the registry knows none) and ``lan_addrs`` is empty;
     ``candidates`` are the node's own in every case. ``transport`` is ``udp``
     or ``stream``; ``name`` is ``None`` when the node registered none."""
@@ -333,7 +333,7 @@ class Calls:
         return Call("GET", "/v1/beacons", _parse_beacons)
 
     def beacon_list_message(self, msg: Any) -> Call[dict[str, Any]]:
-        """The BeaconLister ``send`` (spec §4.2 request → §5.10 response shape)."""
+        """The seed's untyped ``BeaconLister.send`` (docs/protocol.md, "Beacon lists")."""
         kind = msg.get("type") if isinstance(msg, dict) else None
         if kind != "beacon_list":
             raise RegistryClientError(
@@ -364,14 +364,15 @@ class Calls:
     def delete_node(self, node_id: int) -> Call[None]:
         return Call("DELETE", f"/v1/nodes/{_node_id(node_id)}", _ignore, operator=True)
 
-    def request_args(self, call: Call[Any]) -> dict[str, Any]:
-        """Keyword arguments for ``httpx.(Async)Client.request``."""
+    def request_args(self, call: Call[Any], base_url: str) -> dict[str, Any]:
+        """Keyword arguments for ``httpx.(Async)Client.request`` (``base_url``: no trailing /)."""
         headers = {"Accept": "application/json"}
         if call.operator:
             if not self.token:
                 raise UsageError("this registry call needs the operator token (token=...)")
             headers["Authorization"] = f"Bearer {self.token}"
-        args: dict[str, Any] = {"method": call.method, "url": call.path, "headers": headers}
+        url = base_url + call.path
+        args: dict[str, Any] = {"method": call.method, "url": url, "headers": headers}
         if call.body is not None:
             args["json"] = call.body
         return args

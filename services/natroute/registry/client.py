@@ -6,7 +6,7 @@ over ``httpx.AsyncClient``; :class:`RegistryClient` is generated from it by
 ``.ci/unasync`` (``httpx.Client``, blocking, also a routing ``BeaconLister``).
 Every failure — transport, non-2xx answer, unparseable body — is a
 :class:`RegistryClientError` (a ``natroute.routing.errors.RegistryError``),
-so ``fetch_beacon_list`` (spec §5.10) sees a plain raise.
+so the refresh tick (docs/protocol.md, "Beacon lists") sees a plain raise.
 
 Typical sidecar use::
 

@@ -22,10 +22,10 @@ from typing import Annotated
 from fastapi import Depends, Header, Request
 
 from natroute._service.http import ApiError
+from natroute._service.ratelimit import TokenBuckets
 
 from .beaconlist import BeaconListCache
 from .metrics import RegistryMetrics
-from .ratelimit import RateLimiter
 from .settings import Settings
 from .store import KeyCache, Store
 
@@ -56,7 +56,7 @@ class Services:
     settings: Settings
     clock: Callable[[], float]
     metrics: RegistryMetrics
-    limiter: RateLimiter
+    limiter: TokenBuckets[str]
     beacon_list: BeaconListCache
     keys: KeyCache
     token: bytes
@@ -93,7 +93,7 @@ async def get_metrics(services: ServicesDep) -> RegistryMetrics:
     return services.metrics
 
 
-async def get_limiter(services: ServicesDep) -> RateLimiter:
+async def get_limiter(services: ServicesDep) -> TokenBuckets[str]:
     """The per-client registration rate limiter."""
     return services.limiter
 
@@ -111,7 +111,7 @@ async def get_beacon_list(services: ServicesDep) -> BeaconListCache:
 StoreDep = Annotated[Store, Depends(get_store)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 MetricsDep = Annotated[RegistryMetrics, Depends(get_metrics)]
-LimiterDep = Annotated[RateLimiter, Depends(get_limiter)]
+LimiterDep = Annotated[TokenBuckets[str], Depends(get_limiter)]
 ClockDep = Annotated[Callable[[], float], Depends(get_clock)]
 BeaconListDep = Annotated[BeaconListCache, Depends(get_beacon_list)]
 

@@ -356,7 +356,7 @@ class NodeListResponse(BaseModel):
 
 
 class BeaconRegisterRequest(BaseModel):
-    """``POST /v1/beacons`` (operator token): a beacon (re-)registers (spec §4.2).
+    """``POST /v1/beacons`` (operator token): a beacon (re-)registers.
 
     ``stream_url`` is where nodes on UDP-blocked networks attach over a
     WebSocket; a registration without it clears a previous one.

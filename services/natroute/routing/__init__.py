@@ -33,16 +33,18 @@ from .errors import (
     RegistryError,
     ResolveError,
     RoutingError,
+    SendError,
     SocketNotSetError,
     UsageError,
     WireError,
 )
 from .manager import Manager, PeerRouting, is_icmp_unreachable
-from .refresh import ListSource, PickReason, RefreshOutcome, RttProber, refresh_tick
+from .refresh import BeaconSource, ListSource, PickReason, RefreshOutcome, RttProber, refresh_tick
 from .resolve import resolve_udp_addr
 from .selection import (
     BeaconSelectionState,
     RefreshDecision,
+    clean_beacon_list,
     compute_refresh_decision,
     fetch_beacon_list,
     filter_unreachable,
@@ -55,7 +57,17 @@ from .selection import (
     pick_beacon,
     pick_beacon_with_rtt,
 )
-from .types import Addr, BeaconLister, CounterTarget, LocalNodeIDFn, SendOutcome, SocketSender
+from .types import (
+    Addr,
+    BeaconLister,
+    BlackholeCheck,
+    CounterTarget,
+    LocalNodeIDFn,
+    RelayAdmission,
+    SendErrorCount,
+    SendOutcome,
+    SocketSender,
+)
 
 __all__ = [
     "BEACON_CACHE_FILENAME",
@@ -70,6 +82,8 @@ __all__ = [
     "BeaconCacheEntry",
     "BeaconLister",
     "BeaconSelectionState",
+    "BeaconSource",
+    "BlackholeCheck",
     "CacheError",
     "CounterTarget",
     "DiscoveryError",
@@ -83,15 +97,19 @@ __all__ = [
     "RefreshDecision",
     "RefreshOutcome",
     "RegistryError",
+    "RelayAdmission",
     "ResolveError",
     "RoutingError",
     "RttProber",
+    "SendError",
+    "SendErrorCount",
     "SendOutcome",
     "SocketNotSetError",
     "SocketSender",
     "UsageError",
     "WireError",
     "beacon_cache_path",
+    "clean_beacon_list",
     "compute_refresh_decision",
     "discover_endpoint",
     "fetch_beacon_list",

@@ -1,7 +1,8 @@
 """Small helpers for UDP addresses and node IDs.
 
 Address equality follows Go's ``net.IP.Equal``: an IPv4 address equals its
-IPv4-mapped IPv6 form (``::ffff:a.b.c.d``); zones are ignored (spec §1.4).
+IPv4-mapped IPv6 form (``::ffff:a.b.c.d``); zones are ignored (docs/protocol.md,
+"Threads and time").
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ __all__ = [
     "canonical_ip",
     "check_node_id",
     "format_addr",
+    "parse_endpoint",
     "split_host_port",
 ]
 
@@ -85,6 +87,21 @@ def split_host_port(hostport: str) -> Addr:
     if port > 0xFFFF:
         raise ValueError(f"invalid port in address {hostport!r}")
     return host, port
+
+
+def parse_endpoint(text: str | None) -> Addr | None:
+    """``host:port`` text as an address, IP canonical; None when empty or unusable.
+
+    Unusable: not ``host:port``, no host, or port 0 (a configured endpoint
+    that cannot be sent to is treated as no endpoint at all).
+    """
+    if not text:
+        return None
+    try:
+        host, port = split_host_port(text)
+    except ValueError:
+        return None
+    return (canonical_ip(host), port) if host and port else None
 
 
 def format_addr(addr: Addr) -> str:

@@ -1,8 +1,8 @@
-"""The on-disk beacon cache (spec §5.14): the cold-start fallback list.
+"""The on-disk beacon cache (docs/protocol.md, "Beacon cache"): the cold-start fallback list.
 
 The file ``beacons.json`` lives next to the identity file and holds
 ``{"saved_at": RFC 3339, "addrs": [...]}``. Writes are atomic and durable
-(spec §10 D23): a unique temporary file in the same directory, fsync, rename,
+(docs/decisions.md D23): a unique temporary file in the same directory, fsync, rename,
 fsync of the directory; two daemons sharing a directory never collide.
 """
 
@@ -172,7 +172,7 @@ def load_beacon_cache(identity_path: str) -> list[str] | None:
     """The cached list with unreachable addresses removed; None without a cache.
 
     Raises:
-        CacheError: unreadable or unparsable cache file (spec §5.14).
+        CacheError: unreadable or unparsable cache file (D2).
     """
     entry = load_beacon_cache_entry(identity_path)
     if entry is None:

@@ -33,9 +33,9 @@ class ManagerConfig:
         blackhole_misses_required: misses that flip a peer to pinned relay.
         direct_clears_required: direct receipts that clear an unpinned relay flag.
         send_err_threshold: ICMP-unreachable errors that flip a peer to pinned relay.
-        max_relay_peers: cap on keys in the relay map (spec §6.5).
+        max_relay_peers: cap on keys in the relay map (docs/protocol.md, "Caps").
         max_peer_state: cap on node IDs tracked by each other per-peer map
-            (spec §10 D17); new peers past it are not tracked.
+            (docs/decisions.md D17); new peers past it are not tracked.
         punch_repeat: punch datagrams per punch command.
     """
 

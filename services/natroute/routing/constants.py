@@ -1,4 +1,4 @@
-"""Constants of the routing layer (spec §2). Durations are float seconds."""
+"""Constants of the routing layer (docs/protocol.md, "Timers and caps"). Durations are seconds."""
 
 from __future__ import annotations
 
@@ -37,9 +37,9 @@ MAX_RELAY_PEERS: Final = 4096
 #: ICMP-unreachable send errors needed to flip a peer to relay.
 SEND_ERR_THRESHOLD: Final = 3
 
-#: Cap on the node IDs tracked by each of the other per-peer maps (spec §10 D17).
+#: Cap on the node IDs tracked by each of the other per-peer maps (docs/decisions.md D17).
 MAX_PEER_STATE: Final = 65536
-#: A cache older than this is stale (spec Appendix A ``BeaconCacheMaxAge``).
+#: A cache older than this is stale (a later upstream's ``BeaconCacheMaxAge``; D23).
 BEACON_CACHE_MAX_AGE: Final = 3600.0
 #: Punch datagrams sent per punch command, and their body.
 PUNCH_REPEAT: Final = 3

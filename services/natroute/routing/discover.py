@@ -1,9 +1,11 @@
-"""Blocking beacon helpers: endpoint discovery and the RTT probe (spec §5.8, §5.9).
+"""Blocking beacon helpers: endpoint discovery and the RTT probe.
+
+Behaviour: docs/protocol.md, "Endpoint discovery and the RTT probe".
 
 The one place in ``routing`` that waits on a socket. Used before the
 long-lived receive loop takes over the node's socket, and on throw-away
 sockets for RTT probes. Unlike upstream, only a reply from the beacon's own
-address is accepted (spec §10 D15: a stray datagram cannot poison our public
+address is accepted (docs/decisions.md D15: a stray datagram cannot poison our public
 endpoint), and the probe's RTT excludes DNS time (D25).
 """
 
@@ -21,7 +23,7 @@ from .wire import MSG_DISCOVER_REPLY, Discover, decode_endpoint, encode_message
 
 __all__ = ["DISCOVER_REPLY_BUFSIZE", "discover_endpoint", "probe_beacon_rtt"]
 
-#: Receive buffer for the reply (spec §2); longer datagrams are truncated.
+#: Receive buffer for the reply ("Timers and caps"); longer datagrams are truncated.
 DISCOVER_REPLY_BUFSIZE = 64
 
 

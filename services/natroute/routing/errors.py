@@ -12,9 +12,9 @@
     ├── CacheError                  the on-disk beacon cache could not be read/written
     └── UsageError (also ValueError) the API was called with invalid arguments
 
-``SendError`` is not a RoutingError: it is the ``OSError`` a socket raised,
-re-raised by ``Manager.write_frame`` with the path it was sent on, so callers
-that catch ``OSError`` keep working.
+``SendError`` is not a RoutingError but an ``OSError``: ``Manager.write_frame``
+raises it, from the socket's own error, with the path the frame took
+(``was_relay``), so callers that catch ``OSError`` keep working.
 """
 
 from __future__ import annotations
@@ -22,12 +22,14 @@ from __future__ import annotations
 import errno
 
 __all__ = [
+    "ICMP_UNREACHABLE_ERRNOS",
     "CacheError",
     "DiscoveryError",
     "NoAddressError",
     "RegistryError",
     "ResolveError",
     "RoutingError",
+    "SendError",
     "SocketNotSetError",
     "UsageError",
     "WireError",
@@ -84,7 +86,23 @@ class UsageError(RoutingError, ValueError):
     """The API was called with invalid arguments (e.g. a node ID out of range)."""
 
 
-_ICMP_ERRNOS = frozenset({errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH})
+class SendError(OSError):
+    """The socket refused a frame ``Manager.write_frame`` sent.
+
+    Carries the socket's ``errno`` and message (the socket's exception is
+    the ``__cause__``), and the path the frame took.
+
+    Attributes:
+        was_relay: True when the frame was wrapped for the beacon (relay path).
+    """
+
+    def __init__(self, cause: OSError, *, was_relay: bool) -> None:
+        super().__init__(cause.errno, cause.strerror or str(cause))
+        self.was_relay = was_relay
+
+
+#: The errno values of an ICMP "unreachable" (port, host or network).
+ICMP_UNREACHABLE_ERRNOS = frozenset({errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH})
 
 
 def is_icmp_unreachable(err: BaseException | None) -> bool:
@@ -92,7 +110,7 @@ def is_icmp_unreachable(err: BaseException | None) -> bool:
 
     ``ConnectionRefusedError`` or an ``OSError`` with errno ECONNREFUSED,
     EHOSTUNREACH or ENETUNREACH, found through ``__cause__``/``__context__``
-    (Go's ``errors.Is`` walk, spec §6.11). EAGAIN, ENOBUFS, EMSGSIZE and
+    (Go's ``errors.Is`` walk; docs/protocol.md, "ICMP errors"). EAGAIN, ENOBUFS, EMSGSIZE and
     everything else are not.
     """
     seen: set[int] = set()
@@ -100,7 +118,7 @@ def is_icmp_unreachable(err: BaseException | None) -> bool:
         seen.add(id(err))
         if isinstance(err, ConnectionRefusedError):
             return True
-        if isinstance(err, OSError) and err.errno in _ICMP_ERRNOS:
+        if isinstance(err, OSError) and err.errno in ICMP_UNREACHABLE_ERRNOS:
             return True
         err = err.__cause__ or err.__context__
     return False

@@ -1,17 +1,20 @@
-"""The routing Manager: per-peer relay/direct state and the send decisions (spec §6).
+"""The routing Manager: per-peer relay/direct state and the send decisions.
+
+Behaviour: docs/protocol.md, "The routing Manager" and its subsections (the
+quoted titles below); decisions on the seed's weak spots: docs/decisions.md.
 
 Invariants:
 
 * One lock, a leaf lock: while it is held nothing outside the Manager is
   called — no socket sends, no ``local_node_id_fn``, no caller counters, no
-  resolver, no logging (spec §1.3). Every method snapshots under the lock,
+  resolver, no logging ("Threads and time"). Every method snapshots under the lock,
   releases, then acts.
 * Time comes only from the injected ``clock`` (monotonic seconds); callers
   pass timestamps from the same clock.
 * ``relay_peers`` entries are set to False rather than deleted; only
-  ``remove_peer`` frees a relay-cap slot (spec §6.5, §10 D4).
+  ``remove_peer`` frees a relay-cap slot ("Caps", D4).
 * Every per-peer map is bounded: the relay map by ``max_relay_peers`` on the
-  paths the spec caps, the others by ``max_peer_state`` (spec §10 D17).
+  paths network input drives, the others by ``max_peer_state`` (D17).
 """
 
 from __future__ import annotations
@@ -24,9 +27,26 @@ from collections.abc import Callable
 from .addr import MAX_NODE_ID, addr_equal, canonical_ip, check_node_id
 from .config import ManagerConfig
 from .constants import PUNCH_PAYLOAD
-from .errors import NoAddressError, SocketNotSetError, UsageError, WireError, is_icmp_unreachable
+from .errors import (
+    NoAddressError,
+    SendError,
+    SocketNotSetError,
+    UsageError,
+    WireError,
+    is_icmp_unreachable,
+)
 from .resolve import Resolver, resolve_udp_addr
-from .types import Addr, CounterTarget, LocalNodeIDFn, PeerRouting, SendOutcome, SocketSender
+from .types import (
+    Addr,
+    BlackholeCheck,
+    CounterTarget,
+    LocalNodeIDFn,
+    PeerRouting,
+    RelayAdmission,
+    SendErrorCount,
+    SendOutcome,
+    SocketSender,
+)
 from .wire import Discover, PunchRequest, decode_endpoint, encode_message, encode_relay
 
 __all__ = ["Manager", "PeerRouting", "is_icmp_unreachable"]  # the last two re-exported
@@ -34,10 +54,12 @@ __all__ = ["Manager", "PeerRouting", "is_icmp_unreachable"]  # the last two re-e
 _log = logging.getLogger(__name__)
 
 _UNSPECIFIED = frozenset({"0.0.0.0", "::"})
+_RELAYED = BlackholeCheck(True, False, 0.0, 0)
+_NO_MISS = BlackholeCheck(False, False, 0.0, 0)
 
 
 class Manager:
-    """Owns the L4 routing state of one node (spec §1.2).
+    """Owns the L4 routing state of one node (docs/protocol.md, "The routing Manager").
 
     Args:
         clock: monotonic seconds; the same clock callers use for timestamps.
@@ -74,7 +96,7 @@ class Manager:
         """The thresholds and caps in force."""
         return self._config
 
-    # -- wiring (spec §6.2-§6.4) ------------------------------------------
+    # -- wiring ----------------------------------------------------------
 
     def set_socket(self, sock: SocketSender | None) -> None:
         """Wire (or unwire, with None) the send primitive."""
@@ -95,7 +117,7 @@ class Manager:
         """Resolve ``host:port`` and make it the beacon; unchanged on failure.
 
         Raises:
-            ResolveError: empty (spec §10 D18), malformed or unresolvable.
+            ResolveError: empty (docs/decisions.md D18), malformed or unresolvable.
         """
         resolved = self._resolver(addr)
         with self._lock:
@@ -117,7 +139,7 @@ class Manager:
             beacon = self._beacon
         return addr_equal(frm, beacon)
 
-    # -- relay flag and pin (spec §6.5-§6.8) ------------------------------
+    # -- relay flag and pin, receipts ("Relay flag and pin", "Relay receipts") --
 
     def set_relay_peer(self, node_id: int, relay: bool) -> None:
         """Set the relay flag, leaving the pin as it is (no cap check)."""
@@ -136,7 +158,7 @@ class Manager:
                 self._pinned.pop(node_id, None)
 
     def unpin_relay_peer(self, node_id: int) -> None:
-        """Drop the pin but keep the relay flag (spec Appendix A, §10 D19).
+        """Drop the pin but keep the relay flag (docs/decisions.md D19).
 
         Traffic stays on the relay until direct receipts clear the flag.
         """
@@ -160,12 +182,12 @@ class Manager:
             return sorted(k for k, v in self._relay.items() if v)
 
     def relay_peer_count(self) -> int:
-        """Keys in the relay map, cleared (False) entries included (spec §10 D4)."""
+        """Keys in the relay map, cleared (False) entries included (docs/decisions.md D4)."""
         with self._lock:
             return len(self._relay)
 
     def admit_relay_from_beacon(self, node_id: int) -> bool:
-        """Relay proven to work for this peer: set flag and pin (spec §6.6).
+        """Relay proven to work for this peer: set flag and pin ("Relay receipts").
 
         Returns False, changing nothing, when the peer has no relay entry yet
         and the relay map is at its cap.
@@ -178,32 +200,30 @@ class Manager:
             self._pinned[node_id] = True
             return True
 
-    def mark_relay_activated_if_had_crypto(
-        self, src: int, had_crypto: bool
-    ) -> tuple[bool, bool, bool]:
-        """Account for a RelayDeliver from ``src`` (spec §6.7).
+    def mark_relay_activated_if_had_crypto(self, src: int, had_crypto: bool) -> RelayAdmission:
+        """Account for a RelayDeliver from ``src`` ("Relay receipts").
 
         Returns:
-            ``(admitted, newly_activated, should_alias)``. Without a crypto
-            session nothing changes and the frame is admitted.
+            ``RelayAdmission(admitted, newly_activated, should_alias)``.
+            Without a crypto session nothing changes and the frame is admitted.
         """
         check_node_id(src)
         if not had_crypto:
-            return True, False, False
+            return RelayAdmission(True, False, False)
         with self._lock:
             was_relay = self._relay.get(src, False)
             if not was_relay and len(self._relay) >= self._config.max_relay_peers:
-                return False, False, False
+                return RelayAdmission(False, False, False)
             self._relay[src] = True
-            return True, not was_relay, True
+            return RelayAdmission(True, not was_relay, True)
 
     def clear_relay_on_direct(self, node_id: int, frm: Addr | None) -> bool:
-        """Account for an authenticated frame from ``frm`` (spec §6.8).
+        """Account for an authenticated frame from ``frm`` ("Direct receipts and clears").
 
         Resets the blackhole miss count; for an unpinned relay peer a direct
         source counts towards clearing the flag. A missing source, port 0 or
         an unspecified IP (the ``0.0.0.0:0`` placeholder of relayed frames
-        when no beacon is set, spec §10 D21) changes nothing.
+        when no beacon is set, docs/decisions.md D21) changes nothing.
 
         Returns:
             True when this call cleared the relay flag.
@@ -227,7 +247,7 @@ class Manager:
             self._clears[node_id] = clears
             return False
 
-    # -- timestamps and counters (spec §6.9) ------------------------------
+    # -- timestamps and counters ------------------------------------------
 
     def _track(self, table: dict[int, int] | dict[int, float], node_id: int) -> bool:
         """May ``table`` hold ``node_id``? False (and counted) past the cap. Locked."""
@@ -286,48 +306,49 @@ class Manager:
         with self._lock:
             return self._misses.get(node_id, 0)
 
-    # -- heuristics (spec §6.10, §6.11) -----------------------------------
+    # -- heuristics ("Blackhole heuristic", "ICMP errors") ----------------
 
-    def _maybe_flip_locked(self, node_id: int, now: float) -> tuple[bool, bool, float, int]:
+    def _maybe_flip_locked(self, node_id: int, now: float) -> BlackholeCheck:
         if self._relay.get(node_id, False):
-            return True, False, 0.0, 0
+            return _RELAYED
         if self._beacon is None:
-            return False, False, 0.0, 0
+            return _NO_MISS
         base = self._last_direct.get(node_id)
         if base is None:
             base = self._first_out.get(node_id)
             if base is None:
-                return False, False, 0.0, 0
+                return _NO_MISS
         silent_for = now - base
         if silent_for <= self._config.blackhole_threshold:
-            return False, False, 0.0, 0
+            return _NO_MISS
         if not self._track(self._misses, node_id):
-            return False, False, 0.0, 0
+            return _NO_MISS
         misses = self._misses.get(node_id, 0) + 1
         if misses >= self._config.blackhole_misses_required:
             self._relay[node_id] = True
             self._pinned[node_id] = True
             self._misses[node_id] = 0
-            return True, True, silent_for, misses
+            return BlackholeCheck(True, True, silent_for, misses)
         self._misses[node_id] = misses
-        return False, False, silent_for, misses
+        return BlackholeCheck(False, False, silent_for, misses)
 
-    def maybe_flip_blackhole(self, node_id: int) -> tuple[bool, bool, float, int]:
-        """Evaluate the blackhole heuristic now (spec §6.10).
+    def maybe_flip_blackhole(self, node_id: int) -> BlackholeCheck:
+        """Evaluate the blackhole heuristic now ("Blackhole heuristic").
 
         Returns:
-            ``(should_relay, flipped, silent_for, misses)``: whether the peer
-            is relay now, whether this call flipped (and pinned) it, the
-            silence in seconds and the miss count when a miss was counted.
+            ``BlackholeCheck(should_relay, flipped, silent_for, misses)``:
+            whether the peer is relay now, whether this call flipped (and
+            pinned) it, the silence in seconds and the miss count when a miss
+            was counted.
         """
         check_node_id(node_id)
         now = self._clock()
         with self._lock:
             return self._maybe_flip_locked(node_id, now)
 
-    def _count_send_error_locked(self, node_id: int) -> tuple[bool, int]:
+    def _count_send_error_locked(self, node_id: int) -> SendErrorCount:
         if not self._track(self._send_errs, node_id):
-            return False, 0
+            return SendErrorCount(False, 0)
         count = self._send_errs.get(node_id, 0) + 1
         if (
             count >= self._config.send_err_threshold
@@ -337,24 +358,24 @@ class Manager:
             self._relay[node_id] = True
             self._pinned[node_id] = True
             self._send_errs[node_id] = 0
-            return True, count
+            return SendErrorCount(True, count)
         self._send_errs[node_id] = count
-        return False, count
+        return SendErrorCount(False, count)
 
-    def handle_send_error(self, node_id: int, err: BaseException | None) -> tuple[bool, int]:
+    def handle_send_error(self, node_id: int, err: BaseException | None) -> SendErrorCount:
         """Count an ICMP-unreachable error; flip to pinned relay at the threshold.
 
         Returns:
-            ``(flipped, count)``; ``(False, 0)`` with no change for errors that
-            are not ICMP-unreachable (spec §6.11).
+            ``SendErrorCount(flipped, errors)``; ``(False, 0)`` with no change
+            for errors that are not ICMP-unreachable ("ICMP errors").
         """
         check_node_id(node_id)
         if not is_icmp_unreachable(err):
-            return False, 0
+            return SendErrorCount(False, 0)
         with self._lock:
             return self._count_send_error_locked(node_id)
 
-    # -- sending (spec §6.12-§6.15) ---------------------------------------
+    # -- sending ("Sending a frame", "Registration and punches") ----------
 
     def write_frame(
         self, node_id: int, addr: Addr | None, frame: bytes, counters: CounterTarget | None = None
@@ -369,16 +390,16 @@ class Manager:
         Raises:
             NoAddressError: direct path and ``addr`` is None.
             SocketNotSetError: no socket wired.
-            OSError: the socket's error, with ``was_relay`` set on it. Errors
-                on the direct path are counted by ``handle_send_error``;
-                errors towards the beacon are not charged to the peer
-                (spec §10 D20).
+            SendError: the socket refused the frame (an ``OSError`` with the
+                socket's errno, its ``was_relay`` the path taken). Errors on
+                the direct path are counted by ``handle_send_error``; errors
+                towards the beacon are not charged to the peer (D20).
         """
         if type(node_id) is not int or not 0 <= node_id <= MAX_NODE_ID:
             raise UsageError(f"node ID out of range: {node_id!r}")
         now = self._clock()
         with self._lock:
-            should_relay = self._maybe_flip_locked(node_id, now)[0]
+            should_relay = self._maybe_flip_locked(node_id, now).should_relay
             beacon = self._beacon
             sock = self._sock
             fn = self._node_id_fn
@@ -395,10 +416,9 @@ class Manager:
         try:
             n = sock.sendto(data, dst)
         except OSError as exc:
-            exc.was_relay = relayed  # type: ignore[attr-defined]
             if not relayed:
                 self.handle_send_error(node_id, exc)
-            raise
+            raise SendError(exc, was_relay=relayed) from exc
         if counters is not None:
             counters.pkts_sent += 1
             counters.bytes_sent += n
@@ -445,7 +465,7 @@ class Manager:
 
         Sends ``punch_repeat`` copies of ``PILP`` to the target, ignoring send errors.
         Malformed input is ignored. Callers pass only commands whose source is
-        the beacon (spec §7.3, §10 D15).
+        the beacon ("The caller's paths", D15).
 
         Returns:
             The number of punch datagrams sent.
@@ -465,11 +485,11 @@ class Manager:
                 sent += 1
             except OSError:
                 continue
-        if _log.isEnabledFor(logging.DEBUG):  # spec §10 D26: never info per command
+        if _log.isEnabledFor(logging.DEBUG):  # D26: never info per command
             _log.debug("punch_sent", extra={"target": target, "sent": sent})
         return sent
 
-    # -- peer lifecycle (spec §6.16, Appendix A) ---------------------------
+    # -- peer lifecycle ("Caps") ------------------------------------------
 
     def remove_peer(self, node_id: int) -> None:
         """Delete the peer from all eight per-peer maps."""

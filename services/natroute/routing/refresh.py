@@ -1,20 +1,21 @@
-"""One beacon refresh tick, as the daemon's loop runs it (spec §5.12).
+"""One beacon refresh tick, as the daemon's loop runs it (docs/protocol.md, "Refresh tick").
 
 Synchronous and driven by the caller: the sidecar calls :func:`refresh_tick`
 once after ``initial_jitter()`` and then every ``BEACON_REFRESH_INTERVAL``
 (from a worker thread, since the registry call and the cache write block).
-Every collaborator is injected: the registry (``BeaconLister``), the Manager,
-the RTT prober and the wall clock.
+Every collaborator is injected: the registry (a typed :data:`BeaconSource`,
+or the seed's ``BeaconLister``), the Manager, the RTT prober and the wall
+clock.
 
 Deliberate differences from upstream (docs/decisions.md): the cache is saved
 only with a list that came from the registry, so falling back to the cache
-never renews its ``saved_at`` (spec §10 D23); a fallback cache older than
-``cache_max_age`` is refused (spec Appendix A).
+never renews its ``saved_at`` (D23); a fallback cache older than
+``cache_max_age`` is refused (a later upstream rule).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum
@@ -26,6 +27,7 @@ from .manager import Manager
 from .selection import (
     BeaconSelectionState,
     RefreshDecision,
+    clean_beacon_list,
     compute_refresh_decision,
     fetch_beacon_list,
     filter_unreachable,
@@ -33,10 +35,20 @@ from .selection import (
 )
 from .types import BeaconLister
 
-__all__ = ["ListSource", "PickReason", "RefreshOutcome", "RttProber", "refresh_tick"]
+__all__ = [
+    "BeaconSource",
+    "ListSource",
+    "PickReason",
+    "RefreshOutcome",
+    "RttProber",
+    "refresh_tick",
+]
 
 #: Probes every address (in parallel) and returns the RTTs of those that answered.
 RttProber = Callable[[list[str]], dict[str, float]]
+
+#: The registry's beacon addresses, as a typed call (raises on failure).
+BeaconSource = Callable[[], Iterable[str]]
 
 
 class ListSource(Enum):
@@ -79,6 +91,23 @@ class RefreshOutcome:
     errors: tuple[str, ...] = ()
 
 
+def _discover(lister: BeaconLister | None, source: BeaconSource | None) -> list[str]:
+    """The registry's list, through ``source`` when given, else the seed's ``lister``.
+
+    Raises:
+        RegistryError: the call failed.
+    """
+    if source is None:
+        return fetch_beacon_list(lister)
+    try:
+        addrs = list(source())
+    except RegistryError:
+        raise
+    except Exception as exc:
+        raise RegistryError(f"beacon list: {exc}") from exc
+    return clean_beacon_list(addrs)
+
+
 def refresh_tick(
     state: BeaconSelectionState,
     manager: Manager,
@@ -90,23 +119,27 @@ def refresh_tick(
     prober: RttProber | None = None,
     wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     cache_max_age: float = BEACON_CACHE_MAX_AGE,
+    beacon_source: BeaconSource | None = None,
 ) -> RefreshOutcome:
     """Fetch the beacon list, decide, swap the Manager's beacon, save the cache.
 
     Args:
         state: the selection state the decision is computed against.
         manager: receives ``set_beacon_addr`` and ``register_with_beacon``.
-        lister: the registry client (None: the tick can only use the cache).
+        lister: the seed's registry client (None: the tick can only use the
+            cache, unless ``beacon_source`` is given).
         identity_key: the node's Ed25519 public key bytes (hash pick key).
         identity_path: the identity file; the cache lives beside it.
         first_tick: only the first tick falls back to the cache.
-        prober: RTT override (spec §5.7) when given and the list has > 1 entry.
+        prober: RTT override ("Beacon pick") when given and the list has > 1 entry.
         wall_clock: the time stamped into the cache and used for its age.
         cache_max_age: a fallback cache older than this (seconds) is ignored.
+        beacon_source: the registry's beacon addresses as a typed call;
+            used instead of ``lister`` when given.
     """
     errors: list[str] = []
     try:
-        discovered = fetch_beacon_list(lister)
+        discovered = _discover(lister, beacon_source)
         source = ListSource.REGISTRY
     except RegistryError as exc:
         errors.append(str(exc))

@@ -27,7 +27,7 @@ def resolve_udp_addr(hostport: str, family: int = socket.AF_UNSPEC) -> Addr:
     for ``udp``). Service names are not accepted; the port must be numeric.
 
     Args:
-        hostport: the address text; ``""`` is rejected (spec §10 D18).
+        hostport: the address text; ``""`` is rejected (docs/decisions.md D18).
         family: restrict to ``AF_INET`` or ``AF_INET6`` (e.g. to match a socket).
 
     Raises:

@@ -1,4 +1,4 @@
-"""Beacon selection: pure functions of their inputs (spec §5.1-§5.7, §5.10-§5.13).
+"""Beacon selection: pure functions of their inputs (docs/protocol.md, "Beacon selection").
 
 Parsing the configured list, filtering addresses a public node cannot reach,
 merging with the registry's list, the sticky FNV-1a hash pick, the RTT
@@ -22,6 +22,7 @@ from .types import BeaconLister
 __all__ = [
     "BeaconSelectionState",
     "RefreshDecision",
+    "clean_beacon_list",
     "compute_refresh_decision",
     "fetch_beacon_list",
     "filter_unreachable",
@@ -35,7 +36,7 @@ __all__ = [
     "pick_beacon_with_rtt",
 ]
 
-# Spec §5.3: exactly these classes, not ipaddress.is_private (which also
+# Exactly these classes ("Beacon lists", D13), not ipaddress.is_private (which also
 # covers documentation ranges, 198.18/15, 240/4, ... that upstream keeps).
 _UNREACHABLE_V4 = tuple(
     ipaddress.IPv4Network(n)
@@ -48,7 +49,7 @@ _FNV_PRIME = 0x01000193
 
 
 def parse_beacon_list(s: str) -> list[str]:
-    """Split a comma-separated beacon flag value (spec §5.1).
+    """Split a comma-separated beacon flag value (docs/protocol.md, "Beacon lists").
 
     Parts are stripped of whitespace; empty parts are dropped; order and
     duplicates are kept. ``""`` gives ``[]`` (the seed's nil).
@@ -57,7 +58,7 @@ def parse_beacon_list(s: str) -> list[str]:
 
 
 def first_beacon(s: str) -> str:
-    """First entry of ``parse_beacon_list(s)``, or ``""`` (spec §5.2)."""
+    """First entry of ``parse_beacon_list(s)``, or ``""``."""
     beacons = parse_beacon_list(s)
     return beacons[0] if beacons else ""
 
@@ -66,7 +67,7 @@ def is_unreachable_beacon_host(host: str) -> bool:
     """True iff ``host`` is an IP literal a public-internet node cannot reach.
 
     Private (RFC 1918, fc00::/7), loopback, link-local and unspecified
-    addresses (spec §5.3); IPv4-mapped IPv6 is classified as its IPv4 form.
+    addresses ("Beacon lists"); IPv4-mapped IPv6 is classified as its IPv4 form.
     Host names, and anything else that is not an IP literal, are kept.
     """
     try:
@@ -82,10 +83,10 @@ def is_unreachable_beacon_host(host: str) -> bool:
 
 
 def _beacon_host(addr: str) -> str:
-    """The host part of a beacon address, brackets and zone removed (§10 D24).
+    """The host part of a beacon address, brackets and zone removed (D24).
 
     Go's ``SplitHostPort`` does not validate the port, so neither does this:
-    ``"10.0.0.1:"`` and ``"10.0.0.1:x"`` still yield host ``10.0.0.1`` (§5.4).
+    ``"10.0.0.1:"`` and ``"10.0.0.1:x"`` still yield host ``10.0.0.1``.
     """
     if addr.startswith("["):
         end = addr.find("]")
@@ -103,11 +104,11 @@ def _beacon_host(addr: str) -> str:
 
 
 def filter_unreachable(addrs: Iterable[str] | None) -> list[str]:
-    """Drop addresses whose host is an unreachable IP literal (spec §5.4).
+    """Drop addresses whose host is an unreachable IP literal ("Beacon lists").
 
     Order and duplicates are kept; always returns a list. Unlike upstream,
     bracketed hosts without a port and zone-scoped addresses are classified
-    too (spec §10 D24): ``"[::1]"`` and ``"[fe80::1%eth0]:9001"`` are dropped.
+    too (docs/decisions.md D24): ``"[::1]"`` and ``"[fe80::1%eth0]:9001"`` are dropped.
     """
     return [a for a in addrs or () if not is_unreachable_beacon_host(_beacon_host(a))]
 
@@ -117,7 +118,7 @@ def merge_beacon_lists(
 ) -> list[str]:
     """Bootstrap entries first, then new discovered ones; ``""`` and repeats skipped.
 
-    Exact string comparison; no filtering (spec §5.5). The order is stable so
+    Exact string comparison; no filtering ("Beacon lists"). The order is stable so
     the hash pick does not move while the set is unchanged.
     """
     seen: set[str] = set()
@@ -130,7 +131,7 @@ def merge_beacon_lists(
 
 
 def fnv1a32(data: bytes) -> int:
-    """32-bit FNV-1a of ``data`` (spec §5.6; the seed calls it "FNV-32")."""
+    """32-bit FNV-1a of ``data`` ("Beacon pick", D14; the seed calls it "FNV-32")."""
     h = _FNV_OFFSET
     for b in data:
         h = ((h ^ b) * _FNV_PRIME) & 0xFFFFFFFF
@@ -138,7 +139,7 @@ def fnv1a32(data: bytes) -> int:
 
 
 def pick_beacon(beacons: list[str], key: bytes | None) -> str:
-    """Deterministic pick ``beacons[fnv1a32(key) % len(beacons)]`` (spec §5.6).
+    """Deterministic pick ``beacons[fnv1a32(key) % len(beacons)]`` ("Beacon pick").
 
     Returns ``""`` for an empty list and the only entry of a one-entry list.
     """
@@ -150,7 +151,7 @@ def pick_beacon(beacons: list[str], key: bytes | None) -> str:
 
 
 def pick_beacon_with_rtt(beacons: list[str], key: bytes | None, rtt: Mapping[str, float]) -> str:
-    """The hash pick, unless it is more than 2x slower than the fastest (spec §5.7).
+    """The hash pick, unless it is more than 2x slower than the fastest ("Beacon pick").
 
     Args:
         beacons: the merged list.
@@ -181,12 +182,22 @@ def initial_jitter(rng: random.Random | None = None) -> float:
     return value if value < BEACON_REFRESH_JITTER else 0.0
 
 
-def fetch_beacon_list(client: BeaconLister | None) -> list[str]:
-    """Ask the registry for its beacon list (spec §5.10).
+def clean_beacon_list(addrs: Iterable[str]) -> list[str]:
+    """The registry's beacon addresses as a node uses them.
 
-    Returns the reachable addresses sorted in string order (the registry's
-    order is arbitrary; sorting keeps the hash pick stable). A response
-    without a ``beacons`` array gives ``[]``; malformed entries are skipped.
+    Empty entries skipped, unreachable ones filtered out, the rest sorted in
+    string order (the registry's order is arbitrary; sorting keeps the hash
+    pick stable). Duplicates stay until the merge.
+    """
+    return sorted(filter_unreachable(a for a in addrs if a))
+
+
+def fetch_beacon_list(client: BeaconLister | None) -> list[str]:
+    """Ask the registry for its beacon list ("Beacon lists", D1).
+
+    The seed's untyped call (``{"type": "beacon_list"}``): returns
+    :func:`clean_beacon_list` of the listed addresses. A response without a
+    ``beacons`` array gives ``[]``; malformed entries are skipped.
 
     Raises:
         RegistryError: no client, or the client raised (the caller keeps its
@@ -201,17 +212,14 @@ def fetch_beacon_list(client: BeaconLister | None) -> list[str]:
     beacons = resp.get("beacons") if isinstance(resp, dict) else None
     if not isinstance(beacons, list):
         return []
-    addrs = [
-        e["addr"]
-        for e in beacons
-        if isinstance(e, dict) and isinstance(e.get("addr"), str) and e["addr"]
-    ]
-    return sorted(filter_unreachable(addrs))
+    return clean_beacon_list(
+        e["addr"] for e in beacons if isinstance(e, dict) and isinstance(e.get("addr"), str)
+    )
 
 
 @dataclass(frozen=True, slots=True)
 class RefreshDecision:
-    """Outcome of one refresh tick (spec §5.11).
+    """Outcome of one refresh decision (docs/protocol.md, "Refresh decision").
 
     Attributes:
         new_list: merged bootstrap + discovered list.
@@ -259,7 +267,7 @@ class BeaconSelectionState:
 def compute_refresh_decision(
     state: BeaconSelectionState, discovered: Iterable[str] | None, identity_key: bytes | None
 ) -> RefreshDecision:
-    """Merge, pick, compare with the current pick (spec §5.11); no side effects.
+    """Merge, pick, compare with the current pick ("Refresh decision", D3); no side effects.
 
     ``should_swap`` is true on the initial pick, when the current pick left
     the list, or when the hash now points elsewhere.

@@ -1,17 +1,20 @@
-"""Types shared by the routing core and its callers (spec §6.17)."""
+"""Types shared by the routing core and its callers (docs/protocol.md, "The routing Manager")."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeAlias
+from typing import Any, NamedTuple, Protocol, TypeAlias
 
 __all__ = [
     "Addr",
     "BeaconLister",
+    "BlackholeCheck",
     "CounterTarget",
     "LocalNodeIDFn",
     "PeerRouting",
+    "RelayAdmission",
+    "SendErrorCount",
     "SendOutcome",
     "SocketSender",
 ]
@@ -34,6 +37,50 @@ class SendOutcome:
 
     bytes_sent: int = 0
     was_relay: bool = False
+
+
+class BlackholeCheck(NamedTuple):
+    """What ``Manager.maybe_flip_blackhole`` found (a tuple, so it unpacks as four values).
+
+    Attributes:
+        should_relay: the peer's frames go through the relay now.
+        flipped: this call moved the peer to the relay (and pinned it).
+        silent_for: seconds without a direct receipt (0.0 unless a miss was counted).
+        misses: the miss count after this call (0 unless a miss was counted).
+    """
+
+    should_relay: bool
+    flipped: bool
+    silent_for: float
+    misses: int
+
+
+class RelayAdmission(NamedTuple):
+    """What ``Manager.mark_relay_activated_if_had_crypto`` decided for a relayed frame.
+
+    Attributes:
+        admitted: the frame may be processed (False: the relay map is full).
+        newly_activated: this frame turned the peer's relay flag on.
+        should_alias: the caller may use the beacon as the peer's address
+            when it knows no other.
+    """
+
+    admitted: bool
+    newly_activated: bool
+    should_alias: bool
+
+
+class SendErrorCount(NamedTuple):
+    """What ``Manager.handle_send_error`` did with one send error.
+
+    Attributes:
+        flipped: this error moved the peer to the relay (and pinned it).
+        errors: the peer's ICMP-unreachable errors counted, this one
+            included (0 for errors that are not ICMP-unreachable).
+    """
+
+    flipped: bool
+    errors: int
 
 
 @dataclass(frozen=True, slots=True)

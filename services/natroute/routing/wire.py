@@ -1,4 +1,6 @@
-"""Codec for the beacon protocol (spec §3): one verb pair, ``encode_*``/``decode_*``.
+"""Codec for the beacon protocol: one verb pair, ``encode_*``/``decode_*``.
+
+The messages: docs/protocol.md, "Wire format (beacon messages)".
 
 Messages are frozen dataclasses. ``decode_message`` turns one datagram into a
 message or raises :class:`WireError`; it never raises anything else, whatever
@@ -18,8 +20,8 @@ Layouts (all integers big-endian, node IDs u32, ports u16)::
 an IPv4 form (plain or IPv4-mapped); decoders return mapped addresses as
 plain IPv4 text, so they compare equal to the beacon's IPv4 address.
 
-Demultiplexing on a node's socket (spec §3.1): a first byte below 0x10 is a
-beacon message; tunnel frames start with ``b"P"`` (0x50) and never collide.
+Demultiplexing on a node's socket: a first byte below 0x10 is a beacon
+message; tunnel frames start with ``b"P"`` (0x50) and never collide.
 """
 
 from __future__ import annotations
@@ -67,7 +69,7 @@ MSG_RELAY: Final = 0x05
 MSG_RELAY_DELIVER: Final = 0x06
 MSG_SYNC: Final = 0x07
 
-#: First bytes below this are beacon messages (spec §3.1).
+#: First bytes below this are beacon messages.
 BEACON_MSG_LIMIT: Final = 0x10
 #: Bytes in front of the payload of a Relay message.
 RELAY_HEADER_LEN: Final = 9
@@ -155,7 +157,7 @@ def is_beacon_message(data: bytes) -> bool:
 
 
 def encode_endpoint(addr: Addr) -> bytes:
-    """``iplen | ip | port`` for an IP literal address (spec §3.5, §3.11).
+    """``iplen | ip | port`` for an IP literal address (4 bytes when it has an IPv4 form).
 
     Raises:
         WireError: when the host is not an IP literal or the port is out of range.
@@ -243,7 +245,7 @@ def decode_message(data: bytes) -> BeaconMessage:
 
     Raises:
         WireError: empty, unknown type, or a body shorter than its layout needs
-            (spec §3.4-§3.10). Trailing bytes are kept in ``extra`` for
+            ("Beacon rules"). Trailing bytes are kept in ``extra`` for
             Discover and PunchRequest and ignored for the rest.
     """
     if not data:

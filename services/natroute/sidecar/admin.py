@@ -9,7 +9,7 @@ Endpoints (issue 5, "Admin API"):
 * ``PUT /v1/peers/{id}/relay`` with ``{"relay": bool, "pinned": bool}``;
   ``DELETE /v1/peers/{id}`` (204); ``POST /v1/peers/{id}/punch`` (202);
 * ``GET /v1/beacons``: list, pick, reason, RTT measurements, source, cache age;
-  ``POST /v1/beacons/refresh``: one refresh tick now (spec §5.12);
+  ``POST /v1/beacons/refresh``: one refresh tick now (docs/protocol.md, "Refresh tick");
 * ``GET /healthz`` (the process answers), ``GET /readyz`` (503 until ready),
   ``GET /metrics`` (Prometheus text, bounded labels, see ``metrics.py``),
   ``GET /`` (a self-contained HTML page: status and peer table).

@@ -3,20 +3,19 @@
 The beacon answers every keepalive Discover with a DiscoverReply. When the
 current beacon has not answered for ``dead_after`` seconds it is put in
 quarantine and a refresh tick runs without it: the hash pick moves to the
-next beacon (spec §5.11's failover, without waiting for the registry's 60 s
-TTL). A quarantined beacon is released once it answers a probe again, and
-the regular refresh may then move nodes back to it.
+next beacon (docs/protocol.md, "Refresh decision") without waiting for the
+registry's 60 s TTL. A quarantined beacon is released once it answers a
+probe again, and the regular refresh may then move nodes back to it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Protocol
 
 from natroute.routing.errors import RoutingError
 from natroute.routing.selection import BeaconSelectionState, RefreshDecision
-from natroute.routing.types import BeaconLister
 
 __all__ = ["BeaconHealth", "QuarantineLister", "probe_alive"]
 
@@ -89,25 +88,34 @@ class BeaconHealth:
         state.apply_refresh_decision(replace(decision, should_swap=swapped))
 
 
-class QuarantineLister:
-    """A ``BeaconLister`` that hides quarantined beacons from the registry's answer."""
+class _Listed(Protocol):
+    @property
+    def addr(self) -> str: ...
 
-    def __init__(self, inner: BeaconLister, health: BeaconHealth) -> None:
-        self._inner = inner
+
+class _BeaconList(Protocol):
+    def beacons(self) -> Sequence[_Listed]: ...
+
+
+class QuarantineLister:
+    """The refresh's beacon source: the registry's live beacons, quarantined ones hidden.
+
+    A typed call (``RegistryClient.beacons()``) rather than the seed's
+    ``{"type": "beacon_list"}`` message: ``refresh_tick(beacon_source=...)``.
+    """
+
+    def __init__(self, registry: _BeaconList, health: BeaconHealth) -> None:
+        self._registry = registry
         self._health = health
 
-    def send(self, msg: dict[str, Any], /) -> dict[str, Any]:
-        resp = self._inner.send(msg)
-        beacons = resp.get("beacons")
-        if isinstance(beacons, list) and self._health.quarantine:
-            hidden = self._health.quarantine
-            resp = {
-                **resp,
-                "beacons": [
-                    e for e in beacons if not (isinstance(e, dict) and e.get("addr") in hidden)
-                ],
-            }
-        return resp
+    def __call__(self) -> list[str]:
+        """The listed addresses, without quarantined ones.
+
+        Raises:
+            RegistryError: the registry could not be asked.
+        """
+        hidden = self._health.quarantine
+        return [b.addr for b in self._registry.beacons() if b.addr not in hidden]
 
 
 def probe_alive(probe: Callable[[str], float], addr: str) -> bool:

@@ -7,7 +7,8 @@ gets its own ChaCha20-Poly1305 key from HKDF-SHA256 over it::
     key(sender → receiver, epoch) = HKDF(shared, salt="natroute/v1",
                                          info="natroute-frame" | sender | receiver | epoch)
 
-Frame (first byte ``P``, so it never collides with beacon messages, spec §3.1)::
+Frame (first byte ``P``, so it never collides with beacon messages; docs/protocol.md,
+"Tunnel frames")::
 
     "PILS" | sender u32 | epoch u64 | counter u64 | ciphertext | tag(16)
 

@@ -20,7 +20,8 @@ import logging
 import sys
 import time
 from collections import Counter
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from typing import ClassVar
 
 import httpx
@@ -30,14 +31,30 @@ from pydantic_settings import SettingsConfigDict
 from natroute._service.cli import ServiceSettings, bind_failure, service_main
 from natroute._service.run import wait_for_signal
 from natroute._service.settings import HostPort, HttpUrl, Seconds
+from natroute._service.tasks import run_until
 from natroute.registry.client import AsyncRegistryClient, RegistryClientError
 from natroute.routing.addr import split_host_port
 
 from .appclient import AsyncAppClient
 
-__all__ = ["AppSettings", "DemoSettings", "bind_app", "main", "serve", "wait_own_id"]
+__all__ = ["AppSettings", "DemoSettings", "app_session", "bind_app", "main", "serve", "wait_own_id"]
 
 _log = logging.getLogger(__name__)
+
+
+@asynccontextmanager
+async def app_session(
+    admin_url: str, registry_url: str, registry_token: SecretStr, app: AsyncAppClient
+) -> AsyncIterator[tuple[int, AsyncRegistryClient]]:
+    """An application's session beside its sidecar: the node ID, once the sidecar is
+    ready, and a registry client; the app's socket is open for as long as it lasts."""
+    token = registry_token.get_secret_value() or None
+    async with (
+        httpx.AsyncClient(base_url=admin_url, timeout=3.0) as admin,
+        AsyncRegistryClient(registry_url, token=token) as registry,
+        app,
+    ):
+        yield await wait_own_id(admin), registry
 
 
 async def wait_own_id(admin: httpx.AsyncClient, poll_interval: float = 0.2) -> int:
@@ -143,25 +160,10 @@ class Demo:
     async def run(self, until: Awaitable[object]) -> None:
         """Send, receive and report until ``until`` completes."""
         s = self.settings
-        token = s.registry_token.get_secret_value() or None
-        async with (
-            httpx.AsyncClient(base_url=s.admin_url, timeout=3.0) as admin,
-            AsyncRegistryClient(s.registry_url, token=token) as registry,
-            self.app,
-        ):
-            self.node_id = await wait_own_id(admin)
+        async with app_session(s.admin_url, s.registry_url, s.registry_token, self.app) as session:
+            self.node_id, registry = session
             _log.info("demo_started", extra={"node_id": self.node_id, "app": s.app})
-            tasks = [
-                asyncio.create_task(self.send_loop(registry)),
-                asyncio.create_task(self.recv_loop()),
-                asyncio.create_task(self.report_loop()),
-            ]
-            try:
-                await until
-            finally:
-                for task in tasks:
-                    task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
+            await run_until(until, self.send_loop(registry), self.recv_loop(), self.report_loop())
 
 
 async def serve(settings: DemoSettings) -> None:

@@ -43,7 +43,8 @@ from collections.abc import Iterable
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from natroute.routing.addr import addr_equal, format_addr
-from natroute.routing.errors import NoAddressError, RoutingError, WireError
+from natroute.routing.constants import PUNCH_PAYLOAD as _PUNCH
+from natroute.routing.errors import NoAddressError, RoutingError, SendError, WireError
 from natroute.routing.manager import Manager
 from natroute.routing.types import Addr
 from natroute.routing.wire import (
@@ -79,7 +80,6 @@ __all__ = ["Engine", "SendRefusedError"]
 
 _log = logging.getLogger(__name__)
 
-_PUNCH = b"PILP"
 #: The Manager hears of direct receipts and sends at most this often per peer on
 #: the busy path (its timestamps feed heuristics that count in seconds).
 _SYNC_INTERVAL = 0.25
@@ -601,8 +601,10 @@ class Engine(Checks, Prediction):
         except NoAddressError:
             self.drops[DropReason.NO_ADDRESS] += 1
             return
-        except SendRefusedError:
-            return  # counted by the gate
+        except SendError as exc:
+            if not isinstance(exc.__cause__, SendRefusedError):  # the gate counted its own
+                self.drops[DropReason.SEND_ERROR] += 1
+            return
         except (OSError, RoutingError):
             self.drops[DropReason.SEND_ERROR] += 1
             return

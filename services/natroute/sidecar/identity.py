@@ -6,7 +6,7 @@ the X25519 frame key. ``node.json`` beside it remembers the node ID the
 registry allocated (so a cold start with the registry down keeps its ID) and
 the last send epoch, so epochs strictly increase across restarts and a frame
 key and nonce are never used twice. The beacon cache lives in the same
-directory (spec §5.14).
+directory (docs/protocol.md, "Beacon cache").
 """
 
 from __future__ import annotations

@@ -201,11 +201,12 @@ class BeaconKeeping:
             refresh_tick,
             view,
             self.manager,
-            self._lister,
+            None,
             self.identity.ed25519_public,
             self.settings.identity,
             first_tick=first,
             prober=self._probe_rtts if self.settings.beacon_rtt_probe else None,
+            beacon_source=self._lister,
         )
         self._first_tick_done = True
         if outcome.decision is not None:

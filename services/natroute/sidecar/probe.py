@@ -34,16 +34,16 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-import httpx
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from natroute._service.cli import service_main
 from natroute._service.run import wait_for_signal
 from natroute._service.settings import Seconds
+from natroute._service.tasks import run_until
 from natroute.registry.client import AsyncRegistryClient, RegistryClientError
 
-from .demo import AppSettings, bind_app, wait_own_id
+from .demo import AppSettings, app_session, bind_app
 
 __all__ = [
     "PROBE_MAGIC",
@@ -236,9 +236,7 @@ class Probe:
                 await self.app.send(peer, payload)
                 if peer not in started and len(started) < MAX_PEERS:
                     started.add(peer)
-                    _log.info(
-                        "probe_first_send", extra={"dst": peer, "at": round(self.clock(), 6)}
-                    )
+                    _log.info("probe_first_send", extra={"dst": peer, "at": round(self.clock(), 6)})
             due = self.core.next_due()
             wait = self.settings.peer_refresh_interval if due is None else due - self.clock()
             await asyncio.sleep(max(0.001, wait))
@@ -267,26 +265,11 @@ class Probe:
     async def run(self, until: Awaitable[object]) -> None:
         """Probe until ``until`` completes."""
         s = self.settings
-        token = s.registry_token.get_secret_value() or None
-        async with (
-            httpx.AsyncClient(base_url=s.admin_url, timeout=3.0) as admin,
-            AsyncRegistryClient(s.registry_url, token=token) as registry,
-            self.app,
-        ):
-            self.node_id = await wait_own_id(admin)
+        async with app_session(s.admin_url, s.registry_url, s.registry_token, self.app) as session:
+            self.node_id, registry = session
             _log.info("probe_started", extra={"node_id": self.node_id})
-            tasks = [
-                asyncio.create_task(self._peers_loop(registry)),
-                asyncio.create_task(self._send_loop()),
-                asyncio.create_task(self._recv_loop()),
-                asyncio.create_task(self._report_loop()),
-            ]
-            try:
-                await until
-            finally:
-                for task in tasks:
-                    task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
+            loops = (self._send_loop(), self._recv_loop(), self._report_loop())
+            await run_until(until, self._peers_loop(registry), *loops)
 
 
 async def serve(settings: ProbeSettings) -> None:

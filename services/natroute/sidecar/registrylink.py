@@ -24,7 +24,7 @@ from natroute.registry.client import (
     RegistryNotFoundError,
     Resolved,
 )
-from natroute.routing.addr import canonical_ip, format_addr, split_host_port
+from natroute.routing.addr import format_addr, parse_endpoint
 from natroute.routing.types import Addr
 
 from .candidates import MAX_LOCAL_CANDIDATES, MAX_REMOTE_CANDIDATES, Candidate, CandidateKind
@@ -33,16 +33,6 @@ from .model import PeerInfo, Transport
 __all__ = ["Publication", "RegistryLink", "peer_info"]
 
 _log = logging.getLogger(__name__)
-
-
-def _addr(text: str | None) -> Addr | None:
-    if not text:
-        return None
-    try:
-        host, port = split_host_port(text)
-    except ValueError:
-        return None
-    return (canonical_ip(host), port) if host and port else None
 
 
 _KINDS = {"host": CandidateKind.HOST, "srflx": CandidateKind.SRFLX}
@@ -68,12 +58,12 @@ def peer_info(resolved: Resolved) -> PeerInfo | None:
 
     if resolved.candidates:
         for cand in resolved.candidates:
-            add(_addr(cand.addr), _KINDS.get(cand.kind, CandidateKind.SRFLX))
+            add(parse_endpoint(cand.addr), _KINDS.get(cand.kind, CandidateKind.SRFLX))
     else:
         for text in resolved.lan_addrs:
-            add(_addr(text), CandidateKind.HOST)
+            add(parse_endpoint(text), CandidateKind.HOST)
         if not resolved.relay_only:
-            add(_addr(resolved.endpoint), CandidateKind.SRFLX)
+            add(parse_endpoint(resolved.endpoint), CandidateKind.SRFLX)
     return PeerInfo(
         resolved.node_id,
         resolved.x25519_public_key,

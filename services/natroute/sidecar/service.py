@@ -32,9 +32,11 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from natroute._service.tasks import every
+from natroute._service.udp import size_buffers
 from natroute.beacon.batchio import BatchSocket
 from natroute.registry.client import RegistryClient, RegistryClientError
-from natroute.routing.addr import format_addr, split_host_port
+from natroute.routing.addr import format_addr, parse_endpoint, split_host_port
 from natroute.routing.manager import Manager
 from natroute.routing.refresh import RefreshOutcome
 from natroute.routing.selection import (
@@ -55,7 +57,7 @@ from .registrylink import Publication, RegistryLink
 from .settings import Settings
 from .sprays import SpraySockets
 from .transport import StreamLink, Transports
-from .udp import AppEndpoint, DatagramPump, PeerSocket, bind_udp, size_buffers
+from .udp import AppEndpoint, DatagramPump, PeerSocket, bind_udp
 
 __all__ = ["Sidecar", "SidecarError"]
 
@@ -64,16 +66,6 @@ _log = logging.getLogger(__name__)
 
 class SidecarError(Exception):
     """The sidecar cannot start (bad configuration, an address in use, no registry)."""
-
-
-def _parse_endpoint(text: str | None) -> Addr | None:
-    if not text:
-        return None
-    try:
-        host, port = split_host_port(text)
-    except ValueError:
-        return None
-    return (host, port) if host and port else None
 
 
 def _bind(setting: str, value: str, *, recverr: bool = False) -> socket.socket:
@@ -129,7 +121,7 @@ class Sidecar(BeaconKeeping, Transports):
             limit=settings.predict_sockets + settings.predict_max_kept,
         )
         self.nat_type = NatType.UNKNOWN
-        self.public_endpoint: Addr | None = _parse_endpoint(settings.advertise)
+        self.public_endpoint: Addr | None = parse_endpoint(settings.advertise)
         self.local_addr: Addr | None = None
         self.bound_addr: Addr | None = None
         self.relay_only = False
@@ -243,7 +235,7 @@ class Sidecar(BeaconKeeping, Transports):
         app = AppEndpoint(
             app_sock,
             self._on_app,
-            _parse_endpoint(s.app_deliver),
+            parse_endpoint(s.app_deliver),
             is_self=self.self_addrs.__contains__,
             clock=self.clock,
             on_batch_end=self.flush,
@@ -314,12 +306,8 @@ class Sidecar(BeaconKeeping, Transports):
         task.add_done_callback(self._tasks.discard)
 
     async def _every(self, interval: float, fn: Callable[[], object]) -> None:
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                fn()
-            except Exception:
-                _log.exception("timer_failed", extra={"timer": getattr(fn, "__name__", "?")})
+        name = getattr(fn, "__name__", "?")
+        await every(interval, fn, name=name, logger=_log, event="timer_failed")
 
     @property
     def task_count(self) -> int:
@@ -447,7 +435,7 @@ class Sidecar(BeaconKeeping, Transports):
     def _gather_host_candidates(self, ips: list[str]) -> list[Candidate]:
         s = self.settings
         if s.lan_addrs:
-            listed = [_parse_endpoint(a) for a in parse_beacon_list(s.lan_addrs)]
+            listed = [parse_endpoint(a) for a in parse_beacon_list(s.lan_addrs)]
             return [Candidate(a, CandidateKind.HOST) for a in listed if a is not None]
         if not s.host_candidates or self.bound_addr is None:
             return []

@@ -12,9 +12,9 @@ Ages are seconds before ``taken_at`` on the sidecar's monotonic clock
 are on that same monotonic clock, only useful for correlation.
 
 The beacon cache's age is a wall-clock difference (the cache stores an
-RFC 3339 ``saved_at``, spec §5.14); reading it touches the disk, so callers
-read it with :func:`read_cache_age` (in a worker thread) only when a status
-is requested, and pass the result to :func:`build_status`.
+RFC 3339 ``saved_at``: docs/protocol.md, "Beacon cache"); reading it touches
+the disk, so callers read it with :func:`read_cache_age` (in a worker thread)
+only when a status is requested, and pass the result to :func:`build_status`.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class CacheAge:
-    """The on-disk beacon cache (spec §5.14) as seen at status time.
+    """The on-disk beacon cache ("Beacon cache") as seen at status time.
 
     Attributes:
         age: seconds since the cache was saved (wall clock); None without a cache.
@@ -165,7 +165,7 @@ class NatStatus:
 
 @dataclass(frozen=True, slots=True)
 class BeaconStatus:
-    """Beacon list, pick and why (spec §5.6, §5.7, §5.12)."""
+    """Beacon list, pick and why (docs/protocol.md, "Beacon pick", "Refresh tick")."""
 
     pick: str
     addr: str | None
@@ -286,7 +286,7 @@ class SidecarStatus:
 
 @dataclass(frozen=True, slots=True)
 class RefreshResult:
-    """What ``POST /v1/beacons/refresh`` did (one tick of spec §5.12)."""
+    """What ``POST /v1/beacons/refresh`` did (one "Refresh tick")."""
 
     source: str
     reason: str

@@ -38,6 +38,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
+from natroute._service.tasks import cancel_and_wait
 from natroute.beacon.streamproto import (
     HelloError,
     HelloReject,
@@ -278,10 +279,7 @@ class StreamRelayClient:
         self.close_reason = reason
         self._done.set()
         current = asyncio.current_task()
-        tasks = [t for t in self._tasks if t is not current]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(t for t in self._tasks if t is not current)
         self._queue.clear()
         await self._ws.close()
         _log.info("stream_relay_closed", extra={"url": self.url, "reason": reason})

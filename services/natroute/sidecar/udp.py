@@ -4,14 +4,13 @@ No protocol decision lives here: bytes go to the :class:`~.node.Node` and
 back. The peer socket is a plain non-blocking UDP socket, so the Manager sees
 send errors synchronously. With Linux ``IP_RECVERR`` the kernel queues every
 ICMP error with the original destination; :class:`PeerSocket` drains that
-queue and reports each error for the peer it concerns (spec §10 D20) rather
+queue and reports each error for the peer it concerns (docs/decisions.md D20) rather
 than letting it fail whichever send comes next.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import logging
 import socket
@@ -20,8 +19,10 @@ import time
 from collections.abc import Callable
 from typing import Final
 
+from natroute._service.udp import bind_udp  # re-exported: the service binds through it
 from natroute.beacon.batchio import BatchSocket
-from natroute.routing.addr import format_addr, split_host_port
+from natroute.routing.addr import format_addr
+from natroute.routing.errors import ICMP_UNREACHABLE_ERRNOS
 from natroute.routing.types import Addr
 
 __all__ = [
@@ -30,68 +31,13 @@ __all__ = [
     "PeerSocket",
     "bind_udp",
     "port_is_free",
-    "size_buffers",
 ]
 
 _log = logging.getLogger(__name__)
 
-# linux/in.h and linux/in6.h; not exported by the socket module.
-IP_RECVERR: Final = 11
-IPV6_RECVERR: Final = 25
-_ICMP_ERRNOS: Final = frozenset({errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH})
 _EE_ERRNO = struct.Struct("=I")
-# asm-generic/socket.h; not exported by the socket module.
-_SO_SNDBUFFORCE: Final = 32
-_SO_RCVBUFFORCE: Final = 33
 #: Batches read per wake-up before the loop runs other callbacks.
 _ROUNDS: Final = 4
-
-
-def bind_udp(hostport: str, *, recverr: bool = False) -> socket.socket:
-    """A UDP socket bound to ``host:port`` (port 0: any), optionally with IP_RECVERR."""
-    host, port = split_host_port(hostport)
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_DGRAM)
-    try:
-        sock.bind((host, port))
-        if recverr:
-            level, opt = (
-                (socket.IPPROTO_IPV6, IPV6_RECVERR)
-                if family == socket.AF_INET6
-                else (socket.IPPROTO_IP, IP_RECVERR)
-            )
-            try:
-                sock.setsockopt(level, opt, 1)
-            except OSError:  # pragma: no cover - not Linux
-                _log.warning("ip_recverr_unavailable")
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
-def size_buffers(sock: socket.socket, size: int) -> tuple[int, int]:
-    """Ask for ``size``-byte receive and send buffers; returns what the kernel granted.
-
-    With CAP_NET_ADMIN the ``*BUFFORCE`` options pass ``net.core.rmem_max``/
-    ``wmem_max``; without it the plain options are capped there. Deep
-    buffers ride out the moments the process is not scheduled, which is
-    where a busy data plane loses datagrams (README, "Figures").
-    """
-    for force, plain in (
-        (_SO_RCVBUFFORCE, socket.SO_RCVBUF),
-        (_SO_SNDBUFFORCE, socket.SO_SNDBUF),
-    ):
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, force, size)
-        except OSError:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, plain, size)
-    # Linux reports twice the figure asked for (it counts its bookkeeping).
-    return (
-        sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 2,
-        sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) // 2,
-    )
 
 
 class PeerSocket:
@@ -112,7 +58,7 @@ class PeerSocket:
         try:
             return self._sock.sendto(data, addr)
         except OSError as exc:
-            if exc.errno in _ICMP_ERRNOS and self.drain_errors():
+            if exc.errno in ICMP_UNREACHABLE_ERRNOS and self.drain_errors():
                 return self._sock.sendto(data, addr)
             raise
 

@@ -4,7 +4,7 @@
 socket, cycling through three kinds (scenario 8 of issue 6):
 
 - random bytes of random length (0..300), often with a beacon type byte first;
-- every beacon message type (``MSG_*``, spec §3) cut short after 0..8 bytes;
+- every beacon message type (``MSG_*``, docs/protocol.md) cut short after 0..8 bytes;
 - relay frames (``encode_relay``) truncated inside their 9-byte header.
 
 It paces itself (a short pause every 50 datagrams) so the socket buffers of a

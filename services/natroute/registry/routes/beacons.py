@@ -1,4 +1,4 @@
-"""``/v1/beacons``: beacons register (operator token) and everyone reads the list (spec §4.2).
+"""``/v1/beacons``: beacons register (operator token) and everyone reads the list.
 
 The list is answered from pre-encoded bytes (:mod:`..beaconlist`): the same
 body for every caller until a beacon registers or a listed one expires.
@@ -31,7 +31,7 @@ router = APIRouter(tags=["beacons"])
 async def register_beacon(
     body: BeaconRegisterRequest, store: StoreDep, settings: SettingsDep, metrics: MetricsDep
 ) -> BeaconRegisterResponse:
-    """A beacon (re-)registers; it is listed for ``ttl`` seconds (spec §4.2)."""
+    """A beacon (re-)registers; it is listed for ``ttl`` seconds."""
     await store.register_beacon(body.beacon_id, body.addr, body.stream_url)
     metrics.beacon_registrations.inc()
     _log.debug("beacon_registered", extra={"beacon_id": body.beacon_id, "addr": body.addr})
@@ -49,7 +49,7 @@ async def register_beacon(
     responses={200: {"model": BeaconListResponse, "content": {_JSON: {}}}},
 )
 async def list_beacons(request: Request) -> Response:
-    """Live beacons (registered within the beacon TTL), by ID (spec §4.2)."""
+    """Live beacons (registered within the beacon TTL), by ID."""
     # The hottest route takes its collaborators from app.state itself: a
     # FastAPI dependency costs about 20 µs per request, 15% of this answer
     # (measured by benchmarks/bench_registry.py --beacons).

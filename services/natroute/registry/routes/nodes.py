@@ -1,4 +1,4 @@
-"""``/v1/nodes`` and ``/v1/names``: register, heartbeat, resolve (spec §4.3), operator calls.
+"""``/v1/nodes`` and ``/v1/names``: register, heartbeat, resolve, operator calls.
 
 The routes check what HTTP owns (signatures, the address policy that depends
 on the settings, the per-client rate) and leave every decision about IDs,
@@ -70,7 +70,7 @@ _operator = [Depends(require_operator)]
 
 
 def node_view(record: NodeRecord, relay_addr: str | None, now: float) -> NodeView:
-    """The resolve answer for ``record`` (spec §4.3).
+    """The resolve answer for ``record`` (README, "Node IDs and expiry").
 
     Args:
         record: the live node.
@@ -108,7 +108,7 @@ async def _view(services: Services, store: Store, record: NodeRecord) -> NodeVie
 
 
 async def _relay_addr(settings: Settings, beacons: BeaconListCache, store: Store) -> str | None:
-    """The beacon address handed out for relay-only nodes (spec §4.3)."""
+    """The beacon address handed out for relay-only nodes."""
     if settings.beacon_addr is not None:
         return settings.beacon_addr
     return await beacons.first_addr(store)
@@ -217,7 +217,7 @@ async def heartbeat(node_id: NodeIdPath, body: HeartbeatRequest, services: Servi
 
 @router.get("/v1/nodes/{node_id}", response_model=NodeView, response_model_exclude_none=True)
 async def resolve(node_id: NodeIdPath, services: ServicesDep) -> Response:
-    """Resolve a live node (spec §4.3); relay-only nodes get a beacon address."""
+    """Resolve a live node; relay-only nodes get a beacon address."""
     store = await get_store(services)
     record = await store.resolve(node_id)
     return _json(await _view(services, store, record), exclude_none=True)
