@@ -23,10 +23,11 @@ never renews its ``saved_at`` (D23); a fallback cache older than
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum
+from functools import partial
 
 from .cache import BeaconCacheEntry, load_beacon_cache_entry, save_beacon_cache
 from .constants import BEACON_CACHE_MAX_AGE
@@ -207,6 +208,12 @@ class RefreshTick:
         self._errors: list[str] = []
         self.step = RefreshStep(RefreshAction.LIST)
 
+    def __iter__(self) -> Iterator[RefreshStep]:
+        """The pending step, again and again, until it is DONE: a caller's loop
+        is ``for step in tick:``, answering each step before taking the next."""
+        while self.step.action is not RefreshAction.DONE:
+            yield self.step
+
     @property
     def outcome(self) -> RefreshOutcome:
         """What the tick saw and did so far (final once ``step`` is DONE)."""
@@ -365,31 +372,26 @@ def refresh_tick(
         probe=prober is not None,
         cache_max_age=cache_max_age,
     )
-    step = tick.step
-    while step.action is not RefreshAction.DONE:
+    for step in tick:
         try:
             match step.action:
                 case RefreshAction.LIST:
-                    addrs = (
-                        fetch_beacon_list(lister)
-                        if beacon_source is None
-                        else list(beacon_source())
-                    )
-                    step = tick.listed(addrs)
+                    source = beacon_source or partial(fetch_beacon_list, lister)
+                    tick.listed(list(source()))
                 case RefreshAction.READ_CACHE:
-                    step = tick.cache_read(load_beacon_cache_entry(identity_path), wall_clock())
+                    tick.cache_read(load_beacon_cache_entry(identity_path), wall_clock())
                 case RefreshAction.PROBE:
                     assert prober is not None  # the tick probes only when it has one
-                    step = tick.measured(prober(list(step.addrs)))
+                    tick.measured(prober(list(step.addrs)))
                 case RefreshAction.SET_BEACON:
                     manager.set_beacon_addr(step.beacon)
-                    step = tick.succeeded()
+                    tick.succeeded()
                 case RefreshAction.REGISTER:
                     manager.register_with_beacon()
-                    step = tick.succeeded()
+                    tick.succeeded()
                 case _:  # SAVE_CACHE (DONE ends the loop)
                     save_beacon_cache(identity_path, step.addrs, now=wall_clock())
-                    step = tick.succeeded()
+                    tick.succeeded()
         except step.failures as exc:
-            step = tick.failed(exc)
+            tick.failed(exc)
     return tick.outcome
