@@ -8,7 +8,8 @@ probe RTTs, set the Manager's beacon, register with it, save the cache), the
 caller does it and feeds back the result or the exception, and the tick
 answers with the next step until :attr:`RefreshAction.DONE`; its
 :attr:`~RefreshTick.outcome` then says what happened. Every decision lives
-here, written once; a caller only moves bytes. Two callers drive it:
+here, written once; a caller only moves bytes (docs/decisions.md D42). Two
+callers drive it:
 
 * :func:`refresh_tick`, the seed's blocking call (DNS, the registry call and
   the cache's fsync block the calling thread);

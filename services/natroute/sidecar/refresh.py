@@ -1,7 +1,8 @@
 """The beacon refresh tick on the event loop (docs/protocol.md, "Refresh tick").
 
 The routing core's :class:`~natroute.routing.refresh.RefreshTick` makes every
-decision; this module does the I/O it asks for, without blocking the loop:
+decision; this module does the I/O it asks for, without blocking the loop
+(docs/decisions.md D42):
 
 * the registry's beacon list: awaited from the async registry client;
 * beacon names: ``loop.getaddrinfo`` (the lookup runs in the loop's default
