@@ -6,7 +6,14 @@ import socket
 
 import pytest
 
-from natroute.routing import Addr, ResolveError, UsageError, resolve_udp_addr
+from natroute.routing import (
+    Addr,
+    ResolveError,
+    UsageError,
+    lookup_target,
+    pick_resolved,
+    resolve_udp_addr,
+)
 from natroute.routing.addr import (
     MAX_NODE_ID,
     addr_equal,
@@ -136,3 +143,21 @@ def test_resolve_errors(text: str, message: str) -> None:
 def test_resolve_family_mismatch() -> None:
     with pytest.raises(ResolveError):
         resolve_udp_addr("[::1]:9001", socket.AF_INET)
+
+
+def test_lookup_target_is_the_resolver_s_rule_without_dns() -> None:
+    assert lookup_target("beacon.example:9001") == ("beacon.example", 9001)
+    assert lookup_target("[2001:db8::1]:9") == ("2001:db8::1", 9)
+    with pytest.raises(ResolveError, match="missing host"):
+        lookup_target(":9001")
+
+
+def test_pick_resolved_prefers_ipv4_and_canonicalises() -> None:
+    v6 = (socket.AF_INET6, socket.SOCK_DGRAM, 17, "", ("2001:db8::1", 9, 0, 0))
+    v4 = (socket.AF_INET, socket.SOCK_DGRAM, 17, "", ("198.51.100.1", 9))
+    mapped = (socket.AF_INET6, socket.SOCK_DGRAM, 17, "", ("::ffff:198.51.100.2", 9, 0, 0))
+    assert pick_resolved([v6, v4], 9001) == ("198.51.100.1", 9001)
+    assert pick_resolved([v6], 9001) == ("2001:db8::1", 9001)
+    assert pick_resolved([mapped], 9001) == ("198.51.100.2", 9001)
+    with pytest.raises(ResolveError, match="no address"):
+        pick_resolved([], 9001)

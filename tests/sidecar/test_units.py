@@ -351,36 +351,40 @@ def test_beacon_view_hides_quarantined_beacons_and_commit_applies_back() -> None
 
 
 class FakeRegistry:
-    """The registry's typed beacon list (``RegistryClient.beacons()``)."""
+    """The registry's typed beacon list (``AsyncRegistryClient.beacons()``)."""
 
     def __init__(self, *addrs: str) -> None:
         self.listed = [Beacon(n, addr) for n, addr in enumerate(addrs, 1)]
         self.calls = 0
 
-    def beacons(self) -> list[Beacon]:
+    async def beacons(self) -> list[Beacon]:
         self.calls += 1
         return list(self.listed)
 
 
-def test_quarantine_lister_hides_quarantined_beacons() -> None:
+@pytest.mark.asyncio
+async def test_quarantine_lister_hides_quarantined_beacons() -> None:
     health = BeaconHealth(FakeClock(), dead_after=1.0, release_after=1.0)
     registry = FakeRegistry("b1:1", "b2:2")
     lister = QuarantineLister(registry, health)
-    assert lister() == ["b1:1", "b2:2"]  # nothing quarantined
+    assert await lister() == ["b1:1", "b2:2"]  # nothing quarantined
     health.picked("b1:1")
     health.mark_dead()
-    assert lister() == ["b2:2"]
+    assert await lister() == ["b2:2"]
     assert [b.addr for b in registry.listed] == ["b1:1", "b2:2"]  # the answer is not mutated
     assert registry.calls == 2
 
 
-def test_probe_alive() -> None:
-    assert probe_alive(lambda addr: 0.01, "b1:1")
+@pytest.mark.asyncio
+async def test_probe_alive() -> None:
+    async def answers(addr: str) -> float:
+        return 0.01
 
-    def silent(addr: str) -> float:
+    async def silent(addr: str) -> float:
         raise DiscoveryError(f"no reply from {addr}")
 
-    assert not probe_alive(silent, "b1:1")
+    assert await probe_alive(answers, "b1:1")
+    assert not await probe_alive(silent, "b1:1")
 
 
 # -- settings -----------------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 Sans-I/O: nothing here opens sockets, reads clocks or starts tasks, except the
 two blocking helpers of :mod:`natroute.routing.discover` (endpoint discovery
-and the RTT probe), which take the socket or create a throw-away one.
+and the RTT probe), which take the socket or create a throw-away one, and the
+seed's blocking ``refresh_tick`` around the pure :class:`RefreshTick`.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from .constants import (
     MAX_RELAY_PEERS,
     SEND_ERR_THRESHOLD,
 )
-from .discover import discover_endpoint, probe_beacon_rtt
+from .discover import discover_endpoint, parse_discover_reply, probe_beacon_rtt
 from .errors import (
     CacheError,
     DiscoveryError,
@@ -39,8 +40,18 @@ from .errors import (
     WireError,
 )
 from .manager import Manager, PeerRouting, is_icmp_unreachable
-from .refresh import BeaconSource, ListSource, PickReason, RefreshOutcome, RttProber, refresh_tick
-from .resolve import resolve_udp_addr
+from .refresh import (
+    BeaconSource,
+    ListSource,
+    PickReason,
+    RefreshAction,
+    RefreshOutcome,
+    RefreshStep,
+    RefreshTick,
+    RttProber,
+    refresh_tick,
+)
+from .resolve import lookup_target, pick_resolved, resolve_udp_addr
 from .selection import (
     BeaconSelectionState,
     RefreshDecision,
@@ -94,8 +105,11 @@ __all__ = [
     "NoAddressError",
     "PeerRouting",
     "PickReason",
+    "RefreshAction",
     "RefreshDecision",
     "RefreshOutcome",
+    "RefreshStep",
+    "RefreshTick",
     "RegistryError",
     "RelayAdmission",
     "ResolveError",
@@ -121,10 +135,13 @@ __all__ = [
     "is_unreachable_beacon_host",
     "load_beacon_cache",
     "load_beacon_cache_entry",
+    "lookup_target",
     "merge_beacon_lists",
     "parse_beacon_list",
+    "parse_discover_reply",
     "pick_beacon",
     "pick_beacon_with_rtt",
+    "pick_resolved",
     "probe_beacon_rtt",
     "refresh_tick",
     "resolve_udp_addr",

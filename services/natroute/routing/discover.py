@@ -21,13 +21,23 @@ from .resolve import resolve_udp_addr
 from .types import Addr
 from .wire import MSG_DISCOVER_REPLY, Discover, decode_endpoint, encode_message
 
-__all__ = ["DISCOVER_REPLY_BUFSIZE", "discover_endpoint", "probe_beacon_rtt"]
+__all__ = [
+    "DISCOVER_REPLY_BUFSIZE",
+    "discover_endpoint",
+    "parse_discover_reply",
+    "probe_beacon_rtt",
+]
 
 #: Receive buffer for the reply ("Timers and caps"); longer datagrams are truncated.
 DISCOVER_REPLY_BUFSIZE = 64
 
 
-def _parse_reply(data: bytes) -> Addr:
+def parse_discover_reply(data: bytes) -> Addr:
+    """The endpoint a DiscoverReply carries (no I/O; the asyncio probe uses it too).
+
+    Raises:
+        DiscoveryError: not a DiscoverReply, a bad IP length, or too short.
+    """
     if len(data) < 4 or data[0] != MSG_DISCOVER_REPLY:
         raise DiscoveryError("invalid discover reply")
     iplen = data[1]
@@ -87,7 +97,7 @@ def discover_endpoint(
             except OSError as exc:
                 raise DiscoveryError(f"discover reply: {exc}") from exc
             if addr_equal((src[0], src[1]), target):
-                return _parse_reply(data)
+                return parse_discover_reply(data)
     finally:
         sock.settimeout(previous)
 

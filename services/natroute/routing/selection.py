@@ -233,7 +233,13 @@ class RefreshDecision:
 
 
 class BeaconSelectionState:
-    """The caller's beacon picks across refresh ticks; pure data with its own lock."""
+    """The caller's beacon picks across refresh ticks; pure data with its own lock.
+
+    The lock serves the seed's callers, which may run the blocking
+    ``refresh_tick`` in one thread while others read the pick; a caller that
+    keeps the state on one thread (the sidecar, on its event loop) does not
+    need it, and it costs an uncontended acquire there.
+    """
 
     def __init__(self, bootstrap: Iterable[str] | None) -> None:
         self._lock = threading.Lock()

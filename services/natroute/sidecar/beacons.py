@@ -10,7 +10,7 @@ probe again, and the regular refresh may then move nodes back to it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from typing import Protocol
 
@@ -94,34 +94,35 @@ class _Listed(Protocol):
 
 
 class _BeaconList(Protocol):
-    def beacons(self) -> Sequence[_Listed]: ...
+    async def beacons(self) -> Sequence[_Listed]: ...
 
 
 class QuarantineLister:
     """The refresh's beacon source: the registry's live beacons, quarantined ones hidden.
 
-    A typed call (``RegistryClient.beacons()``) rather than the seed's
-    ``{"type": "beacon_list"}`` message: ``refresh_tick(beacon_source=...)``.
+    A typed call (``AsyncRegistryClient.beacons()``, awaited on the loop)
+    rather than the seed's ``{"type": "beacon_list"}`` message.
     """
 
     def __init__(self, registry: _BeaconList, health: BeaconHealth) -> None:
         self._registry = registry
         self._health = health
 
-    def __call__(self) -> list[str]:
-        """The listed addresses, without quarantined ones.
+    async def __call__(self) -> list[str]:
+        """The listed addresses, without those quarantined when the answer came.
 
         Raises:
             RegistryError: the registry could not be asked.
         """
+        listed = await self._registry.beacons()
         hidden = self._health.quarantine
-        return [b.addr for b in self._registry.beacons() if b.addr not in hidden]
+        return [b.addr for b in listed if b.addr not in hidden]
 
 
-def probe_alive(probe: Callable[[str], float], addr: str) -> bool:
+async def probe_alive(probe: Callable[[str], Awaitable[float]], addr: str) -> bool:
     """True when ``probe(addr)`` measured an RTT (the beacon answers)."""
     try:
-        probe(addr)
+        await probe(addr)
     except RoutingError:
         return False
     return True

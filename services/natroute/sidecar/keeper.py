@@ -4,12 +4,20 @@ Mixed into :class:`~.service.Sidecar` (one object, one event loop); this
 module holds the part of the shell that keeps a usable beacon (docs/protocol.md,
 "Start-up" and "Public endpoint and NAT type"):
 
-* the beacon refresh tick (the routing core's ``refresh_tick``: the
-  registry's list, the on-disk cache, the bootstrap list) and its loop;
+* the beacon refresh tick (the routing core's ``RefreshTick`` decides, and
+  :mod:`.refresh` does its I/O on the loop: the registry's list, the on-disk
+  cache, the bootstrap list) and its loop;
 * signed discovers to the current beacon as keepalives, a dead beacon's
   quarantine and the failover to the next one;
 * NAT checks through two beacons from the peer socket, at start-up and after
   every refresh, and what a verdict changes (``relay_only``, candidates).
+
+Nothing here blocks the loop or runs in a worker thread except the beacon
+cache's file I/O and the one ``connect()`` that finds the local address:
+names are looked up with ``loop.getaddrinfo``, probes are asyncio UDP. The
+selection state, the Manager and the engine are only touched on the loop
+thread, and a refresh tick computes on a copy of the selection (with the
+quarantined beacons left out) that is committed back in one step.
 """
 
 from __future__ import annotations
@@ -18,18 +26,16 @@ import asyncio
 import logging
 import socket
 from collections.abc import Callable, Coroutine
-from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from natroute.beacon.auth import sign_discover
 from natroute.routing.addr import format_addr
 from natroute.routing.constants import BEACON_REFRESH_JITTER, RTT_PROBE_TIMEOUT
-from natroute.routing.discover import probe_beacon_rtt
 from natroute.routing.errors import RoutingError
 from natroute.routing.manager import Manager
-from natroute.routing.refresh import RefreshOutcome, refresh_tick
-from natroute.routing.resolve import resolve_udp_addr
+from natroute.routing.refresh import RefreshOutcome, RefreshTick
 from natroute.routing.selection import (
     BeaconSelectionState,
     compute_refresh_decision,
@@ -43,6 +49,7 @@ from .engine import Engine
 from .identity import Identity
 from .model import NatType
 from .nat import local_addr_towards
+from .refresh import probe_rtt, probe_rtts, resolve_beacon, run_refresh_tick
 from .settings import Settings
 
 __all__ = ["BeaconKeeping"]
@@ -106,7 +113,7 @@ class BeaconKeeping:
         resolved: list[tuple[str, Addr]] = []
         for beacon in beacons:
             try:
-                addr = await asyncio.to_thread(resolve_udp_addr, beacon, socket.AF_INET)
+                addr = await resolve_beacon(beacon, socket.AF_INET)
             except RoutingError as exc:
                 _log.warning("beacon_unresolvable", extra={"beacon": beacon, "error": str(exc)})
                 continue
@@ -159,19 +166,14 @@ class BeaconKeeping:
 
     # -- beacons ------------------------------------------------------------------
 
-    def _probe_rtts(self, addrs: list[str]) -> dict[str, float]:
-        def probe(addr: str) -> tuple[str, float | None]:
-            try:
-                return addr, probe_beacon_rtt(addr, 0, RTT_PROBE_TIMEOUT)
-            except RoutingError:
-                return addr, None
+    async def _probe_rtts(self, addrs: list[str]) -> dict[str, float]:
+        return await probe_rtts(addrs, reply_timeout=RTT_PROBE_TIMEOUT, clock=self.clock)
 
-        with ThreadPoolExecutor(max_workers=min(16, len(addrs))) as pool:
-            results = list(pool.map(probe, addrs))
-        return {a: t for a, t in results if t is not None}
+    def _wall_datetime(self) -> datetime:
+        return datetime.fromtimestamp(self.wall_clock(), UTC)
 
     async def refresh_now(self) -> RefreshOutcome:
-        """Run one beacon refresh tick now (the routing core's refresh_tick).
+        """Run one beacon refresh tick now (the routing core's RefreshTick, on the loop).
 
         A picked beacon that cannot be used (its name does not resolve) is
         named in the log and quarantined, and the tick runs again without it,
@@ -195,20 +197,22 @@ class BeaconKeeping:
             return outcome
 
     async def _refresh_once(self) -> RefreshOutcome:
-        first = not self._first_tick_done
-        view = self.health.view(self.selection)
-        outcome = await asyncio.to_thread(
-            refresh_tick,
-            view,
-            self.manager,
-            None,
+        tick = RefreshTick(
+            self.health.view(self.selection),
             self.identity.ed25519_public,
+            first_tick=not self._first_tick_done,
+            probe=self.settings.beacon_rtt_probe,
+        )
+        outcome = await run_refresh_tick(
+            tick,
+            self.manager,
+            self._lister,
+            self._probe_rtts,
             self.settings.identity,
-            first_tick=first,
-            prober=self._probe_rtts if self.settings.beacon_rtt_probe else None,
-            beacon_source=self._lister,
+            self._wall_datetime,
         )
         self._first_tick_done = True
+        self.flush()  # the registration the tick queued on the Manager's socket
         if outcome.decision is not None:
             self.health.commit(self.selection, outcome.decision, outcome.swapped)
         self.health.picked(self.selection.get_current_pick())
@@ -232,21 +236,19 @@ class BeaconKeeping:
         return outcome
 
     async def _resolve_beacons(self) -> None:
-        """Resolve every listed beacon (in a thread): discovers may go to each of them,
-        and one beacon listed under two names (an IP and a host name) counts once."""
+        """Resolve every listed beacon (at once, the first 32): discovers may go to each
+        of them, and one beacon listed under two names (an IP and a host name) counts once."""
         _, current, pick = self.selection.snapshot()
-        names = list(dict.fromkeys([*current, pick] if pick else current))
+        names = list(dict.fromkeys([*current, pick] if pick else current))[:32]
 
-        def resolve_all() -> dict[str, Addr]:
-            out: dict[str, Addr] = {}
-            for name in names[:32]:
-                try:
-                    out[name] = resolve_udp_addr(name, socket.AF_INET)
-                except RoutingError:
-                    continue  # an unusable entry: the refresh names it when it is picked
-            return out
+        async def resolve(name: str) -> Addr | None:
+            try:
+                return await resolve_beacon(name, socket.AF_INET)
+            except RoutingError:
+                return None  # an unusable entry: the refresh names it when it is picked
 
-        resolved = await asyncio.to_thread(resolve_all)
+        found = await asyncio.gather(*(resolve(name) for name in names))
+        resolved = {n: a for n, a in zip(names, found, strict=True) if a is not None}
         beacon = self.manager.beacon_addr()
         if pick and beacon is not None:
             resolved[pick] = beacon
@@ -270,14 +272,14 @@ class BeaconKeeping:
             except Exception:
                 _log.exception("beacon_refresh_failed")
 
-    def _pick_from_bootstrap(self) -> None:
+    async def _pick_from_bootstrap(self) -> None:
         """No list from the registry or the cache: pick among the configured beacons."""
         decision = compute_refresh_decision(self.selection, [], self.identity.ed25519_public)
         if not decision.new_pick:
             _log.warning("no_beacon", extra={"reason": "no registry list, cache or bootstrap"})
             return
         try:
-            self.manager.set_beacon_addr(decision.new_pick)
+            self.manager.set_beacon_addr_udp(await resolve_beacon(decision.new_pick))
         except RoutingError as exc:
             _log.warning(
                 "beacon_unresolvable", extra={"beacon": decision.new_pick, "error": str(exc)}
@@ -289,9 +291,9 @@ class BeaconKeeping:
 
     async def _release_revived_beacons(self) -> None:
         """Probe quarantined beacons that are due; release those that answer."""
+        probe = partial(probe_rtt, reply_timeout=1.0, clock=self.clock)
         for addr in self.health.due_for_probe():
-            probe = partial(probe_beacon_rtt, node_id=0, timeout=1.0)
-            if await asyncio.to_thread(probe_alive, probe, addr):
+            if await probe_alive(probe, addr):
                 _log.info("beacon_revived", extra={"beacon": addr})
                 self.health.release(addr)
 

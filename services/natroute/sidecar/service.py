@@ -17,9 +17,12 @@ Start-up, in order, each step logged (docs/protocol.md, "Start-up"):
 
 The shell only moves bytes and time: every datagram and payload goes
 through :class:`~.engine.Engine`, whose outputs are drained by
-:meth:`Sidecar.flush` after every input. Blocking work (DNS, the refresh
-tick's registry call, file writes) runs in worker threads; the engine is
-touched only on the loop thread.
+:meth:`Sidecar.flush` after every input. The beacon refresh runs on the loop
+too (:mod:`.refresh`: the registry call awaited, names looked up with
+``loop.getaddrinfo``, RTT probes on asyncio UDP); only small blocking calls
+(the beacon cache's file I/O, listing the host's addresses) go to worker
+threads, and none of them touches the engine, the Manager or the selection
+state, which live on the loop thread.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from typing import Any
 from natroute._service.tasks import every
 from natroute._service.udp import size_buffers
 from natroute.beacon.batchio import BatchSocket
-from natroute.registry.client import RegistryClient, RegistryClientError
+from natroute.registry.client import RegistryClientError
 from natroute.routing.addr import format_addr, parse_endpoint, split_host_port
 from natroute.routing.manager import Manager
 from natroute.routing.refresh import RefreshOutcome
@@ -144,9 +147,8 @@ class Sidecar(BeaconKeeping, Transports):
             self.identity.x25519_public,
             self.engine.lookups.config.max_in_flight,
         )
-        self._registry_sync = RegistryClient(settings.registry_url)
         self.health = BeaconHealth(clock, settings.beacon_dead_after, settings.beacon_quarantine)
-        self._lister = QuarantineLister(self._registry_sync, self.health)
+        self._lister = QuarantineLister(self.registry.client, self.health)
         self.stream = StreamLink(
             self.identity.ed25519,
             self._on_stream_datagram,
@@ -248,7 +250,7 @@ class Sidecar(BeaconKeeping, Transports):
         self._host_candidates = self._gather_host_candidates(ips)
         await self.refresh_now()
         if not self.selection.get_current_pick():
-            await asyncio.to_thread(self._pick_from_bootstrap)
+            await self._pick_from_bootstrap()
         await self._check_nat()
         udp_silent = not self.engine.observer.observations
         if udp_silent and s.stream:
@@ -298,7 +300,6 @@ class Sidecar(BeaconKeeping, Transports):
             self._sock.close()
         self._pumps.clear()
         await self.registry.close()
-        self._registry_sync.close()
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         task = asyncio.get_running_loop().create_task(coro, name=f"sidecar-{name}")
