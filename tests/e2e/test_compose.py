@@ -220,27 +220,41 @@ def test_compose_settings_come_from_the_env_file() -> None:
     dotenv = (REPO_ROOT / ".env").read_text()
     default = _config({}, "nat-matrix", "scale")
     changed = _config({"NATROUTE_REGISTRY_PORT": "19000", "NATROUTE_NAT_CONE_A": "full-cone",
-                       "NATROUTE_OPERATOR_TOKEN": "a-longer-operator-token"})  # fmt: skip
+                       "NATROUTE_OPERATOR_TOKEN": "a-longer-operator-token",
+                       "NATROUTE_ADMIN_TOKEN": "a-longer-admin-token"})  # fmt: skip
 
-    token_lines = [
-        line for line in dotenv.splitlines() if line.startswith("NATROUTE_OPERATOR_TOKEN=")
-    ]
-    (token,) = [line.split("=", 1)[1] for line in token_lines]
-    tokens = {
-        name: value
+    def dotenv_value(key: str) -> str:
+        (value,) = [
+            line.split("=", 1)[1] for line in dotenv.splitlines() if line.startswith(f"{key}=")
+        ]
+        return value
+
+    operator, admin = dotenv_value("NATROUTE_OPERATOR_TOKEN"), dotenv_value("NATROUTE_ADMIN_TOKEN")
+    tokens: dict[str, set[str]] = {}
+    for service in default["services"].values():
+        for key, value in (service.get("environment") or {}).items():
+            if key.endswith("_TOKEN"):
+                tokens.setdefault(key, set()).add(value)
+    assert tokens.pop("NATROUTE_SIDECAR_ADMIN_TOKEN") == {admin}
+    assert set().union(*tokens.values()) == {operator}
+    admin_guarded = {
+        name
         for name, service in default["services"].items()
-        for key, value in (service.get("environment") or {}).items()
-        if key.endswith("_TOKEN")
+        if "NATROUTE_SIDECAR_ADMIN_TOKEN" in (service.get("environment") or {})
     }
-    assert set(tokens.values()) == {token}
-    assert {"registry", "beacon-a", "beacon-b", "demo-cone-a", "node-scale-cone-a"} <= set(tokens)
+    sidecars = {name for name in default["services"] if name.startswith("node-")}
+    assert sidecars
+    assert admin_guarded == sidecars  # every sidecar's mutations are guarded
     compose_lines = (REPO_ROOT / "compose.yaml").read_text().splitlines()
     for line in (line for line in compose_lines if "_TOKEN:" in line):  # never inline
-        assert "${NATROUTE_OPERATOR_TOKEN" in line, line
+        assert "${NATROUTE_OPERATOR_TOKEN" in line or "${NATROUTE_ADMIN_TOKEN" in line, line
     assert changed["services"]["registry"]["ports"][0]["published"] == "19000"
     assert changed["services"]["router-cone-a"]["environment"]["NAT_MODE"] == "full-cone"
     assert changed["services"]["beacon-a"]["environment"]["NATROUTE_BEACON_REGISTRY_TOKEN"] == (
         "a-longer-operator-token"
+    )
+    assert changed["services"]["node-cone-a"]["environment"]["NATROUTE_SIDECAR_ADMIN_TOKEN"] == (
+        "a-longer-admin-token"
     )
 
 
