@@ -14,7 +14,7 @@ import ipaddress
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import pytest
@@ -39,8 +39,9 @@ def constant(reply: bytes) -> Reply:
 
 
 @contextmanager
-def fake_beacon(reply: Reply) -> Iterator[tuple[str, list[bytes]]]:
-    """A beacon on 127.0.0.1:0 that answers the first datagram once, from a thread."""
+def fake_beacon(reply: Reply, before: Sequence[bytes] = ()) -> Iterator[tuple[str, list[bytes]]]:
+    """A beacon on 127.0.0.1:0 that answers the first datagram once, from a thread,
+    after sending ``before`` to the same address."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind(("127.0.0.1", 0))
     sock.settimeout(5.0)
@@ -52,6 +53,8 @@ def fake_beacon(reply: Reply) -> Iterator[tuple[str, list[bytes]]]:
         except OSError:
             return
         received.append(data)
+        for datagram in before:
+            sock.sendto(datagram, src)
         out = reply(data, (src[0], src[1]))
         if out is not None:
             sock.sendto(out, src)
@@ -131,6 +134,25 @@ def test_s9_02_d15_reply_from_non_beacon_source_is_ignored(client: socket.socket
         spoofer.sendto(poison, client.getsockname())  # queued before the real reply
         with fake_beacon(constant(GOLDEN_REPLY)) as (beacon, _):
             assert discover_endpoint(beacon, 0, client, 5.0) == ("198.51.100.99", 4096)
+
+
+def test_d43_what_the_beacon_sends_unasked_is_skipped(client: socket.socket) -> None:
+    """A restarted node keeps its mapping, so a punch command and relayed frames
+    can reach the socket before the reply; they are not the answer."""
+    punch = bytes.fromhex("04 04 c6336401 0fa0")
+    deliver = bytes.fromhex("06 01020304") + bytes(100)  # truncated to 64 bytes on read
+    with fake_beacon(constant(GOLDEN_REPLY), before=[punch, deliver, punch]) as (beacon, _):
+        assert discover_endpoint(beacon, 0, client, 5.0) == ("198.51.100.99", 4096)
+
+
+def test_d43_only_unsolicited_kinds_are_skipped(client: socket.socket) -> None:
+    """Anything else from the beacon is its answer, and fails at once when invalid."""
+    sync = bytes.fromhex("07 00")
+    with (
+        fake_beacon(constant(GOLDEN_REPLY), before=[sync]) as (beacon, _),
+        pytest.raises(DiscoveryError, match=r"^invalid discover reply$"),
+    ):
+        discover_endpoint(beacon, 0, client, 5.0)
 
 
 @pytest.mark.parametrize("timeout", [0.0, -1.0])

@@ -19,7 +19,14 @@ from .addr import addr_equal, format_addr
 from .errors import DiscoveryError, ResolveError, WireError
 from .resolve import resolve_udp_addr
 from .types import Addr
-from .wire import MSG_DISCOVER_REPLY, Discover, decode_endpoint, encode_message
+from .wire import (
+    MSG_DISCOVER_REPLY,
+    MSG_PUNCH_COMMAND,
+    MSG_RELAY_DELIVER,
+    Discover,
+    decode_endpoint,
+    encode_message,
+)
 
 __all__ = [
     "DISCOVER_REPLY_BUFSIZE",
@@ -30,6 +37,10 @@ __all__ = [
 
 #: Receive buffer for the reply ("Timers and caps"); longer datagrams are truncated.
 DISCOVER_REPLY_BUFSIZE = 64
+
+#: What a beacon sends a registered node unasked: never an answer to our Discover,
+#: so skipped while waiting for it (docs/decisions.md D43).
+_UNSOLICITED = frozenset({MSG_PUNCH_COMMAND, MSG_RELAY_DELIVER})
 
 
 def parse_discover_reply(data: bytes) -> Addr:
@@ -60,7 +71,9 @@ def discover_endpoint(
     """Ask a beacon which public UDP endpoint it sees for ``sock``.
 
     Sends a 5-byte Discover and waits for the DiscoverReply from the beacon's
-    address; datagrams from anywhere else are ignored. The socket's previous
+    address; datagrams from anywhere else are ignored, and so are the punch
+    commands and relayed frames the beacon sends a node that is already
+    registered (the socket may still be the node's). The socket's previous
     timeout is restored afterwards.
 
     Args:
@@ -96,8 +109,11 @@ def discover_endpoint(
                 raise DiscoveryError("discover reply: timed out") from exc
             except OSError as exc:
                 raise DiscoveryError(f"discover reply: {exc}") from exc
-            if addr_equal((src[0], src[1]), target):
-                return parse_discover_reply(data)
+            if not addr_equal((src[0], src[1]), target):
+                continue
+            if data and data[0] in _UNSOLICITED:
+                continue
+            return parse_discover_reply(data)
     finally:
         sock.settimeout(previous)
 
