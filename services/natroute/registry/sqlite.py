@@ -63,6 +63,18 @@ _BATCH: Final = 256
 _GATHER: Final = 0.001
 #: The writer counts as busy when its last commit ended this recently (seconds).
 _BUSY: Final = 0.003
+#: A heartbeat claims its timestamp: only a newer one, only for a node with a record.
+_CLAIM: Final = (
+    "UPDATE identities SET last_ts_us = ? WHERE node_id = ? AND last_ts_us < ? "
+    "AND EXISTS (SELECT 1 FROM nodes WHERE node_id = ?) RETURNING ed25519, created_at"
+)
+#: ... then refreshes the node, returning the columns of ``NODE_COLUMNS`` it holds.
+_TOUCH: Final = (
+    "UPDATE nodes SET last_seen = ?, endpoint = coalesce(?, endpoint), "
+    "relay_only = coalesce(?, relay_only), candidates = coalesce(?, candidates), "
+    "transport = coalesce(?, transport) WHERE node_id = ? RETURNING x25519, endpoint, "
+    "lan_addrs, relay_only, relay_only_forced, last_seen, candidates, transport, name"
+)
 _Job = tuple[Callable[[sqlite3.Connection], Any], asyncio.AbstractEventLoop, "asyncio.Future[Any]"]
 
 
@@ -94,6 +106,18 @@ def _node(db: sqlite3.Connection, where: str, arg: object) -> NodeRecord | None:
         (arg,),
     ).fetchall()
     return node_from_row(rows[0]) if rows else None
+
+
+def _refuse_heartbeat(db: sqlite3.Connection, node_id: int, timestamp_us: int) -> None:
+    """Why a heartbeat claimed nothing: no record, or not a newer timestamp."""
+    rows = db.execute(
+        "SELECT i.last_ts_us FROM identities i JOIN nodes n USING (node_id) WHERE node_id = ?",
+        (node_id,),
+    ).fetchall()
+    if not rows:
+        raise NodeNotFoundError(f"node {node_id} is not registered; register again")
+    check_newer(timestamp_us, int(rows[0][0]))
+    raise StoreError(f"heartbeat of node {node_id} claimed nothing")  # pragma: no cover
 
 
 def _settle_all(settled: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
@@ -442,26 +466,15 @@ class SqliteStore(BackendBase):
         )
 
         def job(db: sqlite3.Connection) -> NodeRecord:
-            rows = db.execute(
-                "SELECT i.last_ts_us FROM identities i JOIN nodes n USING (node_id) "
-                "WHERE node_id = ?",
-                (node_id,),
-            ).fetchall()
-            if not rows:
-                raise NodeNotFoundError(f"node {node_id} is not registered; register again")
-            check_newer(timestamp_us, int(rows[0][0]))
-            db.execute(
-                "UPDATE identities SET last_ts_us = ? WHERE node_id = ?", (timestamp_us, node_id)
-            )
-            db.execute(
-                "UPDATE nodes SET last_seen = ?, endpoint = coalesce(?, endpoint), "
-                "relay_only = coalesce(?, relay_only), candidates = coalesce(?, candidates), "
-                "transport = coalesce(?, transport) WHERE node_id = ?",
-                changes,
-            )
-            record = _node(db, "n.node_id = ?", node_id)
-            assert record is not None
-            return record
+            # Two statements, no read before or after: the first claims the
+            # timestamp only when it is newer and the node has a record, the
+            # second then always finds that record (one writer holds the lock).
+            claimed = db.execute(_CLAIM, (timestamp_us, node_id, timestamp_us, node_id)).fetchall()
+            if not claimed:
+                _refuse_heartbeat(db, node_id, timestamp_us)
+            row = db.execute(_TOUCH, changes).fetchall()[0]
+            key, created_at = claimed[0]
+            return node_from_row((node_id, key, *row[:5], created_at, *row[5:]))
 
         return await self._write(job)
 
