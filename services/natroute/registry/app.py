@@ -62,6 +62,19 @@ _RESPONSES: Final[dict[int | str, dict[str, Any]]] = {
 }
 
 
+async def _preload_keys(services: Services) -> None:
+    """Fill the key cache at start; the registry serves without it (the cache reads through)."""
+    assert services.store is not None
+    started = time.monotonic()
+    try:
+        count = await services.keys.preload(services.store)
+    except StoreUnavailableError as exc:
+        _log.warning("registry_key_preload_failed", extra={"error": str(exc)})
+        return
+    elapsed = round(time.monotonic() - started, 3)
+    _log.info("registry_keys_preloaded", extra={"count": count, "seconds": elapsed})
+
+
 def create_app(
     settings: Settings,
     *,
@@ -119,6 +132,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if services.store is None:
             attach(await open_store(settings, clock=now_fn, rng=rng))
+        await _preload_keys(services)
         try:
             yield
         finally:

@@ -32,6 +32,7 @@ from .store import KeyCache, Store
 __all__ = [
     "BeaconListDep",
     "ClockDep",
+    "KeyCacheDep",
     "LimiterDep",
     "MetricsDep",
     "Services",
@@ -40,6 +41,7 @@ __all__ = [
     "StoreDep",
     "get_beacon_list",
     "get_clock",
+    "get_key_cache",
     "get_limiter",
     "get_metrics",
     "get_services",
@@ -103,6 +105,11 @@ async def get_clock(services: ServicesDep) -> Callable[[], float]:
     return services.clock
 
 
+async def get_key_cache(services: ServicesDep) -> KeyCache:
+    """Node ID → Ed25519 key, read through to the store."""
+    return services.keys
+
+
 async def get_beacon_list(services: ServicesDep) -> BeaconListCache:
     """The pre-encoded beacon list."""
     return services.beacon_list
@@ -114,6 +121,7 @@ MetricsDep = Annotated[RegistryMetrics, Depends(get_metrics)]
 LimiterDep = Annotated[TokenBuckets[str], Depends(get_limiter)]
 ClockDep = Annotated[Callable[[], float], Depends(get_clock)]
 BeaconListDep = Annotated[BeaconListCache, Depends(get_beacon_list)]
+KeyCacheDep = Annotated[KeyCache, Depends(get_key_cache)]
 
 
 async def require_operator(

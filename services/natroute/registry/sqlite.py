@@ -300,6 +300,17 @@ class SqliteStore(BackendBase):
         )
         return bytes(rows[0][0]) if rows else None
 
+    async def identity_keys(self, limit: int) -> list[tuple[int, bytes]]:
+        """See :meth:`.store.Store.identity_keys`."""
+        rows = self._read(
+            lambda db: db.execute(
+                "SELECT node_id, i.ed25519 FROM nodes n JOIN identities i USING (node_id) "
+                "ORDER BY n.last_seen DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+        )
+        return [(int(r[0]), bytes(r[1])) for r in rows]
+
     async def resolve(self, node_id: int) -> NodeRecord:
         """The live record of ``node_id``."""
         now = self._clock()

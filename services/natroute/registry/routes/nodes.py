@@ -26,6 +26,7 @@ from ..beaconlist import BeaconListCache
 from ..deps import (
     BeaconListDep,
     ClockDep,
+    KeyCacheDep,
     LimiterDep,
     MetricsDep,
     Services,
@@ -154,6 +155,7 @@ async def register(
     limiter: LimiterDep,
     metrics: MetricsDep,
     clock: ClockDep,
+    keys: KeyCacheDep,
 ) -> RegisterResponse:
     """Register (or re-register) a node; proves possession of its Ed25519 key."""
     client = request.client.host if request.client is not None else "unknown"
@@ -184,6 +186,7 @@ async def register(
         transport=body.transport,
         name=body.name,
     )
+    keys.put(record.node_id, record.ed25519_public_key)  # its heartbeats need no key read
     metrics.registrations.labels(kind="new" if created else "again").inc()
     _log.debug("node_registered", extra={"node_id": record.node_id, "client": client})
     node_ttl = max(1, round(settings.node_ttl))
