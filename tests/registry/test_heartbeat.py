@@ -4,7 +4,9 @@ store's two-statement heartbeat, the key cache (preload, registration, cap)."""
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,7 +18,16 @@ from natroute.registry.app import create_app
 from natroute.registry.deps import get_clock
 from natroute.registry.settings import Settings
 from natroute.registry.signing import ACTION_HEARTBEAT, public_key_bytes, sign
-from natroute.registry.store import KeyCache, NodeNotFoundError, ReplayError, Store
+from natroute.registry.sqlite import SqliteStore
+from natroute.registry.store import (
+    KeyCache,
+    NodeNotFoundError,
+    NodeRecord,
+    ReplayError,
+    Store,
+    StoreConfig,
+    StoreUnavailableError,
+)
 
 from .conftest import SQLITE_ONLY, FakeClock
 from .test_api import register_body
@@ -199,20 +210,26 @@ async def test_heartbeat_returns_the_stored_record(store: Store, clock: FakeCloc
     assert beat.created_at == record.created_at
 
 
+async def _add(store: Store, key: bytes, stamp: int) -> tuple[NodeRecord, bool]:
+    """Register ``key`` with no addresses at ``stamp`` (µs)."""
+    return await store.register(
+        key,
+        x25519_public_key=None,
+        endpoint=None,
+        lan_addrs=[],
+        relay_only=False,
+        timestamp_us=stamp,
+    )
+
+
 async def test_refused_heartbeat_claims_no_timestamp(store: Store, clock: FakeClock) -> None:
     stamp = int(clock() * 1e6)
-    record, _ = await store.register(
-        b"k" * 32, x25519_public_key=None, endpoint=None, lan_addrs=[], relay_only=False,
-        timestamp_us=stamp,
-    )  # fmt: skip
+    record, _ = await _add(store, b"k" * 32, stamp)
     await store.delete_node(record.node_id)
     with pytest.raises(NodeNotFoundError):
         await store.heartbeat(record.node_id, timestamp_us=stamp + 10)
     # The refused heartbeat's timestamp was not recorded: an older one registers.
-    again, created = await store.register(
-        b"k" * 32, x25519_public_key=None, endpoint=None, lan_addrs=[], relay_only=False,
-        timestamp_us=stamp + 5,
-    )  # fmt: skip
+    again, created = await _add(store, b"k" * 32, stamp + 5)
     assert (again.node_id, created) == (record.node_id, False)
     with pytest.raises(ReplayError):
         await store.heartbeat(record.node_id, timestamp_us=stamp + 5)
@@ -222,11 +239,7 @@ async def test_identity_keys_most_recent_first(store: Store, clock: FakeClock) -
     ids = []
     for i in range(1, 4):
         clock.advance(1)
-        record, _ = await store.register(
-            bytes([i]) * 32, x25519_public_key=None, endpoint=None, lan_addrs=[],
-            relay_only=False, timestamp_us=int(clock() * 1e6),
-        )  # fmt: skip
-        ids.append(record.node_id)
+        ids.append((await _add(store, bytes([i]) * 32, int(clock() * 1e6)))[0].node_id)
     clock.advance(1)
     await store.heartbeat(ids[0], timestamp_us=int(clock() * 1e6))  # now the most recent
     await store.delete_node(ids[1])  # no record: not worth caching
@@ -258,10 +271,29 @@ async def test_lifespan_preloads_the_key_cache(
     settings: Settings, store: Store, clock: FakeClock
 ) -> None:
     for i in range(1, 4):
-        await store.register(
-            bytes([i]) * 32, x25519_public_key=None, endpoint=None, lan_addrs=[],
-            relay_only=False, timestamp_us=int(clock() * 1e6),
-        )  # fmt: skip
+        await _add(store, bytes([i]) * 32, int(clock() * 1e6))
     app = create_app(settings.model_copy(update={"key_cache_size": 2}), store=store, clock=clock)
     async with app.router.lifespan_context(app):
         assert len(app.state.services.keys) == 2
+
+
+async def test_sqlite_savepoint_free_job_failing_oddly_fails_whole(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """A job without a savepoint that fails other than by refusing leaves nothing behind."""
+    store = SqliteStore(tmp_path / "r.db", StoreConfig(), clock=clock)
+    try:
+        stamp = int(clock() * 1e6)
+        await _add(store, b"k" * 32, stamp)
+
+        def broken(db: sqlite3.Connection) -> None:
+            db.execute("UPDATE identities SET last_ts_us = 0")
+            raise RuntimeError("half done")
+
+        with pytest.raises(StoreUnavailableError, match="nothing committed"):
+            await store._write(broken, savepoint=False)
+        with pytest.raises(ReplayError):  # last_ts_us was not reset
+            await _add(store, b"k" * 32, stamp)
+        assert (await _add(store, b"k" * 32, stamp + 1))[1] is False  # the writer goes on
+    finally:
+        await store.close()

@@ -149,7 +149,6 @@ def create_app(
         redoc_url=None,
     )
     app.state.services = services
-    mount_offline_docs(app)
     install_error_handlers(
         app, codes=ERROR_CODES, on_error=metrics.count_error, log_event="registry_request_failed"
     )
@@ -157,7 +156,10 @@ def create_app(
         BodyLimitMiddleware, max_bytes=settings.max_body_bytes, on_error=metrics.count_error
     )
     app.add_middleware(RouteTimer, latency=metrics.request_duration, responses=metrics.requests)
-    app.include_router(beacons_router)  # first: GET /v1/beacons is the most frequent call
+    # Routes are matched in order: the frequent calls (the beacon list, then
+    # a heartbeat) first, the documentation last.
+    app.include_router(beacons_router)
     app.include_router(nodes_router)
     app.include_router(ops_router)
+    mount_offline_docs(app)
     return app

@@ -75,7 +75,10 @@ _TOUCH: Final = (
     "transport = coalesce(?, transport) WHERE node_id = ? RETURNING x25519, endpoint, "
     "lan_addrs, relay_only, relay_only_forced, last_seen, candidates, transport, name"
 )
-_Job = tuple[Callable[[sqlite3.Connection], Any], asyncio.AbstractEventLoop, "asyncio.Future[Any]"]
+#: A write: its function, whether it runs in a savepoint, who waits for it.
+_Job = tuple[
+    Callable[[sqlite3.Connection], Any], bool, asyncio.AbstractEventLoop, "asyncio.Future[Any]"
+]
 
 
 def _connect(path: str | Path, config: StoreConfig) -> sqlite3.Connection:
@@ -195,12 +198,19 @@ class SqliteStore(BackendBase):
         except sqlite3.Error as exc:
             raise StoreUnavailableError(f"database read failed: {exc}") from exc
 
-    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def _write(self, fn: Callable[[sqlite3.Connection], T], *, savepoint: bool = True) -> T:
+        """Run ``fn`` on the writer thread in the next group commit; its result once committed.
+
+        ``savepoint=False`` is for a function that refuses (raises a
+        :class:`StoreError`) only before its first change and otherwise makes
+        every change: it needs no savepoint of its own (two statements fewer,
+        each a hand-over of the GIL). Any other error in it fails the batch.
+        """
         if self._closed:
             raise StoreUnavailableError("the store is closed")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._jobs.put((fn, loop, future))
+        self._jobs.put((fn, savepoint, loop, future))
         return await future
 
     def _run(self) -> None:
@@ -243,7 +253,13 @@ class SqliteStore(BackendBase):
         outcomes: list[tuple[bool, Any]] = []
         try:
             db.execute("BEGIN IMMEDIATE")
-            for fn, _, _ in batch:
+            for fn, savepoint, _, _ in batch:
+                if not savepoint:
+                    try:
+                        outcomes.append((True, fn(db)))
+                    except StoreError as exc:  # refused before any change
+                        outcomes.append((False, exc))
+                    continue  # any other error: the whole batch fails, below
                 db.execute("SAVEPOINT job")
                 try:
                     outcomes.append((True, fn(db)))
@@ -255,14 +271,15 @@ class SqliteStore(BackendBase):
                     outcomes.append((False, error))
                 db.execute("RELEASE job")
             db.execute("COMMIT")
-        except sqlite3.Error as exc:
+        except Exception as exc:
             if db.in_transaction:
-                db.execute("ROLLBACK")
-            failed = StoreUnavailableError(f"database commit failed: {exc}")
+                with contextlib.suppress(sqlite3.Error):  # SQLite may have rolled back itself
+                    db.execute("ROLLBACK")
+            failed = StoreUnavailableError(f"database write failed, nothing committed: {exc}")
             outcomes = [(False, failed)] * len(batch)
         # One wake-up per event loop for the whole batch, not one per call.
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
-        for (_, loop, future), (ok, value) in zip(batch, outcomes, strict=True):
+        for (_, _, loop, future), (ok, value) in zip(batch, outcomes, strict=True):
             by_loop.setdefault(loop, []).append((future, ok, value))
         for loop, settled in by_loop.items():
             # RuntimeError: the caller's loop is closed, nobody waits any more.
@@ -487,7 +504,7 @@ class SqliteStore(BackendBase):
             key, created_at = claimed[0]
             return node_from_row((node_id, key, *row[:5], created_at, *row[5:]))
 
-        return await self._write(job)
+        return await self._write(job, savepoint=False)
 
     async def set_relay_only_force(self, node_id: int, force: bool | None) -> NodeRecord:
         """See :meth:`.store.Store.set_relay_only_force`."""
