@@ -250,9 +250,9 @@ class _HeartbeatRoute(APIRoute):
 
     FastAPI solves a route's declared parameters on every request (path
     parameter, body, dependencies), about a fifth of a heartbeat's CPU time
-    (measured by ``benchmarks/bench_registry.py``, README "Figures"). The
-    most frequent write skips that in the common case (:func:`_lean_heartbeat`)
-    and falls back to FastAPI's handler for everything else.
+    (registry README, "Figures"). The most frequent write skips that in the
+    common case (:func:`_lean_heartbeat`) and falls back to FastAPI's handler
+    for everything else.
     """
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
