@@ -19,12 +19,14 @@ steady state, not the sign-up), then
 
 Heartbeats are real signed requests (Ed25519, signed once before the runs;
 the registries accept them because their ``--signature-skew`` is a day), each
-the first of its node in that run, so the registry's key cache is cold (the
-worst case). "achieved" counts 2xx answers that arrived within the run. The
-CPU time per request (from ``/proc``) of the registries and, on PostgreSQL,
-of every ``postgres`` process is printed too: this machine is shared, and CPU
-per request varies less than requests per second when other work competes
-for the cores.
+the first of its node in that run. The registry fills its key cache with the
+stored nodes' keys when it starts (``KEY_CACHE_SIZE``), so no heartbeat here
+reads its key, as in a registry that has run for a while; only a node
+registered through another replica since the start would. "achieved" counts
+2xx answers that arrived within the run. The CPU time per request (from
+``/proc``) of the registries and, on PostgreSQL, of every ``postgres`` process
+is printed too: this machine is shared, and CPU per request varies less than
+requests per second when other work competes for the cores.
 
 PostgreSQL: ``--postgres-url`` (default ``$NATROUTE_BENCH_POSTGRES_URL``,
 then ``$NATROUTE_TEST_POSTGRES_URL``: ``bash .ci/postgres-setup`` starts

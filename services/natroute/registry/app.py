@@ -62,6 +62,19 @@ _RESPONSES: Final[dict[int | str, dict[str, Any]]] = {
 }
 
 
+async def _preload_keys(services: Services) -> None:
+    """Fill the key cache at start; the registry serves without it (the cache reads through)."""
+    assert services.store is not None
+    started = time.monotonic()
+    try:
+        count = await services.keys.preload(services.store)
+    except StoreUnavailableError as exc:
+        _log.warning("registry_key_preload_failed", extra={"error": str(exc)})
+        return
+    elapsed = round(time.monotonic() - started, 3)
+    _log.info("registry_keys_preloaded", extra={"count": count, "seconds": elapsed})
+
+
 def create_app(
     settings: Settings,
     *,
@@ -119,6 +132,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if services.store is None:
             attach(await open_store(settings, clock=now_fn, rng=rng))
+        await _preload_keys(services)
         try:
             yield
         finally:
@@ -135,7 +149,6 @@ def create_app(
         redoc_url=None,
     )
     app.state.services = services
-    mount_offline_docs(app)
     install_error_handlers(
         app, codes=ERROR_CODES, on_error=metrics.count_error, log_event="registry_request_failed"
     )
@@ -143,7 +156,10 @@ def create_app(
         BodyLimitMiddleware, max_bytes=settings.max_body_bytes, on_error=metrics.count_error
     )
     app.add_middleware(RouteTimer, latency=metrics.request_duration, responses=metrics.requests)
-    app.include_router(beacons_router)  # first: GET /v1/beacons is the most frequent call
+    # Routes are matched in order: the frequent calls (the beacon list, then
+    # a heartbeat) first, the documentation last.
+    app.include_router(beacons_router)
     app.include_router(nodes_router)
     app.include_router(ops_router)
+    mount_offline_docs(app)
     return app

@@ -268,6 +268,16 @@ class PostgresStore(BackendBase):
             key = await conn.fetchval("SELECT ed25519 FROM identities WHERE node_id = $1", node_id)
         return None if key is None else bytes(key)
 
+    async def identity_keys(self, limit: int) -> list[tuple[int, bytes]]:
+        """See :meth:`.store.Store.identity_keys`."""
+        async with self._conn("read") as conn:
+            rows = await conn.fetch(
+                "SELECT node_id, i.ed25519 FROM nodes n JOIN identities i USING (node_id) "
+                "ORDER BY n.last_seen DESC LIMIT $1",
+                limit,
+            )
+        return [(int(r[0]), bytes(r[1])) for r in rows]
+
     async def _live_node(self, where: str, arg: object, missing: str) -> NodeRecord:
         now = self._clock()
         async with self._conn("read") as conn:

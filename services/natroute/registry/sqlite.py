@@ -63,7 +63,22 @@ _BATCH: Final = 256
 _GATHER: Final = 0.001
 #: The writer counts as busy when its last commit ended this recently (seconds).
 _BUSY: Final = 0.003
-_Job = tuple[Callable[[sqlite3.Connection], Any], asyncio.AbstractEventLoop, "asyncio.Future[Any]"]
+#: A heartbeat claims its timestamp: only a newer one, only for a node with a record.
+_CLAIM: Final = (
+    "UPDATE identities SET last_ts_us = ? WHERE node_id = ? AND last_ts_us < ? "
+    "AND EXISTS (SELECT 1 FROM nodes WHERE node_id = ?) RETURNING ed25519, created_at"
+)
+#: ... then refreshes the node, returning the columns of ``NODE_COLUMNS`` it holds.
+_TOUCH: Final = (
+    "UPDATE nodes SET last_seen = ?, endpoint = coalesce(?, endpoint), "
+    "relay_only = coalesce(?, relay_only), candidates = coalesce(?, candidates), "
+    "transport = coalesce(?, transport) WHERE node_id = ? RETURNING x25519, endpoint, "
+    "lan_addrs, relay_only, relay_only_forced, last_seen, candidates, transport, name"
+)
+#: A write: its function, whether it runs in a savepoint, who waits for it.
+_Job = tuple[
+    Callable[[sqlite3.Connection], Any], bool, asyncio.AbstractEventLoop, "asyncio.Future[Any]"
+]
 
 
 def _connect(path: str | Path, config: StoreConfig) -> sqlite3.Connection:
@@ -94,6 +109,18 @@ def _node(db: sqlite3.Connection, where: str, arg: object) -> NodeRecord | None:
         (arg,),
     ).fetchall()
     return node_from_row(rows[0]) if rows else None
+
+
+def _refuse_heartbeat(db: sqlite3.Connection, node_id: int, timestamp_us: int) -> None:
+    """Why a heartbeat claimed nothing: no record, or not a newer timestamp."""
+    rows = db.execute(
+        "SELECT i.last_ts_us FROM identities i JOIN nodes n USING (node_id) WHERE node_id = ?",
+        (node_id,),
+    ).fetchall()
+    if not rows:
+        raise NodeNotFoundError(f"node {node_id} is not registered; register again")
+    check_newer(timestamp_us, int(rows[0][0]))
+    raise StoreError(f"heartbeat of node {node_id} claimed nothing")  # pragma: no cover
 
 
 def _settle_all(settled: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
@@ -171,12 +198,19 @@ class SqliteStore(BackendBase):
         except sqlite3.Error as exc:
             raise StoreUnavailableError(f"database read failed: {exc}") from exc
 
-    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def _write(self, fn: Callable[[sqlite3.Connection], T], *, savepoint: bool = True) -> T:
+        """Run ``fn`` on the writer thread in the next group commit; its result once committed.
+
+        ``savepoint=False`` is for a function that refuses (raises a
+        :class:`StoreError`) only before its first change and otherwise makes
+        every change: it needs no savepoint of its own (two statements fewer,
+        each a hand-over of the GIL). Any other error in it fails the batch.
+        """
         if self._closed:
             raise StoreUnavailableError("the store is closed")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._jobs.put((fn, loop, future))
+        self._jobs.put((fn, savepoint, loop, future))
         return await future
 
     def _run(self) -> None:
@@ -219,7 +253,13 @@ class SqliteStore(BackendBase):
         outcomes: list[tuple[bool, Any]] = []
         try:
             db.execute("BEGIN IMMEDIATE")
-            for fn, _, _ in batch:
+            for fn, savepoint, _, _ in batch:
+                if not savepoint:
+                    try:
+                        outcomes.append((True, fn(db)))
+                    except StoreError as exc:  # refused before any change
+                        outcomes.append((False, exc))
+                    continue  # any other error: the whole batch fails, below
                 db.execute("SAVEPOINT job")
                 try:
                     outcomes.append((True, fn(db)))
@@ -231,14 +271,15 @@ class SqliteStore(BackendBase):
                     outcomes.append((False, error))
                 db.execute("RELEASE job")
             db.execute("COMMIT")
-        except sqlite3.Error as exc:
+        except Exception as exc:
             if db.in_transaction:
-                db.execute("ROLLBACK")
-            failed = StoreUnavailableError(f"database commit failed: {exc}")
+                with contextlib.suppress(sqlite3.Error):  # SQLite may have rolled back itself
+                    db.execute("ROLLBACK")
+            failed = StoreUnavailableError(f"database write failed, nothing committed: {exc}")
             outcomes = [(False, failed)] * len(batch)
         # One wake-up per event loop for the whole batch, not one per call.
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
-        for (_, loop, future), (ok, value) in zip(batch, outcomes, strict=True):
+        for (_, _, loop, future), (ok, value) in zip(batch, outcomes, strict=True):
             by_loop.setdefault(loop, []).append((future, ok, value))
         for loop, settled in by_loop.items():
             # RuntimeError: the caller's loop is closed, nobody waits any more.
@@ -275,6 +316,17 @@ class SqliteStore(BackendBase):
             ).fetchall()
         )
         return bytes(rows[0][0]) if rows else None
+
+    async def identity_keys(self, limit: int) -> list[tuple[int, bytes]]:
+        """See :meth:`.store.Store.identity_keys`."""
+        rows = self._read(
+            lambda db: db.execute(
+                "SELECT node_id, i.ed25519 FROM nodes n JOIN identities i USING (node_id) "
+                "ORDER BY n.last_seen DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+        )
+        return [(int(r[0]), bytes(r[1])) for r in rows]
 
     async def resolve(self, node_id: int) -> NodeRecord:
         """The live record of ``node_id``."""
@@ -442,28 +494,17 @@ class SqliteStore(BackendBase):
         )
 
         def job(db: sqlite3.Connection) -> NodeRecord:
-            rows = db.execute(
-                "SELECT i.last_ts_us FROM identities i JOIN nodes n USING (node_id) "
-                "WHERE node_id = ?",
-                (node_id,),
-            ).fetchall()
-            if not rows:
-                raise NodeNotFoundError(f"node {node_id} is not registered; register again")
-            check_newer(timestamp_us, int(rows[0][0]))
-            db.execute(
-                "UPDATE identities SET last_ts_us = ? WHERE node_id = ?", (timestamp_us, node_id)
-            )
-            db.execute(
-                "UPDATE nodes SET last_seen = ?, endpoint = coalesce(?, endpoint), "
-                "relay_only = coalesce(?, relay_only), candidates = coalesce(?, candidates), "
-                "transport = coalesce(?, transport) WHERE node_id = ?",
-                changes,
-            )
-            record = _node(db, "n.node_id = ?", node_id)
-            assert record is not None
-            return record
+            # Two statements, no read before or after: the first claims the
+            # timestamp only when it is newer and the node has a record, the
+            # second then always finds that record (one writer holds the lock).
+            claimed = db.execute(_CLAIM, (timestamp_us, node_id, timestamp_us, node_id)).fetchall()
+            if not claimed:
+                _refuse_heartbeat(db, node_id, timestamp_us)
+            row = db.execute(_TOUCH, changes).fetchall()[0]
+            key, created_at = claimed[0]
+            return node_from_row((node_id, key, *row[:5], created_at, *row[5:]))
 
-        return await self._write(job)
+        return await self._write(job, savepoint=False)
 
     async def set_relay_only_force(self, node_id: int, force: bool | None) -> NodeRecord:
         """See :meth:`.store.Store.set_relay_only_force`."""

@@ -246,6 +246,10 @@ class Store(Protocol):
         """The Ed25519 public key that owns ``node_id``, if the ID was ever allocated."""
         ...
 
+    async def identity_keys(self, limit: int) -> list[tuple[int, bytes]]:
+        """Up to ``limit`` ``(node ID, Ed25519 key)`` of stored nodes, most recently seen first."""
+        ...
+
     async def register(
         self,
         ed25519_public_key: bytes,
@@ -377,7 +381,9 @@ class KeyCache:
     only helps when it holds them all: size it to the node count (about 150
     bytes an entry). When full, the oldest entry goes (a least-recently-used
     order would not hit more often for a cycle, and costs a move per hit).
-    Unknown IDs are not cached.
+    Unknown IDs are not cached. Entries come only from the store: a read
+    (:meth:`get`), the start-up :meth:`preload`, or a registration's stored
+    record (:meth:`put`), so a key is only ever cached under its own ID.
     """
 
     def __init__(self, capacity: int = 131072) -> None:
@@ -393,8 +399,28 @@ class KeyCache:
         if key is not None:
             return key
         key = await store.identity_key(node_id)
-        if key is not None and self._capacity > 0:
-            if len(self._keys) >= self._capacity:
-                del self._keys[next(iter(self._keys))]
-            self._keys[node_id] = key
+        if key is not None:
+            self.put(node_id, key)
         return key
+
+    def put(self, node_id: int, key: bytes) -> None:
+        """Remember ``key`` for ``node_id``, as the store holds it."""
+        if self._capacity <= 0 or node_id in self._keys:
+            return
+        if len(self._keys) >= self._capacity:
+            del self._keys[next(iter(self._keys))]
+        self._keys[node_id] = key
+
+    async def preload(self, store: Store) -> int:
+        """Fill the cache with the most recently seen nodes; returns how many were added.
+
+        Run once at start: without it every node's first heartbeat after a
+        restart also reads its key. The least recently seen of them go
+        first when the cache is full later.
+        """
+        if self._capacity <= 0:
+            return 0
+        before = len(self._keys)
+        for node_id, key in reversed(await store.identity_keys(self._capacity)):
+            self.put(node_id, key)
+        return len(self._keys) - before
