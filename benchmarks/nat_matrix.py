@@ -22,8 +22,10 @@ PNG heat-map. With ``--predict`` every sidecar runs port prediction
 (``NATROUTE_SIDECAR_PREDICT=true``, docs/protocol.md "Port prediction") and a
 second summary line counts the pairs the NATs alone keep on the relay
 (endpoint-dependent mapping against a port-dependent filter) that went direct
-by a spray (``predicted``). Not a test: nothing is asserted. Every wait is bounded and
-everything is removed at the end.
+by a spray (``predicted``). ``--logs DIR`` keeps, for every node, its
+sidecar's log and its ``/v1/status`` and ``/v1/peers`` at the end of the run
+(what to read when a pair misses). Not a test: nothing is asserted. Every
+wait is bounded and everything is removed at the end.
 """
 
 from __future__ import annotations
@@ -307,6 +309,17 @@ def draw(cells: Sequence[Cell], png: Path) -> None:
     plt.close(fig)
 
 
+def keep_logs(world: World, where: Path) -> None:
+    """Write every node's sidecar log, ``/v1/status`` and ``/v1/peers`` to ``where``."""
+    where.mkdir(parents=True, exist_ok=True)
+    for name, node in world.nodes.items():
+        (where / f"{name}.log").write_bytes(node.sidecar.logs())
+        for view in ("status", "peers"):
+            document = world.get(f"{node.admin}/v1/{view}")
+            (where / f"{name}.{view}.json").write_text(json.dumps(document, indent=1) + "\n")
+    print(f"logs: {where}", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Build the matrix world, measure, print, draw. Returns the exit status."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
@@ -316,6 +329,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds to let paths settle after the first deliveries")  # fmt: skip
     parser.add_argument("--deliver-timeout", type=float, default=90.0)
     parser.add_argument("--probe-interval", type=float, default=0.1)
+    parser.add_argument("--logs", type=Path, metavar="DIR",
+                        help="keep each node's sidecar log, status and peers in DIR")  # fmt: skip
     parser.add_argument("--predict", action="store_true",
                         help="port prediction on in every sidecar")  # fmt: skip
     args = parser.parse_args(argv)
@@ -340,6 +355,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"matrix world: {len(world.nodes)} sidecars ready after "
                       f"{time.monotonic() - started:.0f} s", flush=True)  # fmt: skip
                 cells = measure(world, args.deliver_timeout, args.settle)
+                if args.logs is not None:
+                    keep_logs(world, args.logs)
             finally:
                 world.http.close()
     finally:
