@@ -46,7 +46,7 @@ if __package__ in (None, ""):  # run as a file: make the repository importable
 
 from tests.e2e.engine import build_images, engine_client
 from tests.e2e.lab import Lab
-from tests.e2e.matrix import MATRIX, MATRIX_PLAN, expected_path, ordered_pairs
+from tests.e2e.matrix import MATRIX, MATRIX_PLAN, PREDICTABLE, expected_path, ordered_pairs
 from tests.e2e.matrix import Path as PathKind
 from tests.e2e.world import FAST_SIDECAR_ENV, World, build_world
 
@@ -100,26 +100,21 @@ def _ready_times(world: World, offset: float) -> dict[str, float]:
     return ready
 
 
-def _first_deliveries(world: World) -> dict[tuple[str, str], float]:
-    """(src, dst) -> monotonic time dst's probe got src's first datagram."""
+def _probe_firsts(
+    world: World,
+) -> tuple[dict[tuple[str, str], float], dict[tuple[str, str], float]]:
+    """From one read of every probe's log: (src, dst) -> monotonic time dst's probe got
+    src's first datagram, and (src, dst) -> monotonic time src's probe first sent to dst."""
     names = world.by_id()
-    first = {}
-    for dst, node in world.nodes.items():
+    delivered, sent = {}, {}
+    for name, node in world.nodes.items():
         for line in _json_lines(node.demo):
-            if line.get("event") == "probe_first_delivery" and line.get("src") in names:
-                first[(names[line["src"]], dst)] = float(line["recv_at"])
-    return first
-
-
-def _first_sends(world: World) -> dict[tuple[str, str], float]:
-    """(src, dst) -> monotonic time src's probe first sent to dst."""
-    names = world.by_id()
-    first = {}
-    for src, node in world.nodes.items():
-        for line in _json_lines(node.demo):
-            if line.get("event") == "probe_first_send" and line.get("dst") in names:
-                first[(src, names[line["dst"]])] = float(line["at"])
-    return first
+            event = line.get("event")
+            if event == "probe_first_delivery" and line.get("src") in names:
+                delivered[(names[line["src"]], name)] = float(line["recv_at"])
+            elif event == "probe_first_send" and line.get("dst") in names:
+                sent[(name, names[line["dst"]])] = float(line["at"])
+    return delivered, sent
 
 
 def _paths(world: World) -> dict[tuple[str, str], tuple[str, float | None, str]]:
@@ -145,12 +140,11 @@ def measure(world: World, deliver_timeout: float, settle: float) -> list[Cell]:
     ]
     deadline = time.monotonic() + deliver_timeout
     while time.monotonic() < deadline:
-        if set(deliverable) <= set(_first_deliveries(world)):
+        if set(deliverable) <= set(_probe_firsts(world)[0]):
             break
         time.sleep(1.0)
     time.sleep(settle)
-    ready, first, paths = _ready_times(world, offset), _first_deliveries(world), _paths(world)
-    sends = _first_sends(world)
+    ready, (first, sends), paths = _ready_times(world, offset), _probe_firsts(world), _paths(world)
     cells = []
     for src, dst in pairs:
         expected = expected_path(MATRIX_PLAN, src, dst)
@@ -229,10 +223,6 @@ def summary(cells: Sequence[Cell]) -> str:
             f"; direct after median {statistics.median(directs):.1f} s, max {max(directs):.1f} s"
         )
     return line
-
-
-#: The reason expected_path gives for the pairs only port prediction can make direct.
-PREDICTABLE = "endpoint-dependent mapping vs port-dependent filter"
 
 
 def predicted_summary(cells: Sequence[Cell]) -> str:

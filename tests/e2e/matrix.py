@@ -41,6 +41,7 @@ __all__ = [
     "MATRIX",
     "MATRIX_KINDS",
     "MATRIX_PLAN",
+    "PREDICTABLE",
     "Behaviour",
     "Filtering",
     "MappingKind",
@@ -101,6 +102,10 @@ PRESET_BEHAVIOUR = {
     ),
     "udp-blocked": Behaviour(MappingKind.ENDPOINT_INDEPENDENT, Filtering.NONE, udp=False),
 }
+#: Why a pair stays on the relay that only port prediction can make direct
+#: (``expected_path``'s reason; the matrix benchmark counts these pairs).
+PREDICTABLE = "endpoint-dependent mapping vs port-dependent filter"
+
 _MAPPINGS = list(MappingKind)
 _FILTERS = list(Filtering)
 
@@ -156,9 +161,7 @@ def expected_between(nat_a: Behaviour, nat_b: Behaviour, same_lan: bool) -> Path
         other = nat_b if dependent_a else nat_a
         if _admits_new_port(other):
             return PathExpectation(True, Path.DIRECT, "peer-reflexive: filter admits the new port")
-        return PathExpectation(
-            False, Path.RELAY, "endpoint-dependent mapping vs port-dependent filter"
-        )
+        return PathExpectation(False, Path.RELAY, PREDICTABLE)
     return PathExpectation(True, Path.DIRECT, "hole punch: both mappings endpoint-independent")
 
 
