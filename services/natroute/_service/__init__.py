@@ -1,48 +1,11 @@
 """Helpers shared by the service shells: logging, run helpers, rate limits, UDP, timers.
 
-Names are loaded on first use (PEP 562), so a service that imports one
-helper does not pay for the others (uvicorn, in particular, is only loaded
-by what serves HTTP).
+Import each helper from its submodule (``natroute._service.udp``,
+``natroute._service.tasks``, ...): the package itself loads nothing, so a
+service pays only for what it uses (uvicorn, in particular, is only loaded by
+what serves HTTP).
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
-__all__ = [
-    "EmbeddedHttpServer",
-    "JsonFormatter",
-    "RateLimit",
-    "TokenBuckets",
-    "bind_tcp",
-    "bind_udp",
-    "cancel_and_wait",
-    "configure_logging",
-    "every",
-    "run",
-    "run_until",
-    "wait_for_signal",
-]
-
-_HOME = {
-    "EmbeddedHttpServer": "run",
-    "JsonFormatter": "logging",
-    "RateLimit": "ratelimit",
-    "TokenBuckets": "ratelimit",
-    "bind_tcp": "run",
-    "bind_udp": "udp",
-    "cancel_and_wait": "tasks",
-    "configure_logging": "logging",
-    "every": "tasks",
-    "run": "run",
-    "run_until": "tasks",
-    "wait_for_signal": "run",
-}
-
-
-def __getattr__(name: str) -> Any:
-    home = _HOME.get(name)
-    if home is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{home}"), name)
+__all__: list[str] = []

@@ -72,7 +72,6 @@ __all__ = [
     "bind_failure",
     "build_settings",
     "describe_settings_error",
-    "natroute_version",
     "option_names",
     "service_main",
     "setting_failure",
