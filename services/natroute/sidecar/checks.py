@@ -200,7 +200,6 @@ class Checks:
             peer.relay_rtt = (
                 sample if peer.relay_rtt is None else peer.relay_rtt + (sample - peer.relay_rtt) / 8
             )
-            peer.last_relay_ack_at = now
             peer.ping_results.append((nonce, "relay", sample))
             return
         if relayed:

@@ -71,7 +71,7 @@ from .frames import (
 )
 from .lookups import LookupConfig, LookupOutcome, Lookups, Refusal
 from .model import DropReason, NatType, NodeConfig, PeerInfo, PredictConfig, Transport
-from .observer import EndpointChange, NatVerdict, Observer, Outcome
+from .observer import EndpointChange, Observer, Outcome
 from .peers import RELAY_PATH, Path, PathReason, Peer, PeerEvent, PeerTable
 from .prediction import Prediction
 from .waiting import WaitingRoom
@@ -156,7 +156,6 @@ class Engine(Checks, Prediction):
         self.drops: Counter[DropReason] = Counter()
         self.path_changes: Counter[PathReason] = Counter()
         self.endpoint_changes: list[EndpointChange] = []
-        self.verdicts: list[NatVerdict] = []
         self.punches_received = 0
         self.punch_commands = 0
         self.relayed_in = 0
@@ -285,13 +284,11 @@ class Engine(Checks, Prediction):
         except WireError:
             self.drops[DropReason.MALFORMED] += 1
             return
-        change, verdict = self.observer.reply(src, observed, now)
+        change, _ = self.observer.reply(src, observed, now)
         if change.outcome is Outcome.IGNORED:
             self.drops[DropReason.UNSOLICITED_REPLY] += 1
             return
         self._note_endpoint(change)
-        if verdict is not None:
-            self.verdicts.append(verdict)
         if self.observer.wants_confirmation:
             for beacon, addr in self.beacons.items():
                 self.send_discover(beacon, addr, now)
@@ -356,12 +353,7 @@ class Engine(Checks, Prediction):
         """Only frames of the peer a spray socket was opened for count there."""
         owner = self.socket_owner(local)
         peer = self.peers.get(owner) if owner is not None else None
-        if (
-            peer is None
-            or len(data) < FRAME_OVERHEAD
-            or data[:4] != FRAME_MAGIC
-            or frame_sender(data) != peer.node_id
-        ):
+        if peer is None or frame_sender(data) != peer.node_id:
             self.drops[DropReason.WRONG_SOCKET] += 1
             return
         self._open(peer, data, src, False, now, local)

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Final
 
-from natroute.routing.addr import canonical_ip, format_addr
+from natroute.routing.addr import addr_equal, canonical_ip, format_addr
 from natroute.routing.types import Addr
 
 from .model import NatType
@@ -47,17 +47,13 @@ def classify_nat(local: Addr | None, observed: list[Addr]) -> NatType:
     """
     if not observed:
         return NatType.UNKNOWN
-    if local is not None and all(_same(o, local) for o in observed):
+    if local is not None and all(addr_equal(o, local) for o in observed):
         return NatType.NONE
     if len(observed) < 2:
         return NatType.UNKNOWN
     if len({(canonical_ip(o[0]), o[1]) for o in observed}) == 1:
         return NatType.ENDPOINT_INDEPENDENT
     return NatType.ENDPOINT_DEPENDENT
-
-
-def _same(a: Addr, b: Addr) -> bool:
-    return a[1] == b[1] and canonical_ip(a[0]) == canonical_ip(b[0])
 
 
 class Outcome(Enum):
@@ -194,14 +190,14 @@ class Observer:
             self.endpoint = observed
             return EndpointChange(Outcome.FIRST, None, observed)
         confirm = self._confirm
-        if _same(observed, old):
+        if addr_equal(observed, old):
             if confirm is not None and not confirm.contradiction:
                 confirm.contradiction = f"a beacon still sees {format_addr(old)}"
             return EndpointChange(Outcome.SAME, old, old)
         if confirm is None:
             self._confirm = _Confirmation(observed, now)
             return EndpointChange(Outcome.PENDING, old, observed)
-        if not _same(observed, confirm.endpoint):
+        if not addr_equal(observed, confirm.endpoint):
             if not confirm.contradiction:
                 first, second = format_addr(confirm.endpoint), format_addr(observed)
                 confirm.contradiction = f"beacons answered both {first} and {second}"

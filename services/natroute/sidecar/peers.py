@@ -173,7 +173,6 @@ class Peer:
     unanswered: int = 0  # direct keepalive probes in a row with no answer
     next_keepalive_at: float = 0.0
     relay_rtt: float | None = None
-    last_relay_ack_at: float | None = None
     ping_results: deque[tuple[int, str, float]] = field(default_factory=lambda: deque(maxlen=16))
     # port prediction (docs/protocol.md, "Port prediction")
     predict_next_at: float = 0.0  # no spray with this peer before then
