@@ -555,7 +555,7 @@ def _netcheck(args: argparse.Namespace, console: Console) -> int:
         except RegistryClientError as exc:
             raise CliError(f"registry {args.registry}: {exc}") from exc
         beacons = [b.addr for b in listed]
-        streams = {b.addr: url for b in listed if (url := getattr(b, "stream_url", None))}
+        streams = {b.addr: b.stream_url for b in listed if b.stream_url}
         if not beacons:
             raise CliError(f"registry {args.registry} lists no live beacon")
     report = netcheck(beacons, timeout=args.timeout, stream_urls=streams)

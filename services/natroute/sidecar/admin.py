@@ -50,6 +50,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from natroute._service.docs import mount_offline_docs
 from natroute._service.http import ApiError, ErrorBody, install_error_handlers
 from natroute.registry.client import RegistryClientError
+from natroute.registry.models import NAME_PATTERN
 from natroute.routing.addr import MAX_NODE_ID, format_addr
 from natroute.routing.errors import RoutingError
 
@@ -178,7 +179,7 @@ class RelayRequest(BaseModel):
     pinned: bool = False
 
 
-_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_NAME = re.compile(NAME_PATTERN)
 
 
 def parse_peer_id(text: str) -> int:

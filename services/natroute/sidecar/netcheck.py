@@ -22,10 +22,11 @@ from typing import Final
 from urllib.parse import urlsplit
 
 from natroute.routing.addr import format_addr
-from natroute.routing.errors import RoutingError, WireError
+from natroute.routing.discover import parse_discover_reply
+from natroute.routing.errors import DiscoveryError, RoutingError
 from natroute.routing.resolve import resolve_udp_addr
 from natroute.routing.types import Addr
-from natroute.routing.wire import MSG_DISCOVER_REPLY, Discover, decode_endpoint, encode_message
+from natroute.routing.wire import Discover, encode_message
 
 from .interfaces import local_ips
 from .model import NatType
@@ -129,11 +130,9 @@ def netcheck(
                 continue
             observer.sent(beacon, addr, time.monotonic())
         for data, src, at in _receive(sock, time.monotonic() + timeout):
-            if data[:1] != bytes([MSG_DISCOVER_REPLY]):
-                continue
             try:
-                observer.reply(src, decode_endpoint(data[1:]), at)
-            except WireError:
+                observer.reply(src, parse_discover_reply(data), at)
+            except DiscoveryError:
                 continue
         for beacon, addr in resolved.items():
             seen = observer.observations.get(beacon)

@@ -11,13 +11,13 @@ from the registry's ``candidates`` list when it has one, else from the older
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from natroute._service.tasks import cancel_and_wait
 from natroute.registry.client import (
     AsyncRegistryClient,
     RegistryClientError,
@@ -113,8 +113,6 @@ class RegistryLink:
         self._workers = workers
         self._tasks: list[asyncio.Task[None]] = []
         self.registered = False
-        self.last_error = ""
-        self.resolves = 0
 
     # -- registration -----------------------------------------------------------
 
@@ -171,14 +169,12 @@ class RegistryLink:
         """Start the look-up workers; answers go to the callbacks (on the loop)."""
 
         async def one(node_id: int) -> None:
-            self.resolves += 1
             try:
                 resolved = await self.client.resolve(node_id)
             except RegistryNotFoundError:
                 on_failed(node_id, True)
                 return
             except RegistryClientError as exc:
-                self.last_error = str(exc)
                 _log.info("resolve_failed", extra={"peer": node_id, "error": str(exc)})
                 on_failed(node_id, False)
                 return
@@ -209,10 +205,6 @@ class RegistryLink:
 
     async def close(self) -> None:
         """Stop the workers and close the HTTP client."""
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(self._tasks)
         self._tasks.clear()
         await self.client.aclose()

@@ -28,14 +28,13 @@ state, which live on the loop thread.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import socket
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from natroute._service.tasks import every
+from natroute._service.tasks import cancel_and_wait, every
 from natroute._service.udp import size_buffers
 from natroute.beacon.batchio import BatchSocket
 from natroute.registry.client import RegistryClientError
@@ -288,11 +287,7 @@ class Sidecar(BeaconKeeping, Transports):
         """Cancel the timers, close sockets and clients."""
         self.started = False
         await self.stream.detach()
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_and_wait(self._tasks)
         for pump in self._pumps:
             pump.close()
         self.sprays.close_all()
@@ -519,8 +514,3 @@ class Sidecar(BeaconKeeping, Transports):
     def icmp_errors_attributed(self) -> int:
         """ICMP errors read from the error queue and charged to the address they concern."""
         return self._peer_socket.errors_attributed if self._peer_socket is not None else 0
-
-    @property
-    def uptime(self) -> float:
-        """Seconds since the sidecar was created."""
-        return self.clock() - self.started_at

@@ -28,6 +28,7 @@ from natroute._service.settings import (
     check_host_port,
     check_secret_token,
 )
+from natroute.registry.models import NAME_PATTERN
 from natroute.routing.addr import split_host_port
 from natroute.routing.config import ManagerConfig
 from natroute.routing.constants import (
@@ -244,11 +245,7 @@ class Settings(ServiceSettings):
     @classmethod
     def _check_name(cls, value: str) -> str:
         text = value.strip().lower()
-        if (
-            text
-            and text != "none"
-            and not re.fullmatch(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?", text)
-        ):
+        if text and text != "none" and not re.fullmatch(NAME_PATTERN, text):
             raise ValueError(f"a node name is a DNS label (a-z, 0-9, '-', at most 63): {value!r}")
         return text
 

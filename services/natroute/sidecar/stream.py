@@ -28,7 +28,6 @@ import asyncio
 import contextlib
 import logging
 import ssl as ssl_module
-import struct
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -46,7 +45,7 @@ from natroute.beacon.streamproto import (
     decode_welcome,
     sign_hello,
 )
-from natroute.routing.wire import MSG_DISCOVER, RELAY_HEADER_LEN
+from natroute.routing.wire import RELAY_HEADER_LEN, Discover, encode_message
 
 __all__ = ["KEEPALIVE_INTERVAL", "StreamCounters", "StreamRelayClient", "StreamRelayError"]
 
@@ -57,7 +56,6 @@ _log = logging.getLogger(__name__)
 KEEPALIVE_INTERVAL: Final = 25.0
 #: Largest message accepted from the beacon: a relay header and 65 535 bytes.
 _MAX_MESSAGE: Final = RELAY_HEADER_LEN + 65_535
-_U32 = struct.Struct(">I")
 
 
 class StreamRelayError(Exception):
@@ -266,7 +264,7 @@ class StreamRelayClient:
             await self._finish(_closed_reason(exc))
 
     async def _keepalive(self) -> None:
-        ping = bytes([MSG_DISCOVER]) + _U32.pack(self.node_id)
+        ping = encode_message(Discover(self.node_id))
         while True:
             await asyncio.sleep(self.keepalive_interval)
             self._queue.append(ping)  # may exceed max_queue by one: a keepalive is never dropped
