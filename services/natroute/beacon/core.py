@@ -34,15 +34,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from enum import Enum
-from functools import lru_cache
 from types import MappingProxyType
-from typing import Final, TypeAlias
+from typing import TypeAlias
 
 from natroute._service.ratelimit import TokenBuckets
 from natroute.routing.addr import canonical_ip, format_addr
 from natroute.routing.errors import WireError
 from natroute.routing.types import Addr
 from natroute.routing.wire import (
+    BEACON_MSG_LIMIT,
+    MSG_DISCOVER,
+    MSG_RELAY,
     RELAY_HEADER_LEN,
     Discover,
     DiscoverReply,
@@ -84,9 +86,6 @@ _log = logging.getLogger(__name__)
 #: One datagram to send: (bytes, destination address).
 Outgoing: TypeAlias = tuple[bytes, Addr]
 
-_RELAY: Final = 0x05
-_DISCOVER: Final = 0x01
-
 
 class _Record(Enum):
     RECORDED = "recorded"
@@ -94,13 +93,10 @@ class _Record(Enum):
     FULL = "full"
 
 
-_canonical_ip = lru_cache(maxsize=4096)(canonical_ip)
-
-
 def _canonical(addr: Addr) -> Addr:
     # IPv4 text from a socket is canonical already; IPv6 may be IPv4-mapped.
     host = addr[0]
-    return addr if ":" not in host and "%" not in host else (_canonical_ip(host), addr[1])
+    return addr if ":" not in host else (canonical_ip(host), addr[1])
 
 
 def _may_take_over(entry: NodeEntry, signed: SignedDiscover | None) -> bool:
@@ -163,7 +159,7 @@ class BeaconCore:
         if data[:1] == b"\x05" and len(data) >= RELAY_HEADER_LEN:
             # The hot path: relay frames are handled on the raw bytes.
             return self._relay(data, _canonical(src), now)
-        if not data or data[0] >= 0x10:
+        if not data or data[0] >= BEACON_MSG_LIMIT:
             return self._drop(DropReason.NOT_BEACON_MESSAGE if data else DropReason.MALFORMED, src)
         if data[0] in (MSG_PUNCH_FORWARD, MSG_PUNCH_FORWARD_REPLY):
             return self._on_punch_forward(data, _canonical(src), now)
@@ -273,7 +269,7 @@ class BeaconCore:
             authoritative: ``pubkey`` is the registry's key for ``node_id``.
         """
         table = self.nodes
-        ip = _canonical_ip(peer_ip)
+        ip = canonical_ip(peer_ip)
         entry = table.get(node_id, now)
         if entry is None:
             added = table.add(node_id, session, now, ip=ip, pubkey=pubkey)
@@ -318,16 +314,16 @@ class BeaconCore:
         if entry is None or entry.addr != session:
             return StreamOutput([], False)
         kind = data[0] if data else -1
-        if kind == _RELAY and len(data) >= RELAY_HEADER_LEN:
+        if kind == MSG_RELAY and len(data) >= RELAY_HEADER_LEN:
             if int.from_bytes(data[1:5], "big") != node_id:
                 return StreamOutput(self._drop(DropReason.RELAY_SENDER_MISMATCH, session), True)
             return StreamOutput(self._relay(data, session, now), True)
-        if kind == _DISCOVER and len(data) >= 5 and int.from_bytes(data[1:5], "big") == node_id:
+        if kind == MSG_DISCOVER and len(data) >= 5 and int.from_bytes(data[1:5], "big") == node_id:
             if self._relay_packets.allow(session, now):
                 self.nodes.touch(node_id, entry, now)
             return StreamOutput([], True)
         # A short frame, a keepalive for another ID, or not a beacon message at all.
-        unexpected = 0 <= kind < 0x10 and kind not in (_RELAY, _DISCOVER)
+        unexpected = 0 <= kind < BEACON_MSG_LIMIT and kind not in (MSG_RELAY, MSG_DISCOVER)
         reason = DropReason.UNEXPECTED_TYPE if unexpected else DropReason.MALFORMED
         return StreamOutput(self._drop(reason, session), True)
 
@@ -429,12 +425,10 @@ class BeaconCore:
         if refused is not None:
             return self._refused(refused, src)
         self.counters.registrations += 1
-        if signed is None:
-            table.unbind(node_id, entry)  # non-strict: upstream's plain overwrite
-        elif entry.pubkey != signed.pubkey:
-            table.unbind(node_id, entry)  # non-strict: the new key replaces the old
-            self._bind(node_id, entry, signed)
-        else:
+        if signed is None or entry.pubkey != signed.pubkey:
+            # non-strict: upstream's plain overwrite, or the new key replaces the old
+            table.unbind(node_id, entry)
+        if signed is not None:
             self._bind(node_id, entry, signed)
         return _Record.RECORDED
 
@@ -457,7 +451,7 @@ class BeaconCore:
         target = self.nodes.get(msg.target, now)
         if target is None:
             peer = self.gossip.lookup(msg.target, now)
-            if peer is None or is_stream(src) or msg.target == 0:  # no node is ever ID 0
+            if peer is None or msg.target == 0:  # no node is ever ID 0
                 return self._drop(DropReason.PUNCH_TARGET_UNKNOWN, src)
             # the target lives at a peer beacon: it sends the target's command
             self.counters.punches_forwarded += 1

@@ -36,7 +36,7 @@ from natroute._service.udp import bind_udp
 from natroute.routing.addr import canonical_ip
 from natroute.routing.errors import WireError
 from natroute.routing.types import Addr
-from natroute.routing.wire import DiscoverReply, encode_message
+from natroute.routing.wire import MSG_DISCOVER, DiscoverReply, encode_message
 
 __all__ = [
     "BACKLOG_CAP",
@@ -77,7 +77,7 @@ def early_reply(data: bytes, src: Addr) -> bytes | None:
     The reply carries the observed endpoint; it depends on nothing
     but the source, so it is the same before and after the core exists.
     """
-    if len(data) < 5 or data[0] != 0x01:
+    if len(data) < 5 or data[0] != MSG_DISCOVER:
         return None
     try:
         return encode_message(DiscoverReply((canonical_ip(src[0]), src[1])))

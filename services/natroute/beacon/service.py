@@ -31,6 +31,7 @@ from natroute.registry.client import AsyncRegistryClient
 from natroute.routing.addr import format_addr, split_host_port
 from natroute.routing.errors import RegistryError
 from natroute.routing.types import Addr
+from natroute.routing.wire import MSG_DISCOVER_REPLY, RELAY_HEADER_LEN
 
 from .admin import create_app
 from .batchio import BatchSocket
@@ -307,8 +308,8 @@ class BeaconService:
             options = {
                 "ws_ping_interval": settings.stream_ping_interval,
                 "ws_ping_timeout": settings.stream_ping_interval,
-                # One relay frame: the 9-byte header and the largest payload.
-                "ws_max_size": 9 + self.core.config.max_relay_payload,
+                # One relay frame: its header and the largest payload.
+                "ws_max_size": RELAY_HEADER_LEN + self.core.config.max_relay_payload,
             }
         if settings.tls_cert is not None:
             options |= {"ssl_certfile": settings.tls_cert, "ssl_keyfile": settings.tls_key}
@@ -426,9 +427,10 @@ def _replay(core: BeaconCore, backlog: list[Early], now: float) -> list[Outgoing
     only 0x02 the core sends) is left out.
     """
     out: list[Outgoing] = []
+    reply = bytes((MSG_DISCOVER_REPLY,))
     for data, src, answered in backlog:
         replies = core.handle_datagram(data, src, now)
-        out.extend(r for r in replies if not (answered and r[0][:1] == b"\x02"))
+        out.extend(r for r in replies if not (answered and r[0][:1] == reply))
     return out
 
 

@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterable
 from types import MappingProxyType
 from typing import Any, Protocol
 
+from natroute._service.tasks import cancel_and_wait
 from natroute.routing.addr import format_addr
 from natroute.routing.types import Addr
 
@@ -284,8 +285,7 @@ class StreamHub:
         except Exception as exc:  # the connection broke under us: the session ends
             _log.debug("stream_session_error", extra={"error": repr(exc)})
         finally:
-            writer.cancel()
-            await asyncio.gather(writer, return_exceptions=True)
+            await cancel_and_wait([writer])
             del self._sessions[session.addr]
             core.stream_detach(session.addr, session.node_id)
             counters["closed"] += 1
