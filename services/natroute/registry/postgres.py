@@ -44,7 +44,6 @@ from .schema import migrations
 from .store import (
     ID_TRIES,
     NODE_COLUMNS,
-    PURGE_INTERVAL,
     BackendBase,
     BeaconRecord,
     IdSpaceExhaustedError,
@@ -129,7 +128,6 @@ class PostgresStore(BackendBase):
         self._rng = rng
         self._listen_conn: asyncpg.Connection | None = None
         self._reconnect: asyncio.Task[None] | None = None
-        self._next_purge_at = 0.0
         self._closed = False
 
     @classmethod
@@ -504,8 +502,7 @@ class PostgresStore(BackendBase):
 
     async def _maybe_purge(self, now: float) -> None:
         # Each replica purges at most hourly; a purge is idempotent.
-        if now >= self._next_purge_at:
-            self._next_purge_at = now + PURGE_INTERVAL
+        if self._purge_due(now):
             await self.purge()
 
     async def purge(self) -> tuple[int, int]:

@@ -33,7 +33,6 @@ from .schema import migrations
 from .store import (
     ID_TRIES,
     NODE_COLUMNS,
-    PURGE_INTERVAL,
     BackendBase,
     BeaconRecord,
     IdSpaceExhaustedError,
@@ -153,7 +152,6 @@ class SqliteStore(BackendBase):
         super().__init__(config)
         self._clock = clock
         self._rng = rng if rng is not None else random.SystemRandom()
-        self._next_purge_at = 0.0
         self._closed = False
         try:
             self._writer = _connect(path, config)
@@ -288,8 +286,7 @@ class SqliteStore(BackendBase):
 
     def _maybe_purge(self, db: sqlite3.Connection, now: float) -> None:
         # Writer thread only; at most hourly, inside the caller's transaction.
-        if now >= self._next_purge_at:
-            self._next_purge_at = now + PURGE_INTERVAL
+        if self._purge_due(now):
             self._purge(db, now)
 
     def _purge(self, db: sqlite3.Connection, now: float) -> tuple[int, int]:

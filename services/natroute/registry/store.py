@@ -217,11 +217,6 @@ class Store(Protocol):
     """
 
     @property
-    def config(self) -> StoreConfig:
-        """The tunables this store was opened with."""
-        ...
-
-    @property
     def backend(self) -> str:
         """``sqlite`` or ``postgresql``."""
         ...
@@ -352,16 +347,19 @@ class Store(Protocol):
 
 
 class BackendBase:
-    """What both backends share: their config and the beacon-change listeners."""
+    """What both backends share: their config, the beacon-change listeners, the purge clock."""
 
     def __init__(self, config: StoreConfig) -> None:
         self._config = config
         self._listeners: list[BeaconsChanged] = []
+        self._next_purge_at = 0.0
 
-    @property
-    def config(self) -> StoreConfig:
-        """The tunables this store was opened with."""
-        return self._config
+    def _purge_due(self, now: float) -> bool:
+        """True at most once per :data:`PURGE_INTERVAL` (the first call is due)."""
+        if now < self._next_purge_at:
+            return False
+        self._next_purge_at = now + PURGE_INTERVAL
+        return True
 
     def on_beacons_changed(self, callback: BeaconsChanged) -> None:
         """Call ``callback`` whenever a beacon registers (see the backend for how far)."""

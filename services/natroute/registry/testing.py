@@ -20,11 +20,10 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+
+from .settings import ENV_PREFIX
 
 __all__ = ["RegistryProcess", "registry_command", "registry_process", "rss_bytes"]
-
-_ENV_PREFIX: Final = "NATROUTE_REGISTRY_"
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +49,7 @@ def registry_command() -> list[str]:
 
 
 def _env(extra: Mapping[str, str] | None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(_ENV_PREFIX)}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
     env.update(extra or {})
     return env
 
