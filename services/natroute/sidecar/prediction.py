@@ -235,17 +235,24 @@ class Prediction:
     # -- sockets ------------------------------------------------------------------
 
     def _forget_socket(self, index: int) -> None:
+        # Only the owner's spray lists the socket, and only the owner's frames are
+        # read there, so only the owner (and its candidates) can carry it as ``via``.
+        owner = self.socket_owner(index)
         self.spray_sockets.pop(index, None)
         self.kept_sockets.pop(index, None)
-        for spray in self.sprays.values():
-            if index in spray.sockets:
-                spray.sockets.remove(index)
-        for peer in self.peers.values():
-            if peer.via == index:
-                peer.via = 0
-            for state in peer.candidates.values():
-                if state.via == index:
-                    state.via = 0
+        if owner is None:
+            return
+        spray = self.sprays.get(owner)
+        if spray is not None and index in spray.sockets:
+            spray.sockets.remove(index)
+        peer = self.peers.get(owner)
+        if peer is None:
+            return
+        if peer.via == index:
+            peer.via = 0
+        for state in peer.candidates.values():
+            if state.via == index:
+                state.via = 0
 
     def _close_socket(self, index: int) -> None:
         self._forget_socket(index)
