@@ -349,7 +349,7 @@ def create_app(sidecar: Sidecar) -> FastAPI:
 
     @app.get("/metrics", response_class=Response)
     async def metrics_text() -> Response:
-        status = await _full_status(sidecar, include_peers=True)
+        status = await _full_status(sidecar, include_peers=False)  # it reads the counts only
         return Response(metrics.render(status), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/v1/status", response_model=SidecarStatus)

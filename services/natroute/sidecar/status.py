@@ -585,7 +585,12 @@ def build_status(
     """
     now = (clock or sidecar.clock)()
     engine = sidecar.engine
-    peers = build_peers(sidecar, now)
+    # The counts come from the engine's records, as each PeerStatus would show them,
+    # so a caller that needs only the counts (``/metrics``) builds no peer snapshot.
+    records = list(engine.peers.values())
+    direct = sum(1 for p in records if p.path is Path.DIRECT)
+    offline_after = engine.config.offline_after
+    offline = sum(1 for p in records if _liveness(p, now, offline_after) == "offline")
     return SidecarStatus(
         node_id=engine.node_id,
         ready=sidecar.ready,
@@ -604,11 +609,11 @@ def build_status(
         beacon=_beacon(sidecar, now, cache or CacheAge()),
         counters=_counters(engine, sidecar),
         predict=build_predict_status(engine),
-        peers_total=len(peers),
-        peers_direct=sum(1 for p in peers if p.path == "direct"),
-        peers_relay=sum(1 for p in peers if p.path != "direct"),
-        peers_offline=sum(1 for p in peers if p.state == "offline"),
-        peers=peers if include_peers else (),
+        peers_total=len(records),
+        peers_direct=direct,
+        peers_relay=len(records) - direct,
+        peers_offline=offline,
+        peers=build_peers(sidecar, now) if include_peers else (),
         taken_at=now,
     )
 
