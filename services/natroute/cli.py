@@ -149,14 +149,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     admin, token = _admin_options(), _token_options()
 
-    status = sub.add_parser("status", parents=[admin], help="show node status and peers")
-    status.add_argument("--json", action="store_true", help="print the API's JSON")
+    as_json = _Parser(add_help=False)
+    as_json.add_argument("--json", action="store_true", help="print the API's JSON")
+
+    status = sub.add_parser("status", parents=[admin, as_json], help="show node status and peers")
     status.add_argument(
         "--peer", help="show one peer in detail (node ID, decimal or 0x hex, or name)"
     )
-
-    as_json = _Parser(add_help=False)
-    as_json.add_argument("--json", action="store_true", help="print the API's JSON")
 
     relay = sub.add_parser(
         "relay", parents=[admin, token, as_json], help="force a peer to relay or back"
@@ -175,12 +174,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("refresh", parents=[admin, token, as_json], help="run a beacon refresh tick now")
 
     ping = sub.add_parser(
-        "ping", parents=[admin, token], help="round trips to a peer, direct and through the relay"
+        "ping",
+        parents=[admin, token, as_json],
+        help="round trips to a peer, direct and through the relay",
     )
     ping.add_argument("peer", help="node ID or name")
     ping.add_argument("--count", type=int, default=3, help="rounds of probes (default 3)")
     ping.add_argument("--wait", type=float, default=1.0, help="seconds to wait for each answer")
-    ping.add_argument("--json", action="store_true", help="print the API's JSON")
 
     net = sub.add_parser(
         "netcheck", help="what this network does to UDP: NAT, public endpoints, RTTs (no sidecar)"
