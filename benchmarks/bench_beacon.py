@@ -51,7 +51,19 @@ from natroute.beacon.config import BeaconConfig, RateLimit
 from natroute.beacon.core import BeaconCore
 from natroute.routing.wire import Discover, encode_message, encode_relay
 
-__all__ = ["Tools", "beacon_cmd", "bench_core", "blast", "main", "start_latency"]
+__all__ = [
+    "Tools",
+    "beacon_cmd",
+    "bench_core",
+    "blast",
+    "compile_c",
+    "free_port",
+    "main",
+    "parse_fields",
+    "start_latency",
+    "stop",
+    "wait_started",
+]
 
 HERE = Path(__file__).parent
 _OFF = RateLimit(0.0, 0.0)
@@ -72,9 +84,6 @@ def build_tools(source: Path | None, out: Path) -> Tools:
         FileNotFoundError: no C compiler, or a source file is missing.
         subprocess.CalledProcessError: a compilation failed.
     """
-    cc = shutil.which("cc") or shutil.which("gcc")
-    if cc is None:
-        raise FileNotFoundError("no C compiler (cc or gcc) on PATH")
     if source is None:
         beacon_c, blast_c = HERE / "tools" / "yardstick.c", HERE / "tools" / "blast.c"
     else:
@@ -82,10 +91,28 @@ def build_tools(source: Path | None, out: Path) -> Tools:
     for path in (beacon_c, blast_c):
         if not path.is_file():
             raise FileNotFoundError(f"{path} is missing (--tools names a directory with it)")
-    tools = Tools(out / "yardstick", out / "blast")
-    subprocess.run([cc, "-O2", "-o", tools.beacon, beacon_c], check=True)
-    subprocess.run([cc, "-O2", "-pthread", "-o", tools.blast, blast_c], check=True)
-    return tools
+    return Tools(
+        compile_c(beacon_c, out / "yardstick"), compile_c(blast_c, out / "blast", "-pthread")
+    )
+
+
+def compile_c(source: Path, binary: Path, *flags: str) -> Path:
+    """Compile one C file with ``-O2`` (and ``flags``) into ``binary``.
+
+    Raises:
+        FileNotFoundError: no C compiler on PATH.
+        subprocess.CalledProcessError: the compilation failed.
+    """
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        raise FileNotFoundError("no C compiler (cc or gcc) on PATH")
+    subprocess.run([cc, "-O2", *flags, "-o", binary, source], check=True)
+    return binary
+
+
+def parse_fields(stdout: str) -> dict[str, float]:
+    """The ``key=value`` fields a C tool prints."""
+    return {k: float(v) for k, v in (kv.split("=") for kv in stdout.split())}
 
 
 def bench_core(seconds: float, payload: int) -> float:
@@ -107,11 +134,11 @@ def bench_core(seconds: float, payload: int) -> float:
     return best
 
 
-def _free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+def free_port(kind: socket.SocketKind = socket.SOCK_DGRAM) -> int:
+    """A port of ``kind`` free on 127.0.0.1 just now."""
+    with socket.socket(socket.AF_INET, kind) as sock:
         sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+        return int(sock.getsockname()[1])
 
 
 def blast(tool: Path, port: int, seconds: float, payload: int) -> dict[str, float]:
@@ -125,7 +152,7 @@ def blast(tool: Path, port: int, seconds: float, payload: int) -> dict[str, floa
     )
     if result.returncode != 0:
         raise RuntimeError(f"{tool.name} failed: {result.stderr.strip()}")
-    return {k: float(v) for k, v in (kv.split("=") for kv in result.stdout.split())}
+    return parse_fields(result.stdout)
 
 
 def beacon_cmd(listen: str, *flags: str, http: str = "off") -> list[str]:
@@ -154,16 +181,19 @@ def _natroute_cmd(port: int, *flags: str) -> list[str]:
     return beacon_cmd(f"127.0.0.1:{port}", *flags)
 
 
-def _wait_started(proc: subprocess.Popen[str]) -> None:
+def wait_started(proc: subprocess.Popen[str]) -> dict[str, str]:
+    """Read the beacon's log up to its ``beacon_started`` record, and return it."""
     assert proc.stderr is not None
     for line in proc.stderr:
         with contextlib.suppress(ValueError):
-            if json.loads(line).get("event") == "beacon_started":
-                return
+            record: dict[str, str] = json.loads(line)
+            if record.get("event") == "beacon_started":
+                return record
     raise RuntimeError("natroute-beacon exited before starting")
 
 
-def _stop(proc: subprocess.Popen[str]) -> None:
+def stop(proc: subprocess.Popen[str]) -> None:
+    """SIGTERM, then SIGKILL after 10 s."""
     proc.send_signal(signal.SIGTERM)
     try:
         proc.wait(timeout=10)
@@ -174,7 +204,7 @@ def _stop(proc: subprocess.Popen[str]) -> None:
 
 def relay_run(tools: Tools, config: str, seconds: float, payload: int) -> float:
     """Delivered pps of one flood against one beacon configuration."""
-    port = _free_udp_port()
+    port = free_port()
     if config == "yardstick":
         proc = subprocess.Popen([tools.beacon, "127.0.0.1", str(port)], text=True)
         time.sleep(0.2)  # let it bind
@@ -183,16 +213,16 @@ def relay_run(tools: Tools, config: str, seconds: float, payload: int) -> float:
             config, ("--no-udp-batch",)
         )
         proc = subprocess.Popen(_natroute_cmd(port, *flags), stderr=subprocess.PIPE, text=True)
-        _wait_started(proc)
+        wait_started(proc)
     try:
         return blast(tools.blast, port, seconds, payload)["delivered_pps"]
     finally:
-        _stop(proc)
+        stop(proc)
 
 
 def start_latency(cmd: Callable[[int], list[str]], timeout: float = 10.0) -> float:
     """Seconds from starting ``cmd(port)`` to the first DiscoverReply on that port."""
-    port = _free_udp_port()
+    port = free_port()
     probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     probe.bind(("127.0.0.1", 0))
     probe.settimeout(0.002)

@@ -48,12 +48,6 @@ __all__ = ["main"]
 BIN = Path(sys.executable).parent
 
 
-def _free_port(kind: socket.SocketKind) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @dataclass
 class Proc:
     """A started service process and what its log said when it became ready."""
@@ -101,7 +95,7 @@ def _start(argv: list[str], event: str, limit: float = 20.0) -> Proc:
 @contextlib.contextmanager
 def world(directory: Path) -> Iterator[tuple[str, str]]:
     """A registry and a beacon; yields (registry URL, beacon host:port)."""
-    reg_port, beacon_port = _free_port(socket.SOCK_STREAM), _free_port(socket.SOCK_DGRAM)
+    reg_port, beacon_port = bench_beacon.free_port(socket.SOCK_STREAM), bench_beacon.free_port()
     registry = _start(
         [
             str(BIN / "natroute-registry"),
@@ -175,13 +169,8 @@ def _addr(text: object) -> tuple[str, int]:
 
 def build_appblast(out: Path) -> Path:
     """Compile ``tools/appblast.c`` (the data-plane flooder and counter) into ``out``."""
-    cc = shutil.which("cc") or shutil.which("gcc")
-    if cc is None:
-        raise FileNotFoundError("no C compiler (cc or gcc) on PATH")
-    tool = out / "appblast"
     source = Path(__file__).resolve().parent / "tools" / "appblast.c"
-    subprocess.run([cc, "-O2", "-pthread", "-o", tool, source], check=True)
-    return tool
+    return bench_beacon.compile_c(source, out / "appblast", "-pthread")
 
 
 def throughput(
@@ -203,7 +192,7 @@ def throughput(
     argv = [str(tool), str(app_a[1]), str(_addr(b.ready["app"])[1]), str(a_id), str(b_id)]
     argv += [str(seconds), str(size)] + ([str(int(rate))] if rate else [])
     result = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30, check=True)
-    fields = {k: float(v) for k, v in (kv.split("=") for kv in result.stdout.split())}
+    fields = bench_beacon.parse_fields(result.stdout)
     return fields["sent_pps"], fields["delivered_pps"], max(fields["loss"], 0.0)
 
 

@@ -20,9 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import multiprocessing
-import signal
 import socket
 import statistics
 import subprocess
@@ -44,7 +42,7 @@ from natroute.sidecar.stream import StreamRelayClient
 if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.bench_beacon import beacon_cmd
+from benchmarks.bench_beacon import beacon_cmd, stop, wait_started
 
 __all__ = ["Beacon", "StreamRow", "main", "measure"]
 
@@ -86,27 +84,12 @@ async def beacon(*flags: str) -> AsyncIterator[Beacon]:
         text=True,
     )
     try:
-        started = await asyncio.to_thread(_started, proc)
+        started = await asyncio.to_thread(wait_started, proc)
         # Keep reading the log so the beacon never blocks on a full pipe.
         threading.Thread(target=proc.stderr.read, daemon=True).start()  # type: ignore[union-attr]
         yield Beacon(proc, split_host_port(started["udp_addr"]), started["stream_url"])
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.to_thread(proc.wait, 10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def _started(proc: subprocess.Popen[str]) -> dict[str, str]:
-    assert proc.stderr is not None
-    for line in proc.stderr:
-        with contextlib.suppress(ValueError):
-            record: dict[str, str] = json.loads(line)
-            if record.get("event") == "beacon_started":
-                return record
-    raise RuntimeError("natroute-beacon exited before starting")
+        await asyncio.to_thread(stop, proc)
 
 
 def _udp(node_id: int, beacon: Addr) -> socket.socket:
