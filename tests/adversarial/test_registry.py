@@ -102,6 +102,20 @@ def test_someone_elses_unicast_host_stays_accepted(registry: RegistryProcess) ->
             assert client.resolve(reg.node_id).endpoint == endpoint
 
 
+def test_a_small_order_key_cannot_register_with_a_signature_of_anything(
+    registry: RegistryProcess,
+) -> None:
+    # The identity point as key, R = identity and S = 0: the point equation
+    # holds for every message, so a verifier that accepts small-order keys
+    # (OpenSSL does) would let anyone heartbeat as this node (D44).
+    identity = bytes([1]) + bytes(31)
+    body = {"ed25519_public_key": b64encode(identity), "timestamp_us": int(time.time() * 1e6)}
+    body["signature"] = b64encode(identity + bytes(32))
+    response = httpx.post(f"{registry.url}/v1/nodes", json=body)
+    assert response.status_code == 401, response.text
+    assert response.json()["error"]["code"] == "bad_signature"
+
+
 @pytest.mark.parametrize(
     "token", ["aaaaaaaaaaaaaaaa", "0000000000000000", "changemechangeme", " " * 16]
 )

@@ -23,6 +23,8 @@ from natroute.routing.wire import Discover, encode_message
 from .fakes import FakeClock
 
 A = ("198.51.100.1", 4000)
+#: The encoding of the identity point, a public key of small order.
+_IDENTITY = bytes([1]) + bytes(31)
 B = ("203.0.113.7", 5000)
 
 
@@ -50,6 +52,13 @@ def test_sign_discover_layout_and_roundtrip() -> None:
         pytest.param(lambda e: e, 5, 879.0, "stale", id="early"),
         pytest.param(lambda e: e, 6, 1000.0, "bad_signature", id="other-node"),
         pytest.param(lambda e: e[:40] + bytes(64), 5, 1000.0, "bad_signature", id="zero-sig"),
+        pytest.param(  # a small-order key: R = identity, S = 0 "verifies" any message (D44)
+            lambda e: _IDENTITY + e[32:40] + _IDENTITY + bytes(32),
+            5,
+            1000.0,
+            "bad_signature",
+            id="identity-key-forgery",
+        ),
         pytest.param(
             lambda e: e[:32] + (1001).to_bytes(8, "big") + e[40:],
             5,

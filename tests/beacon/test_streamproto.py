@@ -30,6 +30,8 @@ from natroute.beacon.streamproto import (
 
 CHALLENGE = bytes(range(32))
 KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(100, 132)))
+#: The encoding of the identity point, a public key of small order.
+IDENTITY = bytes([1]) + bytes(31)
 PUB = KEY.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
 
 
@@ -75,6 +77,10 @@ def test_replayed_hello_is_a_stale_challenge() -> None:
             lambda h: Hello(h.node_id, bytes(32), h.challenge, h.signature), id="other-key"
         ),
         pytest.param(lambda h: Hello(h.node_id, b"\xff" * 32, h.challenge, h.signature), id="junk"),
+        pytest.param(  # a small-order key: R = identity, S = 0 "verifies" any message (D44)
+            lambda h: Hello(h.node_id, IDENTITY, h.challenge, IDENTITY + bytes(32)),
+            id="identity-key-forgery",
+        ),
     ],
 )
 def test_bad_signatures(mutate: Callable[[Hello], Hello]) -> None:

@@ -16,12 +16,10 @@ from __future__ import annotations
 import struct
 from typing import Final
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import (
-    Ed25519PrivateKey,
-    Ed25519PublicKey,
-)
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from natroute._service.ed25519 import verify_signature
 
 __all__ = [
     "DISCOVER_AUTH_CONTEXT",
@@ -117,9 +115,6 @@ def verify_discover(
     (unix_time,) = _U64.unpack_from(extra, 32)
     if abs(unix_time - wall_now) > max_skew:
         raise DiscoverAuthError("stale")
-    try:
-        key = Ed25519PublicKey.from_public_bytes(pubkey)
-        key.verify(extra[40:], discover_auth_message(node_id, unix_time))
-    except (InvalidSignature, ValueError) as exc:  # ValueError: a key some backend refuses
-        raise DiscoverAuthError("bad_signature") from exc
+    if not verify_signature(pubkey, extra[40:], discover_auth_message(node_id, unix_time)):
+        raise DiscoverAuthError("bad_signature")
     return SignedDiscover(pubkey, unix_time)

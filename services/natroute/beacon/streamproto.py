@@ -31,12 +31,10 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Final
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import (
-    Ed25519PrivateKey,
-    Ed25519PublicKey,
-)
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from natroute._service.ed25519 import verify_signature
 
 __all__ = [
     "CHALLENGE_LEN",
@@ -242,11 +240,9 @@ def verify_hello(hello: Hello, challenge: bytes, beacon_id: int) -> None:
     """
     if hello.challenge != challenge:
         raise HelloError(HelloReject.STALE_CHALLENGE)
-    try:
-        key = Ed25519PublicKey.from_public_bytes(hello.pubkey)
-        key.verify(hello.signature, hello_message(challenge, hello.node_id, beacon_id))
-    except (InvalidSignature, ValueError) as exc:  # ValueError: a key some backend refuses
-        raise HelloError(HelloReject.BAD_SIGNATURE) from exc
+    message = hello_message(challenge, hello.node_id, beacon_id)
+    if not verify_signature(hello.pubkey, hello.signature, message):
+        raise HelloError(HelloReject.BAD_SIGNATURE)
 
 
 def encode_welcome(node_id: int) -> bytes:

@@ -28,12 +28,11 @@ import json
 from collections.abc import Mapping
 from typing import Any, Final
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import (
-    Ed25519PrivateKey,
-    Ed25519PublicKey,
-)
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+# X25519 public keys are 32 raw bytes too (KEY_LEN).
+from natroute._service.ed25519 import KEY_LEN, SIGNATURE_LEN, verify_signature
 
 __all__ = [
     "ACTION_HEARTBEAT",
@@ -50,10 +49,6 @@ __all__ = [
 
 ACTION_REGISTER: Final = "register"
 ACTION_HEARTBEAT: Final = "heartbeat"
-#: Ed25519 and X25519 public keys are both 32 raw bytes.
-KEY_LEN: Final = 32
-#: Ed25519 signatures are 64 raw bytes.
-SIGNATURE_LEN: Final = 64
 _DOMAIN: Final = b"natroute-registry/v1 "
 
 
@@ -107,10 +102,4 @@ def verify(public_key: bytes, signature: bytes, action: str, fields: Mapping[str
 
     Never raises for bad keys or signatures: those are simply ``False``.
     """
-    try:
-        Ed25519PublicKey.from_public_bytes(public_key).verify(
-            signature, signing_payload(action, fields)
-        )
-    except (InvalidSignature, ValueError):
-        return False
-    return True
+    return verify_signature(public_key, signature, signing_payload(action, fields))
