@@ -1,11 +1,9 @@
-"""The heartbeat's fast parts: the lean route answers as FastAPI would, the
-store's two-statement heartbeat, the key cache (preload, registration, cap)."""
+"""The heartbeat's fast parts: the store's two-statement heartbeat, the key
+cache (preload, registration, cap). Its fast lane: ``test_lanes.py``."""
 
 from __future__ import annotations
 
-import json
 import sqlite3
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +13,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import FastAPI
 
 from natroute.registry.app import create_app
-from natroute.registry.deps import get_clock
 from natroute.registry.settings import Settings
 from natroute.registry.signing import ACTION_HEARTBEAT, public_key_bytes, sign
 from natroute.registry.sqlite import SqliteStore
@@ -29,7 +26,7 @@ from natroute.registry.store import (
     StoreUnavailableError,
 )
 
-from .conftest import SQLITE_ONLY, FakeClock
+from .conftest import FakeClock
 from .test_api import register_body
 
 pytestmark = pytest.mark.asyncio
@@ -49,107 +46,6 @@ async def _register(http: httpx.AsyncClient, key: Ed25519PrivateKey, clock: Fake
     answer = await http.post("/v1/nodes", json=register_body(key, clock))
     assert answer.status_code == 200, answer.text
     return int(answer.json()["node_id"])
-
-
-Case = Callable[[Ed25519PrivateKey, int, FakeClock], tuple[str, bytes, str | None]]
-
-
-def _as_json(body: Any) -> bytes:
-    return json.dumps(body).encode()
-
-
-# Each case builds a fresh request (path, body, Content-Type) for a registered node.
-CASES: dict[str, Case] = {
-    "valid": lambda k, n, c: (f"/v1/nodes/{n}/heartbeat", _as_json(heartbeat_body(k, n, c)), _JSON),
-    "valid, with charset": lambda k, n, c: (
-        f"/v1/nodes/{n}/heartbeat",
-        _as_json(heartbeat_body(k, n, c, endpoint="198.51.100.7:4000")),
-        "application/json; charset=utf-8",
-    ),
-    "text/plain": lambda k, n, c: (
-        f"/v1/nodes/{n}/heartbeat",
-        _as_json(heartbeat_body(k, n, c)),
-        "text/plain",
-    ),
-    "no content type": lambda k, n, c: (
-        f"/v1/nodes/{n}/heartbeat",
-        _as_json(heartbeat_body(k, n, c)),
-        None,
-    ),
-    "malformed JSON": lambda k, n, c: (f"/v1/nodes/{n}/heartbeat", b'{"timestamp_us": 1', _JSON),
-    "not UTF-8": lambda k, n, c: (f"/v1/nodes/{n}/heartbeat", b'{"a": "\xff"}', _JSON),
-    "a list": lambda k, n, c: (f"/v1/nodes/{n}/heartbeat", b"[1, 2]", _JSON),
-    "empty body": lambda k, n, c: (f"/v1/nodes/{n}/heartbeat", b"", _JSON),
-    "unknown field": lambda k, n, c: (
-        f"/v1/nodes/{n}/heartbeat",
-        _as_json(heartbeat_body(k, n, c) | {"name": "x"}),
-        _JSON,
-    ),
-    "timestamp as text": lambda k, n, c: (
-        f"/v1/nodes/{n}/heartbeat",
-        _as_json(heartbeat_body(k, n, c) | {"timestamp_us": str(int(c() * 1e6))}),
-        _JSON,
-    ),
-    "bad endpoint": lambda k, n, c: (
-        f"/v1/nodes/{n}/heartbeat",
-        _as_json(heartbeat_body(k, n, c, endpoint="224.0.0.1:5")),
-        _JSON,
-    ),
-    "another key's signature": lambda k, n, c: (
-        f"/v1/nodes/{n}/heartbeat",
-        _as_json(heartbeat_body(Ed25519PrivateKey.generate(), n, c)),
-        _JSON,
-    ),
-    "signed for another ID": lambda k, n, c: (
-        f"/v1/nodes/{n}/heartbeat",
-        _as_json(heartbeat_body(k, n + 1, c)),
-        _JSON,
-    ),
-    "older timestamp": lambda k, n, c: (
-        f"/v1/nodes/{n}/heartbeat",
-        _as_json(heartbeat_body(k, n, FakeClock(c() - 30))),
-        _JSON,
-    ),
-    "unknown node": lambda k, n, c: (
-        f"/v1/nodes/{n + 1}/heartbeat",
-        _as_json(heartbeat_body(k, n + 1, c)),
-        _JSON,
-    ),
-    "leading zero": lambda k, n, c: (f"/v1/nodes/0{n}/heartbeat", _as_json({}), _JSON),
-    "node 0": lambda k, n, c: ("/v1/nodes/0/heartbeat", _as_json(heartbeat_body(k, 0, c)), _JSON),
-    "beyond 32 bits": lambda k, n, c: (
-        "/v1/nodes/4294967296/heartbeat",
-        _as_json(heartbeat_body(k, 2**32, c)),
-        _JSON,
-    ),
-    "not a number": lambda k, n, c: ("/v1/nodes/abc/heartbeat", _as_json({}), _JSON),
-}
-
-
-@SQLITE_ONLY
-@pytest.mark.parametrize("case", CASES)
-async def test_lean_heartbeat_answers_as_fastapi_would(
-    app: FastAPI, http: httpx.AsyncClient, clock: FakeClock, key: Ed25519PrivateKey, case: str
-) -> None:
-    """Each request twice: served lean, then by FastAPI's own handler (an override forces it)."""
-    node_id = await _register(http, key, clock)
-    answers = []
-    for standard in (False, True):
-        if standard:
-            app.dependency_overrides[get_clock] = get_clock  # any override: FastAPI's handler
-        try:
-            clock.advance(1)
-            path, content, content_type = CASES[case](key, node_id, clock)
-            headers = {} if content_type is None else {"Content-Type": content_type}
-            answer = await http.post(path, content=content, headers=headers)
-        finally:
-            app.dependency_overrides.clear()
-        answers.append((answer.status_code, answer.json()))
-    assert answers[0] == answers[1]
-    if case.startswith("valid"):
-        assert answers[0] == (200, {"node_id": node_id, "relay_only": False, "ttl": 90})
-    else:
-        assert answers[0][0] >= 400
 
 
 async def test_warm_cache_still_checks_every_signature(

@@ -25,6 +25,7 @@ __all__ = [
     "ApiError",
     "ErrorBody",
     "ErrorDetail",
+    "ErrorRenderer",
     "describe_validation",
     "error_response",
     "install_error_handlers",
@@ -96,59 +97,75 @@ def describe_validation(exc: RequestValidationError) -> tuple[int, str, str]:
     return 422, "invalid_request", "; ".join(parts) + more
 
 
+class ErrorRenderer:
+    """Every exception as the one error body, in one table.
+
+    :class:`ApiError` carries its status and code; request validation becomes
+    422 ``invalid_request`` (400 ``malformed_json``); Starlette's HTTP errors
+    keep their status; a service's domain errors map through ``codes``;
+    anything else is a logged 500 ``internal``.
+
+    Args:
+        codes: domain exception class → ``(status, code)``; the exception's
+            text is the message (the most specific class in its MRO wins).
+        on_error: called with each error code (e.g. to count it in a metric).
+        log_event: the log event of an unexpected exception (500).
+    """
+
+    def __init__(
+        self,
+        codes: Mapping[type[Exception], tuple[int, str]] | None = None,
+        on_error: Callable[[str], None] | None = None,
+        log_event: str = "request_failed",
+    ) -> None:
+        self.codes = dict(codes or {})
+        self._count = on_error if on_error is not None else (lambda code: None)
+        self._log_event = log_event
+
+    def response(self, exc: Exception, path: str) -> JSONResponse:
+        """The answer to a request to ``path`` that failed with ``exc``."""
+        if isinstance(exc, ApiError):
+            return self._respond(exc.status, exc.code, exc.message, exc.headers)
+        if isinstance(exc, RequestValidationError):
+            return self._respond(*describe_validation(exc))
+        if isinstance(exc, StarletteHTTPException):
+            code = _HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
+            message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
+            return self._respond(exc.status_code, code, message, exc.headers)
+        for kind in type(exc).__mro__:
+            if kind in self.codes:
+                status, code = self.codes[kind]
+                return self._respond(status, code, str(exc))
+        _log.error(self._log_event, exc_info=exc, extra={"path": path})
+        return self._respond(500, "internal", "internal error")
+
+    def _respond(
+        self, status: int, code: str, message: str, headers: Mapping[str, str] | None = None
+    ) -> JSONResponse:
+        self._count(code)
+        return error_response(status, code, message, headers)
+
+
 def install_error_handlers(
     app: FastAPI,
     *,
     codes: Mapping[type[Exception], tuple[int, str]] | None = None,
     on_error: Callable[[str], None] | None = None,
     log_event: str = "request_failed",
-) -> None:
-    """Route every exception to the one error body shape.
+) -> ErrorRenderer:
+    """Route every exception the app raises to the one error body shape.
 
-    Args:
-        app: the application.
-        codes: domain exception class → ``(status, code)``; the exception's
-            text is the message (the most specific class in its MRO wins).
-        on_error: called with each error code (e.g. to count it in a metric).
-        log_event: the log event of an unexpected exception (500).
+    Args: those of :class:`ErrorRenderer`.
+
+    Returns:
+        The renderer, for code that answers beside the app's routes.
     """
-    mapped = dict(codes or {})
-    count = on_error if on_error is not None else (lambda code: None)
+    renderer = ErrorRenderer(codes, on_error, log_event)
 
-    def respond(
-        status: int, code: str, message: str, headers: Mapping[str, str] | None = None
-    ) -> JSONResponse:
-        count(code)
-        return error_response(status, code, message, headers)
+    async def handle(request: Request, exc: Exception) -> JSONResponse:
+        return renderer.response(exc, request.url.path)
 
-    async def on_api_error(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, ApiError)
-        return respond(exc.status, exc.code, exc.message, exc.headers)
-
-    async def on_validation(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, RequestValidationError)
-        return respond(*describe_validation(exc))
-
-    async def on_http(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, StarletteHTTPException)
-        code = _HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
-        message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
-        return respond(exc.status_code, code, message, exc.headers)
-
-    async def on_domain(request: Request, exc: Exception) -> JSONResponse:
-        for kind in type(exc).__mro__:
-            if kind in mapped:
-                status, code = mapped[kind]
-                return respond(status, code, str(exc))
-        return await on_unexpected(request, exc)
-
-    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
-        _log.error(log_event, exc_info=exc, extra={"path": request.url.path})
-        return respond(500, "internal", "internal error")
-
-    app.add_exception_handler(ApiError, on_api_error)
-    app.add_exception_handler(RequestValidationError, on_validation)
-    app.add_exception_handler(StarletteHTTPException, on_http)
-    for kind in mapped:
-        app.add_exception_handler(kind, on_domain)
-    app.add_exception_handler(Exception, on_unexpected)
+    for kind in (ApiError, RequestValidationError, StarletteHTTPException, *renderer.codes):
+        app.add_exception_handler(kind, handle)
+    app.add_exception_handler(Exception, handle)
+    return renderer

@@ -29,6 +29,7 @@ from .backends import open_store, store_config
 from .beaconlist import BeaconListCache
 from .deps import Services
 from .http import BodyLimitMiddleware
+from .lanes import FastLanes
 from .metrics import RegistryMetrics
 from .routes import beacons_router, nodes_router, ops_router
 from .settings import Settings
@@ -149,15 +150,18 @@ def create_app(
         redoc_url=None,
     )
     app.state.services = services
-    install_error_handlers(
+    errors = install_error_handlers(
         app, codes=ERROR_CODES, on_error=metrics.count_error, log_event="registry_request_failed"
     )
+    # Innermost: inside the body limit and the request timing (docs in lanes.py).
+    lane_routes = [*beacons_router.routes, *nodes_router.routes]
+    app.add_middleware(FastLanes, owner=app, errors=errors, routes=lane_routes)
     app.add_middleware(
         BodyLimitMiddleware, max_bytes=settings.max_body_bytes, on_error=metrics.count_error
     )
     app.add_middleware(RouteTimer, latency=metrics.request_duration, responses=metrics.requests)
-    # Routes are matched in order: the frequent calls (the beacon list, then
-    # a heartbeat) first, the documentation last.
+    # Routes are matched in order: the frequent calls first (those FastLanes
+    # passes on), the documentation last.
     app.include_router(beacons_router)
     app.include_router(nodes_router)
     app.include_router(ops_router)

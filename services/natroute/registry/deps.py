@@ -8,9 +8,9 @@ pre-encoded beacon list answer.
 take the pieces they need through ``Annotated[..., Depends(...)]`` aliases
 (``StoreDep``, ``SettingsDep``, ...), so a test can replace any of them with
 ``app.dependency_overrides``. Operator routes add :func:`require_operator`.
-The frequent calls take the one ``ServicesDep`` (FastAPI spends about 20 µs
-solving each dependency of a request), and the most frequent, the heartbeat,
-skips the solving altogether in its common case (``routes/nodes.py``).
+The three frequent calls (heartbeat, resolve, beacon list) skip FastAPI's
+dependency solving altogether in their common case (:mod:`.lanes`); their
+routes take the one ``ServicesDep`` for the rest.
 """
 
 from __future__ import annotations

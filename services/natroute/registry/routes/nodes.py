@@ -9,15 +9,12 @@ codes in one place (``app.py``).
 from __future__ import annotations
 
 import ipaddress
-import json
 import logging
 import math
-from collections.abc import Callable, Coroutine
 from typing import Annotated, Any, Final
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
-from fastapi.routing import APIRoute
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from natroute._service.http import ApiError
 from natroute.routing.addr import MAX_NODE_ID, split_host_port
@@ -61,7 +58,7 @@ from ..signing import (
 )
 from ..store import NodeRecord, Store
 
-__all__ = ["node_view", "router"]
+__all__ = ["heartbeat_answer", "node_view", "resolve_answer", "router"]
 
 _log = logging.getLogger(__name__)
 _DAY: Final = 86400.0
@@ -198,8 +195,15 @@ async def register(
     )
 
 
-async def heartbeat(node_id: NodeIdPath, body: HeartbeatRequest, services: ServicesDep) -> Response:
-    """Keep a node alive; may update its endpoint, candidates, transport and ``relay_only``."""
+async def heartbeat_answer(services: Services, node_id: int, body: HeartbeatRequest) -> bytes:
+    """Keep ``node_id`` alive as ``body`` asks; the encoded answer.
+
+    Shared by the route and the heartbeat's fast lane (:mod:`..lanes`).
+
+    Raises:
+        ApiError: a refused address, an unknown node or a bad signature.
+        StoreError: a replay, a timestamp outside the skew window, the store failing.
+    """
     store, settings = await get_store(services), services.settings
     _check_addresses(settings, body.endpoint, None, body.candidates)
     key = await services.keys.get(store, node_id)
@@ -217,69 +221,33 @@ async def heartbeat(node_id: NodeIdPath, body: HeartbeatRequest, services: Servi
     )
     services.metrics.heartbeats.inc()
     ttl = max(1, round(settings.node_ttl))
-    return _json(HeartbeatResponse(node_id=node_id, relay_only=record.relay_only, ttl=ttl))
+    answer = HeartbeatResponse(node_id=node_id, relay_only=record.relay_only, ttl=ttl)
+    return answer.model_dump_json().encode()
 
 
-async def _lean_heartbeat(request: Request) -> Response | None:
-    """Serve a well-formed heartbeat without FastAPI's parameter machinery.
+@router.post("/v1/nodes/{node_id}/heartbeat", response_model=HeartbeatResponse)
+async def heartbeat(node_id: NodeIdPath, body: HeartbeatRequest, services: ServicesDep) -> Response:
+    """Keep a node alive; may update its endpoint, candidates, transport and ``relay_only``."""
+    return Response(await heartbeat_answer(services, node_id, body), media_type=_JSON)
 
-    ``None`` when the request is anything but the common case (a canonical
-    decimal node ID, ``Content-Type: application/json``, a body that parses
-    and validates, no dependency override): FastAPI then handles it as any
-    route, so every refusal keeps its usual status and message. What is
-    accepted here is exactly what FastAPI accepts: the same model validates
-    the same parsed JSON.
+
+async def resolve_answer(services: Services, node_id: int) -> bytes:
+    """The encoded resolve answer for ``node_id`` (shared with :mod:`..lanes`).
+
+    Raises:
+        StoreError: the node is not live (:class:`~..store.NodeNotFoundError`)
+            or the store fails.
     """
-    text = request.path_params.get("node_id", "")
-    if not (text.isascii() and text.isdigit()) or text[0] == "0" or len(text) > 10:
-        return None
-    node_id = int(text)
-    if node_id > MAX_NODE_ID or request.headers.get("content-type") != _JSON:
-        return None
-    if request.app.dependency_overrides:
-        return None
-    try:
-        body = HeartbeatRequest.model_validate(json.loads(await request.body()))
-    except (ValueError, ValidationError):  # JSONDecodeError and UnicodeDecodeError too
-        return None
-    return await heartbeat(node_id, body, request.app.state.services)
-
-
-class _HeartbeatRoute(APIRoute):
-    """The heartbeat's route: declared (and documented) like every other, served lean.
-
-    FastAPI solves a route's declared parameters on every request (path
-    parameter, body, dependencies), about a fifth of a heartbeat's CPU time
-    (registry README, "Figures"). The most frequent write skips that in the
-    common case (:func:`_lean_heartbeat`) and falls back to FastAPI's handler
-    for everything else.
-    """
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        standard = super().get_route_handler()
-
-        async def handle(request: Request) -> Response:
-            response = await _lean_heartbeat(request)
-            return await standard(request) if response is None else response
-
-        return handle
-
-
-router.add_api_route(
-    "/v1/nodes/{node_id}/heartbeat",
-    heartbeat,
-    methods=["POST"],
-    response_model=HeartbeatResponse,
-    route_class_override=_HeartbeatRoute,
-)
+    store = await get_store(services)
+    record = await store.resolve(node_id)
+    view = await _view(services, store, record)
+    return view.model_dump_json(exclude_none=True).encode()
 
 
 @router.get("/v1/nodes/{node_id}", response_model=NodeView, response_model_exclude_none=True)
 async def resolve(node_id: NodeIdPath, services: ServicesDep) -> Response:
     """Resolve a live node; relay-only nodes get a beacon address."""
-    store = await get_store(services)
-    record = await store.resolve(node_id)
-    return _json(await _view(services, store, record), exclude_none=True)
+    return Response(await resolve_answer(services, node_id), media_type=_JSON)
 
 
 @router.get("/v1/names/{name}", response_model=NodeView, response_model_exclude_none=True)
