@@ -21,6 +21,7 @@ from natroute.registry.store import (
     KeyCache,
     NameTakenError,
     NodeNotFoundError,
+    NodeRecord,
     ReplayError,
     Store,
     StoreConfig,
@@ -150,6 +151,35 @@ async def test_heartbeat_keeps_alive_and_updates(store: Store, clock: FakeClock)
 async def test_heartbeat_unknown_node(store: Store, clock: FakeClock) -> None:
     with pytest.raises(NodeNotFoundError, match="register again"):
         await store.heartbeat(1, timestamp_us=ts(clock))
+
+
+async def test_heartbeats_at_once_each_get_their_own_answer(store: Store, clock: FakeClock) -> None:
+    # Sent together, they share a batch where the backend batches (PostgreSQL).
+    nodes = [await register(store, clock, key=bytes([n]) * 32) for n in range(1, 9)]
+    clock.advance(1)
+    now = ts(clock)
+    await store.heartbeat(nodes[0], timestamp_us=now + 5)  # makes its next beats replays
+    outcomes = await asyncio.gather(
+        *(
+            store.heartbeat(node_id, timestamp_us=now, endpoint=f"198.51.100.{i}:7")
+            for i, node_id in enumerate(nodes)
+        ),
+        store.heartbeat(nodes[1], timestamp_us=now + 1, candidates=[("198.51.100.99:1", "srflx")]),
+        store.heartbeat(nodes[2], timestamp_us=now),  # the same timestamp again
+        store.heartbeat(max(nodes) + 1, timestamp_us=now),  # never registered
+        return_exceptions=True,
+    )
+    assert isinstance(outcomes[0], ReplayError)
+    for i, outcome in enumerate(outcomes[1:8], start=1):
+        assert isinstance(outcome, NodeRecord), outcome
+        assert (outcome.node_id, outcome.endpoint) == (nodes[i], f"198.51.100.{i}:7")
+    second = outcomes[8]
+    assert isinstance(second, NodeRecord)
+    assert second.candidates == (("198.51.100.99:1", "srflx"),)
+    assert second.endpoint == "198.51.100.1:7"  # kept from the beat before
+    assert isinstance(outcomes[9], ReplayError)
+    assert isinstance(outcomes[10], NodeNotFoundError)
+    assert (await store.resolve(nodes[0])).endpoint == "203.0.113.5:4000"  # refused: unchanged
 
 
 async def test_expiry_boundary(store: Store, clock: FakeClock) -> None:

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 
     _Conn: TypeAlias = PoolConnectionProxy[asyncpg.Record]
 
+from .batching import GroupCommit
 from .schema import migrations
 from .store import (
     ID_TRIES,
@@ -75,19 +76,33 @@ _RECONNECT_MAX: Final = 30.0
 _SELECT_NODE: Final = (
     f"SELECT {NODE_COLUMNS} FROM nodes n JOIN identities i ON i.node_id = n.node_id "
 )
-_HEARTBEAT: Final = f"""
-WITH claimed AS (
-    UPDATE identities SET last_ts_us = $2
-    WHERE node_id = $1 AND last_ts_us < $2
-      AND EXISTS (SELECT 1 FROM nodes WHERE node_id = $1)
-    RETURNING node_id, ed25519, created_at
+#: A batch of heartbeats (distinct node IDs, in order): each claims its
+#: timestamp only when newer and only for a node with a record, then refreshes it.
+_HEARTBEATS: Final = f"""
+WITH beats AS (
+    SELECT * FROM unnest($1::bigint[], $2::bigint[], $4::text[], $5::int[], $6::text[], $7::text[])
+        AS b(node_id, ts, endpoint, relay_only, candidates, transport)
+), claimed AS (
+    UPDATE identities i SET last_ts_us = b.ts FROM beats b
+    WHERE i.node_id = b.node_id AND i.last_ts_us < b.ts
+      AND EXISTS (SELECT 1 FROM nodes WHERE node_id = b.node_id)
+    RETURNING i.node_id, i.ed25519, i.created_at
 )
-UPDATE nodes n SET last_seen = $3, endpoint = coalesce($4, n.endpoint),
-    relay_only = coalesce($5, n.relay_only), candidates = coalesce($6, n.candidates),
-    transport = coalesce($7, n.transport)
-FROM claimed i WHERE n.node_id = i.node_id
+UPDATE nodes n SET last_seen = $3, endpoint = coalesce(b.endpoint, n.endpoint),
+    relay_only = coalesce(b.relay_only, n.relay_only),
+    candidates = coalesce(b.candidates, n.candidates),
+    transport = coalesce(b.transport, n.transport)
+FROM claimed i JOIN beats b ON b.node_id = i.node_id
+WHERE n.node_id = i.node_id
 RETURNING {NODE_COLUMNS}
 """
+#: Why the heartbeats of a batch that changed nothing were refused.
+_REFUSED: Final = (
+    "SELECT i.node_id, i.last_ts_us, n.node_id IS NOT NULL FROM identities i "
+    "LEFT JOIN nodes n ON n.node_id = i.node_id WHERE i.node_id = ANY($1::bigint[])"
+)
+#: What a heartbeat may change: timestamp, endpoint, relay_only, candidates, transport.
+_Beat = tuple[int, str | None, int | None, str | None, str | None]
 _DRIVER_ERRORS: Final = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 
 
@@ -129,6 +144,7 @@ class PostgresStore(BackendBase):
         self._listen_conn: asyncpg.Connection | None = None
         self._reconnect: asyncio.Task[None] | None = None
         self._closed = False
+        self._beats: GroupCommit[int, _Beat, NodeRecord] = GroupCommit(self._heartbeats)
 
     @classmethod
     async def open(
@@ -176,6 +192,7 @@ class PostgresStore(BackendBase):
         if self._closed:
             return
         self._closed = True
+        await self._beats.close(StoreUnavailableError("the store is closed"))
         if self._reconnect is not None:
             self._reconnect.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -430,32 +447,38 @@ class PostgresStore(BackendBase):
         candidates: Sequence[tuple[str, str]] | None = None,
         transport: str | None = None,
     ) -> NodeRecord:
-        """See :meth:`.store.Store.heartbeat`."""
-        now = self._clock()
-        check_skew(timestamp_us, now, self._config.signature_skew)
+        """See :meth:`.store.Store.heartbeat`; committed together with those arriving meanwhile."""
+        check_skew(timestamp_us, self._clock(), self._config.signature_skew)
+        if self._closed:
+            raise StoreUnavailableError("the store is closed")
+        beat = (
+            timestamp_us,
+            endpoint,
+            None if relay_only is None else int(relay_only),
+            None if candidates is None else encode_candidates(candidates),
+            transport,
+        )
+        return await self._beats.submit(node_id, beat)
+
+    async def _heartbeats(
+        self, batch: list[tuple[int, _Beat]]
+    ) -> dict[int, NodeRecord | Exception]:
+        """One statement, one commit for a batch of heartbeats (:class:`.batching.GroupCommit`)."""
+        batch.sort()  # row locks in ID order: two replicas' batches cannot deadlock
+        ids = [node_id for node_id, _ in batch]
+        columns = list(zip(*(beat for _, beat in batch), strict=True))
         async with self._conn("heartbeat") as conn:
-            row = await conn.fetchrow(
-                _HEARTBEAT,
-                node_id,
-                timestamp_us,
-                now,
-                endpoint,
-                None if relay_only is None else int(relay_only),
-                None if candidates is None else encode_candidates(candidates),
-                transport,
-            )
-            if row is not None:
-                return node_from_row(row)
-            # Nothing changed: say why (rare, so a second query is fine).
-            why = await conn.fetchrow(
-                "SELECT i.last_ts_us, n.node_id FROM identities i "
-                "LEFT JOIN nodes n ON n.node_id = i.node_id WHERE i.node_id = $1",
-                node_id,
-            )
-        if why is None or why[1] is None:
-            raise NodeNotFoundError(f"node {node_id} is not registered; register again")
-        check_newer(timestamp_us, int(why[0]))
-        raise NodeNotFoundError(f"node {node_id} changed concurrently; retry")  # pragma: no cover
+            rows = await conn.fetch(_HEARTBEATS, ids, columns[0], self._clock(), *columns[1:])
+            results: dict[int, NodeRecord | Exception] = {
+                record.node_id: record for record in map(node_from_row, rows)
+            }
+            refused = [(node_id, beat[0]) for node_id, beat in batch if node_id not in results]
+            # Rare (a replay, an expired node): a second query says why.
+            why = await conn.fetch(_REFUSED, [node_id for node_id, _ in refused]) if refused else []
+        last = {int(row[0]): (int(row[1]), bool(row[2])) for row in why}
+        for node_id, timestamp_us in refused:
+            results[node_id] = _refusal(node_id, timestamp_us, last.get(node_id))
+        return results
 
     async def set_relay_only_force(self, node_id: int, force: bool | None) -> NodeRecord:
         """See :meth:`.store.Store.set_relay_only_force`."""
@@ -520,3 +543,14 @@ class PostgresStore(BackendBase):
                 cutoff,
             )
         return int(nodes), int(beacons)
+
+
+def _refusal(node_id: int, timestamp_us: int, last: tuple[int, bool] | None) -> Exception:
+    """Why a heartbeat changed nothing: no such node, or not newer than the last one."""
+    if last is None or not last[1]:
+        return NodeNotFoundError(f"node {node_id} is not registered; register again")
+    try:
+        check_newer(timestamp_us, last[0])
+    except StoreError as exc:
+        return exc
+    return NodeNotFoundError(f"node {node_id} changed concurrently; retry")  # pragma: no cover
