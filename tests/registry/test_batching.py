@@ -1,4 +1,4 @@
-"""Group commit: who shares a batch, and who gets which answer."""
+"""Batches: who shares one, and who gets which answer."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 import pytest
 
-from natroute.registry.batching import GroupCommit
+from natroute.registry.batching import Batcher
 
 pytestmark = pytest.mark.asyncio
 
@@ -42,7 +42,7 @@ async def _settle() -> None:
 
 async def test_calls_arriving_during_a_batch_share_the_next() -> None:
     db = Database()
-    commit: GroupCommit[str, int, int] = GroupCommit(db.run)
+    commit: Batcher[str, int, int] = Batcher(db.run)
     first = asyncio.ensure_future(commit.submit("a", 1))
     await _settle()
     assert db.batches == [[("a", 1)]]  # alone and at once: no waiting for company
@@ -57,7 +57,7 @@ async def test_calls_arriving_during_a_batch_share_the_next() -> None:
 
 async def test_a_key_is_in_a_batch_once_and_batches_are_capped() -> None:
     db = Database()
-    commit: GroupCommit[str, int, int] = GroupCommit(db.run, max_batch=2)
+    commit: Batcher[str, int, int] = Batcher(db.run, max_batch=2)
     calls = [("a", 1), ("a", 2), ("b", 3), ("c", 4), ("a", 5)]
     futures = [asyncio.ensure_future(commit.submit(k, v)) for k, v in calls]
     db.gate.set()
@@ -67,7 +67,7 @@ async def test_a_key_is_in_a_batch_once_and_batches_are_capped() -> None:
 
 async def test_each_caller_gets_its_own_error_and_a_failed_batch_fails_only_its_calls() -> None:
     db = Database()
-    commit: GroupCommit[str, int, int] = GroupCommit(db.run)
+    commit: Batcher[str, int, int] = Batcher(db.run)
     db.gate.set()
     refused, missing, fine = (
         asyncio.ensure_future(commit.submit(k, v)) for k, v in (("r", -1), ("m", 99), ("f", 4))
@@ -87,7 +87,7 @@ async def test_each_caller_gets_its_own_error_and_a_failed_batch_fails_only_its_
 
 async def test_a_caller_that_gives_up_does_not_disturb_the_others() -> None:
     db = Database()
-    commit: GroupCommit[str, int, int] = GroupCommit(db.run)
+    commit: Batcher[str, int, int] = Batcher(db.run)
     impatient = asyncio.ensure_future(commit.submit("a", 1))
     patient = asyncio.ensure_future(commit.submit("b", 2))
     await _settle()
@@ -99,7 +99,7 @@ async def test_a_caller_that_gives_up_does_not_disturb_the_others() -> None:
 
 async def test_close_fails_the_waiting_calls_and_stops_the_running_batch() -> None:
     db = Database()
-    commit: GroupCommit[str, int, int] = GroupCommit(db.run)
+    commit: Batcher[str, int, int] = Batcher(db.run)
     running = asyncio.ensure_future(commit.submit("a", 1))
     await _settle()
     waiting = asyncio.ensure_future(commit.submit("b", 2))

@@ -182,6 +182,24 @@ async def test_heartbeats_at_once_each_get_their_own_answer(store: Store, clock:
     assert (await store.resolve(nodes[0])).endpoint == "203.0.113.5:4000"  # refused: unchanged
 
 
+async def test_resolves_at_once_each_get_their_own_answer(store: Store, clock: FakeClock) -> None:
+    # Asked together, they share a query where the backend batches (PostgreSQL).
+    stale = await register(store, clock, key=bytes([9]) * 32)
+    clock.advance(60)
+    nodes = [await register(store, clock, key=bytes([n]) * 32, name=f"n{n}") for n in range(1, 5)]
+    clock.advance(40)  # the first has expired (TTL 90 s), the others are live
+    asked = [*nodes, stale, max(nodes) + 1, nodes[0]]
+    outcomes = await asyncio.gather(*(store.resolve(n) for n in asked), return_exceptions=True)
+    for node_id, outcome in zip(asked, outcomes, strict=True):
+        if node_id in nodes:
+            assert isinstance(outcome, NodeRecord), outcome
+            assert outcome.node_id == node_id
+            assert outcome.name == f"n{nodes.index(node_id) + 1}"
+        else:
+            assert isinstance(outcome, NodeNotFoundError), outcome
+            assert str(node_id) in str(outcome)
+
+
 async def test_expiry_boundary(store: Store, clock: FakeClock) -> None:
     node_id = await register(store, clock, name="edge")
     clock.advance(90)

@@ -1,11 +1,11 @@
-"""Group commit on an event loop: calls that arrive while one batch runs share the next.
+"""Batches on an event loop: calls that arrive while one batch runs share the next.
 
-The PostgreSQL backend sends each heartbeat to a :class:`GroupCommit`
-instead of running a transaction of its own (registry README, "Storage"):
-one statement and one commit then serve every heartbeat that arrived while
-the previous batch was in the database. At low load a batch is one call and
-runs at once; under load the batches grow with the database's round trip,
-so the work per call falls as the load rises.
+The PostgreSQL backend sends each heartbeat and each resolve to a
+:class:`Batcher` instead of a statement of its own (registry README,
+"Storage"): one statement (for heartbeats, one commit) then serves every
+call that arrived while the previous batch was in the database. At low load
+a batch is one call and runs at once; under load the batches grow with the
+database's round trip, so the work per call falls as the load rises.
 
 A batch holds each key once: a second call with a key already in the batch
 waits for the next one, so a batch never asks the database to change one
@@ -21,7 +21,7 @@ from typing import Final, Generic, TypeVar
 
 from natroute._service.tasks import cancel_and_wait
 
-__all__ = ["GroupCommit"]
+__all__ = ["Batcher"]
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -31,7 +31,7 @@ R = TypeVar("R")
 MAX_BATCH: Final = 256
 
 
-class GroupCommit(Generic[K, V, R]):
+class Batcher(Generic[K, V, R]):
     """Run calls in batches, one batch at a time.
 
     Args:
@@ -61,7 +61,7 @@ class GroupCommit(Generic[K, V, R]):
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._waiting.append((key, value, future))
         if self._task is None:
-            self._task = asyncio.create_task(self._drain(), name="group-commit")
+            self._task = asyncio.create_task(self._drain(), name="batcher")
         return await future
 
     async def close(self, error: Exception) -> None:

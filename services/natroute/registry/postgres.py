@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
     _Conn: TypeAlias = PoolConnectionProxy[asyncpg.Record]
 
-from .batching import GroupCommit
+from .batching import Batcher
 from .schema import migrations
 from .store import (
     ID_TRIES,
@@ -144,7 +144,8 @@ class PostgresStore(BackendBase):
         self._listen_conn: asyncpg.Connection | None = None
         self._reconnect: asyncio.Task[None] | None = None
         self._closed = False
-        self._beats: GroupCommit[int, _Beat, NodeRecord] = GroupCommit(self._heartbeats)
+        self._beats: Batcher[int, _Beat, NodeRecord] = Batcher(self._heartbeats)
+        self._resolves: Batcher[int, None, NodeRecord] = Batcher(self._resolve_batch)
 
     @classmethod
     async def open(
@@ -192,7 +193,8 @@ class PostgresStore(BackendBase):
         if self._closed:
             return
         self._closed = True
-        await self._beats.close(StoreUnavailableError("the store is closed"))
+        for batcher in (self._beats, self._resolves):
+            await batcher.close(StoreUnavailableError("the store is closed"))
         if self._reconnect is not None:
             self._reconnect.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -302,9 +304,26 @@ class PostgresStore(BackendBase):
         return node_from_row(row)
 
     async def resolve(self, node_id: int) -> NodeRecord:
-        """The live record of ``node_id``."""
-        missing = f"node {node_id} is not registered or has expired"
-        return await self._live_node("WHERE n.node_id = $1", node_id, missing)
+        """The live record of ``node_id``; read together with those asked meanwhile."""
+        if self._closed:
+            raise StoreUnavailableError("the store is closed")
+        return await self._resolves.submit(node_id, None)
+
+    async def _resolve_batch(
+        self, batch: list[tuple[int, None]]
+    ) -> dict[int, NodeRecord | Exception]:
+        """One query for a batch of resolves (:class:`.batching.Batcher`)."""
+        now, ttl = self._clock(), self._config.node_ttl
+        ids = [node_id for node_id, _ in batch]
+        async with self._conn("read") as conn:
+            rows = await conn.fetch(_SELECT_NODE + "WHERE n.node_id = ANY($1::bigint[])", ids)
+        live = {int(row[0]): row for row in rows if is_live(float(row[8]), now, ttl)}
+        return {
+            node_id: node_from_row(live[node_id])
+            if node_id in live
+            else NodeNotFoundError(f"node {node_id} is not registered or has expired")
+            for node_id in ids
+        }
 
     async def resolve_name(self, name: str) -> NodeRecord:
         """The live record of the node called ``name``."""
@@ -463,7 +482,7 @@ class PostgresStore(BackendBase):
     async def _heartbeats(
         self, batch: list[tuple[int, _Beat]]
     ) -> dict[int, NodeRecord | Exception]:
-        """One statement, one commit for a batch of heartbeats (:class:`.batching.GroupCommit`)."""
+        """One statement, one commit for a batch of heartbeats (:class:`.batching.Batcher`)."""
         batch.sort()  # row locks in ID order: two replicas' batches cannot deadlock
         ids = [node_id for node_id, _ in batch]
         columns = list(zip(*(beat for _, beat in batch), strict=True))
