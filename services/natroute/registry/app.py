@@ -19,6 +19,7 @@ from contextlib import asynccontextmanager
 from typing import Any, Final
 
 from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 from natroute._service.docs import mount_offline_docs
 from natroute._service.http import ErrorBody, install_error_handlers
@@ -74,6 +75,22 @@ async def _preload_keys(services: Services) -> None:
         return
     elapsed = round(time.monotonic() - started, 3)
     _log.info("registry_keys_preloaded", extra={"count": count, "seconds": elapsed})
+
+
+class _RegistryApp(FastAPI):
+    """FastAPI with the registry's own layers outside FastAPI's middleware.
+
+    Request timing, the body limit and the fast lanes (:mod:`.lanes`) wrap
+    FastAPI's server-error, exception and telemetry middleware instead of
+    sitting inside it, so a lane's answer skips those too (about 18 µs of
+    a request's CPU, decision D45); every other request passes through all.
+    """
+
+    outer_layers: Callable[[ASGIApp], ASGIApp] | None = None
+
+    def build_middleware_stack(self) -> ASGIApp:
+        inner = super().build_middleware_stack()
+        return inner if self.outer_layers is None else self.outer_layers(inner)
 
 
 def create_app(
@@ -140,7 +157,7 @@ def create_app(
             if owned and services.store is not None:
                 await services.store.close()
 
-    app = FastAPI(
+    app = _RegistryApp(
         title="natroute registry",
         version="1",
         summary="Node identities, endpoint resolution and the beacon list.",
@@ -153,13 +170,16 @@ def create_app(
     errors = install_error_handlers(
         app, codes=ERROR_CODES, on_error=metrics.count_error, log_event="registry_request_failed"
     )
-    # Innermost: inside the body limit and the request timing (docs in lanes.py).
     lane_routes = [*beacons_router.routes, *nodes_router.routes]
-    app.add_middleware(FastLanes, owner=app, errors=errors, routes=lane_routes)
-    app.add_middleware(
-        BodyLimitMiddleware, max_bytes=settings.max_body_bytes, on_error=metrics.count_error
-    )
-    app.add_middleware(RouteTimer, latency=metrics.request_duration, responses=metrics.requests)
+
+    def outer_layers(inner: ASGIApp) -> ASGIApp:
+        lanes = FastLanes(inner, owner=app, errors=errors, routes=lane_routes)
+        limited = BodyLimitMiddleware(
+            lanes, max_bytes=settings.max_body_bytes, on_error=metrics.count_error
+        )
+        return RouteTimer(limited, latency=metrics.request_duration, responses=metrics.requests)
+
+    app.outer_layers = outer_layers
     # Routes are matched in order: the frequent calls first (those FastLanes
     # passes on), the documentation last.
     app.include_router(beacons_router)
