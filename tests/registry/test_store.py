@@ -5,6 +5,8 @@ PostgreSQL's cross-replica guarantees)."""
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import os
 import random
 import sqlite3
 from pathlib import Path
@@ -359,6 +361,26 @@ async def test_sqlite_group_commit_isolates_each_call(tmp_path: Path, clock: Fak
         for i, node_id in enumerate(ids):
             assert (await store.resolve(node_id)).endpoint == f"198.51.100.{i}:1"
     finally:
+        await store.close()
+
+
+async def test_sqlite_writers_of_one_file_take_turns_on_its_lock_file(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """A writer waits on ``<db>.writers`` (as another process's writer would hold it)."""
+    path = tmp_path / "r.db"
+    store = SqliteStore(path, StoreConfig(), clock=clock)
+    other = os.open(f"{path}.writers", os.O_RDWR)  # another open file: another writer
+    try:
+        fcntl.flock(other, fcntl.LOCK_EX)
+        write = asyncio.ensure_future(register(store, clock))
+        await asyncio.sleep(0.3)
+        assert not write.done()  # queued behind the lock, not polling SQLite's
+        fcntl.flock(other, fcntl.LOCK_UN)
+        node_id = await write
+        assert (await store.resolve(node_id)).node_id == node_id
+    finally:
+        os.close(other)
         await store.close()
 
 

@@ -5,9 +5,11 @@ and, from the sidecars' refreshes, about as many resolves and beacon-list
 reads again (registry README, "Figures"). For those three calls FastAPI's
 per-request machinery (exception middleware, routing, the request object,
 the endpoint's parameter solving) cost about 140 µs of CPU each, more than
-the work itself. :class:`FastLanes` is the app's innermost middleware: it
-answers the common case of each call from the same functions the routes
-use, and passes everything else on, untouched, to FastAPI:
+the work itself. :class:`FastLanes` sits in front of FastAPI (inside the
+registry's request timing and body limit, outside FastAPI's own middleware:
+``app.py``): it answers the common case of each call from the same
+functions the routes use, and passes everything else on, untouched, to
+FastAPI:
 
 * ``GET /v1/beacons``: the pre-encoded list;
 * ``GET /v1/nodes/{node_id}``: the resolve answer;

@@ -10,6 +10,14 @@ heartbeats. ``NORMAL`` still survives a process kill in WAL mode (the WAL is
 written before commit returns; only the fsync is deferred) but may lose the
 last commits on power loss.
 
+Several processes may share one file (one host): their writers queue on an
+advisory lock of the file beside it (``<db>.writers``, ``flock``) before
+each transaction, so a waiting writer starts the moment the other commits.
+SQLite's own lock alone would do for correctness, but its busy handler
+sleeps between retries (up to 100 ms at a time): two replicas on one file
+answered about a fifth fewer heartbeats, with a p99 latency four to five
+times longer (registry README, "Figures").
+
 Reads run inline on the caller's event loop on a second connection: in WAL
 mode a reader never waits for the writer and sees every committed write, a
 point lookup costs microseconds, and a thread hop would cost more.
@@ -19,7 +27,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
+import os
 import queue
 import random
 import sqlite3
@@ -166,6 +176,12 @@ class SqliteStore(BackendBase):
                 raise StoreUnavailableError(f"cannot use SQLite database {path}: {exc}") from exc
             raise
         self._read_lock = threading.Lock()
+        try:
+            self._writers = os.open(f"{path}.writers", os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            self._writer.close()
+            self._reader.close()
+            raise StoreUnavailableError(f"cannot open the writers' lock of {path}: {exc}") from exc
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="registry-sqlite", daemon=True)
         self._thread.start()
@@ -240,11 +256,16 @@ class SqliteStore(BackendBase):
                     stop = True
                     break
                 batch.append(job)
-            self._commit(db, batch)
+            fcntl.flock(self._writers, fcntl.LOCK_EX)  # other processes' writers: in turn
+            try:
+                self._commit(db, batch)
+            finally:
+                fcntl.flock(self._writers, fcntl.LOCK_UN)
             last_commit = time.monotonic()
             if stop:
                 break
         db.close()
+        os.close(self._writers)
 
     @staticmethod
     def _commit(db: sqlite3.Connection, batch: list[_Job]) -> None:
