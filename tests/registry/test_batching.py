@@ -97,15 +97,21 @@ async def test_a_caller_that_gives_up_does_not_disturb_the_others() -> None:
     assert impatient.cancelled()
 
 
-async def test_close_fails_the_waiting_calls_and_stops_the_running_batch() -> None:
+async def test_close_fails_the_waiting_calls_and_lets_the_running_batch_finish() -> None:
     db = Database()
     commit: Batcher[str, int, int] = Batcher(db.run)
     running = asyncio.ensure_future(commit.submit("a", 1))
     await _settle()
     waiting = asyncio.ensure_future(commit.submit("b", 2))
     await _settle()
-    await commit.close(RuntimeError("closed"))
-    for future in (running, waiting):
-        with pytest.raises(RuntimeError, match="closed"):
-            await future
+    closing = asyncio.ensure_future(commit.close(RuntimeError("closed")))
+    await _settle()
+    with pytest.raises(RuntimeError, match="closed"):
+        await waiting  # failed at once
+    assert not closing.done()  # the running batch may have reached the database
+    db.gate.set()
+    await closing
+    assert await running == 10
+    with pytest.raises(RuntimeError, match="closed"):
+        await commit.submit("c", 3)
     assert db.batches == [[("a", 1)]]

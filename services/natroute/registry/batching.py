@@ -3,7 +3,9 @@
 The PostgreSQL backend sends each heartbeat and each resolve to a
 :class:`Batcher` instead of a statement of its own (registry README,
 "Storage"): one statement (for heartbeats, one commit) then serves every
-call that arrived while the previous batch was in the database. At low load
+call that arrived while the previous batch was in the database. The SQLite
+backend hands each batch of heartbeats to its writer thread as one job of
+its group commit. At low load
 a batch is one call and runs at once; under load the batches grow with the
 database's round trip, so the work per call falls as the load rises.
 
@@ -18,8 +20,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Hashable, Mapping
 from typing import Final, Generic, TypeVar
-
-from natroute._service.tasks import cancel_and_wait
 
 __all__ = ["Batcher"]
 
@@ -51,6 +51,7 @@ class Batcher(Generic[K, V, R]):
         self._max = max_batch
         self._waiting: list[tuple[K, V, asyncio.Future[R]]] = []
         self._task: asyncio.Task[None] | None = None
+        self._closed: Exception | None = None
 
     async def submit(self, key: K, value: V) -> R:
         """Run ``value`` for ``key`` in the next batch; its result.
@@ -58,6 +59,8 @@ class Batcher(Generic[K, V, R]):
         Raises:
             Exception: the call's own error, or the error its batch failed with.
         """
+        if self._closed is not None:
+            raise self._closed
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._waiting.append((key, value, future))
         if self._task is None:
@@ -65,13 +68,18 @@ class Batcher(Generic[K, V, R]):
         return await future
 
     async def close(self, error: Exception) -> None:
-        """Stop: the calls still waiting fail with ``error``; a running batch is cancelled."""
-        if self._task is not None:
-            await cancel_and_wait([self._task])
+        """Stop: calls not yet in a batch fail with ``error``, as do later ones.
+
+        A batch already running finishes (its calls get their answers), so
+        nothing the database committed is reported as failed.
+        """
+        self._closed = error
         waiting, self._waiting = self._waiting, []
         for _, _, future in waiting:
             if not future.done():
                 future.set_exception(error)
+        if self._task is not None:
+            await asyncio.wait([self._task])
 
     async def _drain(self) -> None:
         try:
@@ -79,9 +87,6 @@ class Batcher(Generic[K, V, R]):
                 batch = self._next_batch()
                 try:
                     results = await self._run([(key, value) for key, value, _ in batch])
-                except asyncio.CancelledError:
-                    self._waiting[:0] = batch  # close() fails them with its error
-                    raise
                 except Exception as exc:  # the batch failed as a whole
                     for _, _, future in batch:
                         if not future.done():

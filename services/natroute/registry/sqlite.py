@@ -39,6 +39,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
+from .batching import Batcher
 from .schema import migrations
 from .store import (
     ID_TRIES,
@@ -120,16 +121,19 @@ def _node(db: sqlite3.Connection, where: str, arg: object) -> NodeRecord | None:
     return node_from_row(rows[0]) if rows else None
 
 
-def _refuse_heartbeat(db: sqlite3.Connection, node_id: int, timestamp_us: int) -> None:
+def _refusal(db: sqlite3.Connection, node_id: int, timestamp_us: int) -> StoreError:
     """Why a heartbeat claimed nothing: no record, or not a newer timestamp."""
     rows = db.execute(
         "SELECT i.last_ts_us FROM identities i JOIN nodes n USING (node_id) WHERE node_id = ?",
         (node_id,),
     ).fetchall()
     if not rows:
-        raise NodeNotFoundError(f"node {node_id} is not registered; register again")
-    check_newer(timestamp_us, int(rows[0][0]))
-    raise StoreError(f"heartbeat of node {node_id} claimed nothing")  # pragma: no cover
+        return NodeNotFoundError(f"node {node_id} is not registered; register again")
+    try:
+        check_newer(timestamp_us, int(rows[0][0]))
+    except StoreError as exc:
+        return exc
+    return StoreError(f"heartbeat of node {node_id} claimed nothing")  # pragma: no cover
 
 
 def _settle_all(settled: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
@@ -183,6 +187,9 @@ class SqliteStore(BackendBase):
             self._reader.close()
             raise StoreUnavailableError(f"cannot open the writers' lock of {path}: {exc}") from exc
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._beats: Batcher[int, tuple[int, tuple[Any, ...]], NodeRecord] = Batcher(
+            self._heartbeats
+        )
         self._thread = threading.Thread(target=self._run, name="registry-sqlite", daemon=True)
         self._thread.start()
 
@@ -196,6 +203,7 @@ class SqliteStore(BackendBase):
         if self._closed:
             return
         self._closed = True
+        await self._beats.close(StoreUnavailableError("the store is closed"))
         self._jobs.put(None)
         await asyncio.to_thread(self._thread.join)
         with self._read_lock:
@@ -499,9 +507,11 @@ class SqliteStore(BackendBase):
         candidates: Sequence[tuple[str, str]] | None = None,
         transport: str | None = None,
     ) -> NodeRecord:
-        """See :meth:`.store.Store.heartbeat`."""
+        """See :meth:`.store.Store.heartbeat`; one writer job with those arriving meanwhile."""
         now = self._clock()
         check_skew(timestamp_us, now, self._config.signature_skew)
+        if self._closed:
+            raise StoreUnavailableError("the store is closed")
         changes = (
             now,
             endpoint,
@@ -510,17 +520,29 @@ class SqliteStore(BackendBase):
             transport,
             node_id,
         )
+        return await self._beats.submit(node_id, (timestamp_us, changes))
 
-        def job(db: sqlite3.Connection) -> NodeRecord:
-            # Two statements, no read before or after: the first claims the
+    async def _heartbeats(
+        self, batch: list[tuple[int, tuple[int, tuple[Any, ...]]]]
+    ) -> dict[int, NodeRecord | Exception]:
+        """A batch of heartbeats as one job of the group commit (:class:`.batching.Batcher`)."""
+
+        def job(db: sqlite3.Connection) -> dict[int, NodeRecord | Exception]:
+            # Two statements each, no read before or after: the first claims the
             # timestamp only when it is newer and the node has a record, the
             # second then always finds that record (one writer holds the lock).
-            claimed = db.execute(_CLAIM, (timestamp_us, node_id, timestamp_us, node_id)).fetchall()
-            if not claimed:
-                _refuse_heartbeat(db, node_id, timestamp_us)
-            row = db.execute(_TOUCH, changes).fetchall()[0]
-            key, created_at = claimed[0]
-            return node_from_row((node_id, key, *row[:5], created_at, *row[5:]))
+            # A refused heartbeat changes nothing, so the job needs no savepoint.
+            results: dict[int, NodeRecord | Exception] = {}
+            for node_id, (timestamp_us, changes) in batch:
+                claimed = db.execute(_CLAIM, (timestamp_us, node_id, timestamp_us, node_id))
+                claim = claimed.fetchall()
+                if not claim:
+                    results[node_id] = _refusal(db, node_id, timestamp_us)
+                    continue
+                row = db.execute(_TOUCH, changes).fetchall()[0]
+                key, created_at = claim[0]
+                results[node_id] = node_from_row((node_id, key, *row[:5], created_at, *row[5:]))
+            return results
 
         return await self._write(job, savepoint=False)
 
