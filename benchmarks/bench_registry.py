@@ -25,7 +25,8 @@ reads its key, as in a registry that has run for a while; only a node
 registered through another replica since the start would. "achieved" counts
 2xx answers that arrived within the run. The CPU time per request (from
 ``/proc``) of the registries and, on PostgreSQL, of every ``postgres`` process
-is printed too: this machine is shared, and CPU per request varies less than
+is printed too, and the load generator's (one Python process on the same
+cores): this machine is shared, and CPU per request varies less than
 requests per second when other work competes for the cores.
 
 PostgreSQL: ``--postgres-url`` (default ``$NATROUTE_BENCH_POSTGRES_URL``,
@@ -260,17 +261,20 @@ def _generate(
     except ImportError:
         runner = asyncio.Runner()
     with runner:
+        started = time.process_time()
         outcomes = runner.run(run_load(hosts, streams, seconds, conns))
-    out.send(outcomes)
+        cpu = time.process_time() - started
+    out.send((outcomes, cpu))
 
 
 def _load(
     procs: list[Any], streams: list[Stream], seconds: float, conns: int = 64
-) -> tuple[list[Outcome], float, float]:
-    """Run the load in a child process (its own core).
+) -> tuple[list[Outcome], float, float, float]:
+    """Run the load in a child process.
 
     Returns:
-        The outcomes, the registries' CPU seconds and PostgreSQL's CPU seconds.
+        The outcomes, the registries', PostgreSQL's and the load generator's
+        CPU seconds (all on the same cores).
     """
     hosts = [("127.0.0.1", int(p.url.rsplit(":", 1)[1])) for p in procs]
     before, pg_before = sum(_cpu_seconds(p.pid) for p in procs), _postgres_cpu_seconds()
@@ -278,10 +282,10 @@ def _load(
     receive, send = ctx.Pipe(duplex=False)
     child = ctx.Process(target=_generate, args=(hosts, streams, seconds, conns, send))
     child.start()
-    outcomes: list[Outcome] = receive.recv()
+    outcomes, generator_cpu = receive.recv()
     child.join()
     cpu = sum(_cpu_seconds(p.pid) for p in procs) - before
-    return outcomes, cpu, _postgres_cpu_seconds() - pg_before
+    return outcomes, cpu, _postgres_cpu_seconds() - pg_before, generator_cpu
 
 
 @dataclass
@@ -299,6 +303,7 @@ class Row:
     errors: int
     cpu_us: float
     pg_cpu_us: float | None
+    generator_cpu_us: float
 
     def text(self) -> str:
         target = "max" if self.target is None else f"{self.target:,.0f}"
@@ -306,7 +311,7 @@ class Row:
         return (
             f"| {self.backend} | {self.replicas} | {self.phase} | {self.kind} | {target} "
             f"| {self.achieved:,.0f} | {self.p50_ms:.1f} | {self.p99_ms:.1f} | {self.errors} "
-            f"| {self.cpu_us:,.0f} | {pg} |"
+            f"| {self.cpu_us:,.0f} | {pg} | {self.generator_cpu_us:,.0f} |"
         )
 
 
@@ -315,10 +320,10 @@ def _rows_of(
     replicas: int,
     phase: str,
     streams: list[Stream],
-    measured: tuple[list[Outcome], float, float],
+    measured: tuple[list[Outcome], float, float, float],
     seconds: float,
 ) -> list[Row]:
-    outcomes, cpu, pg_cpu = measured
+    outcomes, cpu, pg_cpu, generator_cpu = measured
     total_ok = sum(o.ok for o in outcomes) or 1
     rows = []
     for stream, o in zip(streams, outcomes, strict=True):
@@ -335,6 +340,7 @@ def _rows_of(
                 sum(n for s, n in o.statuses.items() if not 200 <= s < 300) + o.failures,
                 cpu / total_ok * 1e6,
                 pg_cpu / total_ok * 1e6 if backend == "postgresql" else None,
+                generator_cpu / total_ok * 1e6,
             )
         )
     return rows
@@ -393,9 +399,9 @@ def load(args: argparse.Namespace) -> int:
         shutil.rmtree(directory, ignore_errors=True)
     print(
         "| backend | replicas | phase | kind | target req/s | achieved req/s | p50 ms | p99 ms "
-        "| errors | registry CPU µs/req | PostgreSQL CPU µs/req |"
+        "| errors | registry CPU µs/req | PostgreSQL CPU µs/req | load generator CPU µs/req |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         print(row.text())
     print(f"\n{args.nodes:,} nodes; {os.cpu_count()} cores; run took {time.monotonic() - t0:.0f} s")
