@@ -104,7 +104,7 @@ async def test_close_fails_the_waiting_calls_and_lets_the_running_batch_finish()
     await _settle()
     waiting = asyncio.ensure_future(commit.submit("b", 2))
     await _settle()
-    closing = asyncio.ensure_future(commit.close(RuntimeError("closed")))
+    closing = asyncio.ensure_future(commit.close(lambda: RuntimeError("closed")))
     await _settle()
     with pytest.raises(RuntimeError, match="closed"):
         await waiting  # failed at once

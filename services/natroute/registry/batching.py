@@ -51,7 +51,7 @@ class Batcher(Generic[K, V, R]):
         self._max = max_batch
         self._waiting: list[tuple[K, V, asyncio.Future[R]]] = []
         self._task: asyncio.Task[None] | None = None
-        self._closed: Exception | None = None
+        self._closed: Callable[[], Exception] | None = None
 
     async def submit(self, key: K, value: V) -> R:
         """Run ``value`` for ``key`` in the next batch; its result.
@@ -60,15 +60,15 @@ class Batcher(Generic[K, V, R]):
             Exception: the call's own error, or the error its batch failed with.
         """
         if self._closed is not None:
-            raise self._closed
+            raise self._closed()
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._waiting.append((key, value, future))
         if self._task is None:
             self._task = asyncio.create_task(self._drain(), name="batcher")
         return await future
 
-    async def close(self, error: Exception) -> None:
-        """Stop: calls not yet in a batch fail with ``error``, as do later ones.
+    async def close(self, error: Callable[[], Exception]) -> None:
+        """Stop: calls not yet in a batch fail with a new ``error()``, as do later ones.
 
         A batch already running finishes (its calls get their answers), so
         nothing the database committed is reported as failed.
@@ -77,7 +77,7 @@ class Batcher(Generic[K, V, R]):
         waiting, self._waiting = self._waiting, []
         for _, _, future in waiting:
             if not future.done():
-                future.set_exception(error)
+                future.set_exception(error())
         if self._task is not None:
             await asyncio.wait([self._task])
 

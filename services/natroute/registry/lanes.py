@@ -78,7 +78,7 @@ class FastLanes:
     """ASGI middleware: answer the frequent calls' common case; pass on the rest.
 
     Args:
-        app: the rest of the app (FastAPI's exception middleware and router).
+        app: FastAPI's own middleware stack and router, for every other request.
         owner: the FastAPI app: its ``state.services``, its routes and its
             dependency overrides.
         errors: the app's error renderer.

@@ -60,6 +60,7 @@ from .store import (
     encode_candidates,
     is_live,
     node_from_row,
+    store_closed,
 )
 
 __all__ = ["CHANNEL", "MIGRATIONS", "PostgresStore", "redact_url"]
@@ -194,7 +195,7 @@ class PostgresStore(BackendBase):
             return
         self._closed = True
         for batcher in (self._beats, self._resolves):
-            await batcher.close(StoreUnavailableError("the store is closed"))
+            await batcher.close(store_closed)
         if self._reconnect is not None:
             self._reconnect.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -209,7 +210,7 @@ class PostgresStore(BackendBase):
     @contextlib.asynccontextmanager
     async def _conn(self, what: str) -> AsyncIterator[_Conn]:
         if self._closed:
-            raise StoreUnavailableError("the store is closed")
+            raise store_closed()
         with _driver_errors(what):
             async with self._pool.acquire() as conn:
                 yield conn
@@ -306,7 +307,7 @@ class PostgresStore(BackendBase):
     async def resolve(self, node_id: int) -> NodeRecord:
         """The live record of ``node_id``; read together with those asked meanwhile."""
         if self._closed:
-            raise StoreUnavailableError("the store is closed")
+            raise store_closed()
         return await self._resolves.submit(node_id, None)
 
     async def _resolve_batch(
@@ -469,7 +470,7 @@ class PostgresStore(BackendBase):
         """See :meth:`.store.Store.heartbeat`; committed together with those arriving meanwhile."""
         check_skew(timestamp_us, self._clock(), self._config.signature_skew)
         if self._closed:
-            raise StoreUnavailableError("the store is closed")
+            raise store_closed()
         beat = (
             timestamp_us,
             endpoint,

@@ -59,6 +59,7 @@ from .store import (
     encode_candidates,
     is_live,
     node_from_row,
+    store_closed,
 )
 
 __all__ = ["MIGRATIONS", "SqliteStore"]
@@ -203,7 +204,7 @@ class SqliteStore(BackendBase):
         if self._closed:
             return
         self._closed = True
-        await self._beats.close(StoreUnavailableError("the store is closed"))
+        await self._beats.close(store_closed)
         self._jobs.put(None)
         await asyncio.to_thread(self._thread.join)
         with self._read_lock:
@@ -213,7 +214,7 @@ class SqliteStore(BackendBase):
 
     def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         if self._closed:
-            raise StoreUnavailableError("the store is closed")
+            raise store_closed()
         try:
             with self._read_lock:
                 return fn(self._reader)
@@ -229,7 +230,7 @@ class SqliteStore(BackendBase):
         each a hand-over of the GIL). Any other error in it fails the batch.
         """
         if self._closed:
-            raise StoreUnavailableError("the store is closed")
+            raise store_closed()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         self._jobs.put((fn, savepoint, loop, future))
@@ -511,7 +512,7 @@ class SqliteStore(BackendBase):
         now = self._clock()
         check_skew(timestamp_us, now, self._config.signature_skew)
         if self._closed:
-            raise StoreUnavailableError("the store is closed")
+            raise store_closed()
         changes = (
             now,
             endpoint,

@@ -60,6 +60,7 @@ __all__ = [
     "encode_candidates",
     "is_live",
     "node_from_row",
+    "store_closed",
 ]
 
 #: Draws of a random node ID before giving up (the space is 2**32).
@@ -175,6 +176,11 @@ def node_from_row(row: Any) -> NodeRecord:
 def encode_candidates(candidates: Sequence[tuple[str, str]]) -> str:
     """Candidates as stored: JSON ``[[addr, kind], ...]``."""
     return json.dumps([[addr, kind] for addr, kind in candidates])
+
+
+def store_closed() -> StoreUnavailableError:
+    """The error of a call to a store that was closed."""
+    return StoreUnavailableError("the store is closed")
 
 
 def check_skew(timestamp_us: int, now: float, skew: float) -> None:
