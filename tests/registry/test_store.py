@@ -446,10 +446,14 @@ async def test_postgres_beacon_registration_reaches_other_replicas(
     second = await open_store(pg_settings, clock=clock)
     heard = asyncio.Event()
     second.on_beacons_changed(heard.set)
+    told: list[str] = []
+    first.on_beacons_changed(lambda: told.append("first"))
     try:
         await first.register_beacon(4, "203.0.113.4:9001")
         await asyncio.wait_for(heard.wait(), timeout=10)  # a safety net, not a timing check
         assert [b.beacon_id for b in await second.live_beacons()] == [4]
+        await asyncio.sleep(0.3)  # the notification has reached the first replica too
+        assert told == ["first"]  # once, at its commit: not again for its own NOTIFY
     finally:
         await first.close()
         await second.close()

@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import random
+import secrets
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit, urlunsplit
@@ -60,7 +60,9 @@ from .store import (
     encode_candidates,
     is_live,
     node_from_row,
+    registered_values,
     store_closed,
+    upsert_node,
 )
 
 __all__ = ["CHANNEL", "MIGRATIONS", "PostgresStore", "redact_url"]
@@ -97,6 +99,8 @@ FROM claimed i JOIN beats b ON b.node_id = i.node_id
 WHERE n.node_id = i.node_id
 RETURNING {NODE_COLUMNS}
 """
+#: A registration's write of the node record.
+_UPSERT_NODE: Final = upsert_node([f"${i}" for i in range(1, 10)])
 #: Why the heartbeats of a batch that changed nothing were refused.
 _REFUSED: Final = (
     "SELECT i.node_id, i.last_ts_us, n.node_id IS NOT NULL FROM identities i "
@@ -145,6 +149,8 @@ class PostgresStore(BackendBase):
         self._listen_conn: asyncpg.Connection | None = None
         self._reconnect: asyncio.Task[None] | None = None
         self._closed = False
+        #: Prefixes this replica's notifications, which it does not act on twice.
+        self._origin = f"{secrets.token_hex(8)}:"
         self._beats: Batcher[int, _Beat, NodeRecord] = Batcher(self._heartbeats)
         self._resolves: Batcher[int, None, NodeRecord] = Batcher(self._resolve_batch)
 
@@ -243,6 +249,8 @@ class PostgresStore(BackendBase):
         self._listen_conn = conn
 
     def _on_notify(self, conn: object, pid: int, channel: str, payload: object) -> None:
+        if isinstance(payload, str) and payload.startswith(self._origin):
+            return  # our own registration: its listeners were told when it committed
         self._beacons_changed()
 
     def _on_listener_lost(self, conn: object) -> None:
@@ -389,25 +397,9 @@ class PostgresStore(BackendBase):
                     )
                     if name is not None:
                         await self._claim_name(conn, name, node_id, now)
-                    await conn.execute(
-                        "INSERT INTO nodes (node_id, x25519, endpoint, lan_addrs, relay_only, "
-                        "last_seen, candidates, transport, name) "
-                        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) "
-                        "ON CONFLICT (node_id) DO UPDATE SET x25519 = excluded.x25519, "
-                        "endpoint = excluded.endpoint, lan_addrs = excluded.lan_addrs, "
-                        "relay_only = excluded.relay_only, last_seen = excluded.last_seen, "
-                        "candidates = excluded.candidates, transport = excluded.transport, "
-                        "name = excluded.name",
-                        node_id,
-                        x25519_public_key,
-                        endpoint,
-                        json.dumps(list(lan_addrs)),
-                        int(relay_only),
-                        now,
-                        encode_candidates(candidates),
-                        transport,
-                        name,
-                    )
+                    fields = (x25519_public_key, endpoint, lan_addrs, relay_only, now, candidates)
+                    values = registered_values(node_id, *fields, transport, name)
+                    await conn.execute(_UPSERT_NODE, *values)
                     row = await conn.fetchrow(_SELECT_NODE + "WHERE n.node_id = $1", node_id)
             except asyncpg.UniqueViolationError as exc:
                 if exc.constraint_name == "nodes_name":
@@ -538,7 +530,7 @@ class PostgresStore(BackendBase):
                 now,
                 stream_url,
             )
-            await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, str(beacon_id))
+            await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, f"{self._origin}{beacon_id}")
         self._beacons_changed()
         await self._maybe_purge(now)
         return BeaconRecord(beacon_id, addr, now, stream_url)

@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import json
 import os
 import queue
 import random
@@ -59,7 +58,9 @@ from .store import (
     encode_candidates,
     is_live,
     node_from_row,
+    registered_values,
     store_closed,
+    upsert_node,
 )
 
 __all__ = ["MIGRATIONS", "SqliteStore"]
@@ -86,6 +87,8 @@ _TOUCH: Final = (
     "transport = coalesce(?, transport) WHERE node_id = ? RETURNING x25519, endpoint, "
     "lan_addrs, relay_only, relay_only_forced, last_seen, candidates, transport, name"
 )
+#: A registration's write of the node record.
+_UPSERT_NODE: Final = upsert_node(["?"] * 9)
 #: A write: its function, whether it runs in a savepoint, who waits for it.
 _Job = tuple[
     Callable[[sqlite3.Connection], Any], bool, asyncio.AbstractEventLoop, "asyncio.Future[Any]"
@@ -429,16 +432,6 @@ class SqliteStore(BackendBase):
         """See :meth:`.store.Store.register`."""
         now = self._clock()
         check_skew(timestamp_us, now, self._config.signature_skew)
-        values = (
-            x25519_public_key,
-            endpoint,
-            json.dumps(list(lan_addrs)),
-            int(relay_only),
-            now,
-            encode_candidates(candidates),
-            transport,
-            name,
-        )
 
         def job(db: sqlite3.Connection) -> tuple[NodeRecord, bool]:
             rows = db.execute(
@@ -461,16 +454,8 @@ class SqliteStore(BackendBase):
                 )
             if name is not None:
                 self._claim_name(db, name, node_id, now)
-            db.execute(
-                "INSERT INTO nodes (node_id, x25519, endpoint, lan_addrs, relay_only, last_seen, "
-                "candidates, transport, name) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT(node_id) DO UPDATE SET x25519 = excluded.x25519, "
-                "endpoint = excluded.endpoint, lan_addrs = excluded.lan_addrs, "
-                "relay_only = excluded.relay_only, last_seen = excluded.last_seen, "
-                "candidates = excluded.candidates, transport = excluded.transport, "
-                "name = excluded.name",
-                (node_id, *values),
-            )
+            fields = (x25519_public_key, endpoint, lan_addrs, relay_only, now, candidates)
+            db.execute(_UPSERT_NODE, registered_values(node_id, *fields, transport, name))
             record = _node(db, "n.node_id = ?", node_id)
             assert record is not None
             self._maybe_purge(db, now)

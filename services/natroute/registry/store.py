@@ -60,7 +60,9 @@ __all__ = [
     "encode_candidates",
     "is_live",
     "node_from_row",
+    "registered_values",
     "store_closed",
+    "upsert_node",
 ]
 
 #: Draws of a random node ID before giving up (the space is 2**32).
@@ -176,6 +178,50 @@ def node_from_row(row: Any) -> NodeRecord:
 def encode_candidates(candidates: Sequence[tuple[str, str]]) -> str:
     """Candidates as stored: JSON ``[[addr, kind], ...]``."""
     return json.dumps([[addr, kind] for addr, kind in candidates])
+
+
+#: The columns a registration writes (every node column but ``relay_only_forced``).
+_REGISTERED: Final = (
+    "node_id",
+    "x25519",
+    "endpoint",
+    "lan_addrs",
+    "relay_only",
+    "last_seen",
+    "candidates",
+    "transport",
+    "name",
+)
+
+
+def upsert_node(placeholders: Sequence[str]) -> str:
+    """The statement both backends write a registration with, in their placeholders.
+
+    It inserts the node's record or replaces every registered field of it;
+    the values go in :data:`_REGISTERED`'s order (:func:`registered_values`).
+    """
+    updates = ", ".join(f"{column} = excluded.{column}" for column in _REGISTERED[1:])
+    return (
+        f"INSERT INTO nodes ({', '.join(_REGISTERED)}) VALUES ({', '.join(placeholders)}) "
+        f"ON CONFLICT (node_id) DO UPDATE SET {updates}"
+    )
+
+
+def registered_values(
+    node_id: int,
+    x25519_public_key: bytes | None,
+    endpoint: str | None,
+    lan_addrs: Sequence[str],
+    relay_only: bool,
+    now: float,
+    candidates: Sequence[tuple[str, str]],
+    transport: str,
+    name: str | None,
+) -> tuple[Any, ...]:
+    """A registration's values for :func:`upsert_node`, as stored."""
+    lan = json.dumps(list(lan_addrs))
+    cands = encode_candidates(candidates)
+    return (node_id, x25519_public_key, endpoint, lan, int(relay_only), now, cands, transport, name)
 
 
 def store_closed() -> StoreUnavailableError:
