@@ -21,6 +21,8 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from .expiry import sweep_oldest
+
 __all__ = ["RateLimit", "TokenBuckets"]
 
 K = TypeVar("K", bound=Hashable)
@@ -98,13 +100,5 @@ class TokenBuckets(Generic[K]):
         Returns:
             How many keys were removed.
         """
-        limit = self.limit
-        removed = 0
-        buckets = self._buckets
-        while buckets:
-            key, (tokens, stamp) = next(iter(buckets.items()))
-            if tokens + (now - stamp) * limit.rate < limit.burst:
-                break
-            del buckets[key]
-            removed += 1
-        return removed
+        rate, burst = self.limit.rate, self.limit.burst
+        return sweep_oldest(self._buckets, lambda b: b[0] + (now - b[1]) * rate >= burst)

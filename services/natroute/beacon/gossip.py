@@ -22,9 +22,8 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 
+from natroute._service.expiry import sweep_oldest
 from natroute.routing.types import Addr
-
-from .expiry import sweep_oldest
 
 __all__ = ["GossipTable", "chunk_ids"]
 

@@ -25,9 +25,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import Enum
 
+from natroute._service.expiry import sweep_oldest
 from natroute.routing.types import Addr
 
-from .expiry import sweep_oldest
 from .prefix import net_key, source_key
 
 __all__ = ["NodeEntry", "NodeTable", "Refusal"]

@@ -1,9 +1,10 @@
-"""The one expiry sweep of the beacon's refresh-ordered tables.
+"""The one expiry sweep of the refresh-ordered tables.
 
-The node table and the gossip table keep their entries in an ``OrderedDict``
-in refresh order (a refresh moves the key to the end), so the oldest entry
-is always first. Expiring them is then a walk from the front that stops at
-the first live entry: O(removed), however large the table.
+The beacon's node and gossip tables and the rate limiter's buckets keep
+their entries in an ``OrderedDict`` in refresh order (a refresh moves the
+key to the end), so the oldest entry is always first. Expiring them is then
+a walk from the front that stops at the first live entry: O(removed),
+however large the table.
 """
 
 from __future__ import annotations
