@@ -95,46 +95,35 @@ def _start(argv: list[str], event: str, limit: float = 20.0) -> Proc:
 @contextlib.contextmanager
 def world(directory: Path) -> Iterator[tuple[str, str]]:
     """A registry and a beacon; yields (registry URL, beacon host:port)."""
-    reg_port, beacon_port = bench_beacon.free_port(socket.SOCK_STREAM), bench_beacon.free_port()
-    registry = _start(
-        [
-            str(BIN / "natroute-registry"),
-            "--dev",
-            "--http-listen",
-            f"127.0.0.1:{reg_port}",
-            "--db",
-            str(directory / "registry.db"),
-            "--register-rate",
-            "1000",
-        ],
-        "registry_listening",
-    )
-    url = f"http://127.0.0.1:{reg_port}"
-    beacon = _start(
-        [
-            str(BIN / "natroute-beacon"),
-            "--listen",
-            f"127.0.0.1:{beacon_port}",
-            "--http-listen",
-            "off",
-            "--beacon-id",
-            "1",
-            "--registry-url",
-            url,
-            "--registry-token",
-            "dev",
-            "--relay-rate",
-            "0",
-            "--relay-byte-rate",
-            "0",
-        ],
-        "beacon_started",
-    )
-    try:
-        yield url, f"127.0.0.1:{beacon_port}"
-    finally:
-        beacon.stop()
-        registry.stop()
+    from natroute.registry.testing import registry_process
+
+    beacon_port = bench_beacon.free_port()
+    flags = ("--dev", "--db", str(directory / "registry.db"), "--register-rate", "1000")
+    with registry_process(directory, *flags) as registry:
+        beacon = _start(
+            [
+                str(BIN / "natroute-beacon"),
+                "--listen",
+                f"127.0.0.1:{beacon_port}",
+                "--http-listen",
+                "off",
+                "--beacon-id",
+                "1",
+                "--registry-url",
+                registry.url,
+                "--registry-token",
+                "dev",
+                "--relay-rate",
+                "0",
+                "--relay-byte-rate",
+                "0",
+            ],
+            "beacon_started",
+        )
+        try:
+            yield registry.url, f"127.0.0.1:{beacon_port}"
+        finally:
+            beacon.stop()
 
 
 def sidecar(directory: Path, name: str, url: str, beacon: str, *extra: str) -> Proc:
