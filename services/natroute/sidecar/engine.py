@@ -530,6 +530,7 @@ class Engine(Checks, Prediction):
         for data in datagrams:
             if peer is None or chosen is None or data[:4] != key:
                 if peer is not None and run:
+                    peer.last_used = now
                     self._sent_run(peer, run, run_bytes, now)
                 run = run_bytes = 0
                 key = data[:4]
@@ -550,12 +551,14 @@ class Engine(Checks, Prediction):
             run += 1
             run_bytes += len(frame)
         if peer is not None and run:
+            peer.last_used = now
             self._sent_run(peer, run, run_bytes, now)
 
     def _sent_run(self, peer: Peer, count: int, size: int, now: float) -> None:
+        """Account for ``count`` frames (``size`` bytes) sent to a direct peer at once."""
         peer.pkts_sent += count
         peer.bytes_sent += size
-        peer.last_sent_at = peer.last_used = now
+        peer.last_sent_at = now
         if now - peer.synced_send_at >= _SYNC_INTERVAL:
             peer.synced_send_at = now
             self.manager.record_outbound_send(peer.node_id, now)
@@ -580,12 +583,7 @@ class Engine(Checks, Prediction):
                 self._extra_out.append((peer.via, frame, chosen))
             else:
                 self._out.append((frame, chosen))
-            peer.pkts_sent += 1
-            peer.bytes_sent += len(frame)
-            peer.last_sent_at = now
-            if now - peer.synced_send_at >= _SYNC_INTERVAL:
-                peer.synced_send_at = now
-                mgr.record_outbound_send(peer.node_id, now)
+            self._sent_run(peer, 1, len(frame), now)
             return
         addr = chosen if peer.path is Path.DIRECT else None
         try:
