@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from natroute._service.tasks import every
 from natroute.beacon.auth import sign_discover
 from natroute.routing.addr import format_addr
 from natroute.routing.constants import BEACON_REFRESH_JITTER, RTT_PROBE_TIMEOUT
@@ -262,15 +263,20 @@ class BeaconKeeping:
     async def _refresh_loop(self) -> None:
         # start() ran the first tick; the jitter spreads the fleet's later ticks.
         s = self.settings
-        await asyncio.sleep(initial_jitter() * s.refresh_jitter / BEACON_REFRESH_JITTER)
-        while True:
-            await asyncio.sleep(s.refresh_interval)
-            try:
-                await self.refresh_now()
-                if s.nat_detect:
-                    await self._check_nat()
-            except Exception:
-                _log.exception("beacon_refresh_failed")
+        jitter = initial_jitter() * s.refresh_jitter / BEACON_REFRESH_JITTER
+        await every(
+            s.refresh_interval,
+            self._refresh_and_check,
+            name="beacon_refresh",
+            logger=_log,
+            event="beacon_refresh_failed",
+            first=jitter + s.refresh_interval,
+        )
+
+    async def _refresh_and_check(self) -> None:
+        await self.refresh_now()
+        if self.settings.nat_detect:
+            await self._check_nat()
 
     async def _pick_from_bootstrap(self) -> None:
         """No list from the registry or the cache: pick among the configured beacons."""
