@@ -12,6 +12,10 @@ from natroute.registry.batching import Batcher
 pytestmark = pytest.mark.asyncio
 
 
+class Busy(Exception):
+    """Too many calls wait."""
+
+
 class Database:
     """A batch runner that holds each batch until released and records it."""
 
@@ -42,7 +46,7 @@ async def _settle() -> None:
 
 async def test_calls_arriving_during_a_batch_share_the_next() -> None:
     db = Database()
-    commit: Batcher[str, int, int] = Batcher(db.run)
+    commit: Batcher[str, int, int] = Batcher(db.run, busy=Busy)
     first = asyncio.ensure_future(commit.submit("a", 1))
     await _settle()
     assert db.batches == [[("a", 1)]]  # alone and at once: no waiting for company
@@ -57,17 +61,18 @@ async def test_calls_arriving_during_a_batch_share_the_next() -> None:
 
 async def test_a_key_is_in_a_batch_once_and_batches_are_capped() -> None:
     db = Database()
-    commit: Batcher[str, int, int] = Batcher(db.run, max_batch=2)
+    commit: Batcher[str, int, int] = Batcher(db.run, busy=Busy, max_batch=2)
     calls = [("a", 1), ("a", 2), ("b", 3), ("c", 4), ("a", 5)]
     futures = [asyncio.ensure_future(commit.submit(k, v)) for k, v in calls]
     db.gate.set()
     assert [await f for f in futures] == [10, 20, 30, 40, 50]
-    assert db.batches == [[("a", 1), ("b", 3)], [("a", 2), ("c", 4)], [("a", 5)]]
+    # "a" has more calls waiting: it goes to the back after each turn.
+    assert db.batches == [[("a", 1), ("b", 3)], [("c", 4), ("a", 2)], [("a", 5)]]
 
 
 async def test_each_caller_gets_its_own_error_and_a_failed_batch_fails_only_its_calls() -> None:
     db = Database()
-    commit: Batcher[str, int, int] = Batcher(db.run)
+    commit: Batcher[str, int, int] = Batcher(db.run, busy=Busy)
     db.gate.set()
     refused, missing, fine = (
         asyncio.ensure_future(commit.submit(k, v)) for k, v in (("r", -1), ("m", 99), ("f", 4))
@@ -87,7 +92,7 @@ async def test_each_caller_gets_its_own_error_and_a_failed_batch_fails_only_its_
 
 async def test_a_caller_that_gives_up_does_not_disturb_the_others() -> None:
     db = Database()
-    commit: Batcher[str, int, int] = Batcher(db.run)
+    commit: Batcher[str, int, int] = Batcher(db.run, busy=Busy)
     impatient = asyncio.ensure_future(commit.submit("a", 1))
     patient = asyncio.ensure_future(commit.submit("b", 2))
     await _settle()
@@ -99,7 +104,7 @@ async def test_a_caller_that_gives_up_does_not_disturb_the_others() -> None:
 
 async def test_close_fails_the_waiting_calls_and_lets_the_running_batch_finish() -> None:
     db = Database()
-    commit: Batcher[str, int, int] = Batcher(db.run)
+    commit: Batcher[str, int, int] = Batcher(db.run, busy=Busy)
     running = asyncio.ensure_future(commit.submit("a", 1))
     await _settle()
     waiting = asyncio.ensure_future(commit.submit("b", 2))
@@ -115,3 +120,23 @@ async def test_close_fails_the_waiting_calls_and_lets_the_running_batch_finish()
     with pytest.raises(RuntimeError, match="closed"):
         await commit.submit("c", 3)
     assert db.batches == [[("a", 1)]]
+
+
+async def test_a_flood_for_one_key_takes_a_turn_per_batch_and_the_waiting_are_capped() -> None:
+    db = Database()
+    commit: Batcher[str, int, int] = Batcher(db.run, busy=Busy, max_batch=3, max_waiting=8)
+    running = asyncio.ensure_future(commit.submit("x", 0))
+    await _settle()  # the first batch runs: ["x"]
+    flood = [asyncio.ensure_future(commit.submit("x", i)) for i in range(1, 6)]
+    others = [asyncio.ensure_future(commit.submit(k, 7)) for k in "abc"]
+    await _settle()
+    assert len(commit) == 8
+    with pytest.raises(Busy):
+        await commit.submit("d", 1)  # the ninth waiting call
+    db.gate.set()
+    assert await running == 0
+    assert [await f for f in others] == [70, 70, 70]
+    assert [await f for f in flood] == [10, 20, 30, 40, 50]
+    # The others did not wait behind the flood: they shared its first batches.
+    assert db.batches[:3] == [[("x", 0)], [("x", 1), ("a", 7), ("b", 7)], [("c", 7), ("x", 2)]]
+    assert len(commit) == 0

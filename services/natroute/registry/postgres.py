@@ -61,6 +61,7 @@ from .store import (
     is_live,
     node_from_row,
     registered_values,
+    store_busy,
     store_closed,
     upsert_node,
 )
@@ -151,8 +152,10 @@ class PostgresStore(BackendBase):
         self._closed = False
         #: Prefixes this replica's notifications, which it does not act on twice.
         self._origin = f"{secrets.token_hex(8)}:"
-        self._beats: Batcher[int, _Beat, NodeRecord] = Batcher(self._heartbeats)
-        self._resolves: Batcher[int, None, NodeRecord] = Batcher(self._resolve_batch)
+        self._beats: Batcher[int, _Beat, NodeRecord] = Batcher(self._heartbeats, busy=store_busy)
+        self._resolves: Batcher[int, None, NodeRecord] = Batcher(
+            self._resolve_batch, busy=store_busy
+        )
 
     @classmethod
     async def open(

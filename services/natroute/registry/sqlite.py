@@ -59,6 +59,7 @@ from .store import (
     is_live,
     node_from_row,
     registered_values,
+    store_busy,
     store_closed,
     upsert_node,
 )
@@ -192,7 +193,7 @@ class SqliteStore(BackendBase):
             raise StoreUnavailableError(f"cannot open the writers' lock of {path}: {exc}") from exc
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._beats: Batcher[int, tuple[int, tuple[Any, ...]], NodeRecord] = Batcher(
-            self._heartbeats
+            self._heartbeats, busy=store_busy
         )
         self._thread = threading.Thread(target=self._run, name="registry-sqlite", daemon=True)
         self._thread.start()

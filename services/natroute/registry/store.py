@@ -61,6 +61,7 @@ __all__ = [
     "is_live",
     "node_from_row",
     "registered_values",
+    "store_busy",
     "store_closed",
     "upsert_node",
 ]
@@ -227,6 +228,11 @@ def registered_values(
 def store_closed() -> StoreUnavailableError:
     """The error of a call to a store that was closed."""
     return StoreUnavailableError("the store is closed")
+
+
+def store_busy() -> StoreUnavailableError:
+    """The error of a call beyond the calls allowed to wait for the database."""
+    return StoreUnavailableError("too many requests are waiting for the database; retry")
 
 
 def check_skew(timestamp_us: int, now: float, skew: float) -> None:
