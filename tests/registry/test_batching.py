@@ -140,3 +140,20 @@ async def test_a_flood_for_one_key_takes_a_turn_per_batch_and_the_waiting_are_ca
     # The others did not wait behind the flood: they shared its first batches.
     assert db.batches[:3] == [[("x", 0)], [("x", 1), ("a", 7), ("b", 7)], [("c", 7), ("x", 2)]]
     assert len(commit) == 0
+
+
+async def test_shared_calls_of_one_key_take_one_turn_and_one_result() -> None:
+    db = Database()
+    reads: Batcher[str, int, int] = Batcher(db.run, busy=Busy, share=True)
+    first = asyncio.ensure_future(reads.submit("p", 1))
+    await _settle()
+    popular = [asyncio.ensure_future(reads.submit("p", 2)) for _ in range(50)]
+    other = asyncio.ensure_future(reads.submit("q", 3))
+    await _settle()
+    assert len(reads) == 51
+    db.gate.set()
+    assert await first == 10
+    assert {await f for f in popular} == {20}
+    assert await other == 30
+    assert db.batches == [[("p", 1)], [("p", 2), ("q", 3)]]  # one turn for all 50
+    assert len(reads) == 0

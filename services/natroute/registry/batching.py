@@ -53,6 +53,10 @@ class Batcher(Generic[K, V, R]):
             :class:`LookupError`. An exception it raises fails the whole batch.
         busy: the error of a call beyond ``max_waiting`` (the caller answers
             503: the database is behind).
+        share: the calls waiting for one key are one call (for reads): a
+            batch runs the oldest one's value and gives every one its result,
+            so a thousand resolves of one popular node take one turn, not a
+            thousand.
         max_batch: most calls in one batch.
         max_waiting: most calls waiting.
     """
@@ -62,11 +66,13 @@ class Batcher(Generic[K, V, R]):
         run: Callable[[list[tuple[K, V]]], Awaitable[Mapping[K, R | Exception]]],
         *,
         busy: Callable[[], Exception],
+        share: bool = False,
         max_batch: int = MAX_BATCH,
         max_waiting: int = MAX_WAITING,
     ) -> None:
         self._run = run
         self._busy = busy
+        self._share = share
         self._max = max_batch
         self._max_waiting = max_waiting
         self._waiting: OrderedDict[K, deque[_Call[V, R]]] = OrderedDict()
@@ -121,31 +127,41 @@ class Batcher(Generic[K, V, R]):
                 try:
                     results = await self._run([(key, value) for key, value, _ in batch])
                 except Exception as exc:  # the batch failed as a whole
-                    for _, _, future in batch:
-                        if not future.done():
-                            future.set_exception(exc)
+                    for _, _, futures in batch:
+                        for future in futures:
+                            if not future.done():
+                                future.set_exception(exc)
                     continue
-                for key, _, future in batch:
-                    if future.done():
-                        continue  # its caller gave up waiting
+                for key, _, futures in batch:
                     outcome = results.get(key, LookupError(key))
-                    if isinstance(outcome, Exception):
-                        future.set_exception(outcome)
-                    else:
-                        future.set_result(outcome)
+                    for future in futures:
+                        if future.done():
+                            continue  # its caller gave up waiting
+                        if isinstance(outcome, Exception):
+                            future.set_exception(outcome)
+                        else:
+                            future.set_result(outcome)
         finally:
             self._task = None
 
-    def _next_batch(self) -> list[tuple[K, V, asyncio.Future[R]]]:
+    def _next_batch(self) -> list[tuple[K, V, list[asyncio.Future[R]]]]:
         waiting = self._waiting
-        batch: list[tuple[K, V, asyncio.Future[R]]] = []
+        batch: list[tuple[K, V, list[asyncio.Future[R]]]] = []
+        taken = 0
         for key in list(islice(waiting, self._max)):
             calls = waiting[key]
-            value, future = calls.popleft()
-            batch.append((key, value, future))
+            if self._share:
+                value = calls[0][0]
+                futures = [future for _, future in calls]
+                calls.clear()
+            else:
+                value, future = calls.popleft()
+                futures = [future]
+            batch.append((key, value, futures))
+            taken += len(futures)
             if calls:
                 waiting.move_to_end(key)  # its next call waits for a later batch
             else:
                 del waiting[key]
-        self._count -= len(batch)
+        self._count -= taken
         return batch
