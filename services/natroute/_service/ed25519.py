@@ -8,7 +8,7 @@ in about half the CPU time of OpenSSL on the project's machine (55 against
 the group order. OpenSSL accepts a small-order key: with the identity point
 as key, ``R`` the identity and ``S`` zero, every message verifies, so a node
 registered under that key could be impersonated by anyone.
-``tests/test_ed25519.py`` holds the vectors.
+``tests/_service/test_ed25519.py`` holds the vectors.
 
 Signing stays with :mod:`cryptography`; a signature made by any conforming
 signer (cryptography, Go's ``crypto/ed25519``, libsodium) verifies here.
