@@ -57,7 +57,8 @@ from .store import (
     check_newer,
     check_skew,
     draw_node_id,
-    encode_candidates,
+    heartbeat_refusal,
+    heartbeat_values,
     is_live,
     node_from_row,
     registered_values,
@@ -466,13 +467,7 @@ class PostgresStore(BackendBase):
         check_skew(timestamp_us, self._clock(), self._config.signature_skew)
         if self._closed:
             raise store_closed()
-        beat = (
-            timestamp_us,
-            endpoint,
-            None if relay_only is None else int(relay_only),
-            None if candidates is None else encode_candidates(candidates),
-            transport,
-        )
+        beat = (timestamp_us, *heartbeat_values(endpoint, relay_only, candidates, transport))
         return await self._beats.submit(node_id, beat)
 
     async def _heartbeats(
@@ -490,9 +485,9 @@ class PostgresStore(BackendBase):
             refused = [(node_id, beat[0]) for node_id, beat in batch if node_id not in results]
             # Rare (a replay, an expired node): a second query says why.
             why = await conn.fetch(_REFUSED, [node_id for node_id, _ in refused]) if refused else []
-        last = {int(row[0]): (int(row[1]), bool(row[2])) for row in why}
+        last = {int(row[0]): int(row[1]) for row in why if row[2]}  # nodes with a record
         for node_id, timestamp_us in refused:
-            results[node_id] = _refusal(node_id, timestamp_us, last.get(node_id))
+            results[node_id] = heartbeat_refusal(node_id, timestamp_us, last.get(node_id))
         return results
 
     async def set_relay_only_force(self, node_id: int, force: bool | None) -> NodeRecord:
@@ -558,14 +553,3 @@ class PostgresStore(BackendBase):
                 cutoff,
             )
         return int(nodes), int(beacons)
-
-
-def _refusal(node_id: int, timestamp_us: int, last: tuple[int, bool] | None) -> Exception:
-    """Why a heartbeat changed nothing: no such node, or not newer than the last one."""
-    if last is None or not last[1]:
-        return NodeNotFoundError(f"node {node_id} is not registered; register again")
-    try:
-        check_newer(timestamp_us, last[0])
-    except StoreError as exc:
-        return exc
-    return NodeNotFoundError(f"node {node_id} changed concurrently; retry")  # pragma: no cover

@@ -55,7 +55,8 @@ from .store import (
     check_newer,
     check_skew,
     draw_node_id,
-    encode_candidates,
+    heartbeat_refusal,
+    heartbeat_values,
     is_live,
     node_from_row,
     registered_values,
@@ -132,13 +133,7 @@ def _refusal(db: sqlite3.Connection, node_id: int, timestamp_us: int) -> StoreEr
         "SELECT i.last_ts_us FROM identities i JOIN nodes n USING (node_id) WHERE node_id = ?",
         (node_id,),
     ).fetchall()
-    if not rows:
-        return NodeNotFoundError(f"node {node_id} is not registered; register again")
-    try:
-        check_newer(timestamp_us, int(rows[0][0]))
-    except StoreError as exc:
-        return exc
-    return StoreError(f"heartbeat of node {node_id} claimed nothing")  # pragma: no cover
+    return heartbeat_refusal(node_id, timestamp_us, int(rows[0][0]) if rows else None)
 
 
 def _settle_all(settled: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
@@ -228,10 +223,10 @@ class SqliteStore(BackendBase):
     async def _write(self, fn: Callable[[sqlite3.Connection], T], *, savepoint: bool = True) -> T:
         """Run ``fn`` on the writer thread in the next group commit; its result once committed.
 
-        ``savepoint=False`` is for a function that refuses (raises a
-        :class:`StoreError`) only before its first change and otherwise makes
-        every change: it needs no savepoint of its own (two statements fewer,
-        each a hand-over of the GIL). Any other error in it fails the batch.
+        ``savepoint=False`` is for a function that never raises (the batch of
+        heartbeats returns each refusal as a value): it needs no savepoint of
+        its own (two statements fewer, each a hand-over of the GIL). An error
+        in it fails the batch.
         """
         if self._closed:
             raise store_closed()
@@ -287,11 +282,8 @@ class SqliteStore(BackendBase):
             db.execute("BEGIN IMMEDIATE")
             for fn, savepoint, _, _ in batch:
                 if not savepoint:
-                    try:
-                        outcomes.append((True, fn(db)))
-                    except StoreError as exc:  # refused before any change
-                        outcomes.append((False, exc))
-                    continue  # any other error: the whole batch fails, below
+                    outcomes.append((True, fn(db)))  # an error fails the whole batch, below
+                    continue
                 db.execute("SAVEPOINT job")
                 try:
                     outcomes.append((True, fn(db)))
@@ -499,14 +491,7 @@ class SqliteStore(BackendBase):
         check_skew(timestamp_us, now, self._config.signature_skew)
         if self._closed:
             raise store_closed()
-        changes = (
-            now,
-            endpoint,
-            None if relay_only is None else int(relay_only),
-            None if candidates is None else encode_candidates(candidates),
-            transport,
-            node_id,
-        )
+        changes = (now, *heartbeat_values(endpoint, relay_only, candidates, transport), node_id)
         return await self._beats.submit(node_id, (timestamp_us, changes))
 
     async def _heartbeats(

@@ -58,6 +58,8 @@ __all__ = [
     "check_skew",
     "draw_node_id",
     "encode_candidates",
+    "heartbeat_refusal",
+    "heartbeat_values",
     "is_live",
     "node_from_row",
     "registered_values",
@@ -223,6 +225,34 @@ def registered_values(
     lan = json.dumps(list(lan_addrs))
     cands = encode_candidates(candidates)
     return (node_id, x25519_public_key, endpoint, lan, int(relay_only), now, cands, transport, name)
+
+
+def heartbeat_values(
+    endpoint: str | None,
+    relay_only: bool | None,
+    candidates: Sequence[tuple[str, str]] | None,
+    transport: str | None,
+) -> tuple[str | None, int | None, str | None, str | None]:
+    """What a heartbeat changes, as stored (``None``: keep the stored value)."""
+    relay = None if relay_only is None else int(relay_only)
+    cands = None if candidates is None else encode_candidates(candidates)
+    return endpoint, relay, cands, transport
+
+
+def heartbeat_refusal(node_id: int, timestamp_us: int, last_ts_us: int | None) -> StoreError:
+    """Why a heartbeat changed nothing, given the node's last accepted timestamp.
+
+    ``last_ts_us`` is ``None`` when the node has no record (never registered,
+    or purged): the node must register again. Otherwise the timestamp was not
+    newer (:class:`ReplayError`).
+    """
+    if last_ts_us is None:
+        return NodeNotFoundError(f"node {node_id} is not registered; register again")
+    try:
+        check_newer(timestamp_us, last_ts_us)
+    except StoreError as exc:
+        return exc
+    return NodeNotFoundError(f"node {node_id} changed concurrently; retry")  # pragma: no cover
 
 
 def store_closed() -> StoreUnavailableError:
